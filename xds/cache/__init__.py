@@ -1,0 +1,1 @@
+"""Immutable snapshots per node group, serialized once and shared by every stream."""

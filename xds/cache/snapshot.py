@@ -1,0 +1,141 @@
+"""Snapshot: the resources one node group should hold, serialized once, with content-hash versions.
+
+Each resource is serialized deterministically exactly once per snapshot, and its `DiscoveryResponse`
+`resources` field entry is pre-encoded, so a response to any number of streams is a concatenation of cached
+bytes plus a three-field header (BENCHMARKS.md section 6: serialize once, fan the bytes out).
+
+Versions are content hashes (XDS-RULES R14, case F3): identical content gives an identical version across
+restarts and replicas, and a restart can never reuse a version for different content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from xds.translate.resource import Translated
+from xds.typeurls import KNOWN, TypeUrl, short_name
+
+
+class InconsistentSnapshotError(ValueError):
+    """The resources do not form a config Envoy can apply (dangling reference or duplicate name)."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _length_delimited(field_number: int, payload: bytes) -> bytes:
+    return _varint((field_number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def encode_any(type_url: str, body: bytes) -> bytes:
+    """Wire form of google.protobuf.Any{type_url, value}."""
+    return _length_delimited(1, type_url.encode()) + _length_delimited(2, body)
+
+
+# DiscoveryResponse.resources is field 2 (envoy/service/discovery/v3/discovery.proto).
+DISCOVERY_RESPONSE_RESOURCES_FIELD = 2
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    name: str
+    type_url: TypeUrl
+    body: bytes
+    hash: str
+    # The DiscoveryResponse `resources` entry (tag + length + Any) for this resource.
+    encoded: bytes = field(repr=False)
+    refs: tuple[tuple[TypeUrl, str], ...] = ()
+
+    @classmethod
+    def of(cls, item: Translated) -> Resource:
+        body = item.message.SerializeToString(deterministic=True)
+        encoded = _length_delimited(DISCOVERY_RESPONSE_RESOURCES_FIELD, encode_any(item.type_url, body))
+        return cls(name=item.name, type_url=item.type_url, body=body, hash=digest(encoded), encoded=encoded,
+                   refs=item.refs)
+
+
+def version_of(resources: Iterable[Resource]) -> str:
+    """Content hash of a set of resources, independent of their order."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, res_hash in sorted((r.name, r.hash) for r in resources):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(res_hash.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Resources by type and name for one node group, with a version per type."""
+
+    group: str
+    resources: Mapping[TypeUrl, Mapping[str, Resource]]
+    versions: Mapping[TypeUrl, str]
+
+    def get(self, type_url: TypeUrl, name: str) -> Resource | None:
+        return self.resources.get(type_url, {}).get(name)
+
+    def of_type(self, type_url: TypeUrl) -> Mapping[str, Resource]:
+        return self.resources.get(type_url, {})
+
+    def version(self, type_url: TypeUrl) -> str:
+        return self.versions.get(type_url, "")
+
+    @property
+    def key(self) -> str:
+        """One string naming the whole content, for logs and `xds status`."""
+        return digest("|".join(f"{t}={v}" for t, v in sorted(self.versions.items())).encode())
+
+
+def make_snapshot(group: str, items: Iterable[Translated],
+                  previous: Snapshot | None = None) -> Snapshot:
+    """Serialize, hash and check `items`; raise InconsistentSnapshotError rather than publish a bad one.
+
+    Resource objects whose bytes are unchanged since `previous` are reused, so memory for unchanged
+    resources is shared between consecutive snapshots.
+    """
+    by_type: dict[TypeUrl, dict[str, Resource]] = {t: {} for t in KNOWN}
+    for item in items:
+        if item.type_url not in by_type:
+            raise InconsistentSnapshotError(f"unknown resource type {item.type_url!r} for {item.name!r}")
+        bucket = by_type[item.type_url]
+        if item.name in bucket:
+            # Envoy NACKs a response that names a resource twice (XDS-RULES R19, case P8).
+            raise InconsistentSnapshotError(
+                f"two {short_name(item.type_url)} resources are both named {item.name!r}")
+        resource = Resource.of(item)
+        if previous is not None:
+            old = previous.get(item.type_url, item.name)
+            if old is not None and old.hash == resource.hash and old.refs == resource.refs:
+                resource = old
+        bucket[item.name] = resource
+    problems = [
+        f"{short_name(res.type_url)} {res.name!r} refers to missing {short_name(ref_type)} {ref_name!r}"
+        for resources in by_type.values()
+        for res in resources.values()
+        for ref_type, ref_name in res.refs
+        if ref_name not in by_type.get(ref_type, {})
+    ]
+    if problems:
+        raise InconsistentSnapshotError("; ".join(sorted(problems)))
+    return Snapshot(
+        group=group,
+        resources=by_type,
+        versions={t: version_of(res.values()) for t, res in by_type.items()},
+    )

@@ -1,0 +1,1 @@
+"""Frozen value types for discovered services and the deterministic merge of sources."""

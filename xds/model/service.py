@@ -1,0 +1,92 @@
+"""Service and endpoint value types shared by every source and by policy.
+
+Values are frozen and hashable; collections are tuples sorted on construction so that two equal inputs
+always produce equal values (and therefore equal snapshot versions, see XDS-RULES R14).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NewType
+
+ServiceName = NewType("ServiceName", str)
+
+
+class Health(enum.Enum):
+    """Endpoint health as the data plane should see it (mirrors envoy.config.core.v3.HealthStatus)."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    DRAINING = "draining"
+    DEGRADED = "degraded"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One instance of a service, reachable at host:port."""
+
+    host: str
+    port: int
+    weight: int = 1
+    health: Health = Health.HEALTHY
+    locality: Locality = Locality()
+    # Sorted (key, value) pairs: tags and metadata used by policy subsets such as `version: v2`.
+    metadata: tuple[tuple[str, str], ...] = ()
+    # Which source contributed this endpoint ("file:/etc/xds.yaml", "consul:dc1", ...).
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metadata", tuple(sorted(self.metadata)))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def matches(self, selector: tuple[tuple[str, str], ...]) -> bool:
+        """True when every (key, value) of the selector is in this endpoint's metadata."""
+        meta = dict(self.metadata)
+        return all(meta.get(k) == v for k, v in selector)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: ServiceName
+    endpoints: tuple[Endpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "endpoints", tuple(sorted(self.endpoints, key=lambda e: (e.host, e.port, e.source)))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Every known service, by name. Built by `merge_catalogs`; never mutated."""
+
+    services: tuple[Service, ...] = ()
+    _by_name: dict[ServiceName, Service] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.services, key=lambda s: s.name))
+        object.__setattr__(self, "services", ordered)
+        object.__setattr__(self, "_by_name", {s.name: s for s in ordered})
+        if len(self._by_name) != len(ordered):
+            raise ValueError("duplicate service names in one catalog; merge them with merge_catalogs()")
+
+    def get(self, name: str) -> Service | None:
+        return self._by_name.get(ServiceName(name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __len__(self) -> int:
+        return len(self.services)

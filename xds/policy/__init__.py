@@ -1,0 +1,1 @@
+"""Policy schema, loading with located errors, and (Catalog, Policy) -> DesiredState."""

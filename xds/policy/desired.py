@@ -1,0 +1,88 @@
+"""DesiredState: what one node group should run, in Envoy's terms but free of protobuf.
+
+This is the contract between `policy` (which decides) and `translate` (which spells it as Envoy protos).
+Every collection is a tuple in a deterministic order so equal inputs give byte-identical snapshots.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from xds.model.service import Endpoint
+
+
+class LbPolicy(enum.Enum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_REQUEST = "least_request"
+    RANDOM = "random"
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
+
+    name: str
+    service: str
+    subset: tuple[tuple[str, str], ...] = ()
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    connect_timeout_s: float = 1.0
+    http2: bool = False
+    # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
+    # ClusterLoadAssignment is still sent so the cluster leaves warming (XDS-RULES R22).
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatchSpec:
+    name: str
+    exact: str | None = None  # None: the header must be present, any value
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedClusterSpec:
+    cluster: str
+    weight: int  # normalised: the weights of one route sum to TOTAL_WEIGHT
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    prefix: str = "/"
+    headers: tuple[HeaderMatchSpec, ...] = ()
+    backends: tuple[WeightedClusterSpec, ...] = ()
+    timeout_s: float | None = None
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHostSpec:
+    name: str
+    domains: tuple[str, ...] = ("*",)
+    routes: tuple[RouteSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfigSpec:
+    name: str
+    virtual_hosts: tuple[VirtualHostSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """An HTTP listener whose routes come over RDS under `route_config`."""
+
+    name: str
+    address: str
+    port: int
+    route_config: str
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    clusters: tuple[ClusterSpec, ...] = ()
+    listeners: tuple[ListenerSpec, ...] = ()
+    route_configs: tuple[RouteConfigSpec, ...] = ()

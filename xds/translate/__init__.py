@@ -1,0 +1,1 @@
+"""DesiredState -> Envoy protos (envoy.config.*.v3), one module per resource type."""
