@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds.translate.resource import Translated
-from xds.typeurls import KNOWN, TypeUrl, short_name
+from xds.typeurls import ENDPOINT, KNOWN, TypeUrl, short_name
 
 
 class InconsistentSnapshotError(ValueError):
@@ -34,13 +34,13 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _length_delimited(field_number: int, payload: bytes) -> bytes:
+def length_delimited(field_number: int, payload: bytes) -> bytes:
     return _varint((field_number << 3) | 2) + _varint(len(payload)) + payload
 
 
 def encode_any(type_url: str, body: bytes) -> bytes:
     """Wire form of google.protobuf.Any{type_url, value}."""
-    return _length_delimited(1, type_url.encode()) + _length_delimited(2, body)
+    return length_delimited(1, type_url.encode()) + length_delimited(2, body)
 
 
 # DiscoveryResponse.resources is field 2 (envoy/service/discovery/v3/discovery.proto).
@@ -64,7 +64,7 @@ class Resource:
     @classmethod
     def of(cls, item: Translated) -> Resource:
         body = item.message.SerializeToString(deterministic=True)
-        encoded = _length_delimited(DISCOVERY_RESPONSE_RESOURCES_FIELD, encode_any(item.type_url, body))
+        encoded = length_delimited(DISCOVERY_RESPONSE_RESOURCES_FIELD, encode_any(item.type_url, body))
         return cls(name=item.name, type_url=item.type_url, body=body, hash=digest(encoded), encoded=encoded,
                    refs=item.refs)
 
@@ -139,3 +139,18 @@ def make_snapshot(group: str, items: Iterable[Translated],
         resources=by_type,
         versions={t: version_of(res.values()) for t, res in by_type.items()},
     )
+
+
+def empty_endpoints(type_url: TypeUrl, name: str) -> Resource | None:
+    """Stand-in for a requested resource the snapshot lacks: an empty ClusterLoadAssignment for EDS.
+
+    Envoy keeps a cluster warming until it receives the cluster's assignment, so an EDS name the server
+    does not know (a cluster left over from an earlier server, F4) is answered with an explicit empty one
+    (XDS-RULES R22). Other types get nothing: the client's own "does not exist" timeout applies.
+    """
+    if type_url != ENDPOINT:
+        return None
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    return Resource.of(Translated(type_url=ENDPOINT, name=name,
+                                  message=endpoint_pb2.ClusterLoadAssignment(cluster_name=name)))

@@ -1,0 +1,144 @@
+"""The one place where sources, pipeline, cache, server and observability are wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from xds.cache.node import NodeGrouper
+from xds.cache.store import SnapshotStore
+from xds.observability.admin import AdminServer
+from xds.observability.metrics import Metrics
+from xds.pipeline import Pipeline, builder_for
+from xds.policy.errors import PolicyError
+from xds.server.callbacks import MultiCallbacks
+from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
+from xds.server.management import ManagementService
+from xds.server.registry import ProxyRegistry
+from xds.server.stream import StreamHandler
+from xds.settings import Settings
+from xds.sources.base import Source, SourceUpdate
+from xds.sources.files import FileSource
+
+log = logging.getLogger("xds.app")
+
+
+class App:
+    """The control plane process. Construct (no I/O), then `await run()` until cancelled."""
+
+    def __init__(self, settings: Settings, *, sources: Sequence[Source] | None = None,
+                 server_options: ServerOptions | None = None) -> None:
+        self.settings = settings
+        self.sources: tuple[Source, ...] = tuple(sources) if sources is not None else tuple(
+            FileSource(path, poll_interval_s=settings.file_poll_interval_s)
+            for path in settings.config_files)
+        if not self.sources:
+            raise ValueError("no source configured: give at least one --config file")
+        self.metrics = Metrics()
+        self.registry = ProxyRegistry()
+        self.store = SnapshotStore(on_build=self.metrics.on_build)
+        self.pipeline = Pipeline([s.name for s in self.sources])
+        self.health = HealthReporter()
+        self.source_errors: dict[str, str] = {}
+        self.policy_error: str = ""
+        self.xds_port: int | None = None
+        self.admin_port: int | None = None
+        self.started = asyncio.Event()
+        self._server_options = server_options or ServerOptions()
+        self._rebuild_handle: asyncio.TimerHandle | None = None
+        self._first_publish = asyncio.Event()
+
+    # ---------------------------------------------------------------- SourceSink
+
+    def publish(self, update: SourceUpdate) -> None:
+        self.pipeline.accept(update)
+        self.source_errors.pop(update.source, None)
+        self.metrics.source_synced(update.source)
+        log.info("source_updated", extra={"source": update.source, "services": len(update.catalog)})
+        self._schedule_rebuild()
+
+    def report_error(self, source: str, message: str) -> None:
+        self.source_errors[source] = message
+        self.metrics.source_error(source, message)
+        log.error("source_error", extra={"source": source, "error": message})
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def ready(self) -> bool:
+        """Every source has synced once and a snapshot builder is published (XDS-RULES R26)."""
+        return self.store.ready
+
+    def _schedule_rebuild(self) -> None:
+        if self._rebuild_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._rebuild_handle = loop.call_later(self.settings.debounce_s, self._rebuild)
+
+    def _rebuild(self) -> None:
+        self._rebuild_handle = None
+        if not self.pipeline.synced:
+            log.info("waiting_for_sources", extra={"missing": self.pipeline.missing()})
+            return
+        try:
+            world = self.pipeline.world()
+        except PolicyError as exc:
+            # Conflicting policies from two sources: keep serving the last good world (R38).
+            self.policy_error = str(exc)
+            log.error("policy_rejected", extra={"error": str(exc)})
+            return
+        self.policy_error = ""
+        self.store.publish(builder_for(world))
+        if not self._first_publish.is_set():
+            self._first_publish.set()
+            asyncio.get_running_loop().create_task(self.health.set_serving(True))
+            log.info("serving", extra={"groups": self.store.groups()})
+
+    # -------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
+                                callbacks=MultiCallbacks(self.registry, self.metrics))
+        management = ManagementService(self.registry, self.store)
+        server, self.xds_port = build_server(
+            handler, address=self.settings.xds_address, options=self._server_options,
+            extra=(self.health.add_to, management.add_to_server))
+        admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
+                            status=self.status)
+        await self.health.set_serving(False)
+        await server.start()
+        try:
+            await admin.start()
+            self.admin_port = admin.port
+            log.info("started", extra={"xds_port": self.xds_port, "admin_port": self.admin_port,
+                                       "sources": [s.name for s in self.sources]})
+            self.started.set()
+            async with asyncio.TaskGroup() as tasks:
+                for source in self.sources:
+                    tasks.create_task(source.run(self), name=f"source:{source.name}")
+        finally:
+            if self._rebuild_handle is not None:
+                self._rebuild_handle.cancel()
+            with contextlib.suppress(Exception):
+                await admin.stop()
+            await _stop_server(server)
+
+    def status(self) -> dict[str, object]:
+        """A JSON-able summary for the admin /status page."""
+        return {
+            "ready": self.ready,
+            "sources": {s.name: {"synced": s.name not in self.pipeline.missing(),
+                                 "error": self.source_errors.get(s.name, "")} for s in self.sources},
+            "policy_error": self.policy_error,
+            "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
+            "proxies": [p.node_id for p in self.registry.list()],
+        }
+
+
+async def _stop_server(server: grpc.aio.Server) -> None:
+    # A short grace lets in-flight writes finish; Envoy keeps its config and reconnects (R27).
+    await server.stop(grace=0.5)

@@ -1,0 +1,184 @@
+"""Command line: `xds serve | bootstrap | validate | render | status`.
+
+Parses arguments (flags, then XDS_* environment variables, then defaults from settings.py) and hands
+them down; no logic of its own beyond presenting results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from xds import settings as defaults
+from xds.settings import Settings, from_environment, split_address
+
+
+def _address(value: str) -> str:
+    try:
+        split_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
+def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xds", description="An Envoy xDS control plane.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the control plane")
+    serve.add_argument("--config", action="append", type=Path,
+                       help=f"catalog/policy YAML file (repeatable; env {defaults.ENV_CONFIG}, "
+                            "comma-separated)")
+    serve.add_argument("--xds-address", type=_address, default=env.get("xds_address",
+                       defaults.DEFAULT_XDS_ADDRESS), help=f"gRPC listen address (env {defaults.ENV_XDS_ADDRESS})")
+    serve.add_argument("--admin-address", type=_address, default=env.get("admin_address",
+                       defaults.DEFAULT_ADMIN_ADDRESS),
+                       help=f"/metrics, /ready, /status listen address (env {defaults.ENV_ADMIN_ADDRESS})")
+    serve.add_argument("--node-group-key", default=env.get("node_group_key", "cluster"),
+                       help="what selects a node's snapshot: cluster | id | metadata:<field> "
+                            f"(env {defaults.ENV_NODE_GROUP_KEY})")
+    serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
+    serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
+
+    boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
+    boot.add_argument("--node-id", required=True)
+    boot.add_argument("--cluster", required=True, help="node.cluster, the node group by default")
+    boot.add_argument("--xds-address", type=_address,
+                      default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
+    boot.add_argument("--admin-address", type=_address, default="127.0.0.1:9901",
+                      help="Envoy's own admin address")
+
+    validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
+    validate.add_argument("file", type=Path)
+
+    render = commands.add_parser("render", help="print exactly what an Envoy of a node group would receive")
+    render.add_argument("--cluster", required=True, help="node group (node.cluster)")
+    render.add_argument("--config", action="append", type=Path)
+
+    status = commands.add_parser("status", help="connected proxies and their sync state")
+    status.add_argument("--xds-address", type=_address,
+                        default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
+    status.add_argument("--group", help="also print the snapshot versions of this node group")
+    return parser
+
+
+def _config_files(given: list[Path] | None, env: dict[str, str]) -> tuple[Path, ...]:
+    if given:
+        return tuple(given)
+    if env.get("config"):
+        return tuple(Path(p) for p in env["config"].split(",") if p)
+    raise SystemExit(f"xds: error: give a catalog file with --config PATH (or {defaults.ENV_CONFIG})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = from_environment()
+    args = build_parser(env).parse_args(argv)
+    handler = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "render": _render,
+               "status": _status}[args.command]
+    return handler(args, env)
+
+
+def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.app import App
+    from xds.observability.logs import configure_logging
+
+    configure_logging(level=args.log_level, json_format=args.log_format == "json")
+    settings = Settings(config_files=_config_files(args.config, env), xds_address=args.xds_address,
+                        admin_address=args.admin_address, node_group_key=args.node_group_key,
+                        log_level=args.log_level, log_format=args.log_format)
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        app = App(settings)
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.run()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"xds: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.bootstrap import render_bootstrap
+
+    sys.stdout.write(render_bootstrap(node_id=args.node_id, cluster=args.cluster,
+                                      xds_address=args.xds_address, admin_address=args.admin_address))
+    return 0
+
+
+def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.policy.apply import explain_warnings
+    from xds.policy.errors import PolicyError
+    from xds.policy.load import load_file
+
+    try:
+        catalog, policy = load_file(args.file)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for warning in explain_warnings(catalog, policy):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: OK ({len(catalog)} services, {len(policy.listeners)} listeners)")
+    return 0
+
+
+def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.management.render import snapshot_to_json
+    from xds.model.catalog import merge_catalogs
+    from xds.pipeline import World, build_snapshot
+    from xds.policy.errors import PolicyError
+    from xds.policy.load import load_file
+    from xds.policy.schema import merge_policies
+
+    try:
+        loaded = [load_file(path) for path in _config_files(args.config, env)]
+        world = World(catalog=merge_catalogs([c for c, _ in loaded]),
+                      policy=merge_policies([p for _, p in loaded]))
+        snapshot = build_snapshot(world, args.cluster)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"xds: error: {exc}", file=sys.stderr)
+        return 1
+    json.dump(snapshot_to_json(snapshot), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.status_view import fetch_proxies, fetch_snapshot, format_proxy_table
+
+    async def run() -> str:
+        text = format_proxy_table(await fetch_proxies(args.xds_address))
+        if args.group:
+            snap = await fetch_snapshot(args.xds_address, args.group)
+            text += "\n" + "\n".join(f"{v.type_url}  {v.version}" for v in getattr(snap, "versions", []))
+        return text
+
+    try:
+        print(asyncio.run(run()))
+    except Exception as exc:  # network errors from grpc: print them, don't trace back
+        print(f"xds: cannot reach {args.xds_address}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

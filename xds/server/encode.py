@@ -1,0 +1,23 @@
+"""Wire encoding of DiscoveryResponses from cached resource bytes.
+
+A response is three small header fields plus the pre-encoded `resources` entries of the snapshot; protobuf
+allows fields in any order and concatenation equals a merge, so no per-stream re-serialization happens
+(BENCHMARKS.md section 6: 0.055 ms to splice 10k resources against ~29 ms to rebuild them).
+"""
+
+from __future__ import annotations
+
+from xds.cache.snapshot import length_delimited
+from xds.server.protocol import Send
+
+# envoy/service/discovery/v3/discovery.proto, message DiscoveryResponse.
+_VERSION_INFO = 1
+_TYPE_URL = 4
+_NONCE = 5
+
+
+def encode_response(send: Send) -> bytes:
+    header = (length_delimited(_VERSION_INFO, send.version.encode())
+              + length_delimited(_TYPE_URL, send.type_url.encode())
+              + length_delimited(_NONCE, send.nonce.encode()))
+    return header + b"".join(r.encoded for r in send.resources)
