@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -61,7 +62,7 @@ def _identity(payload: bytes) -> bytes:
 
 def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
     handlers: list[grpc.GenericRpcHandler] = []
-    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for service, method, stream_type, short in _DISCOVERY_METHODS:
         by_service.setdefault(service, {})[method] = grpc.stream_stream_rpc_method_handler(
             _bind(handler, method=short, stream_type=stream_type),
@@ -76,9 +77,11 @@ def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
 def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None
           ) -> Callable[[AsyncIterator[discovery_pb2.DiscoveryRequest],
                          grpc.aio.ServicerContext[object, object]], AsyncIterator[bytes]]:
-    def serve(requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
-              context: grpc.aio.ServicerContext[object, object]) -> AsyncIterator[bytes]:
-        return handler.handle(requests, context, method=method, stream_type=stream_type)
+    # grpc.aio recognises streaming handlers by `inspect.isasyncgenfunction`, so this must be one itself.
+    async def serve(requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+                    context: grpc.aio.ServicerContext[object, object]) -> AsyncIterator[bytes]:
+        async for payload in handler.handle(requests, context, method=method, stream_type=stream_type):
+            yield payload
 
     return serve
 
