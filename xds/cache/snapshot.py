@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds.translate.resource import Translated
-from xds.typeurls import ENDPOINT, KNOWN, TypeUrl, short_name
+from xds.typeurls import ENDPOINT, PUSH_ORDER, TypeUrl, short_name
 
 
 class InconsistentSnapshotError(ValueError):
@@ -110,7 +110,7 @@ def make_snapshot(group: str, items: Iterable[Translated],
     Resource objects whose bytes are unchanged since `previous` are reused, so memory for unchanged
     resources is shared between consecutive snapshots.
     """
-    by_type: dict[TypeUrl, dict[str, Resource]] = {t: {} for t in KNOWN}
+    by_type: dict[TypeUrl, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
     for item in items:
         if item.type_url not in by_type:
             raise InconsistentSnapshotError(f"unknown resource type {item.type_url!r} for {item.name!r}")
