@@ -139,7 +139,8 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.management.render import snapshot_to_json
+    from xds.server.management import resource_json
+    from xds.typeurls import PUSH_ORDER, short_name
     from xds.model.catalog import merge_catalogs
     from xds.pipeline import World, build_snapshot
     from xds.policy.errors import PolicyError
@@ -157,7 +158,13 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 1
-    json.dump(snapshot_to_json(snapshot), sys.stdout, indent=2, sort_keys=True)
+    rendered = {
+        "group": snapshot.group,
+        "types": [{"type": short_name(t), "type_url": t, "version": snapshot.version(t),
+                   "resources": [json.loads(resource_json(r)) for _, r in sorted(snapshot.of_type(t).items())]}
+                  for t in PUSH_ORDER],
+    }
+    json.dump(rendered, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

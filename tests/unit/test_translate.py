@@ -1,0 +1,322 @@
+"""Translation: golden files per representative DesiredState, plus table-driven checks of each mapping.
+
+Regenerate the golden files after an intended change with
+`UPDATE_GOLDEN=1 pytest tests/unit/test_translate.py` and review the diff: it is exactly what every Envoy
+will receive differently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import health_check_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import json_format
+
+from xds.cache.snapshot import InconsistentSnapshotError, make_snapshot
+from xds.model.service import Endpoint, Health, Locality
+from xds.policy.desired import (
+    ClusterSpec,
+    DesiredState,
+    HeaderMatchSpec,
+    LbPolicy,
+    ListenerSpec,
+    RouteConfigSpec,
+    RouteSpec,
+    VirtualHostSpec,
+    WeightedClusterSpec,
+)
+from xds.translate.build import translate
+from xds.translate.clusters import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster
+from xds.translate.endpoints import build_load_assignment
+from xds.translate.listeners import build_listener
+from xds.translate.resource import Translated
+from xds.translate.routes import RETRY_ON, build_route_configuration
+from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+def _listener(route_config: str = "main", *, port: int = 10000) -> ListenerSpec:
+    return ListenerSpec(name=f"ingress_{port}", address="0.0.0.0", port=port, route_config=route_config)
+
+
+def _single_route(name: str, *backends: WeightedClusterSpec, **route: Any) -> RouteConfigSpec:
+    return RouteConfigSpec(name="main", virtual_hosts=(
+        VirtualHostSpec(name="all", routes=(RouteSpec(name=name, backends=backends, **route),)),))
+
+
+CASES: dict[str, DesiredState] = {
+    # Policy split `reviews` by the `version` tag into two subset clusters and weighted them 90/10.
+    "subset_split_90_10": DesiredState(
+        clusters=(
+            ClusterSpec(name="reviews-v1", service="reviews", subset=(("version", "v1"),), endpoints=(
+                Endpoint("10.0.1.1", 9080, metadata=(("version", "v1"),)),
+                Endpoint("10.0.1.2", 9080, metadata=(("version", "v1"),)),
+            )),
+            ClusterSpec(name="reviews-v2", service="reviews", subset=(("version", "v2"),), endpoints=(
+                Endpoint("10.0.2.1", 9080, metadata=(("version", "v2"),)),
+            )),
+        ),
+        listeners=(_listener(),),
+        route_configs=(_single_route("reviews", WeightedClusterSpec("reviews-v1", 90),
+                                     WeightedClusterSpec("reviews-v2", 10)),),
+    ),
+    # Header routes first (exact, present, inverted), then a catch-all; retries and a timeout on one.
+    "header_retries_timeout": DesiredState(
+        clusters=(
+            ClusterSpec(name="api", service="api", endpoints=(Endpoint("10.0.0.10", 8080),)),
+            ClusterSpec(name="api-canary", service="api", endpoints=(Endpoint("10.0.0.11", 8080),)),
+        ),
+        listeners=(_listener(),),
+        route_configs=(RouteConfigSpec(name="main", virtual_hosts=(VirtualHostSpec(
+            name="api", domains=("api.example.com", "api.example.com:10000"), routes=(
+                RouteSpec(name="canary-header", prefix="/v1/",
+                          headers=(HeaderMatchSpec("x-canary", exact="true"),
+                                   HeaderMatchSpec("x-debug", invert=True)),
+                          backends=(WeightedClusterSpec("api-canary", 100),), timeout_s=2.5, retries=3),
+                RouteSpec(name="has-user", headers=(HeaderMatchSpec("x-user"),),
+                          backends=(WeightedClusterSpec("api", 100),), retries=1),
+                RouteSpec(name="default", backends=(WeightedClusterSpec("api", 100),), timeout_s=0.0),
+            )),)),),
+    ),
+    "http2_least_request": DesiredState(
+        clusters=(ClusterSpec(name="grpc-echo", service="grpc-echo", lb_policy=LbPolicy.LEAST_REQUEST,
+                              connect_timeout_s=0.25, http2=True,
+                              endpoints=(Endpoint("10.0.3.1", 50051), Endpoint("10.0.3.2", 50051))),),
+        listeners=(_listener(),),
+        route_configs=(_single_route("grpc", WeightedClusterSpec("grpc-echo", 100)),),
+    ),
+    # A service with no instances still gets a (empty) ClusterLoadAssignment: XDS-RULES R22.
+    "zero_endpoints": DesiredState(
+        clusters=(ClusterSpec(name="empty", service="empty"),),
+        listeners=(_listener(),),
+        route_configs=(_single_route("empty", WeightedClusterSpec("empty", 100)),),
+    ),
+    "two_localities": DesiredState(
+        clusters=(ClusterSpec(name="web", service="web", lb_policy=LbPolicy.RING_HASH, endpoints=(
+            Endpoint("10.1.0.1", 80, weight=3, locality=Locality("eu-west-1", "eu-west-1b")),
+            Endpoint("10.1.0.2", 80, health=Health.DRAINING, locality=Locality("eu-west-1", "eu-west-1b")),
+            Endpoint("10.0.0.1", 80, weight=2, locality=Locality("eu-west-1", "eu-west-1a")),
+            Endpoint("10.0.0.2", 80, health=Health.UNHEALTHY, locality=Locality("eu-west-1", "eu-west-1a")),
+            Endpoint("10.0.0.3", 80, health=Health.DEGRADED, locality=Locality("eu-west-1", "eu-west-1a")),
+            Endpoint("10.0.0.4", 80, health=Health.UNKNOWN, locality=Locality("eu-west-1", "eu-west-1a")),
+        )),),
+        listeners=(_listener(),),
+        route_configs=(_single_route("web", WeightedClusterSpec("web", 100)),),
+    ),
+}
+
+
+def _as_json(items: list[Translated]) -> str:
+    doc = [
+        {
+            "type_url": item.type_url,
+            "name": item.name,
+            "refs": [list(ref) for ref in item.refs],
+            "resource": json_format.MessageToDict(item.message, preserving_proto_field_name=True),
+        }
+        for item in items
+    ]
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    actual = _as_json(translate(CASES[case]))
+    path = GOLDEN_DIR / f"{case}.json"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        path.write_text(actual)
+    assert path.exists(), f"no golden file {path}; run with UPDATE_GOLDEN=1 to create it"
+    assert actual == path.read_text(), f"translation of {case} changed; UPDATE_GOLDEN=1 if intended"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_snapshot_is_consistent(case: str) -> None:
+    snapshot = make_snapshot("g", translate(CASES[case]))
+    names = {c.name for c in CASES[case].clusters}
+    assert set(snapshot.of_type(CLUSTER)) == set(snapshot.of_type(ENDPOINT)) == names
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_translation_is_byte_identical(case: str) -> None:
+    def bodies() -> list[tuple[str, str, bytes]]:
+        return [(t.type_url, t.name, t.message.SerializeToString(deterministic=True))
+                for t in translate(CASES[case])]
+
+    assert bodies() == bodies()
+
+
+def test_refs_and_push_order() -> None:
+    items = translate(CASES["header_retries_timeout"])
+    assert [(t.type_url, t.name, t.refs) for t in items] == [
+        (CLUSTER, "api", ((ENDPOINT, "api"),)),
+        (CLUSTER, "api-canary", ((ENDPOINT, "api-canary"),)),
+        (ENDPOINT, "api", ()),
+        (ENDPOINT, "api-canary", ()),
+        (LISTENER, "ingress_10000", ((ROUTE, "main"),)),
+        (ROUTE, "main", ((CLUSTER, "api"), (CLUSTER, "api-canary"))),
+    ]
+
+
+def test_route_to_unknown_cluster_fails_the_consistency_check() -> None:
+    desired = DesiredState(route_configs=(_single_route("r", WeightedClusterSpec("ghost", 100)),))
+    with pytest.raises(InconsistentSnapshotError, match="ghost"):
+        make_snapshot("g", translate(desired))
+
+
+def test_empty_desired_state_translates_to_nothing() -> None:
+    assert translate(DesiredState()) == []
+
+
+# -- clusters -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    (LbPolicy.ROUND_ROBIN, cluster_pb2.Cluster.ROUND_ROBIN),
+    (LbPolicy.LEAST_REQUEST, cluster_pb2.Cluster.LEAST_REQUEST),
+    (LbPolicy.RANDOM, cluster_pb2.Cluster.RANDOM),
+    (LbPolicy.RING_HASH, cluster_pb2.Cluster.RING_HASH),
+    (LbPolicy.MAGLEV, cluster_pb2.Cluster.MAGLEV),
+])
+def test_lb_policy(policy: LbPolicy, expected: int) -> None:
+    assert build_cluster(ClusterSpec(name="c", service="s", lb_policy=policy)).lb_policy == expected
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [
+    (1.0, (1, 0)), (0.25, (0, 250_000_000)), (2.1, (2, 100_000_000)),
+])
+def test_connect_timeout(seconds: float, expected: tuple[int, int]) -> None:
+    timeout = build_cluster(ClusterSpec(name="c", service="s", connect_timeout_s=seconds)).connect_timeout
+    assert (timeout.seconds, timeout.nanos) == expected
+
+
+def test_cluster_is_eds_over_ads() -> None:
+    cluster = build_cluster(ClusterSpec(name="c", service="s"))
+    assert cluster.type == cluster_pb2.Cluster.EDS
+    source = cluster.eds_cluster_config.eds_config
+    assert source.WhichOneof("config_source_specifier") == "ads"
+    assert source.resource_api_version == 2  # ApiVersion.V3
+
+
+def test_http2_uses_protocol_options_not_the_deprecated_field() -> None:
+    cluster = build_cluster(ClusterSpec(name="c", service="s", http2=True))
+    assert not cluster.HasField("http2_protocol_options")
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    assert cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    assert options.explicit_http_config.HasField("http2_protocol_options")
+
+
+def test_template_is_not_mutated_by_earlier_clusters() -> None:
+    build_cluster(ClusterSpec(name="first", service="s", http2=True, lb_policy=LbPolicy.MAGLEV))
+    second = build_cluster(ClusterSpec(name="second", service="s"))
+    assert len(second.typed_extension_protocol_options) == 0
+    assert second.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    assert second.name == "second"
+
+
+# -- endpoints ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("health", "expected"), [
+    (Health.HEALTHY, health_check_pb2.HEALTHY),
+    (Health.UNHEALTHY, health_check_pb2.UNHEALTHY),
+    (Health.DRAINING, health_check_pb2.DRAINING),
+    (Health.DEGRADED, health_check_pb2.DEGRADED),
+    (Health.UNKNOWN, health_check_pb2.UNKNOWN),
+])
+def test_health_status(health: Health, expected: int) -> None:
+    spec = ClusterSpec(name="c", service="s", endpoints=(Endpoint("h", 1, health=health),))
+    cla = build_load_assignment(spec)
+    assert cla.endpoints[0].lb_endpoints[0].health_status == expected
+
+
+def test_endpoints_grouped_by_sorted_locality() -> None:
+    b, a = Locality("r", "b"), Locality("r", "a")
+    spec = ClusterSpec(name="c", service="s", endpoints=(
+        Endpoint("10.0.0.1", 80, locality=b), Endpoint("10.0.0.2", 80, weight=5, locality=a),
+        Endpoint("10.0.0.3", 80, locality=b),
+    ))
+    cla = build_load_assignment(spec)
+    assert cla.cluster_name == "c"
+    assert [group.locality.zone for group in cla.endpoints] == ["a", "b"]
+    assert [[(e.endpoint.address.socket_address.address, e.load_balancing_weight.value)
+             for e in group.lb_endpoints] for group in cla.endpoints] == [
+        [("10.0.0.2", 5)], [("10.0.0.1", 1), ("10.0.0.3", 1)]]
+
+
+def test_zero_endpoints_give_an_empty_assignment() -> None:
+    cla = build_load_assignment(ClusterSpec(name="c", service="s"))
+    assert cla.cluster_name == "c"
+    assert len(cla.endpoints) == 0
+
+
+# -- listeners and routes -------------------------------------------------------------------------------
+
+
+def test_listener_hcm_uses_rds_over_ads_and_logs_response_flags() -> None:
+    listener = build_listener(ListenerSpec(name="l", address="127.0.0.1", port=10001, route_config="rc"))
+    assert listener.address.socket_address.port_value == 10001
+    (chain,) = listener.filter_chains
+    (network_filter,) = chain.filters
+    manager = http_connection_manager_pb2.HttpConnectionManager()
+    assert network_filter.typed_config.Unpack(manager)
+    assert manager.stat_prefix == "l"
+    assert manager.rds.route_config_name == "rc"
+    assert manager.rds.config_source.WhichOneof("config_source_specifier") == "ads"
+    assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+    log_format = json_format.MessageToDict(manager.access_log[0])["typedConfig"]["logFormat"]
+    for operator in ("%RESPONSE_FLAGS%", "%UPSTREAM_CLUSTER%", "%UPSTREAM_HOST%"):
+        assert operator in log_format["textFormatSource"]["inlineString"]
+
+
+def _only_route(config: RouteSpec) -> Any:
+    spec = RouteConfigSpec(name="rc", virtual_hosts=(VirtualHostSpec(name="v", routes=(config,)),))
+    return build_route_configuration(spec).virtual_hosts[0].routes[0]
+
+
+def test_weighted_route_has_no_total_weight() -> None:
+    backends = (WeightedClusterSpec("a", 90), WeightedClusterSpec("b", 10))
+    route = _only_route(RouteSpec(name="r", backends=backends))
+    weighted = route.route.weighted_clusters
+    assert not weighted.HasField("total_weight")
+    assert [(c.name, c.weight.value) for c in weighted.clusters] == [("a", 90), ("b", 10)]
+
+
+def test_single_backend_route_uses_cluster() -> None:
+    route = _only_route(RouteSpec(name="r", backends=(WeightedClusterSpec("a", 100),)))
+    assert route.route.cluster == "a"
+    assert not route.route.HasField("timeout")
+    assert not route.route.HasField("retry_policy")
+
+
+def test_route_without_backends_answers_503() -> None:
+    route = _only_route(RouteSpec(name="r"))
+    assert route.WhichOneof("action") == "direct_response"
+    assert route.direct_response.status == 503
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (HeaderMatchSpec("x-a", exact="1"), {"name": "x-a", "string_match": {"exact": "1"}}),
+    (HeaderMatchSpec("x-a", exact=""), {"name": "x-a", "string_match": {"exact": ""}}),
+    (HeaderMatchSpec("x-a"), {"name": "x-a", "present_match": True}),
+    (HeaderMatchSpec("x-a", invert=True), {"name": "x-a", "present_match": True, "invert_match": True}),
+])
+def test_header_matchers(header: HeaderMatchSpec, expected: dict[str, Any]) -> None:
+    route = _only_route(RouteSpec(name="r", headers=(header,), backends=(WeightedClusterSpec("a", 100),)))
+    assert json_format.MessageToDict(route.match.headers[0], preserving_proto_field_name=True) == expected
+
+
+def test_retries_and_timeout() -> None:
+    backends = (WeightedClusterSpec("a", 100),)
+    route = _only_route(RouteSpec(name="r", backends=backends, timeout_s=1.5, retries=2))
+    assert (route.route.timeout.seconds, route.route.timeout.nanos) == (1, 500_000_000)
+    assert route.route.retry_policy.retry_on == RETRY_ON
+    assert route.route.retry_policy.num_retries.value == 2

@@ -1,0 +1,127 @@
+"""Render the Envoy bootstrap that points a sidecar at this control plane.
+
+The templates live in `envoy-configs/` at the repository root, so operators can read and adapt them
+without reading Python. Every string substituted into a template is emitted as a double-quoted YAML
+scalar (JSON string syntax, which YAML 1.2 accepts), so a node id such as `web: 1 #a` cannot change the
+document's structure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import yaml
+
+PLAIN_TEMPLATE: Final = "bootstrap.yaml.tmpl"
+MTLS_TEMPLATE: Final = "bootstrap-mtls.yaml.tmpl"
+DEFAULT_ADMIN_ADDRESS: Final = "127.0.0.1:9901"
+
+
+class BootstrapError(ValueError):
+    """A bootstrap cannot be rendered: bad address, missing template, or a template that is not valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for mutual TLS between Envoy and the control plane, as paths Envoy can read."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def envoy_configs_dir() -> Path:
+    """The `envoy-configs/` directory of this checkout."""
+    return Path(__file__).resolve().parent.parent / "envoy-configs"
+
+
+def split_host_port(address: str, *, what: str, allow_port_zero: bool = False) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); `what` names the setting in error messages.
+
+    Port 0 (let the kernel choose) only makes sense for something Envoy listens on, such as admin.
+    """
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise BootstrapError(f"{what} must look like host:port or [ipv6]:port, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise BootstrapError(f"{what}: write an IPv6 address in brackets, as [{host}]:{port_text}")
+    port = int(port_text)
+    lowest = 0 if allow_port_zero else 1
+    if not lowest <= port < 65536:
+        raise BootstrapError(f"{what}: port {port} is outside {lowest}-65535")
+    return host, port
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)
+
+
+def _load_template(template: Path) -> string.Template:
+    try:
+        return string.Template(template.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise BootstrapError(
+            f"bootstrap template {template} not found; the templates ship in the repository's envoy-configs/ "
+            "directory, pass template=... to use another") from e
+
+
+def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
+                     admin_address: str = DEFAULT_ADMIN_ADDRESS, template: Path | None = None,
+                     tls: TlsFiles | None = None) -> str:
+    """The bootstrap YAML for one Envoy: its node identity, its admin listener and ADS at `xds_address`.
+
+    With `tls`, the default template is the mutual-TLS one; an explicit `template` always wins. The result
+    is parsed once before it is returned, so a broken custom template fails here rather than in Envoy.
+    """
+    if not node_id:
+        raise BootstrapError("node_id must not be empty: the server rejects streams without node.id (R1)")
+    xds_host, xds_port = split_host_port(xds_address, what="xds_address")
+    admin_host, admin_port = split_host_port(admin_address, what="admin_address", allow_port_zero=True)
+    if template is None:
+        template = envoy_configs_dir() / (MTLS_TEMPLATE if tls is not None else PLAIN_TEMPLATE)
+    values: dict[str, str | int] = {
+        "node_id": _quote(node_id),
+        "node_cluster": _quote(cluster),
+        "xds_host": _quote(xds_host),
+        "xds_port": xds_port,
+        # A STATIC cluster takes only IP addresses; a name has to be resolved (cluster.proto, DiscoveryType).
+        "xds_cluster_type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
+        "admin_host": _quote(admin_host),
+        "admin_port": admin_port,
+    }
+    if tls is not None:
+        values |= {
+            "ca_file": _quote(str(tls.ca_file)),
+            "cert_file": _quote(str(tls.cert_file)),
+            "key_file": _quote(str(tls.key_file)),
+        }
+    try:
+        text = _load_template(template).substitute(values)
+    except KeyError as e:
+        hint = " (it needs tls=TlsFiles(...))" if tls is None else ""
+        raise BootstrapError(
+            f"bootstrap template {template} uses ${e.args[0]}, which is not provided{hint}") from e
+    except ValueError as e:
+        raise BootstrapError(f"bootstrap template {template}: {e}") from e
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise BootstrapError(f"bootstrap template {template} does not render to valid YAML: {e}") from e
+    if not isinstance(parsed, dict):
+        raise BootstrapError(f"bootstrap template {template} does not render to a YAML mapping")
+    return text

@@ -1,0 +1,104 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListProxiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListProxiesResponse(_message.Message):
+    __slots__ = ("proxies",)
+    PROXIES_FIELD_NUMBER: _ClassVar[int]
+    proxies: _containers.RepeatedCompositeFieldContainer[Proxy]
+    def __init__(self, proxies: _Optional[_Iterable[_Union[Proxy, _Mapping]]] = ...) -> None: ...
+
+class Proxy(_message.Message):
+    __slots__ = ("stream_id", "node_id", "group", "peer", "method", "envoy_version", "connected_at", "types")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ENVOY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    node_id: str
+    group: str
+    peer: str
+    method: str
+    envoy_version: str
+    connected_at: _timestamp_pb2.Timestamp
+    types: _containers.RepeatedCompositeFieldContainer[TypeStatus]
+    def __init__(self, stream_id: _Optional[int] = ..., node_id: _Optional[str] = ..., group: _Optional[str] = ..., peer: _Optional[str] = ..., method: _Optional[str] = ..., envoy_version: _Optional[str] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., types: _Optional[_Iterable[_Union[TypeStatus, _Mapping]]] = ...) -> None: ...
+
+class TypeStatus(_message.Message):
+    __slots__ = ("type_url", "short_name", "version_sent", "nonce_sent", "version_acked", "last_nack_message", "last_nack_version", "last_nack_at", "nack_count", "pushes", "last_nack_nonce")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    SHORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_SENT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_SENT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ACKED_FIELD_NUMBER: _ClassVar[int]
+    LAST_NACK_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LAST_NACK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_NACK_AT_FIELD_NUMBER: _ClassVar[int]
+    NACK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_FIELD_NUMBER: _ClassVar[int]
+    LAST_NACK_NONCE_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    short_name: str
+    version_sent: str
+    nonce_sent: str
+    version_acked: str
+    last_nack_message: str
+    last_nack_version: str
+    last_nack_at: _timestamp_pb2.Timestamp
+    nack_count: int
+    pushes: int
+    last_nack_nonce: str
+    def __init__(self, type_url: _Optional[str] = ..., short_name: _Optional[str] = ..., version_sent: _Optional[str] = ..., nonce_sent: _Optional[str] = ..., version_acked: _Optional[str] = ..., last_nack_message: _Optional[str] = ..., last_nack_version: _Optional[str] = ..., last_nack_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nack_count: _Optional[int] = ..., pushes: _Optional[int] = ..., last_nack_nonce: _Optional[str] = ...) -> None: ...
+
+class GetSnapshotRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
+
+class GetSnapshotResponse(_message.Message):
+    __slots__ = ("group", "versions", "resources", "error")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    versions: _containers.RepeatedCompositeFieldContainer[TypeVersion]
+    resources: _containers.RepeatedCompositeFieldContainer[SnapshotResource]
+    error: str
+    def __init__(self, group: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[TypeVersion, _Mapping]]] = ..., resources: _Optional[_Iterable[_Union[SnapshotResource, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class TypeVersion(_message.Message):
+    __slots__ = ("type_url", "version")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    version: str
+    def __init__(self, type_url: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class SnapshotResource(_message.Message):
+    __slots__ = ("type_url", "name", "version", "json")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    name: str
+    version: str
+    json: str
+    def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,127 @@
+"""Metrics: Prometheus series for streams, pushes, ACK/NACK, snapshot builds and sources.
+
+Names follow BENCHMARKS.md section 7 so dashboards built for the peers map one to one. Stream events arrive
+through the Callbacks hook (xds/server/callbacks.py), snapshot builds through `SnapshotStore(on_build=...)`,
+and source health from the watchers. Every instance owns a private CollectorRegistry: the global one would
+make a second instance (every test, or two servers in one process) fail with duplicated series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from xds.cache.store import BuildReport
+from xds.server.callbacks import StreamInfo
+from xds.typeurls import PUSH_ORDER, short_name
+
+# Config size buckets after Istio's pilot_xds_config_size_bytes, in binary units: 4 MiB is gRPC's default
+# maximum message size, so the buckets either side of it show how close pushes are to being refused.
+RESPONSE_BYTES_BUCKETS = (1024.0, 10 * 1024.0, 100 * 1024.0, 1024.0**2, 4 * 1024.0**2, 10 * 1024.0**2,
+                          40 * 1024.0**2)
+# A build is pure CPU over the catalog: milliseconds for small meshes, seconds at 10k clusters
+# (BENCHMARKS.md section 6).
+BUILD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_METHODS = ("ads", "cds", "eds", "lds", "rds")
+
+
+class Metrics:
+    """Callbacks plus build and source reports, rendered in the Prometheus text format.
+
+    `clock` returns Unix time; it stamps source syncs and is injectable for tests.
+    """
+
+    # generate_latest writes the classic 0.0.4 text format; every Prometheus version accepts it.
+    CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self._streams = Gauge("xds_connected_streams", "Open xDS streams.", ["method"], registry=r)
+        self._pushes = Counter("xds_pushes_total", "DiscoveryResponses sent.", ["type"], registry=r)
+        self._response_bytes = Histogram("xds_response_bytes", "Size of each DiscoveryResponse sent.",
+                                         ["type"], buckets=RESPONSE_BYTES_BUCKETS, registry=r)
+        self._acks = Counter("xds_acks_total", "Responses the client accepted.", ["type"], registry=r)
+        self._nacks = Counter("xds_nacks_total", "Responses the client rejected.", ["type"], registry=r)
+        self._build_seconds = Histogram("xds_snapshot_build_seconds", "Time to build one group's snapshot.",
+                                        buckets=BUILD_SECONDS_BUCKETS, registry=r)
+        self._build_errors = Counter("xds_snapshot_build_errors_total",
+                                     "Snapshot builds that failed; the last good snapshot kept serving.",
+                                     registry=r)
+        self._source_sync = Gauge("xds_source_last_sync_timestamp_seconds",
+                                  "Unix time of the source's last successful sync.", ["source"], registry=r)
+        self._source_errors = Counter("xds_source_errors_total", "Failed syncs of the source.", ["source"],
+                                      registry=r)
+        self._source_stale = Gauge("xds_source_stale",
+                                   "1 while the source's last sync failed: its previous state is served.",
+                                   ["source"], registry=r)
+        # Series exist at 0 from the start, so rate() and absent-series alerts work before the first event.
+        for method in _METHODS:
+            self._streams.labels(method)
+        for type_url in PUSH_ORDER:
+            name = short_name(type_url)
+            for counter in (self._pushes, self._acks, self._nacks):
+                counter.labels(name)
+            self._response_bytes.labels(name)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # Callbacks
+
+    def on_stream_open(self, stream: StreamInfo) -> None:
+        self._streams.labels(stream.method).inc()
+
+    def on_stream_closed(self, stream: StreamInfo) -> None:
+        self._streams.labels(stream.method).dec()
+
+    def on_response_sent(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+                         resource_names: Sequence[str], size_bytes: int) -> None:
+        name = short_name(type_url)
+        self._pushes.labels(name).inc()
+        self._response_bytes.labels(name).observe(size_bytes)
+
+    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str) -> None:
+        self._acks.labels(short_name(type_url)).inc()
+
+    def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+                rejected_version: str, message: str) -> None:
+        self._nacks.labels(short_name(type_url)).inc()
+
+    # Snapshot builds and sources
+
+    def on_build(self, report: BuildReport) -> None:
+        """Pass as `SnapshotStore(on_build=metrics.on_build)`."""
+        self._build_seconds.observe(report.seconds)
+        if not report.ok:
+            self._build_errors.inc()
+
+    def source_synced(self, source: str) -> None:
+        """`source` published its full state successfully."""
+        self._source_sync.labels(source).set(self._clock())
+        self._source_stale.labels(source).set(0)
+        self._source_errors.labels(source)  # so the error series exists at 0 for a healthy source
+
+    def source_error(self, source: str, message: str) -> None:
+        """A sync of `source` failed; its previous state keeps serving and it counts as stale.
+
+        `message` is not a label (unbounded cardinality); the caller logs it.
+        """
+        self._source_errors.labels(source).inc()
+        self._source_stale.labels(source).set(1)

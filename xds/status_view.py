@@ -1,0 +1,114 @@
+"""`xds status`: query a running control plane's management API and render what every proxy holds.
+
+The table follows `istioctl proxy-status`: one row per stream, one column per xDS type, each cell saying
+whether the proxy runs what it was last sent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import textwrap
+
+import grpc
+
+from xds.management.v1 import management_pb2 as pb
+from xds.management.v1 import management_pb2_grpc
+from xds.typeurls import PUSH_ORDER, short_name
+
+SYNCED = "SYNCED"
+NOT_SENT = "NOT SENT"
+STALE = "STALE"
+
+
+class ManagementQueryError(Exception):
+    """The management API did not answer: unreachable, timed out, or it refused the request."""
+
+
+class GroupNotFoundError(ManagementQueryError):
+    """The control plane has no snapshot for the group (no proxy of it connected, or every build failed)."""
+
+
+def _translate(exc: grpc.aio.AioRpcError, address: str) -> ManagementQueryError:
+    if exc.code() == grpc.StatusCode.NOT_FOUND:
+        return GroupNotFoundError(exc.details() or "not found")
+    return ManagementQueryError(f"management API at {address}: {exc.code().name}: {exc.details()}")
+
+
+async def fetch_proxies(address: str, *, timeout_s: float = 5.0) -> pb.ListProxiesResponse:
+    """Every live stream of the control plane whose management API listens on `address` (host:port)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = management_pb2_grpc.ManagementStub(channel)
+        try:
+            response: pb.ListProxiesResponse = await stub.ListProxies(pb.ListProxiesRequest(),
+                                                                      timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, address) from exc
+    return response
+
+
+async def fetch_snapshot(address: str, group: str, *, timeout_s: float = 5.0) -> pb.GetSnapshotResponse:
+    """The snapshot `group` is served; GroupNotFoundError when there is none."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = management_pb2_grpc.ManagementStub(channel)
+        try:
+            response: pb.GetSnapshotResponse = await stub.GetSnapshot(pb.GetSnapshotRequest(group=group),
+                                                                      timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, address) from exc
+    return response
+
+
+def type_state(status: pb.TypeStatus | None) -> str:
+    """SYNCED, NOT SENT, STALE (sent but not yet acknowledged) or NACKED(rejected version)."""
+    if status is None or not status.nonce_sent:
+        return NOT_SENT
+    # Compare nonces, not versions: an EDS/RDS response for a new subscription can carry the version the
+    # client already runs, and its NACK then reports that same version (XDS-RULES R9).
+    if status.last_nack_nonce and status.last_nack_nonce == status.nonce_sent:
+        return f"NACKED({status.last_nack_version})"
+    if status.version_acked == status.version_sent:
+        return SYNCED
+    return STALE
+
+
+def _rows_to_text(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def format_proxy_table(resp: pb.ListProxiesResponse) -> str:
+    """One row per stream (NODE, GROUP, then one column per type), then every NACK message on record."""
+    if not resp.proxies:
+        return "no proxies connected"
+    header = ["NODE", "GROUP", *(short_name(t).upper() for t in PUSH_ORDER), "METHOD", "ENVOY"]
+    rows = [header]
+    nacks: list[str] = []
+    for proxy in resp.proxies:
+        by_type = {t.type_url: t for t in proxy.types}
+        rows.append([proxy.node_id, proxy.group, *(type_state(by_type.get(t)) for t in PUSH_ORDER),
+                     proxy.method.upper(), proxy.envoy_version or "-"])
+        for t in proxy.types:
+            if t.nack_count:
+                at = t.last_nack_at.ToDatetime(tzinfo=datetime.UTC).isoformat(timespec="seconds")
+                kind = t.short_name or short_name(t.type_url)
+                nacks.append(f"{proxy.node_id} {kind} rejected version {t.last_nack_version} "
+                             f"(NACKs: {t.nack_count}, last at {at}):\n"
+                             + textwrap.indent(t.last_nack_message, "    "))
+    text = _rows_to_text(rows)
+    if nacks:
+        text += "\n\nNACKS\n" + "\n".join(nacks)
+    return text
+
+
+def format_snapshot(resp: pb.GetSnapshotResponse) -> str:
+    """The group's versions, build error if any, then every resource as indented JSON."""
+    lines = [f"group {resp.group}"]
+    lines += [f"  {short_name(v.type_url):<4} {v.version}" for v in resp.versions]
+    if resp.error:
+        lines.append(f"last build failed (serving the snapshot below): {resp.error}")
+    for r in resp.resources:
+        body = json.dumps(json.loads(r.json), indent=2, sort_keys=True)
+        lines.append(f"\n# {short_name(r.type_url)} {r.name} ({r.version})\n{body}")
+    return "\n".join(lines)
