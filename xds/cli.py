@@ -35,8 +35,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--config", action="append", type=Path,
                        help=f"catalog/policy YAML file (repeatable; env {defaults.ENV_CONFIG}, "
                             "comma-separated)")
-    serve.add_argument("--xds-address", type=_address, default=env.get("xds_address",
-                       defaults.DEFAULT_XDS_ADDRESS), help=f"gRPC listen address (env {defaults.ENV_XDS_ADDRESS})")
+    serve.add_argument("--xds-address", type=_address,
+                       default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS),
+                       help=f"gRPC listen address (env {defaults.ENV_XDS_ADDRESS})")
     serve.add_argument("--admin-address", type=_address, default=env.get("admin_address",
                        defaults.DEFAULT_ADMIN_ADDRESS),
                        help=f"/metrics, /ready, /status listen address (env {defaults.ENV_ADMIN_ADDRESS})")
@@ -139,13 +140,13 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.server.management import resource_json
-    from xds.typeurls import PUSH_ORDER, short_name
     from xds.model.catalog import merge_catalogs
     from xds.pipeline import World, build_snapshot
     from xds.policy.errors import PolicyError
     from xds.policy.load import load_file
     from xds.policy.schema import merge_policies
+    from xds.server.management import resource_json
+    from xds.typeurls import PUSH_ORDER, short_name
 
     try:
         loaded = [load_file(path) for path in _config_files(args.config, env)]
@@ -161,7 +162,8 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
     rendered = {
         "group": snapshot.group,
         "types": [{"type": short_name(t), "type_url": t, "version": snapshot.version(t),
-                   "resources": [json.loads(resource_json(r)) for _, r in sorted(snapshot.of_type(t).items())]}
+                   "resources": [json.loads(resource_json(r))
+                                 for _, r in sorted(snapshot.of_type(t).items())]}
                   for t in PUSH_ORDER],
     }
     json.dump(rendered, sys.stdout, indent=2)

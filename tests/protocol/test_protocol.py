@@ -64,7 +64,7 @@ def test_p1_later_request_without_node_keeps_the_first_node() -> None:
 
 def test_p1_later_request_naming_another_node_is_refused() -> None:
     client = converged_client()
-    with pytest.raises(ProtocolError, match="node.id changed"):
+    with pytest.raises(ProtocolError, match=r"node\.id changed"):
         client.protocol.on_request(Request(type_url=CLUSTER, node_id="n2"))
 
 

@@ -20,8 +20,10 @@ class NodeGrouper:
     key: str = "cluster"
 
     def __post_init__(self) -> None:
-        if self.key not in ("cluster", "id") and not (self.key.startswith("metadata:") and len(self.key) > 9):
-            raise ValueError(f"node group key must be 'cluster', 'id' or 'metadata:<field>', got {self.key!r}")
+        by_metadata = self.key.startswith("metadata:") and len(self.key) > len("metadata:")
+        if self.key not in ("cluster", "id") and not by_metadata:
+            raise ValueError(
+                f"node group key must be 'cluster', 'id' or 'metadata:<field>', got {self.key!r}")
 
     def group_of(self, *, node_id: str, cluster: str, metadata: Mapping[str, object]) -> str:
         if self.key == "cluster":
