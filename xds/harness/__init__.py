@@ -1,0 +1,35 @@
+"""Process harness for end-to-end tests and the live demo: real Envoy, real upstreams, real load.
+
+Nothing here is imported by the control plane itself; it drives the control plane from outside, through its
+command line and admin endpoints, exactly as an operator would.
+"""
+
+from xds.harness.controlplane import ControlPlaneProcess, bootstrap_for
+from xds.harness.envoy import AdminError, EnvoyProcess, envoy_binary, unique_base_id
+from xds.harness.load import LoadResult, Sample, SteadyLoad, run_requests
+from xds.harness.ports import LOOPBACK, PortInUseError, free_port, free_ports
+from xds.harness.processes import ManagedProcess, ProcessExitedError, wait_until
+from xds.harness.upstream import UPSTREAM_HEADER, UpstreamPool, UpstreamServer
+
+__all__ = [
+    "LOOPBACK",
+    "UPSTREAM_HEADER",
+    "AdminError",
+    "ControlPlaneProcess",
+    "EnvoyProcess",
+    "LoadResult",
+    "ManagedProcess",
+    "PortInUseError",
+    "ProcessExitedError",
+    "Sample",
+    "SteadyLoad",
+    "UpstreamPool",
+    "UpstreamServer",
+    "bootstrap_for",
+    "envoy_binary",
+    "free_port",
+    "free_ports",
+    "run_requests",
+    "unique_base_id",
+    "wait_until",
+]
