@@ -117,7 +117,9 @@ def test_p3_nack_is_recorded_not_repushed_and_recovers() -> None:
     client = converged_client()
     v2 = snapshot(clusters={"a": 2, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2"},
                   routes={"r1": ["a"], "r2": ["b"]})
-    (cds_v2,) = client.push(v2)
+    cds_v2, eds_a = client.push(v2)
+    assert cds_v2.type_url == CLUSTER and names(eds_a) == ["a"]  # a changed: its endpoints follow (R21)
+    client.ack(eds_a, ["a", "b", "c"])
     v1_version = client.versions[CLUSTER]
     event, sends = client.nack(cds_v2, message="cluster a: bad")
     assert isinstance(event, Nacked)
@@ -131,7 +133,7 @@ def test_p3_nack_is_recorded_not_repushed_and_recovers() -> None:
     # A fixed V3 goes out and is ACKed.
     v3 = snapshot(clusters={"a": 3, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2"},
                   routes={"r1": ["a"], "r2": ["b"]})
-    (cds_v3,) = client.push(v3)
+    cds_v3, _ = client.push(v3)
     assert cds_v3.version == v3.version(CLUSTER) != cds_v2.version
     event, _ = client.ack(cds_v3)
     assert isinstance(event, Acked)
@@ -139,7 +141,7 @@ def test_p3_nack_is_recorded_not_repushed_and_recovers() -> None:
 
 def test_p3_nack_message_is_truncated() -> None:
     client = converged_client()
-    (send,) = client.push(snapshot(clusters={"a": 9, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2"},
+    send, _ = client.push(snapshot(clusters={"a": 9, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2"},
                                    routes={"r1": ["a"], "r2": ["b"]}))
     event, _ = client.nack(send, message="x" * 100_000)
     assert isinstance(event, Nacked) and len(event.message) == 1024
@@ -302,16 +304,26 @@ def test_p9_make_before_break_order_on_a_traffic_switch() -> None:
     after = snapshot(clusters={"y": 1}, listeners={"l": "r"}, routes={"r": ["y"]})
     (cds,) = client.push(after)
     assert cds.type_url == CLUSTER and names(cds) == ["x", "y"]  # x kept: the route still uses it
-    _, sends = client.ack(cds)
-    assert sends == []  # EDS waits for the client to subscribe to y
+    # Like Envoy: y warms, so the CDS ACK is held; the client asks for y's endpoints first.
     _, (eds,) = client.request(ENDPOINT, ["x", "y"], nonce=client.nonces[ENDPOINT],
                                version=client.versions[ENDPOINT])
     assert names(eds) == ["y"]
-    _, (rds,) = client.ack(eds, ["x", "y"])  # LDS is unchanged, so RDS is next
+    _, sends = client.ack(eds, ["x", "y"])
+    assert sends == []  # routes wait until the CDS is ACKed, i.e. y is warm
+    _, (rds,) = client.ack(cds)  # LDS is unchanged, so RDS is next
     assert rds.type_url == ROUTE and names(rds) == ["r"]
     _, (final,) = client.ack(rds, ["r"])
     assert final.type_url == CLUSTER and names(final) == ["y"]  # the removal comes last
     assert [s.type_url for s in client.log] == [CLUSTER, ENDPOINT, ROUTE, CLUSTER]
+
+
+def test_eds_is_answered_while_the_cds_ack_is_held_for_warming() -> None:
+    client = converged_client()
+    (cds,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1, "d": 1}, listeners={"l1": "r1", "l2": "r2"},
+                                  routes={"r1": ["a"], "r2": ["b"]}))
+    _, (eds,) = client.request(ENDPOINT, ["a", "b", "c", "d"], nonce=client.nonces[ENDPOINT],
+                               version=client.versions[ENDPOINT])
+    assert names(eds) == ["d"]
 
 
 def test_p9_route_is_held_until_new_cluster_has_endpoints() -> None:
@@ -332,8 +344,8 @@ def test_p10a_cluster_change_forces_eds_resend_with_unchanged_endpoints() -> Non
     changed = snapshot(clusters={"a": 7, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2"},
                        routes={"r1": ["a"], "r2": ["b"]})
     assert changed.version(ENDPOINT) == BASE.version(ENDPOINT)
-    (cds,) = client.push(changed)
-    _, (eds,) = client.ack(cds)
+    cds, eds = client.push(changed)
+    assert cds.type_url == CLUSTER
     assert eds.type_url == ENDPOINT and names(eds) == ["a"]
 
 
@@ -360,10 +372,9 @@ def test_p11a_reconnect_with_eds_first_and_old_nonce() -> None:
     _, sends = client.request(ENDPOINT, ["a", "b"], nonce="41", version="old-version")
     assert [names(s) for s in sends] == [["a", "b"]]
     client.ack(sends[0], ["a", "b"])
-    _, (cds,) = client.request(CLUSTER, nonce="40", version="old-version")
+    _, (cds, eds) = client.request(CLUSTER, nonce="40", version="old-version")
     assert names(cds) == ["a", "b", "c"]
     # Warming of the (re)created clusters needs their assignments again, even though EDS looks ACKed.
-    _, (eds,) = client.ack(cds)
     assert names(eds) == ["a", "b"]
 
 
@@ -374,5 +385,5 @@ def test_p11b_streams_of_one_node_are_independent() -> None:
     # The first stream goes away mid-flight; the survivor still gets the push.
     first.protocol.set_snapshot(changed)
     del first
-    (cds,) = second.push(changed)
+    cds, _ = second.push(changed)
     assert names(cds) == ["a", "b", "c"]

@@ -31,7 +31,10 @@ Rules, with the XDS-RULES.md numbers (xds_protocol.rst sections in brackets):
   only (R18 ["Grouping resources into responses"]).
 * Only one response per type is outstanding at a time; on ADS a type is sent only once every type before it
   in CDS -> EDS -> LDS -> RDS has settled (its response ACKed or NACKed, nothing left to send, and, for
-  EDS/RDS, the client subscribed to every name the earlier type made it need) (R23). A cluster that the
+  EDS/RDS, the client subscribed to every name the earlier type made it need) (R23). The exception is a
+  type's own parent: EDS does not wait for the CDS ACK nor RDS for the LDS ACK, because Envoy holds those
+  ACKs until the children arrive (cluster and listener warming). So routes go out only once the clusters
+  they use have their endpoints, and listeners only once every cluster is warm. A cluster that the
   client's listeners or routes still use is kept in CDS until they stop using it, so removals come last.
 * A changed cluster makes its ClusterLoadAssignment due again even if the endpoints did not change (R21).
 * A new stream knows nothing about the client, so its first request for each type is always answered (R25).
@@ -46,6 +49,11 @@ from xds.cache.snapshot import Resource, Snapshot, version_of
 from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, KNOWN, LISTENER, PUSH_ORDER, ROUTE, TypeUrl
 
 WILDCARD = "*"
+
+# A named type answers what its parent made the client ask for. It does not wait for the parent's ACK:
+# Envoy pauses CDS (and its ACK) while new clusters warm, and warming needs the EDS answer (envoy PRs
+# #5887, #7236), so waiting would deadlock until initial_fetch_timeout.
+_PARENT: dict[TypeUrl, TypeUrl] = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
 MAX_ERROR_DETAIL = 1024  # bytes of a NACK message kept for logs and status (R11)
 
 
@@ -182,9 +190,6 @@ class StreamProtocol:
         else:
             if state.outstanding:
                 event = Acked(type_url=type_url, version=state.version_sent, nonce=request.response_nonce)
-                if type_url == CLUSTER:
-                    self._clusters_changed(name for name, res in state.sent.items()
-                                           if (old := state.acked.get(name)) is None or old.hash != res.hash)
                 state.version_acked = state.version_sent
                 state.acked = dict(state.sent)
                 state.rejected_version = None
@@ -203,25 +208,26 @@ class StreamProtocol:
         if snapshot is None:
             return []
         sends: list[Send] = []
+        unsettled: set[TypeUrl] = set()
         for type_url in self._order():
+            if self._ads and (unsettled - {_PARENT.get(type_url)}):
+                unsettled.add(type_url)
+                continue
             state = self._types.get(type_url)
             if state is None or not state.started:
-                if self._ads and not self._settled_unstarted(type_url):
-                    break
+                if not self._settled_unstarted(type_url):
+                    unsettled.add(type_url)
                 continue
             if state.outstanding:
-                if self._ads:
-                    break
+                unsettled.add(type_url)
                 continue
             send = self._compute(type_url, state, snapshot)
             if send is not None:
                 self._record(type_url, state, send)
                 sends.append(send)
-                if self._ads:
-                    break  # the next type waits for this one to be ACKed (R23)
-                continue
-            if self._ads and not self._covered(type_url, state):
-                break
+                unsettled.add(type_url)
+            elif not self._covered(type_url, state):
+                unsettled.add(type_url)
         return sends
 
     def status(self) -> Mapping[TypeUrl, tuple[str, str, bool]]:
@@ -355,17 +361,22 @@ class StreamProtocol:
         state.version_sent = send.version
         state.outstanding = True
         if type_url in FULL_STATE:
+            previous = state.sent
             state.sent = {r.name: r for r in send.resources}
             state.full_due = False
+            if type_url == CLUSTER:
+                self._clusters_changed(r.name for r in send.resources
+                                       if (old := previous.get(r.name)) is None or old.hash != r.hash)
         else:
             for resource in send.resources:
                 state.sent[resource.name] = resource
                 state.due.discard(resource.name)
 
     def _clusters_changed(self, names: Iterable[str]) -> None:
-        # Envoy re-initialises a cluster it accepted in changed form and needs its ClusterLoadAssignment
-        # again, even when the endpoints are the same (R21; envoy #13009, go-control-plane #245). Marked
-        # at the CDS ACK: a rejected CDS changes no cluster.
+        # Envoy re-initialises a changed cluster and needs its ClusterLoadAssignment again, even when the
+        # endpoints are the same (R21; envoy #13009, go-control-plane #245). It is due right after the CDS
+        # response, not after its ACK: Envoy holds the CDS ACK until the new clusters have warmed, which
+        # takes exactly this EDS response.
         eds = self._types.get(ENDPOINT)
         if eds is None:
             return

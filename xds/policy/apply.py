@@ -1,0 +1,135 @@
+"""(Catalog, Policy, node group) -> DesiredState: the pure decision of what one node group should run.
+
+One listener becomes one ListenerSpec, one RouteConfigSpec and one VirtualHostSpec, all named after the
+listener. Every distinct (service, subset) that a route of the group sends traffic to becomes one cluster,
+named `service` or `service|k1=v1,k2=v2`, holding the catalog endpoints that match the subset. A service
+that is not in the catalog yields an empty cluster rather than an error: registries lag behind policy, and
+an empty cluster (answered with an empty ClusterLoadAssignment, XDS-RULES R22) fills in as soon as the
+endpoints appear, without a policy change.
+"""
+
+from __future__ import annotations
+
+from xds.model.service import Catalog
+from xds.policy.desired import (
+    ClusterSpec,
+    DesiredState,
+    HeaderMatchSpec,
+    ListenerSpec,
+    RouteConfigSpec,
+    RouteSpec,
+    VirtualHostSpec,
+    WeightedClusterSpec,
+)
+from xds.policy.schema import BackendRef, Policy, RoutePolicy, ServicePolicy
+from xds.policy.weights import normalize_weights
+
+_Subset = tuple[tuple[str, str], ...]
+
+
+def cluster_name(service: str, subset: _Subset) -> str:
+    """`web` or `web|version=v1,zone=a` (keys sorted). Service names cannot contain '|', and subset pairs
+    cannot contain ',', '=' or '|' (see policy.load), so distinct clusters always get distinct names."""
+    return f"{service}|{_subset_text(subset)}" if subset else service
+
+
+def _subset_text(subset: _Subset) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(subset))
+
+
+def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> ClusterSpec:
+    service = catalog.get(settings.name)
+    endpoints = () if service is None else tuple(e for e in service.endpoints if e.matches(subset))
+    return ClusterSpec(
+        name=cluster_name(settings.name, subset),
+        service=settings.name,
+        subset=tuple(sorted(subset)),
+        lb_policy=settings.lb_policy,
+        connect_timeout_s=settings.connect_timeout_s,
+        http2=settings.http2,
+        endpoints=endpoints,
+    )
+
+
+def _combined_backends(route: RoutePolicy) -> dict[tuple[str, _Subset], int]:
+    """Weights per (service, subset), in order of first mention: one target listed twice is one cluster
+    carrying the sum of its weights (Envoy rejects a weighted_clusters list naming a cluster twice)."""
+    combined: dict[tuple[str, _Subset], int] = {}
+    for backend in route.backends:
+        key = (backend.service, backend.subset)
+        combined[key] = combined.get(key, 0) + backend.weight
+    return combined
+
+
+def _route(route: RoutePolicy, targets: dict[tuple[str, _Subset], int]) -> RouteSpec:
+    shares = normalize_weights(list(targets.values()))
+    return RouteSpec(
+        name=route.name,
+        prefix=route.prefix,
+        headers=tuple(HeaderMatchSpec(name=h.name, exact=h.exact, invert=h.invert) for h in route.headers),
+        backends=tuple(
+            WeightedClusterSpec(cluster=cluster_name(service, subset), weight=share)
+            for (service, subset), share in zip(targets, shares, strict=True)
+        ),
+        timeout_s=route.timeout_s,
+        retries=route.retries,
+    )
+
+
+def apply_policy(catalog: Catalog, policy: Policy, *, group: str) -> DesiredState:
+    """What node group `group` should run. Deterministic: equal inputs give equal states, with clusters,
+    listeners and route configurations sorted by name (routes keep the policy's order, which is the order
+    Envoy evaluates them in)."""
+    settings = {s.name: s for s in policy.services}
+    clusters: dict[str, ClusterSpec] = {}
+    listeners: list[ListenerSpec] = []
+    route_configs: list[RouteConfigSpec] = []
+    for listener in policy.listeners:
+        if not listener.serves(group):
+            continue
+        routes: list[RouteSpec] = []
+        for route in listener.routes:
+            targets = _combined_backends(route)
+            for service, subset in targets:
+                name = cluster_name(service, subset)
+                if name not in clusters:
+                    service_settings = settings.get(service) or ServicePolicy(service)
+                    clusters[name] = _cluster(catalog, service_settings, subset)
+            routes.append(_route(route, targets))
+        listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
+                                      route_config=listener.name))
+        virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
+        route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
+    return DesiredState(
+        clusters=tuple(sorted(clusters.values(), key=lambda c: c.name)),
+        listeners=tuple(sorted(listeners, key=lambda x: x.name)),
+        route_configs=tuple(sorted(route_configs, key=lambda r: r.name)),
+    )
+
+
+def _backend_warning(catalog: Catalog, where: str, backend: BackendRef) -> str | None:
+    service = catalog.get(backend.service)
+    if service is None:
+        return (f"{where}: service {backend.service!r} is not in the catalog; its cluster will have no "
+                f"endpoints until a source provides them")
+    if not service.endpoints:
+        return f"{where}: service {backend.service!r} has no endpoints"
+    if backend.subset and not any(e.matches(backend.subset) for e in service.endpoints):
+        return (f"{where}: subset {_subset_text(backend.subset)} of service "
+                f"{backend.service!r} matches none of its {len(service.endpoints)} endpoints")
+    return None
+
+
+def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
+    """Things that are valid but probably not intended, for `xds validate`: backends naming services the
+    catalog does not know, services without endpoints, and subsets that select no endpoint. Each warning is
+    given once, in policy order."""
+    warnings: dict[str, None] = {}
+    for listener in policy.listeners:
+        for route in listener.routes:
+            where = f"listener {listener.name!r} route {route.name!r}"
+            for backend in route.backends:
+                warning = _backend_warning(catalog, where, backend)
+                if warning is not None:
+                    warnings.setdefault(warning)
+    return list(warnings)
