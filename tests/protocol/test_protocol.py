@@ -387,3 +387,19 @@ def test_p11b_streams_of_one_node_are_independent() -> None:
     del first
     cds, _ = second.push(changed)
     assert names(cds) == ["a", "b", "c"]
+
+
+def test_p3_reverting_to_the_accepted_content_after_a_nack_is_confirmed_once() -> None:
+    client = converged_client()
+    accepted = client.versions[LISTENER]
+    (bad,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2", "l3": "r1"},
+                                  routes={"r1": ["a"], "r2": ["b"]}))
+    assert bad.type_url == LISTENER
+    client.nack(bad, message="cannot bind")
+    # The operator reverts: the desired state is what the client already runs. One response confirms it,
+    # so sent == ACKed again, and nothing more follows.
+    (confirm,) = client.push(BASE)
+    assert confirm.type_url == LISTENER and confirm.version == accepted
+    event, sends = client.ack(confirm)
+    assert isinstance(event, Acked) and sends == []
+    assert client.push(BASE) == []

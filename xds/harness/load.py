@@ -291,6 +291,13 @@ class SteadyLoad:
         self._recorder: _Recorder | None = None
         self._threads: list[threading.Thread] = []
 
+    @property
+    def origin(self) -> float:
+        """The `time.monotonic()` value that sample `started_s` times count from."""
+        if self._recorder is None:
+            raise RuntimeError("the load has not started")
+        return self._recorder.origin
+
     def start(self) -> None:
         if self._recorder is not None:
             raise RuntimeError("SteadyLoad is single-use: create a new one for another run")

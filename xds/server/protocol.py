@@ -331,9 +331,13 @@ class StreamProtocol:
 
     def _compute(self, type_url: TypeUrl, state: _TypeState, snapshot: Snapshot) -> Send | None:
         desired = self._desired(type_url, state, snapshot)
+        # After a NACK the client runs what it last ACKed. When the desired content moves on (even back to
+        # exactly what the client runs) it is sent, so that sent == ACKed == desired again and the NACK is
+        # visibly over; an unchanged desired state stays quiet (R10).
+        recovering = state.rejected_version is not None
         if type_url in FULL_STATE:
             unchanged = {n: r.hash for n, r in desired.items()} == {n: r.hash for n, r in state.sent.items()}
-            if unchanged and not state.full_due:
+            if unchanged and not state.full_due and not recovering:
                 return None
             resources = tuple(desired[n] for n in sorted(desired))
             version = version_of(resources)
@@ -342,10 +346,12 @@ class StreamProtocol:
             changed = sorted(n for n, r in desired.items()
                              if n in state.due or state.sent.get(n, None) is None
                              or state.sent[n].hash != r.hash)
+            version = snapshot.version(type_url)
+            if not changed and recovering and version != state.rejected_version:
+                changed = sorted(desired)
             if not changed:
                 return None
             resources = tuple(desired[n] for n in changed)
-            version = snapshot.version(type_url)
             forced = bool(state.due & set(changed))
         if version == state.rejected_version:
             # The client rejected exactly this content: stay quiet until it changes (R10). Only names it

@@ -1,0 +1,136 @@
+"""A control plane, one real Envoy and real upstreams on loopback, driven by editing the catalog file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xds.harness import ControlPlaneProcess, EnvoyProcess, UpstreamPool, free_port, wait_until
+from xds.harness.controlplane import bootstrap_for
+from xds.harness.envoy import AdminError
+
+Backend = tuple[str, Mapping[str, str] | None, int]  # (service, subset, weight)
+
+
+@dataclass
+class Catalog:
+    """The catalog file a test edits. `services`: name -> [(upstream name, metadata)]."""
+
+    path: Path
+    listener_port: int
+    pool: UpstreamPool
+    services: dict[str, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
+    backends: list[Backend] = field(default_factory=list)
+    extra_listeners: list[dict[str, Any]] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "services": [
+                {"name": name, "connect_timeout": "1s",
+                 "endpoints": [{"address": f"127.0.0.1:{self.pool[up].port}", "metadata": meta}
+                               for up, meta in endpoints]}
+                for name, endpoints in sorted(self.services.items())
+            ],
+            "listeners": [{
+                "name": "ingress", "address": "127.0.0.1", "port": self.listener_port,
+                "routes": [{"name": "all", "match": {"prefix": "/"},
+                            "backends": [{"service": s, **({"subset": dict(sub)} if sub else {}), "weight": w}
+                                         for s, sub, w in self.backends]}],
+            }, *self.extra_listeners],
+        }
+
+    def write(self) -> float:
+        """Atomically replace the file, as editors and config management do; returns the write time."""
+        self.write_text(yaml.safe_dump(self.document(), sort_keys=False))
+        return time.monotonic()
+
+    def write_text(self, text: str) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class Stack:
+    catalog: Catalog
+    control_plane: ControlPlaneProcess
+    envoy: EnvoyProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.catalog.listener_port}/"
+
+    def route_weights(self) -> dict[str, int]:
+        """Cluster -> weight of the route Envoy is running now (from its admin config_dump)."""
+        dump = self.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
+        weights: dict[str, int] = {}
+        for config in dump.get("configs", []):
+            for vhost in config.get("route_config", {}).get("virtual_hosts", []):
+                for route in vhost.get("routes", []):
+                    action = route.get("route", {})
+                    if "cluster" in action:
+                        weights[action["cluster"]] = 100
+                    for cw in action.get("weighted_clusters", {}).get("clusters", []):
+                        weights[cw["name"]] = int(cw.get("weight", 0))
+        return weights
+
+    def eds_ports(self, cluster: str) -> set[int]:
+        """Ports of the endpoints Envoy holds for `cluster`."""
+        ports: set[int] = set()
+        for status in self.envoy.clusters_json().get("cluster_statuses", []):
+            if status.get("name") != cluster:
+                continue
+            for host in status.get("host_statuses", []):
+                ports.add(int(host["address"]["socket_address"]["port_value"]))
+        return ports
+
+    def wait_weights(self, expected: Mapping[str, int], timeout_s: float = 10.0) -> float:
+        start = time.monotonic()
+        wait_until(lambda: self.route_weights() == dict(expected), timeout_s=timeout_s,
+                   message=lambda: f"Envoy route weights {self.route_weights()} != {dict(expected)}")
+        return time.monotonic() - start
+
+    def status_text(self) -> str:
+        result = subprocess.run([sys.executable, "-m", "xds", "status", "--xds-address",
+                                 self.control_plane.xds_address], capture_output=True, text=True,
+                                timeout=30, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def admin_status(self) -> dict[str, Any]:
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.control_plane.admin_port, timeout=5)
+        try:
+            conn.request("GET", "/status")
+            body = conn.getresponse().read()
+        finally:
+            conn.close()
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+
+def start_stack(*, workdir: Path, pool: UpstreamPool, services: dict[str, list[tuple[str, dict[str, str]]]],
+                backends: Sequence[Backend], control_plane_factory: Any, envoy_factory: Any,
+                node_id: str = "envoy-1", cluster: str = "edge") -> Stack:
+    catalog = Catalog(path=workdir / "catalog.yaml", listener_port=free_port(), pool=pool,
+                      services=services, backends=list(backends))
+    catalog.write()
+    # XDS_E2E_LOG_LEVEL=DEBUG logs every request and response of the control plane in its log file.
+    control_plane = control_plane_factory(
+        catalog.path, extra_args=("--log-level", os.environ.get("XDS_E2E_LOG_LEVEL", "INFO")))
+    envoy = envoy_factory(lambda admin_port: bootstrap_for(node_id, cluster, xds_port=control_plane.xds_port,
+                                                           admin_port=admin_port))
+    stack = Stack(catalog=catalog, control_plane=control_plane, envoy=envoy)
+    wait_until(lambda: stack.envoy.listener_port("ingress") == catalog.listener_port, timeout_s=15,
+               message="Envoy never bound the ingress listener", ignore=(KeyError, AdminError))
+    return stack
