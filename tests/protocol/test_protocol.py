@@ -319,8 +319,9 @@ def test_p9_make_before_break_order_on_a_traffic_switch() -> None:
 
 def test_eds_is_answered_while_the_cds_ack_is_held_for_warming() -> None:
     client = converged_client()
-    (cds,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1, "d": 1}, listeners={"l1": "r1", "l2": "r2"},
-                                  routes={"r1": ["a"], "r2": ["b"]}))
+    (cds,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1, "d": 1},
+                                  listeners={"l1": "r1", "l2": "r2"}, routes={"r1": ["a"], "r2": ["b"]}))
+    assert names(cds) == ["a", "b", "c", "d"]
     _, (eds,) = client.request(ENDPOINT, ["a", "b", "c", "d"], nonce=client.nonces[ENDPOINT],
                                version=client.versions[ENDPOINT])
     assert names(eds) == ["d"]
@@ -392,8 +393,8 @@ def test_p11b_streams_of_one_node_are_independent() -> None:
 def test_p3_reverting_to_the_accepted_content_after_a_nack_is_confirmed_once() -> None:
     client = converged_client()
     accepted = client.versions[LISTENER]
-    (bad,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1}, listeners={"l1": "r1", "l2": "r2", "l3": "r1"},
-                                  routes={"r1": ["a"], "r2": ["b"]}))
+    (bad,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1},
+                                  listeners={"l1": "r1", "l2": "r2", "l3": "r1"}, routes={"r1": ["a"], "r2": ["b"]}))
     assert bad.type_url == LISTENER
     client.nack(bad, message="cannot bind")
     # The operator reverts: the desired state is what the client already runs. One response confirms it,
