@@ -394,7 +394,8 @@ def test_p3_reverting_to_the_accepted_content_after_a_nack_is_confirmed_once() -
     client = converged_client()
     accepted = client.versions[LISTENER]
     (bad,) = client.push(snapshot(clusters={"a": 1, "b": 1, "c": 1},
-                                  listeners={"l1": "r1", "l2": "r2", "l3": "r1"}, routes={"r1": ["a"], "r2": ["b"]}))
+                                  listeners={"l1": "r1", "l2": "r2", "l3": "r1"},
+                                  routes={"r1": ["a"], "r2": ["b"]}))
     assert bad.type_url == LISTENER
     client.nack(bad, message="cannot bind")
     # The operator reverts: the desired state is what the client already runs. One response confirms it,
