@@ -1,0 +1,63 @@
+"""The CLI's offline commands: validate, render, bootstrap (serve and status run in the e2e tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xds.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
+
+
+def test_validate_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "OK (2 services, 1 listeners)" in capsys.readouterr().out
+
+
+def test_validate_names_file_line_and_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  - name: web\n    endpoints:\n      - address: 127.0.0.1:99999\n")
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:4:" in err and "port" in err
+
+
+def test_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 1
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_render_prints_what_a_node_group_receives(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--cluster", "edge", "--config", str(EXAMPLE)]) == 0
+    rendered = json.loads(capsys.readouterr().out)
+    by_type = {t["type"]: t for t in rendered["types"]}
+    assert [t["type"] for t in rendered["types"]] == ["cds", "eds", "lds", "rds"]
+    assert {c["name"] for c in by_type["cds"]["resources"]} == {"api", "web|version=v1", "web|version=v2"}
+    weights = {c["name"]: c["weight"] for vh in by_type["rds"]["resources"][0]["virtual_hosts"]
+               for r in vh["routes"] for c in r["route"].get("weighted_clusters", {}).get("clusters", [])}
+    assert weights == {"web|version=v1": 90, "web|version=v2": 10}
+    assert all(t["version"] for t in rendered["types"])
+
+
+def test_render_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["render", "--cluster", "edge", "--config", str(EXAMPLE)])
+    first = capsys.readouterr().out
+    main(["render", "--cluster", "edge", "--config", str(EXAMPLE)])
+    assert capsys.readouterr().out == first
+
+
+def test_bootstrap_points_envoy_at_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bootstrap", "--node-id", "n1", "--cluster", "edge", "--xds-address", "127.0.0.1:18000"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["node"] == {"id": "n1", "cluster": "edge"}
+    assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+
+
+def test_serve_requires_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDS_CONFIG", raising=False)
+    with pytest.raises(SystemExit, match="--config"):
+        main(["serve"])
