@@ -51,7 +51,8 @@ def test_render_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bootstrap_points_envoy_at_the_server(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bootstrap", "--node-id", "n1", "--cluster", "edge", "--xds-address", "127.0.0.1:18000"]) == 0
+    args = ["bootstrap", "--node-id", "n1", "--cluster", "edge", "--xds-address", "127.0.0.1:18000"]
+    assert main(args) == 0
     doc = yaml.safe_load(capsys.readouterr().out)
     assert doc["node"] == {"id": "n1", "cluster": "edge"}
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"

@@ -36,7 +36,8 @@ def test_no_subpackage_name_is_shared() -> None:
 
 def test_both_resolve_from_another_working_directory(tmp_path: Path) -> None:
     # The installed (editable) package must work outside the repository, as the console script does.
-    program = "import xds.cli, xds.core.v3.collection_entry_pb2, envoy.config.cluster.v3.cluster_pb2; print('ok')"
+    program = ("import xds.cli, xds.core.v3.collection_entry_pb2, envoy.config.cluster.v3.cluster_pb2;"
+               "print('ok')")
     result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.stdout.strip() == "ok", result.stderr
