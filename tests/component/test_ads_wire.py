@@ -131,6 +131,9 @@ async def test_p3_nack_is_reported_and_never_repushed(harness: Harness) -> None:
     await start_up(client)
     harness.publish(clusters={"a": 2, "b": 1}, listeners={"l": "r"}, routes={"r": ["a"]})
     cds = await client.recv()
+    eds = await client.recv()  # a changed, so its endpoints follow right away (R21)
+    assert eds.type_url == ENDPOINT and resource_names(eds) == ["a"]
+    client.ack(eds, ["a", "b"])
     client.send(CLUSTER, version=client.received[0].version_info, nonce=cds.nonce, error="bad cluster a")
     await client.expect_silence(1.0)
     (nack,) = harness.recorder.of("nack")
