@@ -18,15 +18,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from xds.harness.ports import LOOPBACK
-from xds.harness.processes import ManagedProcess, wait_until
+from xds.harness.processes import ManagedProcess, StartStop, wait_until
 
 _ADMIN_TIMEOUT_S = 2.0
 
 
-class ControlPlaneProcess:
+class ControlPlaneProcess(StartStop):
     def __init__(
         self,
         config: Path,
@@ -104,15 +103,6 @@ class ControlPlaneProcess:
 
     def tail(self, n: int = 40) -> str:
         return self.process.tail(n)
-
-    def __enter__(self) -> ControlPlaneProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _admin_get(self, path: str) -> tuple[int, str]:
         conn = http.client.HTTPConnection(LOOPBACK, self.admin_port, timeout=_ADMIN_TIMEOUT_S)

@@ -27,11 +27,10 @@ import subprocess
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from xds.harness.ports import LOOPBACK, PortInUseError
-from xds.harness.processes import ManagedProcess, ProcessExitedError, tail_file, wait_until
+from xds.harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
 
 StatValue = int | str
 
@@ -78,7 +77,7 @@ class AdminError(RuntimeError):
     """An admin request returned an unexpected status."""
 
 
-class EnvoyProcess:
+class EnvoyProcess(StartStop):
     """One Envoy instance started from a bootstrap YAML string."""
 
     def __init__(
@@ -177,15 +176,6 @@ class EnvoyProcess:
                 f"Envoy {self.name} not LIVE (state {self._state()}); last log lines:\n{self.tail()}"
             ),
         )
-
-    def __enter__(self) -> EnvoyProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def alive(self) -> bool:

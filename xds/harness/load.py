@@ -18,8 +18,8 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 
+from xds.harness.processes import StartStop
 from xds.harness.upstream import UPSTREAM_HEADER
 
 # Errors that mean "the server had already closed this idle connection" when they hit a reused connection.
@@ -260,7 +260,7 @@ def run_requests(
     return recorder.result()
 
 
-class SteadyLoad:
+class SteadyLoad(StartStop):
     """Background traffic at no more than `rate_per_s` requests per second, for at most `max_duration_s`.
 
     Pacing hands out send slots `1 / rate_per_s` apart and never catches up on missed slots, so a stall (Envoy
@@ -324,15 +324,6 @@ class SteadyLoad:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         recorder.end()
         return recorder.result()
-
-    def __enter__(self) -> SteadyLoad:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _take_slot(self) -> float | None:
         """The monotonic time at which to send next, or None when the run is over."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 
@@ -30,6 +30,25 @@ T = TypeVar("T")
 _TAIL_READ_BYTES = 256 * 1024
 # After SIGKILL the kernel reaps quickly; this only bounds the wait if something is badly wrong.
 _KILL_WAIT_S = 5.0
+
+
+class StartStop:
+    """`with thing:` starts it and always stops it, for every harness object with start()/stop()."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class ProcessExitedError(RuntimeError):
@@ -74,7 +93,7 @@ def wait_until(
     raise TimeoutError(f"{text} (gave up after {timeout_s:g} s{detail})")
 
 
-class ManagedProcess:
+class ManagedProcess(StartStop):
     """One child process with its output in `<log_dir>/<name>.log`.
 
     `env` adds to (and overrides) the parent's environment rather than replacing it, so PATH and the venv
@@ -152,15 +171,6 @@ class ManagedProcess:
             return popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired as e:
             raise TimeoutError(f"{self.name} (pid {popen.pid}) still running after {timeout_s:g} s") from e
-
-    def __enter__(self) -> ManagedProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- state -----------------------------------------------------------------------------------------------
 

@@ -14,16 +14,16 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 
 from aiohttp import web
 
 from xds.harness.ports import LOOPBACK
+from xds.harness.processes import StartStop
 
 UPSTREAM_HEADER = "x-upstream"
 
 
-class UpstreamServer:
+class UpstreamServer(StartStop):
     def __init__(self, name: str, port: int = 0, *, status: int = 200) -> None:
         self.name = name
         self.status = status
@@ -86,15 +86,6 @@ class UpstreamServer:
             self._runner = None
         self._shutdown_loop(timeout_s=timeout_s)
 
-    def __enter__(self) -> UpstreamServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     async def _serve(self, port: int) -> int:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -131,7 +122,7 @@ class UpstreamServer:
         self._loop = self._thread = None
 
 
-class UpstreamPool:
+class UpstreamPool(StartStop):
     """Several named upstreams started and stopped together."""
 
     def __init__(self, names: Sequence[str]) -> None:
@@ -169,11 +160,3 @@ class UpstreamPool:
     def reset_hits(self) -> dict[str, int]:
         return {server.name: server.reset_hits() for server in self.servers}
 
-    def __enter__(self) -> UpstreamPool:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
