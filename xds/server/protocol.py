@@ -149,6 +149,8 @@ class StreamProtocol:
         self._snapshot: Snapshot | None = None
         self._types: dict[TypeUrl, _TypeState] = {}
         self._nonce_counter = 0
+        # _needed() per type, valid until what the client holds changes (requests and sends change it).
+        self._needed_cache: dict[TypeUrl, frozenset[str]] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -176,6 +178,7 @@ class StreamProtocol:
             # means a reconnect, which is answered too (R25; case P11a).
             state.started = True
             state.outstanding = False
+            self._sent_changed(type_url)
             state.sent = {}
             state.acked = {}
             state.rejected_version = None
@@ -186,6 +189,7 @@ class StreamProtocol:
                            rejected_version=state.version_sent, message=message)
             state.outstanding = False
             state.rejected_version = state.version_sent
+            self._sent_changed(type_url)
             state.sent = dict(state.acked)  # the client kept its previous resources (R8)
         else:
             if state.outstanding:
@@ -336,11 +340,16 @@ class StreamProtocol:
         # visibly over; an unchanged desired state stays quiet (R10).
         recovering = state.rejected_version is not None
         if type_url in FULL_STATE:
-            unchanged = {n: r.hash for n, r in desired.items()} == {n: r.hash for n, r in state.sent.items()}
+            sent = state.sent
+            unchanged = desired.keys() == sent.keys() and all(
+                sent[n] is r or sent[n].hash == r.hash for n, r in desired.items())
             if unchanged and not state.full_due and not recovering:
                 return None
             resources = tuple(desired[n] for n in sorted(desired))
-            version = version_of(resources)
+            available = snapshot.of_type(type_url)
+            # The common case sends exactly the snapshot's set, whose version is already computed.
+            exact = len(desired) == len(available) and all(available.get(n) is r for n, r in desired.items())
+            version = snapshot.version(type_url) if exact else version_of(resources)
             forced = state.full_due
         else:
             changed = sorted(n for n, r in desired.items()
@@ -363,6 +372,7 @@ class StreamProtocol:
         return Send(type_url=type_url, version=version, nonce=str(self._nonce_counter), resources=resources)
 
     def _record(self, type_url: TypeUrl, state: _TypeState, send: Send) -> None:
+        self._sent_changed(type_url)
         state.nonce = send.nonce
         state.version_sent = send.version
         state.outstanding = True
@@ -390,16 +400,24 @@ class StreamProtocol:
             if name in eds.names:
                 eds.due.add(name)
 
-    def _needed(self, type_url: TypeUrl) -> set[str]:
-        """Names of `type_url` that resources of the previous type, as sent, depend on."""
+    def _needed(self, type_url: TypeUrl) -> frozenset[str]:
+        """Names of `type_url` (EDS or RDS) that the client's clusters or listeners, as sent, depend on."""
+        cached = self._needed_cache.get(type_url)
+        if cached is not None:
+            return cached
         needed: set[str] = set()
-        for parent_type in PUSH_ORDER:
-            parent = self._types.get(parent_type)
-            if parent is None:
-                continue
+        parent = self._types.get(_PARENT[type_url])
+        if parent is not None:
             for resource in parent.sent.values():
-                needed.update(name for ref_type, name in resource.refs if ref_type == type_url)
-        return needed
+                for ref_type, name in resource.refs:
+                    if ref_type == type_url:
+                        needed.add(name)
+        result = self._needed_cache[type_url] = frozenset(needed)
+        return result
+
+    def _sent_changed(self, type_url: TypeUrl) -> None:
+        if type_url in _PARENT.values():
+            self._needed_cache.clear()
 
     def _covered(self, type_url: TypeUrl, state: _TypeState) -> bool:
         """Has the client subscribed to every EDS/RDS name the resources it was sent depend on?"""
