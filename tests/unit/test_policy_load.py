@@ -41,7 +41,7 @@ ERROR_CASES = {
             lb_policy: round_robin: maglev
         listeners: []
         """,
-        3, "invalid YAML: mapping values are not allowed here",
+        3, "invalid YAML: mapping values are not allowed",
     ),
     "unknown key with suggestion": (
         """
