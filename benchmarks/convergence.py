@@ -10,8 +10,8 @@ bootstrapped by the control plane's own `xds bootstrap`. The catalog has one lis
 sends traffic to alpha/beta/gamma by weight.
 
 Each edit rewrites the file atomically (temporary file + os.replace, as editors and config management do).
-Edits alternate the route's weights 80/20/i <-> 20/80/i, where i is the edit number, so every edit is new
-content; every third edit also adds or removes alpha's second endpoint (alpha-2). The benchmark then polls
+Edits alternate the route's weights (80-k)/20/k <-> 20/(80-k)/k, k = edit number mod 40 + 1, so every edit
+is new content; every third edit also adds or removes alpha's second endpoint (alpha-2). The benchmark then polls
 Envoy's admin every `--poll-ms` until it runs the edit: the weights in
 `/config_dump?resource=dynamic_route_configs` and, for endpoint edits, alpha's hosts in `/clusters`. The next
 edit starts only after that (or after `--timeout`, counted as a failure), following a random pause of up to
@@ -121,7 +121,9 @@ def plan_edits(count: int) -> list[Edit]:
     edits = []
     spare = False
     for number in range(1, count + 1):
-        weights = (80, 20, number) if number % 2 else (20, 80, number)
+        # Percentages summing to 100 (the policy requires it); k makes every edit new content.
+        k = number % 40 + 1
+        weights = (80 - k, 20, k) if number % 2 else (20, 80 - k, k)
         changed = number % 3 == 0
         spare = not spare if changed else spare
         edits.append(Edit(number, weights, spare, changed))

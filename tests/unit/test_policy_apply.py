@@ -153,10 +153,12 @@ def test_deterministic_regardless_of_input_order() -> None:
             endpoints:
               - {address: 10.0.0.2:80, metadata: {version: v2}}
               - {address: 10.0.0.1:80, metadata: {version: v1}}
+          - name: api
         listeners:
           - name: z
             port: 2
-            routes: [{backends: [{service: web, subset: {version: v2}}, {service: api}]}]
+            routes: [{backends: [{service: web, subset: {version: v2}, weight: 50},
+                                 {service: api, weight: 50}]}]
           - name: a
             port: 1
             routes: [{backends: [{service: web, subset: {version: v1}, weight: 3}]}]

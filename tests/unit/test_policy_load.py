@@ -199,8 +199,34 @@ ERROR_CASES = {
               - backends:
                   - {service: web, weight: 0}
                   - {service: api, weight: 0}
+        services: [{name: web}, {name: api}]
         """,
-        6, "backend weights sum to 0",
+        6, "backend weights are percentages and must sum to 100, got 0 (0 + 0)",
+    ),
+    "weights summing to 90": (
+        """
+        listeners:
+          - name: ingress
+            port: 10000
+            routes:
+              - backends:
+                  - {service: web, weight: 80}
+                  - {service: api, weight: 10}
+        services: [{name: web}, {name: api}]
+        """,
+        6, "must sum to 100, got 90 (80 + 10)",
+    ),
+    "unknown service with suggestion": (
+        """
+        listeners:
+          - name: ingress
+            port: 10000
+            routes:
+              - backends:
+                  - {service: wbe}
+        services: [{name: web}]
+        """,
+        6, "unknown service 'wbe': declare it under `services:`",
     ),
     "metadata non-string": (
         """
@@ -225,6 +251,7 @@ ERROR_CASES = {
             port: 10000
             groups: [frontend]
             routes: [{backends: [{service: web}]}]
+        services: [{name: web}, {name: api}]
         """,
         9, "127.0.0.1:10000 is already used by listener 'a' (first at line 4) in node group 'frontend'",
     ),
@@ -233,6 +260,7 @@ ERROR_CASES = {
         listeners:
           - {name: a, port: 10000, routes: [{backends: [{service: web}]}]}
           - {name: b, port: 10000, groups: [edge], routes: [{backends: [{service: web}]}]}
+        services: [{name: web}, {name: api}]
         """,
         3, "0.0.0.0:10000 is already used by listener 'a'",
     ),
@@ -449,6 +477,7 @@ def test_rendering_has_file_line_column_and_path() -> None:
               - {service: web, weight: 1}
               - service: web
                 weight: ten
+    services: [{name: web}]
     """
     with pytest.raises(PolicyError) as info:
         parse_document(doc(text), where="catalog.yaml")
@@ -583,6 +612,7 @@ def test_same_port_in_disjoint_groups_is_fine() -> None:
       - {name: a, port: 10000, groups: [x], routes: [{backends: [{service: web}]}]}
       - {name: b, port: 10000, groups: [y], routes: [{backends: [{service: web}]}]}
       - {name: c, address: 127.0.0.1, port: 10000, routes: [{backends: [{service: web}]}]}
+    services: [{name: web}]
     """
     _, policy = parse_document(doc(text), where="f")
     assert [listener.name for listener in policy.listeners] == ["a", "b", "c"]

@@ -39,6 +39,7 @@ from xds.policy.schema import (
     describe_groups,
     find_port_conflicts,
 )
+from xds.policy.weights import TOTAL_WEIGHT
 
 VERSION = 1
 MAX_CONNECT_TIMEOUT_S = 60.0
@@ -305,6 +306,8 @@ class _Walker:
         self._report = report
         # None: a policy-only document, in which endpoints are refused (they come from registries).
         self._endpoint_source = endpoint_source
+        # Service names the document declares; backends may only name these (XDS-RULES B1).
+        self._declared: frozenset[str] = frozenset()
 
     @property
     def _mark(self) -> int:
@@ -476,6 +479,10 @@ class _Walker:
         if version is not None and not supported:
             self._bad(version, "version",
                       f"unsupported version {_describe(version)}; only {VERSION} is supported")
+        services_node, _ = f.at("services")
+        if isinstance(services_node, _Seq):
+            self._declared = frozenset(
+                name for item in services_node.items if (name := _text_at(item, "name")) is not None)
         return self._services(*f.at("services")), self._listeners(*f.at("listeners"))
 
     def _services(self, node: _Node | None, path: str) -> list[_ServiceEntry]:
@@ -732,8 +739,15 @@ class _Walker:
         backends = tuple(b for b in found if b is not None)
         if len(backends) != len(found):
             return None
-        if sum(b.weight for b in backends) == 0:
-            self._bad(node, path, "backend weights sum to 0; at least one backend needs a weight > 0")
+        total = sum(b.weight for b in backends)
+        if len(backends) > 1 and total != TOTAL_WEIGHT:
+            # Percentages, as in Istio's VirtualService: a split summing to 90 is a mistake to report,
+            # not a ratio to guess at (XDS-RULES B1).
+            self._bad(node, path, f"backend weights are percentages and must sum to {TOTAL_WEIGHT}, "
+                                  f"got {total} ({' + '.join(str(b.weight) for b in backends)})")
+            return None
+        if total == 0:
+            self._bad(node, path, "the only backend of a route needs a weight > 0")
             return None
         return backends
 
@@ -747,6 +761,14 @@ class _Walker:
         subset = self._pairs(*f.at("subset"), what="subset", value_pattern=_PAIR_VALUE_RE,
                              value_rule=f"values {_PAIR_KEY_RULE}")
         weight = self._integer(*f.at("weight"), default=1, low=0)
+        if service is not None and service not in self._declared:
+            # A typo would otherwise become an empty cluster and 503s. A service that another source
+            # provides is declared too, with no `endpoints` key.
+            service_node, service_path = f.at("service")
+            assert service_node is not None
+            self._bad(service_node, service_path,
+                      f"unknown service {service!r}: declare it under `services:` (without `endpoints` if "
+                      f"a registry provides them){_suggest(service, sorted(self._declared))}")
         if self._mark != mark or service is None or subset is None or weight is None:
             return None
         return BackendRef(service, subset, weight=weight)
