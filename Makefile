@@ -25,7 +25,7 @@ test: check pytest
 check: lint typecheck layers
 
 lint: $(STAMP)
-	$(BIN)/ruff check xds tests
+	$(BIN)/ruff check xds tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

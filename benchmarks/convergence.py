@@ -10,8 +10,9 @@ bootstrapped by the control plane's own `xds bootstrap`. The catalog has one lis
 sends traffic to alpha/beta/gamma by weight.
 
 Each edit rewrites the file atomically (temporary file + os.replace, as editors and config management do).
-Edits alternate the route's weights (80-k)/20/k <-> 20/(80-k)/k, k = edit number mod 40 + 1, so every edit
-is new content; every third edit also adds or removes alpha's second endpoint (alpha-2). The benchmark then polls
+Edits alternate the route's weights (80-k)/20/k <-> 20/(80-k)/k, k = edit number mod 40 + 1, so every
+edit is new content; every third edit also adds or removes alpha's second endpoint (alpha-2). The benchmark
+then polls
 Envoy's admin every `--poll-ms` until it runs the edit: the weights in
 `/config_dump?resource=dynamic_route_configs` and, for endpoint edits, alpha's hosts in `/clusters`. The next
 edit starts only after that (or after `--timeout`, counted as a failure), following a random pause of up to
