@@ -172,19 +172,24 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.status_view import fetch_proxies, fetch_snapshot, format_proxy_table
+    from xds.status_view import (
+        ManagementQueryError,
+        fetch_proxies,
+        fetch_snapshot,
+        format_proxy_table,
+        format_snapshot,
+    )
 
     async def run() -> str:
         text = format_proxy_table(await fetch_proxies(args.xds_address))
         if args.group:
-            snap = await fetch_snapshot(args.xds_address, args.group)
-            text += "\n" + "\n".join(f"{v.type_url}  {v.version}" for v in getattr(snap, "versions", []))
+            text += "\n\n" + format_snapshot(await fetch_snapshot(args.xds_address, args.group))
         return text
 
     try:
         print(asyncio.run(run()))
-    except Exception as exc:  # network errors from grpc: print them, don't trace back
-        print(f"xds: cannot reach {args.xds_address}: {exc}", file=sys.stderr)
+    except ManagementQueryError as exc:
+        print(f"xds: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -15,7 +15,6 @@ from xds.cache.store import SnapshotBuilder
 from xds.model.catalog import merge_catalogs
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
-from xds.policy.errors import PolicyError
 from xds.policy.schema import Policy, merge_policies
 from xds.sources.base import SourceUpdate
 from xds.translate.build import translate
@@ -65,8 +64,5 @@ class Pipeline:
         ordered += [u for n, u in sorted(self._latest.items()) if n not in self._expected]
         catalog = merge_catalogs([u.catalog for u in ordered]) if ordered else Catalog()
         policies = [u.policy for u in ordered if u.policy is not None]
-        try:
-            policy = merge_policies(policies) if policies else Policy(services=(), listeners=())
-        except PolicyError:
-            raise
+        policy = merge_policies(policies) if policies else Policy(services=(), listeners=())
         return World(catalog=catalog, policy=policy)
