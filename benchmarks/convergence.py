@@ -424,7 +424,7 @@ def run(options: Options, out: TextIO) -> int:
     try:
         pool.start()
         listener_port = free_port()
-        initial = Edit(0, (50, 50, 1), spare=False, endpoints_changed=False)
+        initial = Edit(0, (50, 49, 1), spare=False, endpoints_changed=False)
         write_atomically(catalog, catalog_text(pool, listener_port=listener_port, weights=initial.weights,
                                                spare=False))
         control_plane = _start_control_plane(catalog, workdir)
