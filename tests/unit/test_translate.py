@@ -320,3 +320,14 @@ def test_retries_and_timeout() -> None:
     assert (route.route.timeout.seconds, route.route.timeout.nanos) == (1, 500_000_000)
     assert route.route.retry_policy.retry_on == RETRY_ON
     assert route.route.retry_policy.num_retries.value == 2
+
+
+def test_priorities_are_contiguous_from_zero() -> None:
+    local = Endpoint(host="10.0.0.1", port=80, priority=0)
+    remote = Endpoint(host="10.1.0.1", port=80, priority=1, locality=Locality(region="dc2"))
+    both = build_load_assignment(ClusterSpec(name="c", service="c", endpoints=(remote, local)))
+    tiers = [(g.priority, g.lb_endpoints[0].endpoint.address.socket_address.address) for g in both.endpoints]
+    assert tiers == [(0, "10.0.0.1"), (1, "10.1.0.1")]
+    # With no local endpoints left, the remote tier becomes priority 0 instead of leaving a gap.
+    only_remote = build_load_assignment(ClusterSpec(name="c", service="c", endpoints=(remote,)))
+    assert [g.priority for g in only_remote.endpoints] == [0]

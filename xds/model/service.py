@@ -43,6 +43,9 @@ class Endpoint:
     metadata: tuple[tuple[str, str], ...] = ()
     # Which source contributed this endpoint ("file:/etc/xds.yaml", "consul:dc1", ...).
     source: str = ""
+    # Failover tier: Envoy sends traffic to priority 0 while it is healthy enough, then to 1, ...
+    # (for example the local Consul datacenter at 0 and the others at 1).
+    priority: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", tuple(sorted(self.metadata)))

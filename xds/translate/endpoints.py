@@ -22,12 +22,13 @@ _HEALTH: Final[dict[Health, int]] = {
 }
 
 
-def _group_by_locality(endpoints: tuple[Endpoint, ...]) -> list[tuple[Locality, list[Endpoint]]]:
-    groups: dict[Locality, list[Endpoint]] = {}
+def _group_by_locality(endpoints: tuple[Endpoint, ...]
+                       ) -> list[tuple[tuple[int, Locality], list[Endpoint]]]:
+    groups: dict[tuple[int, Locality], list[Endpoint]] = {}
     for endpoint in endpoints:
-        groups.setdefault(endpoint.locality, []).append(endpoint)
-    # Localities sorted so the CLA bytes, and so its version hash, do not depend on input order; endpoints
-    # keep the deterministic order DesiredState already gives them.
+        groups.setdefault((endpoint.priority, endpoint.locality), []).append(endpoint)
+    # (priority, locality) sorted so the CLA bytes, and so its version hash, do not depend on input order;
+    # endpoints keep the deterministic order DesiredState already gives them.
     return sorted(groups.items(), key=lambda item: item[0])
 
 
@@ -38,8 +39,14 @@ def build_load_assignment(spec: ClusterSpec) -> endpoint_pb2.ClusterLoadAssignme
     `initial_fetch_timeout` (XDS-RULES R22, envoy #4485).
     """
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=spec.name)
-    for locality, members in _group_by_locality(spec.endpoints):
+    groups = _group_by_locality(spec.endpoints)
+    # Priorities must be contiguous from 0 (endpoint_components.proto, LocalityLbEndpoints.priority): when
+    # a tier is empty (no local endpoints left), the next one moves up rather than leave a gap Envoy rejects.
+    tiers = {p: rank for rank, p in enumerate(sorted({priority for (priority, _), _ in groups}))}
+    for (priority, locality), members in groups:
         group = cla.endpoints.add()
+        if tiers[priority]:
+            group.priority = tiers[priority]
         # An all-empty Locality is Envoy's "no locality"; leaving the message unset keeps the bytes minimal.
         if locality != Locality():
             group.locality.region = locality.region
