@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -17,7 +18,7 @@ from xds.pipeline import Pipeline, builder_for
 from xds.policy.errors import PolicyError
 from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
-from xds.server.management import ManagementService
+from xds.server.management import ManagementService, SourceState
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
 from xds.settings import Settings
@@ -44,6 +45,7 @@ class App:
         self.pipeline = Pipeline([s.name for s in self.sources])
         self.health = HealthReporter()
         self.source_errors: dict[str, str] = {}
+        self.source_synced_at: dict[str, float] = {}
         self.policy_error: str = ""
         self.xds_port: int | None = None
         self.admin_port: int | None = None
@@ -57,6 +59,7 @@ class App:
     def publish(self, update: SourceUpdate) -> None:
         self.pipeline.accept(update)
         self.source_errors.pop(update.source, None)
+        self.source_synced_at[update.source] = time.time()
         self.metrics.source_synced(update.source)
         log.info("source_updated", extra={"source": update.source, "services": len(update.catalog)})
         self._schedule_rebuild()
@@ -103,7 +106,7 @@ class App:
     async def run(self) -> None:
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
                                 callbacks=MultiCallbacks(self.registry, self.metrics))
-        management = ManagementService(self.registry, self.store)
+        management = ManagementService(self.registry, self.store, sources=self.source_states)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
             extra=(self.health.add_to, management.add_to_server))
@@ -126,6 +129,12 @@ class App:
             with contextlib.suppress(Exception):
                 await admin.stop()
             await _stop_server(server)
+
+    def source_states(self) -> list[SourceState]:
+        return [SourceState(name=s.name, synced=s.name in self.source_synced_at,
+                            stale=s.name in self.source_errors, error=self.source_errors.get(s.name, ""),
+                            last_sync_unix=self.source_synced_at.get(s.name))
+                for s in self.sources]
 
     def status(self) -> dict[str, object]:
         """A JSON-able summary for the admin /status page."""

@@ -80,8 +80,9 @@ def _rows_to_text(rows: list[list[str]]) -> str:
 
 def format_proxy_table(resp: pb.ListProxiesResponse) -> str:
     """One row per stream (NODE, GROUP, then one column per type), then every NACK message on record."""
+    sources = _sources_text(resp)
     if not resp.proxies:
-        return "no proxies connected"
+        return "no proxies connected" + sources
     header = ["NODE", "GROUP", *(short_name(t).upper() for t in PUSH_ORDER), "METHOD", "ENVOY"]
     rows = [header]
     nacks: list[str] = []
@@ -99,7 +100,21 @@ def format_proxy_table(resp: pb.ListProxiesResponse) -> str:
     text = _rows_to_text(rows)
     if nacks:
         text += "\n\nNACKS\n" + "\n".join(nacks)
-    return text
+    return text + sources
+
+
+def _sources_text(resp: pb.ListProxiesResponse) -> str:
+    """A SOURCE table: whether each source synced, whether it is stale (serving its last good state)."""
+    if not resp.sources:
+        return ""
+    rows = [["SOURCE", "STATE", "LAST SYNC", "ERROR"]]
+    for source in resp.sources:
+        state = "STALE" if source.stale else ("SYNCED" if source.synced else "NOT SYNCED")
+        last = (source.last_sync.ToDatetime(tzinfo=datetime.UTC).isoformat(timespec="seconds")
+                if source.HasField("last_sync") else "-")
+        first_line = source.error.splitlines()[0] if source.error else "-"
+        rows.append([source.name, state, last, first_line])
+    return "\n\n" + _rows_to_text(rows)
 
 
 def format_snapshot(resp: pb.GetSnapshotResponse) -> str:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xds.app import App
 from xds.settings import Settings
+from xds.status_view import fetch_proxies, format_proxy_table
 from xds.typeurls import CLUSTER
 
 from .ads_client import AdsClient, resource_names
@@ -65,6 +66,8 @@ async def test_nothing_is_served_until_the_source_loads_then_everything_is(app: 
     assert "catalog.yaml:2:1: invalid YAML" in app.source_errors[f"file:{tmp_path / 'catalog.yaml'}"]
     assert await health_status(app.xds_port) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert await ready_code(app.admin_port) == 503
+    (source,) = (await fetch_proxies(f"127.0.0.1:{app.xds_port}")).sources
+    assert source.stale and not source.synced and "invalid YAML" in source.error
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.xds_port}") as channel:
         client = AdsClient(channel, cluster="edge")
@@ -78,3 +81,7 @@ async def test_nothing_is_served_until_the_source_loads_then_everything_is(app: 
     assert await health_status(app.xds_port) == health_pb2.HealthCheckResponse.SERVING
     assert await ready_code(app.admin_port) == 200
     assert app.source_errors == {}
+    listing = await fetch_proxies(f"127.0.0.1:{app.xds_port}")
+    (source,) = listing.sources
+    assert source.synced and not source.stale and source.HasField("last_sync")
+    assert "SYNCED" in format_proxy_table(listing)

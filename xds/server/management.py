@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -90,12 +92,32 @@ def snapshot_to_proto(snapshot: Snapshot, *, error: str = "") -> pb.GetSnapshotR
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What `xds status` shows of one source; the app fills it in."""
+
+    name: str
+    synced: bool
+    stale: bool
+    error: str = ""
+    last_sync_unix: float | None = None
+
+
+def source_to_proto(source: SourceState) -> pb.SourceStatus:
+    out = pb.SourceStatus(name=source.name, synced=source.synced, stale=source.stale, error=source.error)
+    if source.last_sync_unix is not None:
+        out.last_sync.CopyFrom(_timestamp(source.last_sync_unix))
+    return out
+
+
 class ManagementService:
     """Implements xds.management.v1.Management over a ProxyRegistry and a SnapshotStore."""
 
-    def __init__(self, registry: ProxyRegistry, store: SnapshotStore) -> None:
+    def __init__(self, registry: ProxyRegistry, store: SnapshotStore, *,
+                 sources: Callable[[], Sequence[SourceState]] = tuple) -> None:
         self._registry = registry
         self._store = store
+        self._sources = sources
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         management_pb2_grpc.add_ManagementServicer_to_server(self, server)
@@ -103,7 +125,8 @@ class ManagementService:
     async def ListProxies(  # noqa: N802 (the generated handler table calls it by its proto name)
         self, request: pb.ListProxiesRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ListProxiesResponse:
-        return pb.ListProxiesResponse(proxies=[proxy_to_proto(p) for p in self._registry.list()])
+        return pb.ListProxiesResponse(proxies=[proxy_to_proto(p) for p in self._registry.list()],
+                                      sources=[source_to_proto(s) for s in self._sources()])
 
     async def GetSnapshot(  # noqa: N802 (the generated handler table calls it by its proto name)
         self, request: pb.GetSnapshotRequest, context: grpc.aio.ServicerContext[Any, Any],

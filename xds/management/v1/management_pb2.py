@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"xds/management/v1/management.proto\x12\x11xds.management.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListProxiesRequest\"@\n\x13ListProxiesResponse\x12)\n\x07proxies\x18\x01 \x03(\x0b\x32\x18.xds.management.v1.Proxy\"\xcf\x01\n\x05Proxy\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x15\n\renvoy_version\x18\x06 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05types\x18\x08 \x03(\x0b\x32\x1d.xds.management.v1.TypeStatus\"\x98\x02\n\nTypeStatus\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x12\n\nshort_name\x18\x02 \x01(\t\x12\x14\n\x0cversion_sent\x18\x03 \x01(\t\x12\x12\n\nnonce_sent\x18\x04 \x01(\t\x12\x15\n\rversion_acked\x18\x05 \x01(\t\x12\x19\n\x11last_nack_message\x18\x06 \x01(\t\x12\x19\n\x11last_nack_version\x18\x07 \x01(\t\x12\x30\n\x0clast_nack_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nnack_count\x18\t \x01(\x04\x12\x0e\n\x06pushes\x18\n \x01(\x04\x12\x17\n\x0flast_nack_nonce\x18\x0b \x01(\t\"#\n\x12GetSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x9d\x01\n\x13GetSnapshotResponse\x12\r\n\x05group\x18\x01 \x01(\t\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.xds.management.v1.TypeVersion\x12\x36\n\tresources\x18\x03 \x03(\x0b\x32#.xds.management.v1.SnapshotResource\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"0\n\x0bTypeVersion\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Q\n\x10SnapshotResource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04json\x18\x04 \x01(\t2\xc8\x01\n\nManagement\x12\\\n\x0bListProxies\x12%.xds.management.v1.ListProxiesRequest\x1a&.xds.management.v1.ListProxiesResponse\x12\\\n\x0bGetSnapshot\x12%.xds.management.v1.GetSnapshotRequest\x1a&.xds.management.v1.GetSnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"xds/management/v1/management.proto\x12\x11xds.management.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListProxiesRequest\"r\n\x13ListProxiesResponse\x12)\n\x07proxies\x18\x01 \x03(\x0b\x32\x18.xds.management.v1.Proxy\x12\x30\n\x07sources\x18\x02 \x03(\x0b\x32\x1f.xds.management.v1.SourceStatus\"y\n\x0cSourceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06synced\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12-\n\tlast_sync\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcf\x01\n\x05Proxy\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x15\n\renvoy_version\x18\x06 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05types\x18\x08 \x03(\x0b\x32\x1d.xds.management.v1.TypeStatus\"\x98\x02\n\nTypeStatus\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x12\n\nshort_name\x18\x02 \x01(\t\x12\x14\n\x0cversion_sent\x18\x03 \x01(\t\x12\x12\n\nnonce_sent\x18\x04 \x01(\t\x12\x15\n\rversion_acked\x18\x05 \x01(\t\x12\x19\n\x11last_nack_message\x18\x06 \x01(\t\x12\x19\n\x11last_nack_version\x18\x07 \x01(\t\x12\x30\n\x0clast_nack_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nnack_count\x18\t \x01(\x04\x12\x0e\n\x06pushes\x18\n \x01(\x04\x12\x17\n\x0flast_nack_nonce\x18\x0b \x01(\t\"#\n\x12GetSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x9d\x01\n\x13GetSnapshotResponse\x12\r\n\x05group\x18\x01 \x01(\t\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.xds.management.v1.TypeVersion\x12\x36\n\tresources\x18\x03 \x03(\x0b\x32#.xds.management.v1.SnapshotResource\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"0\n\x0bTypeVersion\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Q\n\x10SnapshotResource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04json\x18\x04 \x01(\t2\xc8\x01\n\nManagement\x12\\\n\x0bListProxies\x12%.xds.management.v1.ListProxiesRequest\x1a&.xds.management.v1.ListProxiesResponse\x12\\\n\x0bGetSnapshot\x12%.xds.management.v1.GetSnapshotRequest\x1a&.xds.management.v1.GetSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,19 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPROXIESREQUEST']._serialized_start=90
   _globals['_LISTPROXIESREQUEST']._serialized_end=110
   _globals['_LISTPROXIESRESPONSE']._serialized_start=112
-  _globals['_LISTPROXIESRESPONSE']._serialized_end=176
-  _globals['_PROXY']._serialized_start=179
-  _globals['_PROXY']._serialized_end=386
-  _globals['_TYPESTATUS']._serialized_start=389
-  _globals['_TYPESTATUS']._serialized_end=669
-  _globals['_GETSNAPSHOTREQUEST']._serialized_start=671
-  _globals['_GETSNAPSHOTREQUEST']._serialized_end=706
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_start=709
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=866
-  _globals['_TYPEVERSION']._serialized_start=868
-  _globals['_TYPEVERSION']._serialized_end=916
-  _globals['_SNAPSHOTRESOURCE']._serialized_start=918
-  _globals['_SNAPSHOTRESOURCE']._serialized_end=999
-  _globals['_MANAGEMENT']._serialized_start=1002
-  _globals['_MANAGEMENT']._serialized_end=1202
+  _globals['_LISTPROXIESRESPONSE']._serialized_end=226
+  _globals['_SOURCESTATUS']._serialized_start=228
+  _globals['_SOURCESTATUS']._serialized_end=349
+  _globals['_PROXY']._serialized_start=352
+  _globals['_PROXY']._serialized_end=559
+  _globals['_TYPESTATUS']._serialized_start=562
+  _globals['_TYPESTATUS']._serialized_end=842
+  _globals['_GETSNAPSHOTREQUEST']._serialized_start=844
+  _globals['_GETSNAPSHOTREQUEST']._serialized_end=879
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_start=882
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1039
+  _globals['_TYPEVERSION']._serialized_start=1041
+  _globals['_TYPEVERSION']._serialized_end=1089
+  _globals['_SNAPSHOTRESOURCE']._serialized_start=1091
+  _globals['_SNAPSHOTRESOURCE']._serialized_end=1172
+  _globals['_MANAGEMENT']._serialized_start=1175
+  _globals['_MANAGEMENT']._serialized_end=1375
 # @@protoc_insertion_point(module_scope)

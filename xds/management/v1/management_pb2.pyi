@@ -14,10 +14,26 @@ class ListProxiesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListProxiesResponse(_message.Message):
-    __slots__ = ("proxies",)
+    __slots__ = ("proxies", "sources")
     PROXIES_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     proxies: _containers.RepeatedCompositeFieldContainer[Proxy]
-    def __init__(self, proxies: _Optional[_Iterable[_Union[Proxy, _Mapping]]] = ...) -> None: ...
+    sources: _containers.RepeatedCompositeFieldContainer[SourceStatus]
+    def __init__(self, proxies: _Optional[_Iterable[_Union[Proxy, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ...) -> None: ...
+
+class SourceStatus(_message.Message):
+    __slots__ = ("name", "synced", "stale", "error", "last_sync")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    synced: bool
+    stale: bool
+    error: str
+    last_sync: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., synced: _Optional[bool] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Proxy(_message.Message):
     __slots__ = ("stream_id", "node_id", "group", "peer", "method", "envoy_version", "connected_at", "types")
