@@ -1,7 +1,7 @@
 """Render the Envoy bootstrap that points a sidecar at this control plane.
 
-The templates live in `envoy-configs/` at the repository root, so operators can read and adapt them
-without reading Python. Every string substituted into a template is emitted as a double-quoted YAML
+The templates ship as package data in `xds/templates/` (linked from `envoy-configs/` at the repository
+root), so operators can read and adapt them without reading Python. Every string substituted into a template is emitted as a double-quoted YAML
 scalar (JSON string syntax, which YAML 1.2 accepts), so a node id such as `web: 1 #a` cannot change the
 document's structure.
 """
@@ -36,8 +36,9 @@ class TlsFiles:
 
 
 def envoy_configs_dir() -> Path:
-    """The `envoy-configs/` directory of this checkout."""
-    return Path(__file__).resolve().parent.parent / "envoy-configs"
+    """Where the bootstrap templates are: package data (`xds/templates/`), so an installed `xds` finds them
+    too. `envoy-configs/` at the repository root links to the same files for operators to read."""
+    return Path(__file__).resolve().parent / "templates"
 
 
 def split_host_port(address: str, *, what: str, allow_port_zero: bool = False) -> tuple[str, int]:
@@ -76,8 +77,8 @@ def _load_template(template: Path) -> string.Template:
         return string.Template(template.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise BootstrapError(
-            f"bootstrap template {template} not found; the templates ship in the repository's envoy-configs/ "
-            "directory, pass template=... to use another") from e
+            f"bootstrap template {template} not found; the templates ship in the package (xds/templates/), "
+            "pass template=... to use another") from e
 
 
 def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
