@@ -23,6 +23,7 @@ from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
 from xds.settings import Settings
 from xds.sources.base import Source, SourceUpdate
+from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
 
 log = logging.getLogger("xds.app")
@@ -34,11 +35,9 @@ class App:
     def __init__(self, settings: Settings, *, sources: Sequence[Source] | None = None,
                  server_options: ServerOptions | None = None) -> None:
         self.settings = settings
-        self.sources: tuple[Source, ...] = tuple(sources) if sources is not None else tuple(
-            FileSource(path, poll_interval_s=settings.file_poll_interval_s)
-            for path in settings.config_files)
+        self.sources: tuple[Source, ...] = tuple(sources) if sources is not None else _sources_from(settings)
         if not self.sources:
-            raise ValueError("no source configured: give at least one --config file")
+            raise ValueError("no source configured: give at least one --config file or --consul-address")
         self.metrics = Metrics()
         self.registry = ProxyRegistry()
         self.store = SnapshotStore(on_build=self.metrics.on_build)
@@ -146,6 +145,17 @@ class App:
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
         }
+
+
+def _sources_from(settings: Settings) -> tuple[Source, ...]:
+    """The configured sources in merge order: files first (in the order given), then Consul. On the same
+    service the pipeline unions endpoints and the earlier source wins a duplicate host:port; policies merge
+    in the same order (docs/consul.md, "Merging with files")."""
+    sources: list[Source] = [FileSource(path, poll_interval_s=settings.file_poll_interval_s)
+                             for path in settings.config_files]
+    if settings.consul is not None:
+        sources.append(ConsulSource(settings.consul))
+    return tuple(sources)
 
 
 async def _stop_server(server: grpc.aio.Server) -> None:

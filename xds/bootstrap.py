@@ -1,9 +1,9 @@
 """Render the Envoy bootstrap that points a sidecar at this control plane.
 
 The templates ship as package data in `xds/templates/` (linked from `envoy-configs/` at the repository
-root), so operators can read and adapt them without reading Python. Every string substituted into a template is emitted as a double-quoted YAML
-scalar (JSON string syntax, which YAML 1.2 accepts), so a node id such as `web: 1 #a` cannot change the
-document's structure.
+root), so operators can read and adapt them without reading Python. Every string substituted into a
+template is emitted as a double-quoted YAML scalar (JSON string syntax, which YAML 1.2 accepts), so a node
+id such as `web: 1 #a` cannot change the document's structure.
 """
 
 from __future__ import annotations

@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xds import settings as defaults
-from xds.settings import Settings, from_environment, split_address
+from xds.settings import Settings, from_environment, parse_flag, split_address
+
+if TYPE_CHECKING:
+    from xds.sources.consul.client import ConsulConfig
 
 
 def _address(value: str) -> str:
@@ -46,6 +51,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                             f"(env {defaults.ENV_NODE_GROUP_KEY})")
     serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
     serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
+    _add_consul_arguments(serve, env)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
     boot.add_argument("--node-id", required=True)
@@ -69,11 +75,82 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _config_files(given: list[Path] | None, env: dict[str, str]) -> tuple[Path, ...]:
+def _add_consul_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    consul = serve.add_argument_group("Consul source (docs/consul.md)")
+    consul.add_argument("--consul-address", default=env.get("consul_address"), metavar="URL",
+                        help="Consul agent HTTP API, http(s)://host:port; when unset there is no Consul "
+                             f"source (env {defaults.ENV_CONSUL_ADDRESS})")
+    consul.add_argument("--consul-token", default=env.get("consul_token", ""),
+                        help=f"ACL token; prefer the environment (env {defaults.ENV_CONSUL_TOKEN}, or "
+                             f"{defaults.ENV_CONSUL_HTTP_TOKEN})")
+    consul.add_argument("--consul-datacenter", action="append", metavar="DC",
+                        help="datacenter to watch (repeatable; the first is local, priority 0, the others "
+                             "priority 1); default the agent's own "
+                             f"(env {defaults.ENV_CONSUL_DATACENTER}, comma-separated)")
+    consul.add_argument("--consul-consistency", default=env.get("consul_consistency", "default"),
+                        choices=("default", "stale", "consistent"),
+                        help=f"read consistency mode (env {defaults.ENV_CONSUL_CONSISTENCY})")
+    consul.add_argument("--consul-ca-file", type=Path, default=env.get("consul_ca_file"),
+                        help=f"CA bundle for https (env {defaults.ENV_CONSUL_CA_FILE})")
+    consul.add_argument("--consul-cert-file", type=Path, default=env.get("consul_cert_file"),
+                        help=f"client certificate for https (env {defaults.ENV_CONSUL_CERT_FILE})")
+    consul.add_argument("--consul-key-file", type=Path, default=env.get("consul_key_file"),
+                        help=f"client certificate key (env {defaults.ENV_CONSUL_KEY_FILE})")
+    consul.add_argument("--consul-tls-server-name", default=env.get("consul_tls_server_name"),
+                        help="expected name in Consul's certificate "
+                             f"(env {defaults.ENV_CONSUL_TLS_SERVER_NAME})")
+    consul.add_argument("--consul-kv-prefix", default=env.get("consul_kv_prefix"), metavar="PREFIX",
+                        help="read policy documents from every key under this KV prefix "
+                             f"(env {defaults.ENV_CONSUL_KV_PREFIX})")
+    consul.add_argument("--consul-warning-as", default=env.get("consul_warning_as", "healthy"),
+                        choices=("healthy", "degraded"),
+                        help="how to serve an instance whose worst check is a warning "
+                             f"(env {defaults.ENV_CONSUL_WARNING_AS})")
+    consul.add_argument("--consul-include-connect", action="store_true", default=None,
+                        help="also serve Connect sidecar proxies and gateways as endpoints "
+                             f"(env {defaults.ENV_CONSUL_INCLUDE_CONNECT}=true)")
+    consul.add_argument("--consul-resync-grace", type=float, default=env.get("consul_resync_grace"),
+                        metavar="SECONDS",
+                        help="after a Consul restart or outage, hold removals this long (default 30; "
+                             f"env {defaults.ENV_CONSUL_RESYNC_GRACE_S})")
+
+
+def _consul_config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfig | None:
+    """The Consul source's configuration, or None when no address is given. SystemExit on a bad value."""
+    if not args.consul_address:
+        return None
+    from xds.sources.consul.client import ConsulConfig
+
+    datacenters = args.consul_datacenter or [d.strip() for d in env.get("consul_datacenter", "").split(",")
+                                             if d.strip()]
+    try:
+        include_connect = (args.consul_include_connect if args.consul_include_connect is not None
+                           else parse_flag(env.get("consul_include_connect", "")))
+        config = ConsulConfig(
+            args.consul_address, token=args.consul_token, datacenters=tuple(datacenters),
+            consistency=args.consul_consistency, ca_file=_path(args.consul_ca_file),
+            cert_file=_path(args.consul_cert_file), key_file=_path(args.consul_key_file),
+            tls_server_name=args.consul_tls_server_name or None, kv_prefix=args.consul_kv_prefix or None,
+            warning_health=args.consul_warning_as, include_connect=include_connect)
+        if args.consul_resync_grace is not None:
+            config = dataclasses.replace(config, resync_grace_s=float(args.consul_resync_grace))
+        return config
+    except ValueError as exc:
+        raise SystemExit(f"xds: error: Consul: {exc}") from exc
+
+
+def _path(value: Path | str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _config_files(given: list[Path] | None, env: dict[str, str], *, required: bool = True
+                  ) -> tuple[Path, ...]:
     if given:
         return tuple(given)
     if env.get("config"):
         return tuple(Path(p) for p in env["config"].split(",") if p)
+    if not required:
+        return ()
     raise SystemExit(f"xds: error: give a catalog file with --config PATH (or {defaults.ENV_CONFIG})")
 
 
@@ -89,10 +166,16 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.app import App
     from xds.observability.logs import configure_logging
 
+    consul = _consul_config(args, env)
+    config_files = _config_files(args.config, env, required=False)
+    if not config_files and consul is None:
+        raise SystemExit(f"xds: error: no source configured: give a catalog file with --config PATH (or "
+                         f"{defaults.ENV_CONFIG}), or a Consul agent with --consul-address URL (or "
+                         f"{defaults.ENV_CONSUL_ADDRESS})")
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
-    settings = Settings(config_files=_config_files(args.config, env), xds_address=args.xds_address,
+    settings = Settings(config_files=config_files, xds_address=args.xds_address,
                         admin_address=args.admin_address, node_group_key=args.node_group_key,
-                        log_level=args.log_level, log_format=args.log_format)
+                        log_level=args.log_level, log_format=args.log_format, consul=consul)
 
     async def run() -> None:
         task = asyncio.current_task()

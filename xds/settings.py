@@ -6,6 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Only for the annotation: settings stay importable without the Consul client (and aiohttp).
+    from xds.sources.consul.client import ConsulConfig
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:19005"
@@ -16,6 +21,22 @@ ENV_ADMIN_ADDRESS = "XDS_ADMIN_ADDRESS"
 ENV_NODE_GROUP_KEY = "XDS_NODE_GROUP_KEY"
 ENV_LOG_LEVEL = "XDS_LOG_LEVEL"
 ENV_LOG_FORMAT = "XDS_LOG_FORMAT"
+
+# Consul source (docs/consul.md). Without an address there is no Consul source. Its tunables' defaults
+# (wait, token bucket, resync grace) live with ConsulConfig in xds/sources/consul/client.py.
+ENV_CONSUL_ADDRESS = "XDS_CONSUL_ADDRESS"
+ENV_CONSUL_TOKEN = "XDS_CONSUL_TOKEN"
+ENV_CONSUL_HTTP_TOKEN = "CONSUL_HTTP_TOKEN"  # Consul's own CLI variable, honoured when ours is unset
+ENV_CONSUL_DATACENTER = "XDS_CONSUL_DATACENTER"  # comma-separated; the first is the local one
+ENV_CONSUL_CONSISTENCY = "XDS_CONSUL_CONSISTENCY"
+ENV_CONSUL_CA_FILE = "XDS_CONSUL_CA_FILE"
+ENV_CONSUL_CERT_FILE = "XDS_CONSUL_CERT_FILE"
+ENV_CONSUL_KEY_FILE = "XDS_CONSUL_KEY_FILE"
+ENV_CONSUL_TLS_SERVER_NAME = "XDS_CONSUL_TLS_SERVER_NAME"
+ENV_CONSUL_KV_PREFIX = "XDS_CONSUL_KV_PREFIX"
+ENV_CONSUL_WARNING_AS = "XDS_CONSUL_WARNING_AS"
+ENV_CONSUL_INCLUDE_CONNECT = "XDS_CONSUL_INCLUDE_CONNECT"
+ENV_CONSUL_RESYNC_GRACE_S = "XDS_CONSUL_RESYNC_GRACE_S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +50,8 @@ class Settings:
     # Coalesce bursts of source changes into one snapshot build (XDS-RULES R37; Istio uses 100 ms).
     debounce_s: float = 0.05
     file_poll_interval_s: float = 0.2
+    # The Consul source, when configured; merged after the file sources (docs/consul.md).
+    consul: ConsulConfig | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -36,8 +59,28 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings given through XDS_* environment variables, by CLI flag name."""
     env = os.environ if env is None else env
     names = {ENV_CONFIG: "config", ENV_XDS_ADDRESS: "xds_address", ENV_ADMIN_ADDRESS: "admin_address",
-             ENV_NODE_GROUP_KEY: "node_group_key", ENV_LOG_LEVEL: "log_level", ENV_LOG_FORMAT: "log_format"}
-    return {flag: env[var] for var, flag in names.items() if env.get(var)}
+             ENV_NODE_GROUP_KEY: "node_group_key", ENV_LOG_LEVEL: "log_level", ENV_LOG_FORMAT: "log_format",
+             ENV_CONSUL_ADDRESS: "consul_address", ENV_CONSUL_DATACENTER: "consul_datacenter",
+             ENV_CONSUL_CONSISTENCY: "consul_consistency", ENV_CONSUL_CA_FILE: "consul_ca_file",
+             ENV_CONSUL_CERT_FILE: "consul_cert_file", ENV_CONSUL_KEY_FILE: "consul_key_file",
+             ENV_CONSUL_TLS_SERVER_NAME: "consul_tls_server_name", ENV_CONSUL_KV_PREFIX: "consul_kv_prefix",
+             ENV_CONSUL_WARNING_AS: "consul_warning_as", ENV_CONSUL_INCLUDE_CONNECT: "consul_include_connect",
+             ENV_CONSUL_RESYNC_GRACE_S: "consul_resync_grace"}
+    found = {flag: env[var] for var, flag in names.items() if env.get(var)}
+    token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
+    if token:
+        found["consul_token"] = token
+    return found
+
+
+def parse_flag(value: str) -> bool:
+    """An on/off environment value: 1/true/yes/on or 0/false/no/off (any case)."""
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -167,7 +167,7 @@ class ControlPlaneFactory:
         self.instances: list[ControlPlaneProcess] = []
 
     def __call__(
-        self, config: Path, *, extra_args: Sequence[str] = (), timeout_s: float = 30.0
+        self, config: Path | None, *, extra_args: Sequence[str] = (), timeout_s: float = 30.0
     ) -> ControlPlaneProcess:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             xds_port, admin_port = free_ports(2)

@@ -28,7 +28,7 @@ _ADMIN_TIMEOUT_S = 2.0
 class ControlPlaneProcess(StartStop):
     def __init__(
         self,
-        config: Path,
+        config: Path | None,
         *,
         workdir: Path,
         xds_port: int,
@@ -41,7 +41,7 @@ class ControlPlaneProcess(StartStop):
         self.admin_port = admin_port
         args = [
             sys.executable, "-m", "xds", "serve",
-            "--config", str(config),
+            *(("--config", str(config)) if config is not None else ()),
             "--xds-address", f"{LOOPBACK}:{xds_port}",
             "--admin-address", f"{LOOPBACK}:{admin_port}",
             *extra_args,

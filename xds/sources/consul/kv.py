@@ -1,0 +1,130 @@
+"""Policies stored in Consul KV: one policy document per key under a prefix. Pure: no I/O, no clock.
+
+Each key under the prefix (`--consul-kv-prefix`, e.g. `xds/`) holds one YAML or JSON document in the
+policy-only schema of docs/config.md (service settings and listeners, no endpoints), parsed with the same
+loader as files so that problems name the key and line: `consul-kv:xds/web:7:5: ...`. Keys are validated
+one by one: a key that becomes invalid keeps serving its previous valid version, so one bad `consul kv put`
+cannot take down the listeners of the others (XDS-RULES R38). The valid documents are merged in key order
+with `merge_policies`; a conflict between keys (the same listener name twice, one port claimed twice) is
+reported and the previous merged policy stays.
+
+Consul returns values base64-encoded in its KV JSON (api-docs/kv, "Read Key"), and a key stored with an
+empty value as null; folder placeholders end with '/'. Both carry no document and are skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from xds.policy.errors import PolicyError
+from xds.policy.load import decode_document, parse_policy
+from xds.policy.schema import Policy, merge_policies
+from xds.sources.consul.parse import ConsulParseError
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry:
+    key: str
+    value: bytes | None  # decoded; None for a key stored without a value
+
+
+def parse_kv_entries(body: object) -> tuple[KvEntry, ...]:
+    """Entries of a `/v1/kv/<prefix>?recurse` answer (a JSON list), values base64-decoded.
+
+    A value that is not valid base64 is kept as the raw text so the policy parser reports it with its key.
+    """
+    if body is None:
+        return ()
+    if not isinstance(body, list):
+        raise ConsulParseError(f"expected a JSON list of KV entries, got {type(body).__name__}")
+    entries: list[KvEntry] = []
+    for item in body:
+        fields = item if isinstance(item, Mapping) else {}
+        key = fields.get("Key")
+        if not isinstance(key, str) or not key:
+            continue
+        raw = fields.get("Value")
+        value: bytes | None = None
+        if isinstance(raw, str):
+            try:
+                value = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                value = raw.encode("utf-8", "replace")
+        entries.append(KvEntry(key, value))
+    return tuple(sorted(entries, key=lambda e: e.key))
+
+
+@dataclass(frozen=True, slots=True)
+class KvOutcome:
+    changed: bool  # the merged policy differs from the one before
+    problems: tuple[str, ...]  # problems not reported before: a key rejected, or the merge refused
+
+
+class KvPolicies:
+    """The policy documents under one prefix, and their merge: the last good version of each."""
+
+    def __init__(self, *, prefix: str) -> None:
+        self._prefix = prefix
+        self._raw: dict[str, bytes] = {}  # last value seen per key, valid or not
+        self._valid: dict[str, Policy] = {}  # last valid policy per key
+        self._errors: dict[str, str] = {}  # current problem per key
+        self._merge_error = ""
+        self._policy = Policy(origin=self.origin)
+        self._reported: set[str] = set()
+
+    @property
+    def origin(self) -> str:
+        return f"consul-kv:{self._prefix}"
+
+    @property
+    def policy(self) -> Policy:
+        """The merged policy of the last valid versions (empty before any key was read)."""
+        return self._policy
+
+    def problems(self) -> tuple[str, ...]:
+        """Every problem that still stands, for re-reporting."""
+        return tuple(self._errors[k] for k in sorted(self._errors)) + ((self._merge_error,)
+                                                                         if self._merge_error else ())
+
+    def update(self, entries: Sequence[KvEntry], *, keep_removed: bool = False) -> KvOutcome:
+        """Take a full listing of the prefix. `keep_removed` holds the last valid version of keys that are
+        missing from it (used during the watcher's resync grace, when an empty KV store is more likely a
+        restarted Consul than an operator deleting every policy)."""
+        present = {e.key for e in entries if e.value is not None and not e.key.endswith("/")}
+        for entry in entries:
+            if entry.key not in present or entry.value is None:
+                continue
+            if self._raw.get(entry.key) == entry.value:
+                continue
+            self._raw[entry.key] = entry.value
+            where = f"consul-kv:{entry.key}"
+            try:
+                self._valid[entry.key] = parse_policy(decode_document(entry.value, where=where), where=where)
+            except PolicyError as e:
+                # The key's previous valid version, if any, stays in self._valid and keeps serving.
+                self._errors[entry.key] = (f"{e}\n(the previous valid version of {entry.key!r} keeps serving)"
+                                           if entry.key in self._valid else str(e))
+            else:
+                self._errors.pop(entry.key, None)
+        if not keep_removed:
+            for key in set(self._raw) - present:
+                del self._raw[key]
+                self._valid.pop(key, None)
+                self._errors.pop(key, None)
+        before = self._policy
+        try:
+            valid = [self._valid[k] for k in sorted(self._valid)]
+            merged = merge_policies(valid) if valid else Policy()
+        except PolicyError as e:
+            self._merge_error = f"{e}\n(the previous policy from {self.origin} keeps serving)"
+        else:
+            self._merge_error = ""
+            self._policy = dataclasses.replace(merged, origin=self.origin)
+        current = set(self.problems())
+        new = tuple(p for p in self.problems() if p not in self._reported)
+        self._reported = current
+        return KvOutcome(changed=self._policy != before, problems=new)

@@ -1,0 +1,480 @@
+"""ConsulSource: watches a Consul agent's catalog, health and (optionally) KV, and publishes the whole.
+
+Theory of operation.
+
+Watches. Every watch is one loop of Consul blocking queries (api-docs/features/blocking): read without an
+index, then block on the `X-Consul-Index` the read returned, again and again. Per datacenter there is one
+catalog watch (`/v1/catalog/services`); for each service it lists there is one health watch
+(`/v1/health/service/<name>`), started when the service appears and cancelled when it goes; with a KV prefix
+there is one KV watch (`/v1/kv/<prefix>?recurse`). All of them are tasks of one TaskGroup, so cancelling
+`run()` stops every watch and nothing outlives it.
+
+Each loop follows XDS-RULES R32: an index that comes back 0 or negative is replaced by 1; an index lower
+than the last one resets the loop to a fresh read (index 0) whose answer is taken as a full resync; a
+token bucket paces the loop (a blocking query may return at once, many times); errors back off
+exponentially with full jitter, reset by the next success. After an error the next read is always a fresh
+one (index 0): blocking on an old index against a Consul that restarted with a lower one would hang for a
+whole `wait` before noticing.
+
+Publishing. Watches only store what they read and mark the source dirty; one publisher task turns the
+stored state into a full Catalog (and the KV policy) and publishes it when it differs from the last
+publish. A dirty mark waits `debounce_s` first, so a burst (100 services appearing) is a few publishes, not
+100 (R37). Nothing is published before the initial sync: every datacenter's service list, the health of
+every service on it, and the KV prefix have each been read once. A response is not proof of change: equal
+content is never republished (R32, case F6d).
+
+Outages (R36, F5, F8). A failing watch keeps the last data it read, so while Consul is down nothing changes
+and nothing is published; the outage is reported to the sink once (per kind of error), the source's last
+publish stays in effect, and `staleness()` grows. An outage longer than `max_stale_s` is reported a second
+time; the last known state keeps serving regardless (Envoy's own health checking and outlier detection
+handle instances that died meanwhile). The first answer after a failure wakes every other failing watch to
+retry at once, and while some are still failing the publisher waits up to `_SETTLE_S` for them, so a
+recovery is published once, whole. After an outage the source publishes once even if nothing changed, so
+the sink learns it recovered.
+
+Resync grace. A Consul that restarts empty (a dev agent, a lost data dir, a snapshot restore) answers
+correctly but with nothing, or with services coming back one by one while agents re-register them (and
+with checks that start critical until their first run). Publishing that truth would flush every Envoy. So
+for `resync_grace_s` after any watch saw its index go backwards or recovered from an error (the KV watch
+only by recovering: deleting keys makes its index go backwards routinely), the publisher holds back
+anything that would take traffic away from what was last published: removed services and endpoints stay
+as they were, and an endpoint that was routable keeps its last health instead of turning UNHEALTHY.
+Everything else (new services and endpoints, other health changes, weights, metadata) is published at
+once. When the grace ends, the truth is published. The trade: after a Consul restart or outage, removals
+are delayed by at most the grace; in exchange an empty or half-populated Consul never reaches Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from xds.model.service import Catalog, Endpoint, Health, Service, ServiceName
+from xds.policy.schema import Policy
+from xds.sources.backoff import Backoff, TokenBucket
+from xds.sources.base import SourceSink, SourceUpdate
+from xds.sources.consul.client import (
+    ConsulClient,
+    ConsulConfig,
+    ConsulError,
+    ConsulNotFound,
+    ConsulResponse,
+    ConsulUnavailable,
+    advance_index,
+)
+from xds.sources.consul.kv import KvEntry, KvPolicies, parse_kv_entries
+from xds.sources.consul.parse import (
+    ConsulParseError,
+    ParseOptions,
+    assemble_catalog,
+    parse_health,
+    parse_service_names,
+)
+
+_log = logging.getLogger(__name__)
+
+# After one watch recovers, how long the publisher waits for the others that are still failing (they are
+# woken to retry at once, so normally they answer within milliseconds).
+_SETTLE_S = 1.0
+# Health that sends traffic; during the grace such an endpoint does not become UNHEALTHY.
+_ROUTABLE = frozenset({Health.HEALTHY, Health.DEGRADED, Health.UNKNOWN})
+
+_Handler = Callable[[ConsulResponse, bool, bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """How current the source's view of Consul is (XDS-RULES R33), for metrics and `xds status`."""
+
+    outage_s: float  # how long some watch has been failing; 0 while every watch answers
+    seconds_since_answer: float | None  # since the last answer of any watch (blocking ones come every `wait`)
+    last_contact_s: float | None  # X-Consul-LastContact of the last answer: the server's lag behind leader
+    known_leader: bool | None  # X-Consul-KnownLeader of the last answer
+    failing_watches: int
+    resync_grace_remaining_s: float
+
+
+def hold_removals(previous: Catalog, candidate: Catalog) -> Catalog:
+    """`candidate`, with whatever it would take away from `previous` put back: services and endpoints
+    missing from it, and the last health of endpoints that were routable and are UNHEALTHY in it."""
+    services: dict[ServiceName, tuple[Endpoint, ...]] = {s.name: s.endpoints for s in candidate.services}
+    for before in previous.services:
+        now = candidate.get(before.name)
+        if now is None:
+            services[before.name] = before.endpoints
+            continue
+        old = {e.address: e for e in before.endpoints}
+        kept = [old[e.address] if e.address in old and old[e.address].health in _ROUTABLE
+                and e.health is Health.UNHEALTHY else e for e in now.endpoints]
+        present = {e.address for e in now.endpoints}
+        kept += [e for e in before.endpoints if e.address not in present]
+        services[before.name] = tuple(kept)
+    return Catalog(tuple(Service(name, endpoints) for name, endpoints in services.items()))
+
+
+class ConsulSource:
+    """A Source publishing the services of one Consul agent (and its other datacenters), with policies from
+    KV when a prefix is configured. Construction does no I/O; `run()` watches until cancelled."""
+
+    def __init__(self, config: ConsulConfig, *, clock: Callable[[], float] = time.monotonic,
+                 random: Callable[[], float] = _random.random) -> None:
+        self._config = config
+        self._clock = clock
+        self._random = random
+        self._datacenters: tuple[str, ...] = config.datacenters or ("",)  # "": the agent's own
+        warning = Health.DEGRADED if config.warning_health == "degraded" else Health.HEALTHY
+        self._options = {dc: ParseOptions(warning_health=warning, include_connect=config.include_connect,
+                                          priority=0 if i == 0 else 1, datacenter=dc)
+                         for i, dc in enumerate(self._datacenters)}
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._sink: SourceSink | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._services: dict[str, frozenset[str]] = {}  # per datacenter, once read
+        self._health: dict[tuple[str, str], tuple[Endpoint, ...]] = {}  # per (dc, service), once read
+        self._health_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._skipped: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._kv = KvPolicies(prefix=self._config.kv_prefix) if self._config.kv_prefix else None
+        self._kv_entries: tuple[KvEntry, ...] | None = None
+        self._kv_held = False
+        # Outage bookkeeping.
+        self._failing: dict[str, str] = {}  # watch -> its last error
+        self._outage_started: float | None = None
+        self._reported_kinds: set[type[Exception]] = set()
+        self._stale_reported = False
+        self._announce = False  # publish even if unchanged: the sink must learn the outage is over
+        self._recovered_at = float("-inf")
+        self._grace_until = float("-inf")
+        self._last_answer: float | None = None
+        self._last_contact_s: float | None = None
+        self._known_leader: bool | None = None
+        # Publishing.
+        self._dirty = asyncio.Event()
+        self._wake = asyncio.Event()  # set (and replaced) to cut the backoff sleeps of failing watches
+        self._recheck: asyncio.TimerHandle | None = None
+        self._published: Catalog | None = None
+        self._published_policy: Policy | None = None
+
+    @property
+    def name(self) -> str:
+        return f"consul:{self._config.address}"
+
+    def _backoff(self) -> Backoff:
+        return Backoff(initial_s=self._config.backoff_initial_s, max_s=self._config.backoff_max_s,
+                       random=self._random)
+
+    @property
+    def config(self) -> ConsulConfig:
+        return self._config
+
+    def staleness(self) -> Staleness:
+        now = self._clock()
+        return Staleness(
+            outage_s=0.0 if self._outage_started is None else now - self._outage_started,
+            seconds_since_answer=None if self._last_answer is None else now - self._last_answer,
+            last_contact_s=self._last_contact_s, known_leader=self._known_leader,
+            failing_watches=len(self._failing), resync_grace_remaining_s=max(0.0, self._grace_until - now))
+
+    def watched_services(self) -> dict[str, frozenset[str]]:
+        """Services with a running health watch, per datacenter ("" for the agent's own)."""
+        out: dict[str, set[str]] = {}
+        for (dc, name), task in self._health_tasks.items():
+            if not task.done():
+                out.setdefault(dc, set()).add(name)
+        return {dc: frozenset(names) for dc, names in out.items()}
+
+    # ------------------------------------------------------------------------------------------ run
+
+    async def run(self, sink: SourceSink) -> None:
+        self._reset_state()
+        self._sink = sink
+        backoff = self._backoff()
+        try:
+            while True:
+                async with contextlib.AsyncExitStack() as stack:
+                    try:
+                        client = await stack.enter_async_context(ConsulClient(self._config))
+                    except ConsulError as e:
+                        # Only local setup fails here (unreadable TLS files); keep trying, they may appear.
+                        self._failure("client", e)
+                        await asyncio.sleep(backoff.next_delay_s())
+                        continue
+                    await self._watch_all(client)
+        finally:
+            if self._recheck is not None:
+                self._recheck.cancel()
+                self._recheck = None
+
+    async def _watch_all(self, client: ConsulClient) -> None:
+        self._clear_failure("client")
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            for dc in self._datacenters:
+                tasks.create_task(self._watch(client, f"catalog:{dc}", "/v1/catalog/services", _dc(dc),
+                                              self._catalog_handler(client, dc)),
+                                  name=f"consul-catalog:{dc}")
+            if self._kv is not None and self._config.kv_prefix is not None:
+                params = {"recurse": ""}
+                tasks.create_task(self._watch(client, "kv", f"/v1/kv/{self._config.kv_prefix}", params,
+                                              self._kv_handler, missing_is_empty=True), name="consul-kv")
+            tasks.create_task(self._publish_loop(), name="consul-publish")
+
+    # ------------------------------------------------------------------------------- one watch loop
+
+    async def _watch(self, client: ConsulClient, key: str, path: str, params: Mapping[str, str],
+                     handle: _Handler, *, missing_is_empty: bool = False) -> None:
+        bucket = TokenBucket(rate_per_s=self._config.rate_per_s, burst=self._config.burst)
+        backoff = self._backoff()
+        last = 0  # the last valid index seen; what a new answer is compared with
+        query = 0  # the index the next request blocks on; 0 = a fresh read
+        while True:
+            pause_s = bucket.reserve_s()
+            if pause_s > 0:
+                await asyncio.sleep(pause_s)
+            try:
+                try:
+                    response = await client.blocking_get(path, index=query, params=params)
+                except ConsulNotFound as e:
+                    if not missing_is_empty:
+                        raise
+                    response = ConsulResponse(e.index, None, {})
+                recovered = backoff.failures > 0
+                query, reset = advance_index(last, response.index)
+                last = query
+                if reset:
+                    _log.warning("consul_index_reset", extra={"source": self.name, "watch": key,
+                                                               "index": response.index})
+                self._record_answer(key, response)
+                self._clear_failure(key)
+                await handle(response, reset, recovered)
+                backoff.reset()
+            except (ConsulError, ConsulParseError) as e:
+                self._failure(key, e)
+                query = 0  # see the module doc: never block on an old index after an error
+                delay = backoff.next_delay_s()
+                if isinstance(e, ConsulUnavailable) and e.retry_after_s is not None:
+                    delay = max(delay, e.retry_after_s)
+                await self._sleep_unless_woken(delay)
+
+    async def _sleep_unless_woken(self, delay_s: float) -> None:
+        wake = self._wake
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await wake.wait()
+
+    # ---------------------------------------------------------------------------------- handlers
+
+    def _catalog_handler(self, client: ConsulClient, dc: str) -> _Handler:
+        async def handle(response: ConsulResponse, reset: bool, recovered: bool) -> None:
+            names = parse_service_names(response.body)
+            if reset or recovered:
+                self._begin_grace(f"catalog:{dc}", "index reset" if reset else "recovered")
+            before = self._services.get(dc)
+            self._services[dc] = names
+            stopped: list[asyncio.Task[None]] = []
+            for key in [k for k in self._health_tasks if k[0] == dc and k[1] not in names]:
+                task = self._health_tasks.pop(key)
+                task.cancel()
+                stopped.append(task)
+                self._health.pop(key, None)
+                self._skipped.pop(key, None)
+                self._clear_failure(f"health:{key[0]}:{key[1]}")
+            for name in sorted(names):
+                if (dc, name) not in self._health_tasks:
+                    self._start_health_watch(client, dc, name)
+            if stopped:
+                # Wait for them to finish so no request of a removed service is still in flight.
+                await asyncio.wait(stopped)
+            if names != before:
+                _log.info("consul_services", extra={"source": self.name, "datacenter": dc or "(agent)",
+                                                    "services": len(names)})
+                self._mark_dirty()
+        return handle
+
+    def _start_health_watch(self, client: ConsulClient, dc: str, name: str) -> None:
+        assert self._tasks is not None
+        key = f"health:{dc}:{name}"
+        options = self._options[dc]
+
+        async def handle(response: ConsulResponse, reset: bool, recovered: bool) -> None:
+            result = parse_health(response.body, options=options)
+            if reset or recovered:
+                self._begin_grace(key, "index reset" if reset else "recovered")
+            if result.skipped != self._skipped.get((dc, name), ()):
+                self._skipped[(dc, name)] = result.skipped
+                for note in result.skipped:
+                    _log.warning("consul_instance_skipped",
+                                 extra={"source": self.name, "service": name, "reason": note})
+            if self._health.get((dc, name)) != result.endpoints:
+                self._health[(dc, name)] = result.endpoints
+                self._mark_dirty()
+
+        path = f"/v1/health/service/{quote(name, safe='')}"
+        self._health_tasks[(dc, name)] = self._tasks.create_task(
+            self._watch(client, key, path, _dc(dc), handle), name=f"consul-health:{dc}:{name}")
+
+    async def _kv_handler(self, response: ConsulResponse, reset: bool, recovered: bool) -> None:
+        assert self._kv is not None
+        entries = parse_kv_entries(response.body)
+        if recovered:
+            self._begin_grace("kv", "recovered")
+        first = self._kv_entries is None
+        self._kv_entries = entries
+        keep = self._in_grace()
+        outcome = self._kv.update(entries, keep_removed=keep)
+        self._kv_held = keep
+        for problem in outcome.problems:
+            self._report(problem)
+        if outcome.changed or first:
+            self._mark_dirty()
+
+    # --------------------------------------------------------------------------- health of the source
+
+    def _record_answer(self, key: str, response: ConsulResponse) -> None:
+        self._last_answer = self._clock()
+        self._last_contact_s = response.last_contact_s
+        leader = response.known_leader
+        if leader is False and self._known_leader is not False:
+            _log.warning("consul_no_leader", extra={"source": self.name, "watch": key})
+        self._known_leader = leader
+
+    def _clear_failure(self, key: str) -> None:
+        if key not in self._failing:
+            return
+        now = self._clock()
+        del self._failing[key]
+        self._recovered_at = now
+        # Consul answers again: let every failing watch retry now rather than at the end of its backoff.
+        self._wake.set()
+        self._wake = asyncio.Event()
+        if not self._failing:
+            started = self._outage_started if self._outage_started is not None else now
+            _log.info("consul_recovered", extra={"source": self.name, "outage_s": round(now - started, 3)})
+            self._announce = bool(self._reported_kinds)
+            self._outage_started = None
+            self._reported_kinds.clear()
+            self._stale_reported = False
+            self._mark_dirty()
+
+    def _failure(self, key: str, error: Exception) -> None:
+        now = self._clock()
+        if not self._failing:
+            self._outage_started = now
+        self._failing[key] = str(error)
+        _log.debug("consul_watch_failed", extra={"source": self.name, "watch": key, "error": str(error)})
+        kind = type(error)
+        if kind not in self._reported_kinds:
+            # Once per outage and kind of error: 100 watches failing with "connection refused" are one
+            # outage, but a 403 appearing during a 500 outage is news.
+            self._reported_kinds.add(kind)
+            _log.warning("consul_unavailable", extra={"source": self.name, "watch": key, "error": str(error)})
+            self._report(f"{error}; serving the last state read from Consul")
+        started = self._outage_started if self._outage_started is not None else now
+        if not self._stale_reported and now - started >= self._config.max_stale_s:
+            self._stale_reported = True
+            self._report(f"Consul at {self._config.address} has not answered for {now - started:.0f} s "
+                         f"(more than {self._config.max_stale_s:g} s); still serving the last state read "
+                         f"from it: {error}")
+
+    def _report(self, message: str) -> None:
+        if self._sink is not None:
+            self._sink.report_error(self.name, message)
+
+    def _begin_grace(self, key: str, reason: str) -> None:
+        if self._config.resync_grace_s <= 0:
+            return
+        self._grace_until = self._clock() + self._config.resync_grace_s
+        if self._published is not None:
+            _log.info("consul_resync_grace", extra={"source": self.name, "watch": key, "reason": reason,
+                                                    "grace_s": self._config.resync_grace_s})
+
+    def _in_grace(self) -> bool:
+        return self._published is not None and self._clock() < self._grace_until
+
+    # ---------------------------------------------------------------------------------- publishing
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    def _synced(self) -> bool:
+        for dc in self._datacenters:
+            names = self._services.get(dc)
+            if names is None or any((dc, name) not in self._health for name in names):
+                return False
+        return self._kv is None or self._kv_entries is not None
+
+    def _candidate(self) -> Catalog:
+        pairs: list[tuple[str, tuple[Endpoint, ...]]] = []
+        for dc in self._datacenters:
+            for name in sorted(self._services.get(dc, ())):
+                endpoints = self._health.get((dc, name))
+                if endpoints is not None:  # a service just listed, whose health is not read yet, waits
+                    pairs.append((name, endpoints))
+        return assemble_catalog(pairs)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            if self._config.debounce_s > 0:
+                await asyncio.sleep(self._config.debounce_s)
+            self._dirty.clear()
+            recheck_s = self._publish_if_changed()
+            if recheck_s is not None:
+                if self._recheck is not None:
+                    self._recheck.cancel()
+                self._recheck = asyncio.get_running_loop().call_later(recheck_s, self._mark_dirty)
+
+    def _publish_if_changed(self) -> float | None:
+        """Publish when the state differs from the last publish; the seconds after which to look again
+        (a settle window or a grace that ends), or None."""
+        if self._published is None and not self._synced():
+            return None
+        now = self._clock()
+        if self._failing and now - self._recovered_at < _SETTLE_S:
+            return self._recovered_at + _SETTLE_S - now
+        in_grace = self._in_grace()
+        if self._kv is not None and self._kv_held and not in_grace and self._kv_entries is not None:
+            self._kv_held = False
+            for problem in self._kv.update(self._kv_entries).problems:
+                self._report(problem)
+        candidate = self._candidate()
+        catalog = candidate
+        recheck_s: float | None = None
+        if in_grace and self._published is not None:
+            catalog = hold_removals(self._published, candidate)
+            if catalog != candidate or self._kv_held:
+                recheck_s = self._grace_until - now
+                _log.info("consul_removals_held", extra={"source": self.name,
+                                                         "grace_remaining_s": round(recheck_s, 3)})
+        policy = self._kv.policy if self._kv is not None else None
+        if catalog == self._published and policy == self._published_policy and not self._announce:
+            return recheck_s
+        self._published = catalog
+        self._published_policy = policy
+        self._announce = False
+        _log.info("consul_published", extra={
+            "source": self.name, "services": len(catalog),
+            "endpoints": sum(len(s.endpoints) for s in catalog.services),
+            "listeners": len(policy.listeners) if policy is not None else 0})
+        assert self._sink is not None
+        self._sink.publish(SourceUpdate(source=self.name, catalog=catalog, policy=policy))
+        # The sink takes a publish as "recovered"; problems that still stand are said again.
+        if self._failing:
+            first = sorted(self._failing.items())[0]
+            more = f" (and {len(self._failing) - 1} more failing watches)" if len(self._failing) > 1 else ""
+            self._report(f"{first[1]}{more}; serving the last state read from Consul")
+        if self._kv is not None:
+            for problem in self._kv.problems():
+                self._report(problem)
+        return recheck_s
+
+
+def _dc(datacenter: str) -> dict[str, str]:
+    return {"dc": datacenter} if datacenter else {}
