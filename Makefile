@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck layers pytest protos bench clean
+.PHONY: demo test check lint typecheck layers pytest compose-tools testbin protos bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -33,8 +33,34 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) compose-tools testbin
 	$(BIN)/pytest -ra
+
+# Real registries for the tests, built from the pinned wrapper modules in tools/testbin/ and cached outside
+# the repository (docs/testing.md). The first run on a machine compiles Consul (~10 min); later runs only
+# check the cache.
+testbin: $(STAMP)
+	@echo "==> test binaries: consul (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
+	$(BIN)/python -m xds.harness.testbin consul
+
+# tests/unit/test_compose.py checks the compose/ demo stack with `docker-compose config`, which needs no
+# Docker engine. Debian's docker-compose (1.29, Python) is installable with apt-get on every machine this
+# project runs on; --no-install-recommends keeps apt from pulling in docker.io, the engine.
+compose-tools:
+	@if ! command -v docker-compose >/dev/null 2>&1; then \
+	  command -v apt-get >/dev/null 2>&1 || { \
+	    echo "error: docker-compose is missing and apt-get is not available; install docker-compose 1.29+" >&2; \
+	    exit 1; }; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo="sudo "; \
+	  echo "==> docker-compose is missing; running: $${sudo}apt-get update &&" \
+	    "$${sudo}apt-get install --no-install-recommends docker-compose"; \
+	  $${sudo}env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $${sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    docker-compose >/dev/null || { echo "error: apt-get could not install docker-compose" >&2; exit 1; }; \
+	  command -v docker-compose >/dev/null 2>&1 || { \
+	    echo "error: docker-compose is still not on PATH after apt-get install" >&2; exit 1; }; \
+	  echo "==> installed: $$(docker-compose version --short)"; \
+	fi
 
 protos: $(STAMP)
 	scripts/gen-protos

