@@ -19,6 +19,9 @@ instead of adding duplicates, picking up new container addresses.
 It then waits until Consul reports every check passing, so the traffic generator, which starts after this
 exits, sees a settled split from its first line. On timeout it exits 1 and prints each failing check's
 output. Standard library only.
+
+Outside the compose network an instance name resolves to nothing: `--address INSTANCE=IP` (repeatable) gives
+its address instead. tests/e2e/test_compose_topology.py runs this script that way, on loopback addresses.
 """
 
 from __future__ import annotations
@@ -72,6 +75,13 @@ def parse_instance(text: str) -> tuple[str, str]:
     return instance, version
 
 
+def parse_address(text: str) -> tuple[str, str]:
+    instance, sep, ip = text.partition("=")
+    if not sep or not instance or not ip:
+        raise argparse.ArgumentTypeError(f"expected INSTANCE=IP, got {text!r}")
+    return instance, ip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--consul-address", default="http://consul:8500")
@@ -79,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--service-port", type=int, default=15001)
     parser.add_argument("--app-service", default="web-app")
     parser.add_argument("--app-port", type=int, default=8080)
+    parser.add_argument("--address", type=parse_address, action="append", default=[], metavar="INSTANCE=IP",
+                        help="use IP for INSTANCE instead of resolving its name (repeatable)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for addresses to resolve and checks to pass")
     parser.add_argument("instances", nargs="+", type=parse_instance, metavar="INSTANCE=VERSION")
@@ -130,8 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + args.timeout
     consul = _Consul(args.consul_address)
     expected: dict[str, set[str]] = {args.service: set(), args.app_service: set()}
+    addresses = dict(args.address)
+    unknown = sorted(set(addresses) - {instance for instance, _ in args.instances})
+    if unknown:
+        raise SystemExit(f"registrar: --address names no instance: {', '.join(unknown)}")
     for instance, version in args.instances:
-        ip = _retry(f"resolving {instance}", functools.partial(socket.gethostbyname, instance), deadline)
+        ip = addresses.get(instance) or _retry(
+            f"resolving {instance}", functools.partial(socket.gethostbyname, instance), deadline)
         for body in registrations(instance, version, ip, service=args.service,
                                   service_port=args.service_port, app_service=args.app_service,
                                   app_port=args.app_port):
