@@ -88,7 +88,9 @@ def _inlined(items: Iterable[Translated]) -> bootstrap_pb2.Bootstrap:
     by_key = {(item.type_url, item.name): item.message for item in items}
     bootstrap = bootstrap_pb2.Bootstrap()
     for (type_url, _), message in by_key.items():
-        if type_url == CLUSTER:
+        if type_url == CLUSTER and message.type == cluster_pb2.Cluster.STRICT_DNS:
+            bootstrap.static_resources.clusters.add().CopyFrom(message)  # already self-contained
+        elif type_url == CLUSTER:
             cluster = bootstrap.static_resources.clusters.add()
             cluster.CopyFrom(message)
             cluster.type = cluster_pb2.Cluster.STATIC
@@ -156,6 +158,9 @@ def _rich_state() -> DesiredState:
         ClusterSpec(name="maglev", service="maglev", lb_policy=LbPolicy.MAGLEV, connect_timeout_s=5.0,
                     endpoints=(Endpoint("10.0.4.1", 80),)),
         ClusterSpec(name="empty", service="empty"),
+        # A Kubernetes ExternalName: a DNS cluster with its endpoints inline (never resolved in validate mode).
+        ClusterSpec(name="external", service="external", dns=True,
+                    endpoints=(Endpoint("api.example.invalid", 443),)),
     )
     public = RouteConfigSpec(name="public", virtual_hosts=(
         VirtualHostSpec(name="web", domains=("web.example.com", "web.example.com:*"), routes=(
@@ -173,6 +178,7 @@ def _rich_state() -> DesiredState:
             RouteSpec(name="sticky", prefix="/cart", backends=(WeightedClusterSpec("sticky", 100),)),
             RouteSpec(name="maglev", prefix="/m", backends=(WeightedClusterSpec("maglev", 100),), retries=5),
             RouteSpec(name="nothing-yet", prefix="/empty", backends=(WeightedClusterSpec("empty", 100),)),
+            RouteSpec(name="external", prefix="/ext", backends=(WeightedClusterSpec("external", 100),)),
             RouteSpec(name="gone", prefix="/gone"),
         )),
     ))

@@ -186,3 +186,23 @@ def test_explain_warnings() -> None:
         "listener 'l' route 'r': service 'empty' has no endpoints",
     ]
     assert explain_warnings(CATALOG, Policy(listeners=(listener("l", route(BackendRef("api"))),))) == []
+
+
+def test_protocol_and_dns_follow_the_endpoints() -> None:
+    from xds.model.service import Endpoint, Service, ServiceName
+    from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
+
+    catalog = Catalog((
+        Service(ServiceName("grpc"), (Endpoint("10.0.0.1", 80, metadata=(("protocol", "http2"),)),
+                                      Endpoint("10.0.0.2", 80, metadata=(("protocol", "http2"),)))),
+        Service(ServiceName("mixed"), (Endpoint("10.0.0.3", 80, metadata=(("protocol", "http2"),)),
+                                       Endpoint("10.0.0.4", 80))),
+        Service(ServiceName("external"), (Endpoint("api.example.com", 443),)),
+    ))
+    routes = tuple(RoutePolicy(n, f"/{n}", backends=(BackendRef(n, weight=100),))
+                   for n in ("grpc", "mixed", "external"))
+    policy = Policy((ServicePolicy("grpc"), ServicePolicy("mixed"), ServicePolicy("external")),
+                    (ListenerPolicy("l", port=1, routes=routes),))
+    clusters = {c.name: c for c in apply_policy(catalog, policy, group="g").clusters}
+    assert clusters["grpc"].http2 and not clusters["mixed"].http2  # only when every instance says so
+    assert clusters["external"].dns and not clusters["grpc"].dns

@@ -331,3 +331,14 @@ def test_priorities_are_contiguous_from_zero() -> None:
     # With no local endpoints left, the remote tier becomes priority 0 instead of leaving a gap.
     only_remote = build_load_assignment(ClusterSpec(name="c", service="c", endpoints=(remote,)))
     assert [g.priority for g in only_remote.endpoints] == [0]
+
+
+def test_dns_cluster_has_inline_endpoints_and_no_eds() -> None:
+    spec = ClusterSpec(name="ext", service="ext", dns=True, endpoints=(Endpoint("api.example.com", 443),))
+    items = translate(DesiredState(clusters=(spec,)))
+    assert [(i.type_url, i.name, i.refs) for i in items] == [(CLUSTER, "ext", ())]
+    cluster = items[0].message
+    assert cluster.type == cluster.STRICT_DNS and not cluster.HasField("eds_cluster_config")
+    address = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (address.address, address.port_value) == ("api.example.com", 443)
+    make_snapshot("g", items)  # consistent without a ClusterLoadAssignment

@@ -7,10 +7,14 @@ always produce equal values (and therefore equal snapshot versions, see XDS-RULE
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 from typing import NewType
 
 ServiceName = NewType("ServiceName", str)
+
+# Endpoint metadata key a source sets to "http2" for instances that serve HTTP/2.
+PROTOCOL_KEY = "protocol"
 
 
 class Health(enum.Enum):
@@ -53,6 +57,22 @@ class Endpoint:
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def is_dns_name(self) -> bool:
+        """A host name rather than an IP address (a Kubernetes ExternalName Service, say): Envoy resolves it
+        itself, in a DNS cluster, instead of receiving it over EDS."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return True
+        return False
+
+    @property
+    def speaks_http2(self) -> bool:
+        """The source says this instance serves HTTP/2 (Kubernetes appProtocol http2/grpc/h2c, or metadata
+        `protocol: http2` from any source)."""
+        return dict(self.metadata).get(PROTOCOL_KEY) == "http2"
 
     def matches(self, selector: tuple[tuple[str, str], ...]) -> bool:
         """True when every (key, value) of the selector is in this endpoint's metadata."""

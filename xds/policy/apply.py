@@ -46,7 +46,9 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> Clus
         subset=tuple(sorted(subset)),
         lb_policy=settings.lb_policy,
         connect_timeout_s=settings.connect_timeout_s,
-        http2=settings.http2,
+        # HTTP/2 when the policy says so, or when every instance declares it (Kubernetes appProtocol).
+        http2=settings.http2 or (bool(endpoints) and all(e.speaks_http2 for e in endpoints)),
+        dns=any(e.is_dns_name for e in endpoints),
         endpoints=endpoints,
     )
 

@@ -30,6 +30,8 @@ class ClusterSpec:
     lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
     connect_timeout_s: float = 1.0
     http2: bool = False
+    # Endpoints are host names Envoy resolves itself (STRICT_DNS, endpoints inline) instead of EDS.
+    dns: bool = False
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (XDS-RULES R22).
     endpoints: tuple[Endpoint, ...] = ()

@@ -17,12 +17,15 @@ def translate(desired: DesiredState) -> list[Translated]:
     Within a type, resources keep DesiredState's own deterministic order, so equal inputs give equal output.
     Every cluster gets a ClusterLoadAssignment, an empty one when it has no endpoints (XDS-RULES R22).
     """
+    # DNS clusters carry their endpoints inline and have no ClusterLoadAssignment resource.
     clusters = [
-        Translated(CLUSTER, spec.name, build_cluster(spec), refs=((ENDPOINT, spec.name),))
+        Translated(CLUSTER, spec.name, build_cluster(spec),
+                   refs=() if spec.dns else ((ENDPOINT, spec.name),))
         for spec in desired.clusters
     ]
     assignments = [
-        Translated(ENDPOINT, spec.name, build_load_assignment(spec)) for spec in desired.clusters
+        Translated(ENDPOINT, spec.name, build_load_assignment(spec))
+        for spec in desired.clusters if not spec.dns
     ]
     listeners = [
         Translated(LISTENER, spec.name, build_listener(spec), refs=((ROUTE, spec.route_config),))

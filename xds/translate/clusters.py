@@ -16,6 +16,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2
 
 from xds.policy.desired import ClusterSpec, LbPolicy
+from xds.translate.endpoints import build_load_assignment
 
 # The key of Cluster.typed_extension_protocol_options is the extension's proto type name
 # (cluster.proto, `typed_extension_protocol_options`).
@@ -77,4 +78,11 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
     cluster.lb_policy = _LB_POLICIES[spec.lb_policy]
     if spec.http2:
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(_http2_options())
+    if spec.dns:
+        # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
+        # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).
+        cluster.ClearField("eds_cluster_config")
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        cluster.load_assignment.CopyFrom(build_load_assignment(spec))
     return cluster
