@@ -158,7 +158,7 @@ def _rich_state() -> DesiredState:
         ClusterSpec(name="maglev", service="maglev", lb_policy=LbPolicy.MAGLEV, connect_timeout_s=5.0,
                     endpoints=(Endpoint("10.0.4.1", 80),)),
         ClusterSpec(name="empty", service="empty"),
-        # A Kubernetes ExternalName: a DNS cluster with its endpoints inline (never resolved in validate mode).
+        # A Kubernetes ExternalName: a DNS cluster, endpoints inline (never resolved in validate mode).
         ClusterSpec(name="external", service="external", dns=True,
                     endpoints=(Endpoint("api.example.invalid", 443),)),
     )
