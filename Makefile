@@ -37,11 +37,11 @@ pytest: $(STAMP) compose-tools testbin
 	$(BIN)/pytest -ra
 
 # Real registries for the tests, built from the pinned wrapper modules in tools/testbin/ and cached outside
-# the repository (docs/testing.md). The first run on a machine compiles Consul (~10 min); later runs only
-# check the cache.
+# the repository (docs/testing.md). The first run on a machine compiles Consul, kube-apiserver and etcd
+# (~10 min in all on 2 cores); later runs only check the cache.
 testbin: $(STAMP)
-	@echo "==> test binaries: consul (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
-	$(BIN)/python -m xds.harness.testbin consul
+	@echo "==> test binaries: consul kube-apiserver etcd (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
+	$(BIN)/python -m xds.harness.testbin consul kube-apiserver etcd
 
 # tests/unit/test_compose.py checks the compose/ demo stack with `docker-compose config`, which needs no
 # Docker engine. Debian's docker-compose (1.29, Python) is installable with apt-get on every machine this

@@ -1,4 +1,5 @@
 """Suite-wide pytest configuration: only plugin registration (fixtures live in their own modules)."""
 
-# The real-Consul fixtures (consul_binary, consul_agent) for any test directory that needs them.
-pytest_plugins = ["tests.consul_fixtures"]
+# The real-registry fixtures for any test directory that needs them: Consul (consul_binary, consul_agent)
+# and Kubernetes (kube_binaries, kube_cluster, kubeconfig, kube_restart, kube_compact).
+pytest_plugins = ["tests.consul_fixtures", "tests.kube_fixtures"]
