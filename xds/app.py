@@ -25,6 +25,7 @@ from xds.settings import Settings
 from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
+from xds.sources.kubernetes import KubernetesSource
 
 log = logging.getLogger("xds.app")
 
@@ -37,7 +38,8 @@ class App:
         self.settings = settings
         self.sources: tuple[Source, ...] = tuple(sources) if sources is not None else _sources_from(settings)
         if not self.sources:
-            raise ValueError("no source configured: give at least one --config file or --consul-address")
+            raise ValueError("no source configured: give at least one --config file, --consul-address or "
+                             "--kube")
         self.metrics = Metrics()
         self.registry = ProxyRegistry()
         self.store = SnapshotStore(on_build=self.metrics.on_build)
@@ -148,13 +150,16 @@ class App:
 
 
 def _sources_from(settings: Settings) -> tuple[Source, ...]:
-    """The configured sources in merge order: files first (in the order given), then Consul. On the same
-    service the pipeline unions endpoints and the earlier source wins a duplicate host:port; policies merge
-    in the same order (docs/consul.md, "Merging with files")."""
+    """The configured sources in merge order: files first (in the order given), then Consul, then
+    Kubernetes. On the same service the pipeline unions endpoints and the earlier source wins a duplicate
+    host:port; policies merge in the same order (docs/consul.md, "Merging with files"; docs/kubernetes.md,
+    "Merging with Consul and files")."""
     sources: list[Source] = [FileSource(path, poll_interval_s=settings.file_poll_interval_s)
                              for path in settings.config_files]
     if settings.consul is not None:
         sources.append(ConsulSource(settings.consul))
+    if settings.kubernetes is not None:
+        sources.append(KubernetesSource(settings.kubernetes))
     return tuple(sources)
 
 

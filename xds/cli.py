@@ -22,6 +22,7 @@ from xds.settings import Settings, from_environment, parse_flag, split_address
 
 if TYPE_CHECKING:
     from xds.sources.consul.client import ConsulConfig
+    from xds.sources.kubernetes.client import KubeConfig
 
 
 def _address(value: str) -> str:
@@ -52,6 +53,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
     serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
     _add_consul_arguments(serve, env)
+    _add_kube_arguments(serve, env)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
     boot.add_argument("--node-id", required=True)
@@ -139,6 +141,69 @@ def _consul_config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfi
         raise SystemExit(f"xds: error: Consul: {exc}") from exc
 
 
+def _add_kube_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    kube = serve.add_argument_group("Kubernetes source (docs/kubernetes.md)")
+    kube.add_argument("--kube", action="store_true", default=None,
+                      help="watch the cluster of the default kubeconfig ($KUBECONFIG, else ~/.kube/config) "
+                           f"(env {defaults.ENV_KUBE}=true)")
+    kube.add_argument("--kubeconfig", default=env.get("kubeconfig"), metavar="PATH",
+                      help=f"watch the cluster of this kubeconfig (env {defaults.ENV_KUBECONFIG})")
+    kube.add_argument("--kube-in-cluster", action="store_true", default=None,
+                      help="watch the cluster this pod runs in, with its service account "
+                           f"(env {defaults.ENV_KUBE_IN_CLUSTER}=true)")
+    kube.add_argument("--kube-context", default=env.get("kube_context"), metavar="NAME",
+                      help="kubeconfig context; default its current-context "
+                           f"(env {defaults.ENV_KUBE_CONTEXT})")
+    kube.add_argument("--kube-namespace", action="append", metavar="NAMESPACE",
+                      help="watch Services and EndpointSlices in this namespace (repeatable); default all "
+                           f"(env {defaults.ENV_KUBE_NAMESPACE}, comma-separated)")
+    kube.add_argument("--kube-label-selector", default=env.get("kube_label_selector", ""), metavar="SELECTOR",
+                      help="only Services matching this label selector, e.g. 'mesh=xds' "
+                           f"(env {defaults.ENV_KUBE_LABEL_SELECTOR})")
+    kube.add_argument("--kube-policy-namespace", action="append", metavar="NAMESPACE",
+                      help="read TrafficPolicy objects in this namespace (repeatable); default all "
+                           f"(env {defaults.ENV_KUBE_POLICY_NAMESPACE}, comma-separated)")
+    kube.add_argument("--no-kube-policies", dest="kube_policies", action="store_false", default=None,
+                      help="do not read TrafficPolicy objects (no CRD needed) "
+                           f"(env {defaults.ENV_KUBE_POLICIES}=false)")
+    kube.add_argument("--kube-resync-grace", type=float, default=env.get("kube_resync_grace"),
+                      metavar="SECONDS",
+                      help="after an API server outage, hold removals this long (default 30; "
+                           f"env {defaults.ENV_KUBE_RESYNC_GRACE_S})")
+
+
+def _env_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _kube_config(args: argparse.Namespace, env: dict[str, str]) -> KubeConfig | None:
+    """The Kubernetes source's configuration, or None when it is not asked for. Reads the kubeconfig to name
+    the source after its API server. SystemExit on a bad value."""
+    try:
+        enabled = args.kube if args.kube is not None else parse_flag(env.get("kube", ""))
+        in_cluster = (args.kube_in_cluster if args.kube_in_cluster is not None
+                      else parse_flag(env.get("kube_in_cluster", "")))
+        policies = args.kube_policies if args.kube_policies is not None else parse_flag(
+            env.get("kube_policies", "true"))
+    except ValueError as exc:
+        raise SystemExit(f"xds: error: Kubernetes: {exc}") from exc
+    if not (enabled or in_cluster or args.kubeconfig):
+        return None
+    from xds.sources.kubernetes.client import KubeConfig, KubeConfigError, resolve_server
+
+    namespaces = tuple(args.kube_namespace or _env_list(env.get("kube_namespace", "")))
+    policy_namespaces = tuple(args.kube_policy_namespace or _env_list(env.get("kube_policy_namespace", "")))
+    try:
+        config = KubeConfig(args.kubeconfig or None, in_cluster=in_cluster, context=args.kube_context or None,
+                            namespaces=namespaces, label_selector=args.kube_label_selector,
+                            policies=policies, policy_namespaces=policy_namespaces)
+        if args.kube_resync_grace is not None:
+            config = dataclasses.replace(config, resync_grace_s=float(args.kube_resync_grace))
+        return dataclasses.replace(config, server=resolve_server(config))
+    except (ValueError, KubeConfigError) as exc:
+        raise SystemExit(f"xds: error: Kubernetes: {exc}") from exc
+
+
 def _path(value: Path | str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -167,15 +232,18 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.observability.logs import configure_logging
 
     consul = _consul_config(args, env)
+    kubernetes = _kube_config(args, env)
     config_files = _config_files(args.config, env, required=False)
-    if not config_files and consul is None:
+    if not config_files and consul is None and kubernetes is None:
         raise SystemExit(f"xds: error: no source configured: give a catalog file with --config PATH (or "
-                         f"{defaults.ENV_CONFIG}), or a Consul agent with --consul-address URL (or "
-                         f"{defaults.ENV_CONSUL_ADDRESS})")
+                         f"{defaults.ENV_CONFIG}), a Consul agent with --consul-address URL (or "
+                         f"{defaults.ENV_CONSUL_ADDRESS}), or a Kubernetes cluster with --kube, "
+                         f"--kubeconfig PATH or --kube-in-cluster")
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
                         admin_address=args.admin_address, node_group_key=args.node_group_key,
-                        log_level=args.log_level, log_format=args.log_format, consul=consul)
+                        log_level=args.log_level, log_format=args.log_format, consul=consul,
+                        kubernetes=kubernetes)
 
     async def run() -> None:
         task = asyncio.current_task()

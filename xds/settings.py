@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     # Only for the annotation: settings stay importable without the Consul client (and aiohttp).
     from xds.sources.consul.client import ConsulConfig
+    from xds.sources.kubernetes.client import KubeConfig
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:19005"
@@ -38,6 +39,19 @@ ENV_CONSUL_WARNING_AS = "XDS_CONSUL_WARNING_AS"
 ENV_CONSUL_INCLUDE_CONNECT = "XDS_CONSUL_INCLUDE_CONNECT"
 ENV_CONSUL_RESYNC_GRACE_S = "XDS_CONSUL_RESYNC_GRACE_S"
 
+# Kubernetes source (docs/kubernetes.md). Without --kube, --kubeconfig or --kube-in-cluster (or their
+# variables) there is no Kubernetes source. Its tunables' defaults (watch and inactivity timeouts, resync
+# grace) live with KubeConfig in xds/sources/kubernetes/client.py.
+ENV_KUBE = "XDS_KUBE"  # true: watch the cluster of the default kubeconfig ($KUBECONFIG, ~/.kube/config)
+ENV_KUBECONFIG = "XDS_KUBECONFIG"
+ENV_KUBE_IN_CLUSTER = "XDS_KUBE_IN_CLUSTER"
+ENV_KUBE_CONTEXT = "XDS_KUBE_CONTEXT"
+ENV_KUBE_NAMESPACE = "XDS_KUBE_NAMESPACE"  # comma-separated; unset: all namespaces
+ENV_KUBE_LABEL_SELECTOR = "XDS_KUBE_LABEL_SELECTOR"
+ENV_KUBE_POLICY_NAMESPACE = "XDS_KUBE_POLICY_NAMESPACE"  # comma-separated; unset: all namespaces
+ENV_KUBE_POLICIES = "XDS_KUBE_POLICIES"  # false: do not watch TrafficPolicy objects
+ENV_KUBE_RESYNC_GRACE_S = "XDS_KUBE_RESYNC_GRACE_S"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -52,6 +66,8 @@ class Settings:
     file_poll_interval_s: float = 0.2
     # The Consul source, when configured; merged after the file sources (docs/consul.md).
     consul: ConsulConfig | None = None
+    # The Kubernetes source, when configured; merged after Consul (docs/kubernetes.md).
+    kubernetes: KubeConfig | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -65,7 +81,12 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_CONSUL_CERT_FILE: "consul_cert_file", ENV_CONSUL_KEY_FILE: "consul_key_file",
              ENV_CONSUL_TLS_SERVER_NAME: "consul_tls_server_name", ENV_CONSUL_KV_PREFIX: "consul_kv_prefix",
              ENV_CONSUL_WARNING_AS: "consul_warning_as", ENV_CONSUL_INCLUDE_CONNECT: "consul_include_connect",
-             ENV_CONSUL_RESYNC_GRACE_S: "consul_resync_grace"}
+             ENV_CONSUL_RESYNC_GRACE_S: "consul_resync_grace",
+             ENV_KUBE: "kube", ENV_KUBECONFIG: "kubeconfig", ENV_KUBE_IN_CLUSTER: "kube_in_cluster",
+             ENV_KUBE_CONTEXT: "kube_context", ENV_KUBE_NAMESPACE: "kube_namespace",
+             ENV_KUBE_LABEL_SELECTOR: "kube_label_selector",
+             ENV_KUBE_POLICY_NAMESPACE: "kube_policy_namespace",
+             ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
     token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
     if token:

@@ -1,0 +1,660 @@
+"""KubernetesSource: watches Services, EndpointSlices and TrafficPolicies, and publishes the whole.
+
+Theory of operation.
+
+Reflectors. One list-then-watch loop (a "reflector", as client-go calls it) per resource type and scope:
+Services and EndpointSlices in every namespace or in each `--kube-namespace`, TrafficPolicies in every
+namespace or in each `--kube-policy-namespace`. All of them are tasks of one TaskGroup, with the publisher
+and the status writer, so cancelling `run()` stops everything and nothing outlives it. Each loop follows
+XDS-RULES R34 (Kubernetes API concepts, "Efficient detection of changes"):
+
+- List (paginated, a consistent read), replace everything the reflector knew with the answer, then watch
+  from the list's resourceVersion with `allowWatchBookmarks=true` and a server `timeoutSeconds` drawn from
+  [watch_timeout_s, 2 x watch_timeout_s) as client-go does, so that many watches do not restart together.
+- ADDED/MODIFIED/DELETED change the stored objects and advance the stored resourceVersion; a BOOKMARK
+  advances the resourceVersion and changes nothing else (KEP-956; case F7).
+- The server ending the watch (its timeout) is normal: watch again from the stored resourceVersion.
+- `410 Gone`, as the watch's HTTP status or as an ERROR event ("too old resource version": etcd keeps about
+  5 minutes of history): forget the resourceVersion and list again. The new list replaces the stored
+  objects whole, so objects deleted while this client was away disappear, and objects added appear: no
+  ghost endpoint survives a missed watch (Istio #54997, case F7).
+- Nothing (no event, no bookmark) for `inactivity_timeout_s`: the connection is presumed dead and the
+  watch restarts from the stored resourceVersion (a 410 then leads to a re-list).
+- Errors (connection refused, timeouts, 5xx, 429, 403) back off with full jitter, honouring Retry-After,
+  and the loop then watches again from the stored resourceVersion, re-listing only on a 410. A token bucket
+  bounds how often a reflector may call the API whatever it answers.
+- A missing TrafficPolicy CRD (404) counts as "no policies", is reported once, and is looked for again
+  every `crd_retry_s`; Services and EndpointSlices serve regardless.
+
+Publishing. Reflectors only store what they read (parsed once, on arrival, by parse.py) and mark the
+Services whose result may have changed; one publisher task maps the marked Services again, assembles the
+full Catalog (and the merged TrafficPolicy) and publishes it when it differs from the last publish. A
+change waits `debounce_s` first, so a burst (a Deployment rolling 50 pods) is a few publishes, not 50
+(R37). Nothing is published before every reflector has listed once.
+
+Outages (R36, F8). A failing reflector keeps the objects it had, so while the API server is unreachable
+nothing changes and nothing is published; the outage is reported to the sink once (per kind of error),
+again when it outlasts `max_stale_s`, and the last published state keeps serving. The first answer after
+a failure wakes every other failing reflector to retry at once, and the publisher waits up to `_SETTLE_S`
+for them, so a recovery is published once, whole; it is published even if nothing changed, so the sink
+learns the source recovered.
+
+Resync grace. After an outage the API server may answer with a world in flux: the node lifecycle
+controller marks nodes that missed heartbeats during the outage unreachable and their pods not ready, so
+endpoints vanish and come back within seconds; a control plane restored from an etcd backup lists an
+older state. So for `resync_grace_s` after a reflector recovers from an error, the publisher holds back
+whatever would take traffic away from the last publish: Services and endpoints that disappeared stay as
+they were, and TrafficPolicies that disappeared keep serving their last valid version. Additions and
+other changes (new endpoints, draining endpoints, policy edits) go out at once; when the grace ends the
+truth is published, removals included. A plain 410 re-list does not start the grace: it is the API
+server's normal "you were away too long" answer from the same consistent storage, and its removals are
+real (F7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random as _random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from xds.model.service import Catalog, Endpoint, Service, ServiceName
+from xds.policy.schema import Policy
+from xds.sources.backoff import Backoff, TokenBucket
+from xds.sources.base import SourceSink, SourceUpdate
+from xds.sources.kubernetes.client import (
+    ENDPOINT_SLICES,
+    SERVICES,
+    TRAFFIC_POLICIES,
+    KubeClient,
+    KubeConfig,
+    KubeError,
+    KubeGone,
+    KubeNotFound,
+    KubeUnavailable,
+    KubeWatchInactive,
+    ListResult,
+    ResourceKind,
+    WatchEvent,
+)
+from xds.sources.kubernetes.parse import (
+    KubeParseError,
+    KubeService,
+    KubeSlice,
+    ServiceResult,
+    assemble_catalog,
+    object_key,
+    parse_service,
+    parse_slice,
+    resource_version,
+    service_endpoints,
+)
+from xds.sources.kubernetes.policies import (
+    Condition,
+    PolicyObject,
+    StatusPatch,
+    TrafficPolicies,
+    TrafficPolicyParseError,
+    parse_traffic_policy,
+)
+
+_log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+_T = TypeVar("_T")
+_T_contra = TypeVar("_T_contra", contravariant=True)
+
+# After one reflector recovers, how long the publisher waits for the others that are still failing.
+_SETTLE_S = 1.0
+# Per reflector: at most a burst of 5 list/watch calls, then one per second, whatever the server answers
+# (a server that ends every watch at once must not turn the loop into a busy one).
+_CALLS_PER_S = 1.0
+_CALLS_BURST = 5
+# How long a status write of ours is trusted to be on its way before the object's own status is believed.
+_STATUS_ECHO_S = 30.0
+_CRD_MISSING = ("the TrafficPolicy CRD is not installed (kubectl apply -f deploy/crd-trafficpolicy.yaml, or "
+                "--no-kube-policies); serving without Kubernetes policies")
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """How current the source's view of the cluster is, for metrics and `xds status`."""
+
+    outage_s: float  # how long some reflector has been failing; 0 while all answer
+    seconds_since_answer: float | None  # since the last list, watch event or bookmark of any reflector
+    failing_watches: int
+    resync_grace_remaining_s: float
+    resource_versions: Mapping[str, str]  # per reflector: where its watch resumes
+
+
+def hold_removals(previous: Catalog, candidate: Catalog) -> Catalog:
+    """`candidate`, with the services and endpoints it lacks compared with `previous` put back."""
+    services: dict[ServiceName, tuple[Endpoint, ...]] = {s.name: s.endpoints for s in candidate.services}
+    for before in previous.services:
+        now = candidate.get(before.name)
+        if now is None:
+            services[before.name] = before.endpoints
+            continue
+        present = {e.address for e in now.endpoints}
+        services[before.name] = now.endpoints + tuple(e for e in before.endpoints if e.address not in present)
+    return Catalog(tuple(Service(name, endpoints) for name, endpoints in services.items()))
+
+
+class _ChangeHandler(Protocol[_T_contra]):
+    def __call__(self, key: Key, *, old: _T_contra | None, new: _T_contra | None) -> None:
+        """The object `key` changed from `old` to `new` (None: absent)."""
+
+
+class _Reflector(Generic[_T]):
+    """The objects of one resource type in one scope, and where the watch resumes."""
+
+    def __init__(self, kind: ResourceKind, *, namespace: str | None, label_selector: str,
+                 parse: Callable[[Mapping[str, Any]], _T],
+                 on_change: _ChangeHandler[_T]) -> None:
+        self.kind = kind
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.name = f"{kind.plural}:{namespace or '*'}"
+        self.items: dict[Key, _T] = {}
+        self.resource_version = ""  # "" = list next
+        self.listed = False
+        self.recovering = False  # failed since the last answer: its next answer starts the resync grace
+        self._parse = parse
+        self._on_change = on_change
+        self._versions: dict[Key, str] = {}
+        self.skipped: dict[Key, str] = {}
+
+    def _set(self, key: Key, obj: Mapping[str, Any]) -> None:
+        version = resource_version(obj)
+        if version and self._versions.get(key) == version:
+            return
+        old = self.items.get(key)
+        try:
+            new = self._parse(obj)
+        except (KubeParseError, TrafficPolicyParseError) as e:
+            self.skipped[key] = str(e)
+            _log.warning("kube_object_skipped", extra={"watch": self.name, "object": "/".join(key),
+                                                       "reason": str(e)})
+            self._delete(key)
+            return
+        self.skipped.pop(key, None)
+        self.items[key] = new
+        self._versions[key] = version
+        self._on_change(key, old=old, new=new)
+
+    def _delete(self, key: Key) -> None:
+        old = self.items.pop(key, None)
+        self._versions.pop(key, None)
+        if old is not None:
+            self._on_change(key, old=old, new=None)
+
+    def replace(self, result: ListResult) -> None:
+        """A list: the new truth, replacing everything known (XDS-RULES R34)."""
+        seen: set[Key] = set()
+        for obj in result.items:
+            try:
+                key = object_key(obj)
+            except KubeParseError:
+                continue
+            seen.add(key)
+            self._set(key, obj)
+        for key in [k for k in self.items if k not in seen]:
+            self._delete(key)
+        for key in [k for k in self.skipped if k not in seen]:
+            del self.skipped[key]
+        self.resource_version = result.resource_version
+        self.listed = True
+
+    def apply(self, event: WatchEvent) -> None:
+        if event.type != "BOOKMARK":
+            try:
+                key = object_key(event.object)
+            except KubeParseError:
+                key = None
+            if key is not None:
+                if event.type == "DELETED":
+                    self._delete(key)
+                    self.skipped.pop(key, None)
+                else:
+                    self._set(key, event.object)
+        # Every event, bookmarks included, moves the resume point forward (a bookmark only carries
+        # metadata.resourceVersion).
+        if event.resource_version:
+            self.resource_version = event.resource_version
+
+    def forget(self) -> None:
+        """After a missing CRD: no objects, and list again next time."""
+        for key in list(self.items):
+            self._delete(key)
+        self.resource_version = ""
+
+
+class KubernetesSource:
+    """A Source publishing the Services of one Kubernetes cluster, with policies from TrafficPolicy objects.
+    Construction does no I/O; `run()` watches until cancelled."""
+
+    def __init__(self, config: KubeConfig, *, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time, random: Callable[[], float] = _random.random,
+                 env: Mapping[str, str] | None = None) -> None:
+        self._config = config
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._random = random
+        self._env = env
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        config = self._config
+        self._sink: SourceSink | None = None
+        namespaces: tuple[str | None, ...] = config.namespaces or (None,)
+        self._service_reflectors = [
+            _Reflector(SERVICES, namespace=ns, label_selector=config.label_selector, parse=parse_service,
+                       on_change=self._service_changed) for ns in namespaces]
+        # The label selector applies to Services only: slices of a selected Service need not carry the
+        # Service's labels, and a slice whose Service is not selected is simply never used.
+        self._slice_reflectors = [
+            _Reflector(ENDPOINT_SLICES, namespace=ns, label_selector="", parse=parse_slice,
+                       on_change=self._slice_changed) for ns in namespaces]
+        policy_namespaces: tuple[str | None, ...] = config.policy_namespaces or (None,)
+        self._policy_reflectors = [
+            _Reflector(TRAFFIC_POLICIES, namespace=ns, label_selector="", parse=parse_traffic_policy,
+                       on_change=self._policy_changed) for ns in policy_namespaces] if config.policies else []
+        self._reflectors: list[_Reflector[Any]] = [*self._service_reflectors, *self._slice_reflectors,
+                                                   *self._policy_reflectors]
+        # Indexes kept up to date by the reflectors' change callbacks.
+        self._services: dict[Key, KubeService] = {}
+        self._slices: dict[Key, dict[str, KubeSlice]] = {}  # (namespace, service) -> slice name -> slice
+        self._results: dict[Key, ServiceResult] = {}
+        self._dirty_services: set[Key] = set()
+        self._policy_objects: dict[Key, PolicyObject] = {}
+        self._traffic = TrafficPolicies(source=self.name, clock=self._wall_clock) if config.policies else None
+        self._policies_dirty = bool(config.policies)
+        self._crd_missing = False
+        # Status writes.
+        self._status_wake = asyncio.Event()
+        self._written: dict[Key, tuple[Condition, float]] = {}
+        self._status_retry: asyncio.TimerHandle | None = None
+        # Outage bookkeeping.
+        self._failing: dict[str, str] = {}
+        self._outage_started: float | None = None
+        self._reported_kinds: set[type[Exception]] = set()
+        self._stale_reported = False
+        self._announce = False
+        self._recovered_at = float("-inf")
+        self._grace_until = float("-inf")
+        self._last_answer: float | None = None
+        # Publishing.
+        self._dirty = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._recheck: asyncio.TimerHandle | None = None
+        self._published: Catalog | None = None
+        self._published_policy: Policy | None = None
+        self._policies_held = False
+
+    @property
+    def name(self) -> str:
+        return self._config.source_name
+
+    @property
+    def config(self) -> KubeConfig:
+        return self._config
+
+    def staleness(self) -> Staleness:
+        now = self._clock()
+        return Staleness(
+            outage_s=0.0 if self._outage_started is None else now - self._outage_started,
+            seconds_since_answer=None if self._last_answer is None else now - self._last_answer,
+            failing_watches=len(self._failing), resync_grace_remaining_s=max(0.0, self._grace_until - now),
+            resource_versions={r.name: r.resource_version for r in self._reflectors})
+
+    def _backoff(self) -> Backoff:
+        return Backoff(initial_s=self._config.backoff_initial_s, max_s=self._config.backoff_max_s,
+                       random=self._random)
+
+    # ------------------------------------------------------------------------------------------ run
+
+    async def run(self, sink: SourceSink) -> None:
+        self._reset_state()
+        self._sink = sink
+        backoff = self._backoff()
+        try:
+            while True:
+                async with contextlib.AsyncExitStack() as stack:
+                    try:
+                        client = await stack.enter_async_context(KubeClient(self._config, env=self._env))
+                    except KubeError as e:
+                        # An unreadable kubeconfig or service account; keep trying, it may be fixed.
+                        self._failure("client", e)
+                        await asyncio.sleep(backoff.next_delay_s())
+                        continue
+                    self._clear_failure("client")
+                    backoff.reset()
+                    async with asyncio.TaskGroup() as tasks:
+                        for reflector in self._reflectors:
+                            tasks.create_task(self._reflect(client, reflector), name=f"kube-{reflector.name}")
+                        tasks.create_task(self._publish_loop(), name="kube-publish")
+                        if self._traffic is not None:
+                            tasks.create_task(self._status_loop(client), name="kube-status")
+        finally:
+            for handle in (self._recheck, self._status_retry):
+                if handle is not None:
+                    handle.cancel()
+            self._recheck = self._status_retry = None
+
+    # -------------------------------------------------------------------------------- one reflector
+
+    async def _reflect(self, client: KubeClient, reflector: _Reflector[Any]) -> None:
+        bucket = TokenBucket(rate_per_s=_CALLS_PER_S, burst=_CALLS_BURST, clock=self._clock)
+        backoff = self._backoff()
+        while True:
+            pause_s = bucket.reserve_s()
+            if pause_s > 0:
+                await asyncio.sleep(pause_s)
+            try:
+                if not reflector.resource_version:
+                    result = await client.list(reflector.kind, namespace=reflector.namespace,
+                                               label_selector=reflector.label_selector)
+                    self._answered(reflector)
+                    reflector.replace(result)
+                    self._after_list(reflector)
+                    backoff.reset()
+                timeout_s = self._config.watch_timeout_s * (1.0 + self._random())
+                async with client.watch(reflector.kind, namespace=reflector.namespace,
+                                        resource_version=reflector.resource_version,
+                                        label_selector=reflector.label_selector,
+                                        timeout_s=timeout_s) as stream:
+                    self._answered(reflector)
+                    backoff.reset()
+                    async for event in stream:
+                        self._last_answer = self._clock()
+                        reflector.apply(event)
+            except KubeGone as e:
+                _log.info("kube_watch_expired", extra={"source": self.name, "watch": reflector.name,
+                                                       "resource_version": reflector.resource_version,
+                                                       "error": str(e)})
+                reflector.resource_version = ""  # list again: the list is the new truth
+            except KubeWatchInactive as e:
+                _log.info("kube_watch_inactive", extra={"source": self.name, "watch": reflector.name,
+                                                        "error": str(e)})
+            except KubeNotFound as e:
+                if reflector.kind is not TRAFFIC_POLICIES:
+                    await self._failed(reflector, e, backoff=backoff)
+                    continue
+                self._answered(reflector)
+                self._crd_is_missing(reflector, e)
+                await asyncio.sleep(self._config.crd_retry_s)
+            except KubeError as e:
+                await self._failed(reflector, e, backoff=backoff)
+
+    def _after_list(self, reflector: _Reflector[Any]) -> None:
+        _log.info("kube_listed", extra={"source": self.name, "watch": reflector.name,
+                                        "objects": len(reflector.items),
+                                        "resource_version": reflector.resource_version})
+        if reflector.kind is TRAFFIC_POLICIES and self._crd_missing and \
+                all(r.listed and r.resource_version for r in self._policy_reflectors):
+            self._crd_missing = False
+            _log.info("kube_crd_found", extra={"source": self.name})
+        self._mark_dirty()
+
+    def _crd_is_missing(self, reflector: _Reflector[Any], error: KubeError) -> None:
+        if not self._crd_missing:
+            self._crd_missing = True
+            _log.warning("kube_crd_missing", extra={"source": self.name, "error": str(error)})
+            self._report(_CRD_MISSING)
+        reflector.forget()
+        reflector.listed = True
+        self._policies_dirty = True
+        self._mark_dirty()
+
+    async def _failed(self, reflector: _Reflector[Any], error: KubeError, *, backoff: Backoff) -> None:
+        self._failure(reflector.name, error)
+        reflector.recovering = True
+        delay = backoff.next_delay_s()
+        if isinstance(error, KubeUnavailable) and error.retry_after_s is not None:
+            delay = max(delay, error.retry_after_s)
+        await self._sleep_unless_woken(delay)
+
+    async def _sleep_unless_woken(self, delay_s: float) -> None:
+        wake = self._wake
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await wake.wait()
+
+    def _answered(self, reflector: _Reflector[Any]) -> None:
+        self._last_answer = self._clock()
+        if reflector.recovering:
+            reflector.recovering = False
+            self._begin_grace(reflector.name)
+        self._clear_failure(reflector.name)
+
+    # ------------------------------------------------------------------------------- change indexes
+
+    def _service_changed(self, key: Key, *, old: KubeService | None, new: KubeService | None) -> None:
+        if new is None:
+            self._services.pop(key, None)
+        else:
+            self._services[key] = new
+        self._dirty_services.add(key)
+        self._mark_dirty()
+
+    def _slice_changed(self, key: Key, *, old: KubeSlice | None, new: KubeSlice | None) -> None:
+        namespace, name = key
+        if old is not None and old.service_name:
+            owner = (namespace, old.service_name)
+            slices = self._slices.get(owner, {})
+            slices.pop(name, None)
+            if not slices:
+                self._slices.pop(owner, None)
+            self._dirty_services.add(owner)
+        if new is not None and new.service_name:
+            owner = (namespace, new.service_name)
+            self._slices.setdefault(owner, {})[name] = new
+            self._dirty_services.add(owner)
+        # A slice without the kubernetes.io/service-name label belongs to no Service (R35).
+        self._mark_dirty()
+
+    def _policy_changed(self, key: Key, *, old: PolicyObject | None, new: PolicyObject | None) -> None:
+        if new is None:
+            self._policy_objects.pop(key, None)
+            self._written.pop(key, None)
+        else:
+            self._policy_objects[key] = new
+            written = self._written.get(key)
+            if written is not None and new.accepted is not None and new.accepted.same_state(written[0]):
+                del self._written[key]  # our write is visible now; the object's status speaks for itself
+        self._policies_dirty = True
+        self._mark_dirty()
+
+    # ----------------------------------------------------------------------------- health of the source
+
+    def _clear_failure(self, key: str) -> None:
+        if key not in self._failing:
+            return
+        now = self._clock()
+        del self._failing[key]
+        self._recovered_at = now
+        self._wake.set()
+        self._wake = asyncio.Event()
+        if not self._failing:
+            started = self._outage_started if self._outage_started is not None else now
+            _log.info("kube_recovered", extra={"source": self.name, "outage_s": round(now - started, 3)})
+            self._announce = bool(self._reported_kinds)
+            self._outage_started = None
+            self._reported_kinds.clear()
+            self._stale_reported = False
+            self._mark_dirty()
+
+    def _failure(self, key: str, error: Exception) -> None:
+        now = self._clock()
+        if not self._failing:
+            self._outage_started = now
+        self._failing[key] = str(error)
+        _log.debug("kube_watch_failed", extra={"source": self.name, "watch": key, "error": str(error)})
+        kind = type(error)
+        if kind not in self._reported_kinds:
+            self._reported_kinds.add(kind)
+            _log.warning("kube_unavailable", extra={"source": self.name, "watch": key, "error": str(error)})
+            self._report(f"{error}; serving the last state read from Kubernetes")
+        started = self._outage_started if self._outage_started is not None else now
+        if not self._stale_reported and now - started >= self._config.max_stale_s:
+            self._stale_reported = True
+            self._report(f"the Kubernetes API server has not answered for {now - started:.0f} s (more than "
+                         f"{self._config.max_stale_s:g} s); still serving the last state read from it: "
+                         f"{error}")
+
+    def _report(self, message: str) -> None:
+        if self._sink is not None:
+            self._sink.report_error(self.name, message)
+
+    def _begin_grace(self, key: str) -> None:
+        if self._config.resync_grace_s <= 0 or self._published is None:
+            return
+        self._grace_until = self._clock() + self._config.resync_grace_s
+        _log.info("kube_resync_grace", extra={"source": self.name, "watch": key,
+                                              "grace_s": self._config.resync_grace_s})
+
+    def _in_grace(self) -> bool:
+        return self._published is not None and self._clock() < self._grace_until
+
+    # ---------------------------------------------------------------------------------- publishing
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    def _synced(self) -> bool:
+        return all(r.listed for r in self._reflectors)
+
+    def _candidate(self) -> Catalog:
+        for key in self._dirty_services:
+            service = self._services.get(key)
+            if service is None:
+                self._results.pop(key, None)
+                continue
+            result = service_endpoints(service, self._slices.get(key, {}).values())
+            previous = self._results.get(key)
+            if previous is None or previous.skipped != result.skipped:
+                for note in result.skipped:
+                    _log.warning("kube_endpoint_skipped", extra={"source": self.name,
+                                                                 "service": "/".join(key), "reason": note})
+            self._results[key] = result
+        self._dirty_services.clear()
+        return assemble_catalog([self._results[k] for k in sorted(self._results)])
+
+    def _refresh_policies(self, *, in_grace: bool) -> None:
+        if self._traffic is None:
+            return
+        if not (self._policies_dirty or (self._policies_held and not in_grace)):
+            return
+        if not all(r.listed for r in self._policy_reflectors):
+            return
+        self._policies_dirty = False
+        self._policies_held = in_grace
+        outcome = self._traffic.update(self._policy_objects, keep_removed=in_grace)
+        for problem in outcome.problems:
+            self._report(problem)
+        self._status_wake.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            if self._config.debounce_s > 0:
+                await asyncio.sleep(self._config.debounce_s)
+            self._dirty.clear()
+            recheck_s = self._publish_if_changed()
+            if recheck_s is not None:
+                if self._recheck is not None:
+                    self._recheck.cancel()
+                self._recheck = asyncio.get_running_loop().call_later(recheck_s, self._mark_dirty)
+
+    def _publish_if_changed(self) -> float | None:
+        """Publish when the state differs from the last publish; the seconds after which to look again
+        (a settle window or a grace that ends), or None."""
+        now = self._clock()
+        in_grace = self._in_grace()
+        self._refresh_policies(in_grace=in_grace)
+        if self._published is None and not self._synced():
+            return None
+        if self._failing and now - self._recovered_at < _SETTLE_S:
+            return self._recovered_at + _SETTLE_S - now
+        candidate = self._candidate()
+        catalog = candidate
+        recheck_s: float | None = None
+        if in_grace and self._published is not None:
+            catalog = hold_removals(self._published, candidate)
+            if catalog != candidate or self._policies_held:
+                recheck_s = self._grace_until - now
+                _log.info("kube_removals_held", extra={"source": self.name,
+                                                       "grace_remaining_s": round(recheck_s, 3)})
+        policy = self._traffic.policy if self._traffic is not None else None
+        if catalog == self._published and policy == self._published_policy and not self._announce:
+            return recheck_s
+        self._published = catalog
+        self._published_policy = policy
+        self._announce = False
+        _log.info("kube_published", extra={
+            "source": self.name, "services": len(catalog),
+            "endpoints": sum(len(s.endpoints) for s in catalog.services),
+            "listeners": len(policy.listeners) if policy is not None else 0})
+        assert self._sink is not None
+        self._sink.publish(SourceUpdate(source=self.name, catalog=catalog, policy=policy))
+        # The sink takes a publish as "recovered"; problems that still stand are said again.
+        if self._failing:
+            first = sorted(self._failing.items())[0]
+            more = f" (and {len(self._failing) - 1} more failing watches)" if len(self._failing) > 1 else ""
+            self._report(f"{first[1]}{more}; serving the last state read from Kubernetes")
+        if self._traffic is not None:
+            for problem in self._traffic.problems():
+                self._report(problem)
+        if self._crd_missing:
+            self._report(_CRD_MISSING)
+        return recheck_s
+
+    # --------------------------------------------------------------------------------- status writes
+
+    def _pending_patches(self) -> list[StatusPatch]:
+        assert self._traffic is not None
+        now = self._clock()
+        pending: list[StatusPatch] = []
+        for patch in self._traffic.status_patches():
+            written = self._written.get(patch.key)
+            if written is not None and written[0].same_state(patch.condition) and \
+                    now - written[1] < _STATUS_ECHO_S:
+                continue  # written already; the watch has not shown it yet
+            pending.append(patch)
+        return pending
+
+    async def _status_loop(self, client: KubeClient) -> None:
+        """Writes the Accepted condition of TrafficPolicies whose wanted condition changed (policies.py):
+        only then, so there are no write loops, and with backoff after failures."""
+        backoff = self._backoff()
+        while True:
+            await self._status_wake.wait()
+            self._status_wake.clear()
+            for patch in self._pending_patches():
+                try:
+                    await client.patch_status(TRAFFIC_POLICIES, namespace=patch.namespace, name=patch.name,
+                                              status=patch.body())
+                except KubeNotFound:
+                    continue  # deleted meanwhile; its DELETED event is on its way
+                except KubeError as e:
+                    delay = backoff.next_delay_s()
+                    _log.warning("kube_policy_status_failed", extra={
+                        "source": self.name, "policy": f"{patch.namespace}/{patch.name}", "error": str(e),
+                        "retry_in_s": round(delay, 3)})
+                    if backoff.failures == 1:
+                        self._report(f"cannot write the status of TrafficPolicy {patch.namespace}/"
+                                     f"{patch.name}: {e}")
+                    if self._status_retry is not None:
+                        self._status_retry.cancel()
+                    self._status_retry = asyncio.get_running_loop().call_later(delay, self._status_wake.set)
+                    break
+                self._written[patch.key] = (patch.condition, self._clock())
+                _log.info("kube_policy_status", extra={
+                    "source": self.name, "policy": f"{patch.namespace}/{patch.name}",
+                    "status": patch.condition.status, "reason": patch.condition.reason})
+            else:
+                backoff.reset()
