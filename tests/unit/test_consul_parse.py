@@ -94,10 +94,13 @@ def test_endpoint_weight(weights: dict[str, Any] | None, health: Health, warning
     (["a=b=c", "=odd"], {}, (("a", "b=c"), ("tag.=odd", "true"))),
     (["version=v1"], {"version": "v2"}, (("version", "v2"),)),  # Meta wins over a tag
     (["canary", "zone=a"], {"team": "x"}, (("tag.canary", "true"), ("team", "x"), ("zone", "a"))),
+    ([], {"registry": "vm"}, (("registry", "vm"),)),  # an instance may say where it lives (Meta wins)
 ])
 def test_endpoint_metadata(tags: list[str], meta: dict[str, str],
                            expected: tuple[tuple[str, str], ...]) -> None:
-    assert endpoint_metadata(tags, meta) == expected
+    # Every Consul instance is marked `registry: consul` unless its Meta says otherwise.
+    defaults = {} if "registry" in meta else {"registry": "consul"}
+    assert endpoint_metadata(tags, meta) == tuple(sorted({**defaults, **dict(expected)}.items()))
 
 
 @pytest.mark.parametrize(("node_meta", "expected"), [
@@ -116,7 +119,8 @@ def test_parse_health_maps_an_entry() -> None:
     result = parse_health([entry(address="10.1.1.1", port=9000, tags=["version=v2"],
                                  node_meta={"zone": "z1"}, weights={"Passing": 3, "Warning": 1})])
     assert result.endpoints == (Endpoint("10.1.1.1", 9000, weight=3, health=Health.HEALTHY,
-                                         locality=Locality(zone="z1"), metadata=(("version", "v2"),),
+                                         locality=Locality(zone="z1"),
+                                         metadata=(("registry", "consul"), ("version", "v2")),
                                          source="consul:dc1"),)
     assert result.skipped == ()
 

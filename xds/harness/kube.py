@@ -628,7 +628,15 @@ class KubeClient:
         except KubeApiError as e:
             if e.status != 409 or e.reason != "AlreadyExists":
                 raise
-        return self.replace(_without_resource_version(obj), dry_run=dry_run)
+        # Built-in kinds accept an unconditional replace (no resourceVersion), custom resources do not
+        # ("metadata.resourceVersion must be specified for an update"): replace the version stored now.
+        metadata = obj.get("metadata") or {}
+        current = self.get(obj["apiVersion"], obj["kind"], metadata["name"],
+                           namespace=metadata.get("namespace"))
+        replacement = _without_resource_version(obj)
+        if current is not None:
+            replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return self.replace(replacement, dry_run=dry_run)
 
 
 def unverified_ssl_context() -> ssl.SSLContext:

@@ -51,8 +51,11 @@ MAX_NAME_LENGTH = 253
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 64
 
-_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
-_NAME_RULE = "lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
+# An optional `:<port>` suffix lets policies name Kubernetes services as the source catalogs them
+# (`web.shop:80`, docs/kubernetes.md).
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?")
+_NAME_RULE = ("lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit, "
+              "optionally followed by ':' and a port number")
 # Subset pairs become part of a cluster name ("web|version=v1,zone=a"), so the separators are excluded.
 _PAIR_KEY_RE = re.compile(r"[^\s,=|\x00-\x1f\x7f]+")
 _PAIR_VALUE_RE = re.compile(r"[^\s,=|\x00-\x1f\x7f]*")

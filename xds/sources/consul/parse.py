@@ -130,9 +130,13 @@ def endpoint_weight(weights: object, *, health: Health, warning: bool) -> tuple[
     return min(max(weight, 1), MAX_ENDPOINT_WEIGHT), health
 
 
+REGISTRY_KEY = "registry"
+
+
 def endpoint_metadata(tags: object, meta: object) -> tuple[tuple[str, str], ...]:
-    """Subset metadata from `Service.Tags` and `Service.Meta` (Meta wins)."""
-    pairs: dict[str, str] = {}
+    """Subset metadata from `Service.Tags` and `Service.Meta` (Meta wins), plus `registry: consul` so a
+    policy can split one logical service between Consul and Kubernetes instances (docs/kubernetes.md)."""
+    pairs: dict[str, str] = {REGISTRY_KEY: "consul"}
     for tag in tags if isinstance(tags, list) else ():
         if not isinstance(tag, str) or not tag:
             continue
