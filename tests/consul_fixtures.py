@@ -26,17 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from xds.harness.consul import (
-    AGENT_ENV,
-    ConsulApiError,
-    ConsulBackend,
-    ConsulPorts,
-    agent_args,
-    lost_port_race,
-)
+from tests.backend_support import FAILURE_LOG_LINES, attach_log_tails, backend_name, build_binaries, started
+from xds.harness.consul import AGENT_ENV, ConsulApiError, ConsulBackend, ConsulPorts, agent_args
 from xds.harness.ports import LOOPBACK, PortInUseError
-from xds.harness.processes import ProcessExitedError, wait_until
-from xds.harness.testbin import TestbinError, ensure_binary
+from xds.harness.processes import ProcessExitedError, lost_port_race, wait_until
+from xds.harness.testbin import ensure_binary
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -44,8 +38,6 @@ if TYPE_CHECKING:
 BACKEND_ENV = "XDS_TEST_CONSUL_BACKEND"
 IMAGE_ENV = "XDS_TEST_CONSUL_IMAGE"
 DEFAULT_IMAGE = "hashicorp/consul:1.22"
-_BACKENDS = ("binary", "docker")
-_FAILURE_LOG_LINES = 60
 # A container start includes creating it (and pulling the image the first time), so it gets longer than a
 # process start.
 _DOCKER_LEADER_TIMEOUT_S = 60.0
@@ -63,43 +55,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # Sections must be added before the report is built (before the yield). For a failure during "call"
     # the agent is still running; for one during teardown its log is still readable (the binary backend's
     # log file stays, the docker backend keeps the logs it read before removing the container).
-    if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
-        for agent in item.stash.get(_CONSUL_AGENTS, []):
-            item.add_report_section(call.when, f"log of {agent.name}", _safe_tail(agent))
+    attach_log_tails(item, call, _CONSUL_AGENTS)
     return (yield)
-
-
-def _safe_tail(agent: ConsulBackend) -> str:
-    # A report must never fail because the log could not be read (e.g. the Docker engine went away).
-    try:
-        return agent.tail(_FAILURE_LOG_LINES)
-    except Exception as e:
-        return f"(log unavailable: {type(e).__name__}: {e})"
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------
 
 
 def consul_backend_name() -> str:
-    backend = os.environ.get(BACKEND_ENV, "binary").strip().lower() or "binary"
-    if backend not in _BACKENDS:
-        raise pytest.UsageError(f"{BACKEND_ENV}={backend!r}: expected one of {', '.join(_BACKENDS)}")
-    return backend
+    return backend_name(BACKEND_ENV)
 
 
 @pytest.fixture(scope="session")
 def consul_binary(pytestconfig: pytest.Config) -> Path:
     """The pinned Consul binary; the first run of a machine builds it (minutes), later runs reuse it."""
-    # Show the build's progress lines live instead of swallowing ten silent minutes into captured output.
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    visible = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
-    with visible:
-        try:
-            return ensure_binary("consul")
-        except TestbinError as e:
-            error = str(e)
-    # Outside the except block, so the report shows the build error alone, not a chained traceback.
-    pytest.fail(f"Consul is required for these tests and could not be built: {error}", pytrace=False)
+    return build_binaries(pytestconfig, lambda: ensure_binary("consul"),
+                          failure="Consul is required for these tests and could not be built")
 
 
 @pytest.fixture
@@ -112,12 +83,8 @@ def consul_agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Con
         from xds.harness.consul import ConsulAgent
 
         agent = ConsulAgent(tmp_path / "consul", binary=request.getfixturevalue("consul_binary"))
-    request.node.stash.setdefault(_CONSUL_AGENTS, []).append(agent)
-    try:
-        agent.start()
+    with started(request, _CONSUL_AGENTS, agent):
         yield agent
-    finally:
-        agent.stop()
 
 
 # -- the Docker backend --------------------------------------------------------------------------------------
@@ -253,7 +220,7 @@ class DockerConsulAgent(ConsulBackend):
     def _remove(self) -> None:
         # Keep the log for failure reports: the container (and its log) is deleted on removal.
         with contextlib.suppress(Exception):
-            self._final_logs = self._wrapped().logs(tail=_FAILURE_LOG_LINES * 4).decode(errors="replace")
+            self._final_logs = self._wrapped().logs(tail=FAILURE_LOG_LINES * 4).decode(errors="replace")
         container, self._container = self._container, None
         self._paused = False
         if container is not None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.backend_support import FAILURE_LOG_LINES, attach_log_tails, backend_name, build_binaries, started
 from xds.harness.kube import (
     ADMIN_GROUP,
     ADMIN_USER,
@@ -56,7 +57,7 @@ from xds.harness.kube import (
 )
 from xds.harness.ports import LOOPBACK, free_ports
 from xds.harness.processes import ProcessExitedError, wait_until
-from xds.harness.testbin import TestbinError, ensure_binary
+from xds.harness.testbin import ensure_binary
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -65,8 +66,6 @@ BACKEND_ENV = "XDS_TEST_KUBE_BACKEND"
 IMAGE_ENV = "XDS_TEST_KUBE_IMAGE"
 # The K3s release of the Kubernetes version tools/testbin/kube pins, so both backends serve the same API.
 DEFAULT_IMAGE = "rancher/k3s:v1.36.4-k3s1"
-_BACKENDS = ("binary", "docker")
-_FAILURE_LOG_LINES = 60
 
 _KUBE_CLUSTERS = pytest.StashKey[list[KubeBackend]]()
 _MARKER = "kube"
@@ -86,19 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     # Before the yield, so the sections are part of the report being built (as in tests/consul_fixtures.py).
-    if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
-        for cluster in item.stash.get(_KUBE_CLUSTERS, []):
-            for name, text in _safe_logs(cluster).items():
-                item.add_report_section(call.when, f"log of {name}", text)
+    attach_log_tails(item, call, _KUBE_CLUSTERS)
     return (yield)
-
-
-def _safe_logs(cluster: KubeBackend) -> dict[str, str]:
-    # A report must never fail because a log could not be read (e.g. the Docker engine went away).
-    try:
-        return cluster.logs(_FAILURE_LOG_LINES)
-    except Exception as e:
-        return {cluster.name: f"(log unavailable: {type(e).__name__}: {e})"}
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------
@@ -111,26 +99,17 @@ class KubeBinaries:
 
 
 def kube_backend_name() -> str:
-    backend = os.environ.get(BACKEND_ENV, "binary").strip().lower() or "binary"
-    if backend not in _BACKENDS:
-        raise pytest.UsageError(f"{BACKEND_ENV}={backend!r}: expected one of {', '.join(_BACKENDS)}")
-    return backend
+    return backend_name(BACKEND_ENV)
 
 
 @pytest.fixture(scope="session")
 def kube_binaries(pytestconfig: pytest.Config) -> KubeBinaries:
     """The pinned kube-apiserver and etcd; the first run on a machine builds them (many minutes)."""
-    # Show the build's progress lines live instead of a silent quarter of an hour under output capture.
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    visible = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
-    with visible:
-        try:
-            return KubeBinaries(apiserver=ensure_binary("kube-apiserver"), etcd=ensure_binary("etcd"))
-        except TestbinError as e:
-            error = str(e)
-    # Outside the except block, so the report shows the build error alone, not a chained traceback.
-    pytest.fail(f"kube-apiserver and etcd are required for these tests and could not be built: {error}",
-                pytrace=False)  # fmt: skip
+    return build_binaries(
+        pytestconfig,
+        lambda: KubeBinaries(apiserver=ensure_binary("kube-apiserver"), etcd=ensure_binary("etcd")),
+        failure="kube-apiserver and etcd are required for these tests and could not be built",
+    )
 
 
 @pytest.fixture
@@ -152,12 +131,8 @@ def kube_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kub
             tmp_path / "kube", apiserver_binary=binaries.apiserver, etcd_binary=binaries.etcd,
             watch_cache=watch_cache,
         )  # fmt: skip
-    request.node.stash.setdefault(_KUBE_CLUSTERS, []).append(cluster)
-    try:
-        cluster.start()
+    with started(request, _KUBE_CLUSTERS, cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -367,7 +342,7 @@ class DockerK3sCluster(KubeBackend):
     def _remove(self) -> None:
         # Keep the log for failure reports: the container (and its log) is deleted on removal.
         with contextlib.suppress(Exception):
-            self._final_logs = self._wrapped().logs(tail=_FAILURE_LOG_LINES * 4).decode(errors="replace")
+            self._final_logs = self._wrapped().logs(tail=FAILURE_LOG_LINES * 4).decode(errors="replace")
         container, self._container = self._container, None
         if container is not None:
             container.stop()

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from xds.harness.ports import LOOPBACK, PortInUseError, free_ports
-from xds.harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
+from xds.harness.ports import LOOPBACK, free_ports, retry_port_race
+from xds.harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
 
 CheckStatus = Literal["passing", "warning", "critical"]
 
@@ -326,11 +326,6 @@ def _key(key: str) -> str:
     return urllib.parse.quote(key.lstrip("/"), safe="/")
 
 
-def lost_port_race(log_text: str) -> bool:
-    """True when a Consul log shows it could not bind one of its ports (so retry with fresh ones)."""
-    return "address already in use" in log_text.lower()
-
-
 class ConsulBackend(ConsulHttpApi, StartStop):
     """What a test gets as "the Consul agent", whichever backend runs it (a local process or a container).
 
@@ -363,8 +358,12 @@ class ConsulBackend(ConsulHttpApi, StartStop):
         """The last `n` lines of the agent's log, for failure reports."""
         raise NotImplementedError
 
+    def logs(self, n: int = 40) -> dict[str, str]:
+        """Log tails by process name (one: the agent's), for failure reports, as `KubeBackend.logs`."""
+        return {self.name: self.tail(n)}
 
-class ConsulAgent(ConsulBackend):
+
+class ConsulAgent(ProcessOwner, ConsulBackend):
     """`consul agent -dev` as a child process, its output in `<workdir>/<name>.log`.
 
     Ports are chosen at the first `start()` and kept for the life of the object, so `restart()` comes back
@@ -415,14 +414,9 @@ class ConsulAgent(ConsulBackend):
             # Started before: keep the ports (clients hold this address), as restart() does.
             self._start_on(self._ports, timeout_s=timeout_s)
             return
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                self._start_on(ConsulPorts.pick(), timeout_s=timeout_s)
-            except PortInUseError:
-                if attempt == _PORT_ATTEMPTS:
-                    raise
-                continue
-            return
+        retry_port_race(
+            lambda: self._start_on(ConsulPorts.pick(), timeout_s=timeout_s), attempts=_PORT_ATTEMPTS
+        )
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM (SIGKILL after `timeout_s`); resumes a paused agent first so it can exit."""
@@ -434,9 +428,7 @@ class ConsulAgent(ConsulBackend):
 
     def kill(self) -> None:
         """SIGKILL, no graceful leave; reaped before returning so the ports are free again."""
-        process = self._require_process()
-        process.kill(signal.SIGKILL)
-        process.wait(timeout_s=10.0)
+        super().kill()
         self._paused = False
 
     def restart(self, *, timeout_s: float = _LEADER_TIMEOUT_S) -> None:
@@ -472,10 +464,6 @@ class ConsulAgent(ConsulBackend):
     # -- state -----------------------------------------------------------------------------------------------
 
     @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive
-
-    @property
     def paused(self) -> bool:
         return self._paused
 
@@ -483,18 +471,10 @@ class ConsulAgent(ConsulBackend):
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    def tail(self, n: int = 40) -> str:
-        return tail_file(self.log_path, n)
-
     # -- internals -------------------------------------------------------------------------------------------
 
     def _start_on(self, ports: ConsulPorts, *, timeout_s: float) -> None:
-        if self.alive:
-            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        self._refuse_if_running()
         self._ports = ports
         args = [
             str(self.binary),
@@ -502,21 +482,6 @@ class ConsulAgent(ConsulBackend):
             *self.extra_args,
         ]
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess(self.name, args, log_dir=self.workdir, env=AGENT_ENV, cwd=self.workdir)
         self._paused = False
-        self._process.start()
-        try:
-            self.wait_leader(timeout_s)
-        except ProcessExitedError as e:
-            if lost_port_race(self.tail(200)):
-                raise PortInUseError(f"Consul {self.name} could not bind a port: {e}") from e
-            raise
-        except BaseException:
-            # Timed out or interrupted: do not leave a half-started agent behind.
-            self._process.stop()
-            raise
-
-    def _require_process(self) -> ManagedProcess:
-        if self._process is None:
-            raise RuntimeError(f"{self.name} was never started")
-        return self._process
+        self._spawn(args, env=AGENT_ENV, wait_ready=lambda: self.wait_leader(timeout_s),
+                    port_error=f"Consul {self.name} could not bind a port")

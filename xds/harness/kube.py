@@ -42,7 +42,6 @@ import json
 import queue
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import threading
@@ -54,8 +53,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from xds.harness.ports import LOOPBACK, PortInUseError, free_ports
-from xds.harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
+from xds.harness.ports import LOOPBACK, free_ports, retry_port_race
+from xds.harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
 
 # The time kube-apiserver may take to pass /readyz (a few seconds on 2 idle cores; CI shares them).
 READY_TIMEOUT_S = 60.0
@@ -201,11 +200,7 @@ class EtcdPorts:
         return cls(client=client, peer=peer)
 
 
-def _lost_port_race(log_text: str) -> bool:
-    return "address already in use" in log_text.lower()
-
-
-class EtcdServer(EtcdHttpApi, StartStop):
+class EtcdServer(ProcessOwner, EtcdHttpApi, StartStop):
     """A single-member etcd as a child process, data in `<workdir>/data`, log in `<workdir>/<name>.log`.
 
     The first `start()` wipes the data directory (a fresh store per test); `restart()` and later starts
@@ -234,42 +229,24 @@ class EtcdServer(EtcdHttpApi, StartStop):
     def data_dir(self) -> Path:
         return self.workdir / "data"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive
-
-    def tail(self, n: int = 40) -> str:
-        return tail_file(self.log_path, n)
-
     def start(self, *, timeout_s: float = _ETCD_READY_TIMEOUT_S) -> None:
         if self._ports is not None:
             self._start_on(self._ports, timeout_s=timeout_s)
             return
         # A fresh store: whatever a previous run left in this directory must not leak into this test.
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                self._start_on(EtcdPorts.pick(), timeout_s=timeout_s)
-            except PortInUseError:
-                if attempt == _PORT_ATTEMPTS:
-                    raise
-                # A failed first start may have initialised the member with the lost ports; start clean.
-                shutil.rmtree(self.data_dir, ignore_errors=True)
-                continue
-            return
+        retry_port_race(
+            lambda: self._start_on(EtcdPorts.pick(), timeout_s=timeout_s), attempts=_PORT_ATTEMPTS,
+            # A failed first start may have initialised the member with the lost ports; start clean.
+            before_retry=lambda: shutil.rmtree(self.data_dir, ignore_errors=True),
+        )
 
     def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> int | None:
         return None if self._process is None else self._process.stop(timeout_s)
 
     def kill(self) -> None:
         """SIGKILL; reaped before returning so the ports are free again. The data directory stays."""
-        process = self._require_process()
-        process.kill(signal.SIGKILL)
-        process.wait(timeout_s=10.0)
+        super().kill()
 
     def restart(self, *, timeout_s: float = _ETCD_READY_TIMEOUT_S) -> None:
         """Stop and start on the same ports with the same data."""
@@ -304,26 +281,11 @@ class EtcdServer(EtcdHttpApi, StartStop):
         ]  # fmt: skip
 
     def _start_on(self, ports: EtcdPorts, *, timeout_s: float) -> None:
-        if self.alive:
-            raise RuntimeError(f"{self.name} is already running (pid {self._require_process().pid})")
+        self._refuse_if_running()
         self._ports = ports
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess(self.name, self._args(ports), log_dir=self.workdir, cwd=self.workdir)
-        self._process.start()
-        try:
-            self.wait_ready(timeout_s)
-        except ProcessExitedError as e:
-            if _lost_port_race(self.tail(200)):
-                raise PortInUseError(f"etcd {self.name} could not bind a port: {e}") from e
-            raise
-        except BaseException:
-            self._process.stop()
-            raise
-
-    def _require_process(self) -> ManagedProcess:
-        if self._process is None:
-            raise RuntimeError(f"{self.name} was never started")
-        return self._process
+        self._spawn(self._args(ports), wait_ready=lambda: self.wait_ready(timeout_s),
+                    port_error=f"etcd {self.name} could not bind a port")
 
 
 # -- credentials ------------------------------------------------------------------------------------------
@@ -836,7 +798,7 @@ def compact_like_apiserver(etcd: EtcdHttpApi, revision: int | None) -> int:
     return etcd.compact(target)
 
 
-class KubeApiServer(KubeBackend):
+class KubeApiServer(ProcessOwner, KubeBackend):
     """kube-apiserver as a child process in front of `etcd`, with its files in `workdir`.
 
     `workdir` receives tokens.csv, the service-account key, `pki/` (the self-signed serving certificate and
@@ -921,17 +883,6 @@ class KubeApiServer(KubeBackend):
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.alive
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    def tail(self, n: int = 40) -> str:
-        return tail_file(self.log_path, n)
-
     def start(self, *, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Start (etcd must be running) and wait for /readyz; a lost port race retries on a fresh port."""
         if self._port is not None:
@@ -942,23 +893,13 @@ class KubeApiServer(KubeBackend):
         key = self.workdir / "sa.key"
         key.write_bytes(service_account_key_pem())
         key.chmod(0o600)
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                self._start_on(free_ports(1)[0], timeout_s=timeout_s)
-            except PortInUseError:
-                if attempt == _PORT_ATTEMPTS:
-                    raise
-                # The generated certificate names the lost port's address only by IP, so it stays valid.
-                continue
-            return
+        # On a retry the generated certificate names the lost port's address only by IP, so it stays valid.
+        retry_port_race(
+            lambda: self._start_on(free_ports(1)[0], timeout_s=timeout_s), attempts=_PORT_ATTEMPTS
+        )
 
     def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> int | None:
         return self._stop_apiserver(timeout_s)
-
-    def kill(self) -> None:
-        process = self._require_process()
-        process.kill(signal.SIGKILL)
-        process.wait(timeout_s=10.0)
 
     def restart(self, *, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Stop and start on the same port with the same certificate and tokens; etcd keeps the data."""
@@ -1038,27 +979,12 @@ class KubeApiServer(KubeBackend):
         ]  # fmt: skip
 
     def _start_on(self, port: int, *, timeout_s: float) -> None:
-        if self.alive:
-            raise RuntimeError(f"{self.name} is already running (pid {self._require_process().pid})")
+        self._refuse_if_running()
         if not self.etcd.alive:
             raise RuntimeError(f"{self.name} needs its etcd running first")
         self._port = port
-        self._process = ManagedProcess(self.name, self._args(port), log_dir=self.workdir, cwd=self.workdir)
-        self._process.start()
-        try:
-            self.wait_ready(timeout_s)
-        except ProcessExitedError as e:
-            if _lost_port_race(self.tail(200)):
-                raise PortInUseError(f"{self.name} could not bind port {port}: {e}") from e
-            raise
-        except BaseException:
-            self._process.stop()
-            raise
-
-    def _require_process(self) -> ManagedProcess:
-        if self._process is None:
-            raise RuntimeError(f"{self.name} was never started")
-        return self._process
+        self._spawn(self._args(port), wait_ready=lambda: self.wait_ready(timeout_s),
+                    port_error=f"{self.name} could not bind port {port}")
 
 
 class LocalKubeCluster(KubeApiServer):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
 
@@ -38,3 +39,19 @@ def free_ports(count: int) -> list[int]:
 
 class PortInUseError(OSError):
     """A child process could not bind a port the harness picked for it; retry with a fresh port."""
+
+
+def retry_port_race(start: Callable[[], None], *, attempts: int,
+                    before_retry: Callable[[], None] | None = None) -> None:
+    """Call `start`, which picks fresh ports each time, until it does not raise `PortInUseError`: at most
+    `attempts` times, the last one's error propagating. `before_retry` cleans up between attempts."""
+    for attempt in range(1, attempts + 1):
+        try:
+            start()
+        except PortInUseError:
+            if attempt == attempts:
+                raise
+            if before_retry is not None:
+                before_retry()
+            continue
+        return

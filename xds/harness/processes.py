@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from xds.harness.ports import PortInUseError
+
 T = TypeVar("T")
 
 # How much of a log file `tail` reads: enough for any sensible line count, bounded for multi-MB debug logs.
@@ -202,6 +204,63 @@ class ManagedProcess(StartStop):
         if self._popen is None:
             raise RuntimeError(f"{self.name} was never started")
         return self._popen
+
+
+class ProcessOwner:
+    """A server the harness runs as one `ManagedProcess` named `name`, its output in `<workdir>/<name>.log`
+    (a mixin for the classes that start one on ports of their choosing: `_spawn` starts it)."""
+
+    name: str
+    workdir: Path
+    _process: ManagedProcess | None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def tail(self, n: int = 40) -> str:
+        return tail_file(self.log_path, n)
+
+    def kill(self) -> None:
+        """SIGKILL; reaped before returning so the ports are free again."""
+        process = self._require_process()
+        process.kill(signal.SIGKILL)
+        process.wait(timeout_s=10.0)
+
+    def _refuse_if_running(self) -> None:
+        if self.alive:
+            raise RuntimeError(f"{self.name} is already running (pid {self._require_process().pid})")
+
+    def _spawn(self, args: Sequence[str], *, wait_ready: Callable[[], None], port_error: str,
+               env: Mapping[str, str] | None = None) -> None:
+        """Start the process and wait with `wait_ready`. If it exits having lost a race for one of its ports,
+        raise `PortInUseError` ("<port_error>: <why>") so the caller retries with fresh ones; if the wait
+        times out or is interrupted, stop it: a half-started server is never left behind."""
+        self._process = ManagedProcess(self.name, args, log_dir=self.workdir, env=env, cwd=self.workdir)
+        self._process.start()
+        try:
+            wait_ready()
+        except ProcessExitedError as e:
+            if lost_port_race(self.tail(200)):
+                raise PortInUseError(f"{port_error}: {e}") from e
+            raise
+        except BaseException:
+            self._process.stop()
+            raise
+
+    def _require_process(self) -> ManagedProcess:
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._process
+
+
+def lost_port_race(log_text: str) -> bool:
+    """True when a server's log shows it could not bind one of its ports (so retry with fresh ones)."""
+    return "address already in use" in log_text.lower()
 
 
 def tail_file(path: Path, n: int) -> str:

@@ -28,7 +28,7 @@ and nothing is published; the outage is reported to the sink once (per kind of e
 publish stays in effect, and `staleness()` grows. An outage longer than `max_stale_s` is reported a second
 time; the last known state keeps serving regardless (Envoy's own health checking and outlier detection
 handle instances that died meanwhile). The first answer after a failure wakes every other failing watch to
-retry at once, and while some are still failing the publisher waits up to `_SETTLE_S` for them, so a
+retry at once, and while some are still failing the publisher waits up to `SETTLE_S` for them, so a
 recovery is published once, whole. After an outage the source publishes once even if nothing changed, so
 the sink learns it recovered.
 
@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from xds.model.service import Catalog, Endpoint, Health, Service, ServiceName
+from xds.model.service import Catalog, Endpoint, Health
 from xds.policy.schema import Policy
 from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink, SourceUpdate
@@ -76,14 +76,10 @@ from xds.sources.consul.parse import (
     parse_health,
     parse_service_names,
 )
+from xds.sources.outage import OutageTracker, ResyncGrace
+from xds.sources.outage import hold_removals as _hold_removals
 
 _log = logging.getLogger(__name__)
-
-# After one watch recovers, how long the publisher waits for the others that are still failing (they are
-# woken to retry at once, so normally they answer within milliseconds).
-_SETTLE_S = 1.0
-# Health that sends traffic; during the grace such an endpoint does not become UNHEALTHY.
-_ROUTABLE = frozenset({Health.HEALTHY, Health.DEGRADED, Health.UNKNOWN})
 
 _Handler = Callable[[ConsulResponse, bool, bool], Awaitable[None]]
 
@@ -102,20 +98,9 @@ class Staleness:
 
 def hold_removals(previous: Catalog, candidate: Catalog) -> Catalog:
     """`candidate`, with whatever it would take away from `previous` put back: services and endpoints
-    missing from it, and the last health of endpoints that were routable and are UNHEALTHY in it."""
-    services: dict[ServiceName, tuple[Endpoint, ...]] = {s.name: s.endpoints for s in candidate.services}
-    for before in previous.services:
-        now = candidate.get(before.name)
-        if now is None:
-            services[before.name] = before.endpoints
-            continue
-        old = {e.address: e for e in before.endpoints}
-        kept = [old[e.address] if e.address in old and old[e.address].health in _ROUTABLE
-                and e.health is Health.UNHEALTHY else e for e in now.endpoints]
-        present = {e.address for e in now.endpoints}
-        kept += [e for e in before.endpoints if e.address not in present]
-        services[before.name] = tuple(kept)
-    return Catalog(tuple(Service(name, endpoints) for name, endpoints in services.items()))
+    missing from it, and the last health of endpoints that were routable and are UNHEALTHY in it (agents
+    re-register checks as critical after a restart)."""
+    return _hold_removals(previous, candidate, keep_routable_health=True)
 
 
 class ConsulSource:
@@ -144,20 +129,20 @@ class ConsulSource:
         self._kv = KvPolicies(prefix=self._config.kv_prefix) if self._config.kv_prefix else None
         self._kv_entries: tuple[KvEntry, ...] | None = None
         self._kv_held = False
-        # Outage bookkeeping.
-        self._failing: dict[str, str] = {}  # watch -> its last error
-        self._outage_started: float | None = None
-        self._reported_kinds: set[type[Exception]] = set()
-        self._stale_reported = False
-        self._announce = False  # publish even if unchanged: the sink must learn the outage is over
-        self._recovered_at = float("-inf")
-        self._grace_until = float("-inf")
+        # Outage bookkeeping; logs consul_watch_failed, consul_unavailable and consul_recovered.
+        self._outage = OutageTracker(
+            source=self.name, label="Consul", server=f"Consul at {self._config.address}",
+            event_prefix="consul", log=_log, clock=self._clock, max_stale_s=self._config.max_stale_s,
+            report=self._report, on_recovery=self._mark_dirty)
+        # Logs consul_removals_held.
+        self._grace = ResyncGrace(grace_s=self._config.resync_grace_s, clock=self._clock,
+                                  hold_removals=hold_removals, source=self.name, event_prefix="consul",
+                                  log=_log)
         self._last_answer: float | None = None
         self._last_contact_s: float | None = None
         self._known_leader: bool | None = None
         # Publishing.
         self._dirty = asyncio.Event()
-        self._wake = asyncio.Event()  # set (and replaced) to cut the backoff sleeps of failing watches
         self._recheck: asyncio.TimerHandle | None = None
         self._published: Catalog | None = None
         self._published_policy: Policy | None = None
@@ -177,10 +162,11 @@ class ConsulSource:
     def staleness(self) -> Staleness:
         now = self._clock()
         return Staleness(
-            outage_s=0.0 if self._outage_started is None else now - self._outage_started,
+            outage_s=self._outage.outage_s(now),
             seconds_since_answer=None if self._last_answer is None else now - self._last_answer,
             last_contact_s=self._last_contact_s, known_leader=self._known_leader,
-            failing_watches=len(self._failing), resync_grace_remaining_s=max(0.0, self._grace_until - now))
+            failing_watches=self._outage.failing_watches,
+            resync_grace_remaining_s=self._grace.remaining_s(now))
 
     def watched_services(self) -> dict[str, frozenset[str]]:
         """Services with a running health watch, per datacenter ("" for the agent's own)."""
@@ -203,7 +189,7 @@ class ConsulSource:
                         client = await stack.enter_async_context(ConsulClient(self._config))
                     except ConsulError as e:
                         # Only local setup fails here (unreadable TLS files); keep trying, they may appear.
-                        self._failure("client", e)
+                        self._outage.failure("client", e)
                         await asyncio.sleep(backoff.next_delay_s())
                         continue
                     await self._watch_all(client)
@@ -213,7 +199,7 @@ class ConsulSource:
                 self._recheck = None
 
     async def _watch_all(self, client: ConsulClient) -> None:
-        self._clear_failure("client")
+        self._outage.clear("client")
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             for dc in self._datacenters:
@@ -252,22 +238,16 @@ class ConsulSource:
                     _log.warning("consul_index_reset", extra={"source": self.name, "watch": key,
                                                                "index": response.index})
                 self._record_answer(key, response)
-                self._clear_failure(key)
+                self._outage.clear(key)
                 await handle(response, reset, recovered)
                 backoff.reset()
             except (ConsulError, ConsulParseError) as e:
-                self._failure(key, e)
+                self._outage.failure(key, e)
                 query = 0  # see the module doc: never block on an old index after an error
                 delay = backoff.next_delay_s()
                 if isinstance(e, ConsulUnavailable) and e.retry_after_s is not None:
                     delay = max(delay, e.retry_after_s)
-                await self._sleep_unless_woken(delay)
-
-    async def _sleep_unless_woken(self, delay_s: float) -> None:
-        wake = self._wake
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay_s):
-                await wake.wait()
+                await self._outage.sleep_unless_woken(delay)
 
     # ---------------------------------------------------------------------------------- handlers
 
@@ -285,7 +265,7 @@ class ConsulSource:
                 stopped.append(task)
                 self._health.pop(key, None)
                 self._skipped.pop(key, None)
-                self._clear_failure(f"health:{key[0]}:{key[1]}")
+                self._outage.clear(f"health:{key[0]}:{key[1]}")
             for name in sorted(names):
                 if (dc, name) not in self._health_tasks:
                     self._start_health_watch(client, dc, name)
@@ -327,7 +307,7 @@ class ConsulSource:
             self._begin_grace("kv", "recovered")
         first = self._kv_entries is None
         self._kv_entries = entries
-        keep = self._in_grace()
+        keep = self._grace.active(self._published)
         outcome = self._kv.update(entries, keep_removed=keep)
         self._kv_held = keep
         for problem in outcome.problems:
@@ -345,58 +325,14 @@ class ConsulSource:
             _log.warning("consul_no_leader", extra={"source": self.name, "watch": key})
         self._known_leader = leader
 
-    def _clear_failure(self, key: str) -> None:
-        if key not in self._failing:
-            return
-        now = self._clock()
-        del self._failing[key]
-        self._recovered_at = now
-        # Consul answers again: let every failing watch retry now rather than at the end of its backoff.
-        self._wake.set()
-        self._wake = asyncio.Event()
-        if not self._failing:
-            started = self._outage_started if self._outage_started is not None else now
-            _log.info("consul_recovered", extra={"source": self.name, "outage_s": round(now - started, 3)})
-            self._announce = bool(self._reported_kinds)
-            self._outage_started = None
-            self._reported_kinds.clear()
-            self._stale_reported = False
-            self._mark_dirty()
-
-    def _failure(self, key: str, error: Exception) -> None:
-        now = self._clock()
-        if not self._failing:
-            self._outage_started = now
-        self._failing[key] = str(error)
-        _log.debug("consul_watch_failed", extra={"source": self.name, "watch": key, "error": str(error)})
-        kind = type(error)
-        if kind not in self._reported_kinds:
-            # Once per outage and kind of error: 100 watches failing with "connection refused" are one
-            # outage, but a 403 appearing during a 500 outage is news.
-            self._reported_kinds.add(kind)
-            _log.warning("consul_unavailable", extra={"source": self.name, "watch": key, "error": str(error)})
-            self._report(f"{error}; serving the last state read from Consul")
-        started = self._outage_started if self._outage_started is not None else now
-        if not self._stale_reported and now - started >= self._config.max_stale_s:
-            self._stale_reported = True
-            self._report(f"Consul at {self._config.address} has not answered for {now - started:.0f} s "
-                         f"(more than {self._config.max_stale_s:g} s); still serving the last state read "
-                         f"from it: {error}")
-
     def _report(self, message: str) -> None:
         if self._sink is not None:
             self._sink.report_error(self.name, message)
 
     def _begin_grace(self, key: str, reason: str) -> None:
-        if self._config.resync_grace_s <= 0:
-            return
-        self._grace_until = self._clock() + self._config.resync_grace_s
-        if self._published is not None:
+        if self._grace.begin() and self._published is not None:
             _log.info("consul_resync_grace", extra={"source": self.name, "watch": key, "reason": reason,
                                                     "grace_s": self._config.resync_grace_s})
-
-    def _in_grace(self) -> bool:
-        return self._published is not None and self._clock() < self._grace_until
 
     # ---------------------------------------------------------------------------------- publishing
 
@@ -437,9 +373,9 @@ class ConsulSource:
         if self._published is None and not self._synced():
             return None
         now = self._clock()
-        if self._failing and now - self._recovered_at < _SETTLE_S:
-            return self._recovered_at + _SETTLE_S - now
-        in_grace = self._in_grace()
+        if (settle_s := self._outage.settle_remaining_s(now)) is not None:
+            return settle_s
+        in_grace = self._grace.active(self._published)
         if self._kv is not None and self._kv_held and not in_grace and self._kv_entries is not None:
             self._kv_held = False
             for problem in self._kv.update(self._kv_entries).problems:
@@ -448,17 +384,13 @@ class ConsulSource:
         catalog = candidate
         recheck_s: float | None = None
         if in_grace and self._published is not None:
-            catalog = hold_removals(self._published, candidate)
-            if catalog != candidate or self._kv_held:
-                recheck_s = self._grace_until - now
-                _log.info("consul_removals_held", extra={"source": self.name,
-                                                         "grace_remaining_s": round(recheck_s, 3)})
+            catalog, recheck_s = self._grace.hold(self._published, candidate, now=now,
+                                                  policy_held=self._kv_held)
         policy = self._kv.policy if self._kv is not None else None
-        if catalog == self._published and policy == self._published_policy and not self._announce:
+        if catalog == self._published and policy == self._published_policy and not self._outage.announce:
             return recheck_s
         self._published = catalog
         self._published_policy = policy
-        self._announce = False
         _log.info("consul_published", extra={
             "source": self.name, "services": len(catalog),
             "endpoints": sum(len(s.endpoints) for s in catalog.services),
@@ -466,10 +398,7 @@ class ConsulSource:
         assert self._sink is not None
         self._sink.publish(SourceUpdate(source=self.name, catalog=catalog, policy=policy))
         # The sink takes a publish as "recovered"; problems that still stand are said again.
-        if self._failing:
-            first = sorted(self._failing.items())[0]
-            more = f" (and {len(self._failing) - 1} more failing watches)" if len(self._failing) > 1 else ""
-            self._report(f"{first[1]}{more}; serving the last state read from Consul")
+        self._outage.published()
         if self._kv is not None:
             for problem in self._kv.problems():
                 self._report(problem)

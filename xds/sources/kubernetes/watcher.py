@@ -35,7 +35,7 @@ change waits `debounce_s` first, so a burst (a Deployment rolling 50 pods) is a 
 Outages (R36, F8). A failing reflector keeps the objects it had, so while the API server is unreachable
 nothing changes and nothing is published; the outage is reported to the sink once (per kind of error),
 again when it outlasts `max_stale_s`, and the last published state keeps serving. The first answer after
-a failure wakes every other failing reflector to retry at once, and the publisher waits up to `_SETTLE_S`
+a failure wakes every other failing reflector to retry at once, and the publisher waits up to `SETTLE_S`
 for them, so a recovery is published once, whole; it is published even if nothing changed, so the sink
 learns the source recovered.
 
@@ -62,7 +62,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from xds.model.service import Catalog, Endpoint, Service, ServiceName
+from xds.model.service import Catalog
 from xds.policy.schema import Policy
 from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink, SourceUpdate
@@ -101,6 +101,8 @@ from xds.sources.kubernetes.policies import (
     TrafficPolicyParseError,
     parse_traffic_policy,
 )
+from xds.sources.outage import OutageTracker, ResyncGrace
+from xds.sources.outage import hold_removals as _hold_removals
 
 _log = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ Key = tuple[str, str]  # (namespace, name)
 _T = TypeVar("_T")
 _T_contra = TypeVar("_T_contra", contravariant=True)
 
-# After one reflector recovers, how long the publisher waits for the others that are still failing.
-_SETTLE_S = 1.0
 # Per reflector: at most a burst of 5 list/watch calls, then one per second, whatever the server answers
 # (a server that ends every watch at once must not turn the loop into a busy one).
 _CALLS_PER_S = 1.0
@@ -132,16 +132,9 @@ class Staleness:
 
 
 def hold_removals(previous: Catalog, candidate: Catalog) -> Catalog:
-    """`candidate`, with the services and endpoints it lacks compared with `previous` put back."""
-    services: dict[ServiceName, tuple[Endpoint, ...]] = {s.name: s.endpoints for s in candidate.services}
-    for before in previous.services:
-        now = candidate.get(before.name)
-        if now is None:
-            services[before.name] = before.endpoints
-            continue
-        present = {e.address for e in now.endpoints}
-        services[before.name] = now.endpoints + tuple(e for e in before.endpoints if e.address not in present)
-    return Catalog(tuple(Service(name, endpoints) for name, endpoints in services.items()))
+    """`candidate`, with the services and endpoints it lacks compared with `previous` put back (other
+    changes, health included, go through)."""
+    return _hold_removals(previous, candidate, keep_routable_health=False)
 
 
 class _ChangeHandler(Protocol[_T_contra]):
@@ -278,18 +271,18 @@ class KubernetesSource:
         self._status_wake = asyncio.Event()
         self._written: dict[Key, tuple[Condition, float]] = {}
         self._status_retry: asyncio.TimerHandle | None = None
-        # Outage bookkeeping.
-        self._failing: dict[str, str] = {}
-        self._outage_started: float | None = None
-        self._reported_kinds: set[type[Exception]] = set()
-        self._stale_reported = False
-        self._announce = False
-        self._recovered_at = float("-inf")
-        self._grace_until = float("-inf")
+        # Outage bookkeeping; logs kube_watch_failed, kube_unavailable and kube_recovered.
+        self._outage = OutageTracker(
+            source=self.name, label="Kubernetes", server="the Kubernetes API server", event_prefix="kube",
+            log=_log, clock=self._clock, max_stale_s=config.max_stale_s, report=self._report,
+            on_recovery=self._mark_dirty)
+        # Logs kube_removals_held.
+        self._grace = ResyncGrace(grace_s=config.resync_grace_s, clock=self._clock,
+                                  hold_removals=hold_removals, source=self.name, event_prefix="kube",
+                                  log=_log)
         self._last_answer: float | None = None
         # Publishing.
         self._dirty = asyncio.Event()
-        self._wake = asyncio.Event()
         self._recheck: asyncio.TimerHandle | None = None
         self._published: Catalog | None = None
         self._published_policy: Policy | None = None
@@ -306,9 +299,10 @@ class KubernetesSource:
     def staleness(self) -> Staleness:
         now = self._clock()
         return Staleness(
-            outage_s=0.0 if self._outage_started is None else now - self._outage_started,
+            outage_s=self._outage.outage_s(now),
             seconds_since_answer=None if self._last_answer is None else now - self._last_answer,
-            failing_watches=len(self._failing), resync_grace_remaining_s=max(0.0, self._grace_until - now),
+            failing_watches=self._outage.failing_watches,
+            resync_grace_remaining_s=self._grace.remaining_s(now),
             resource_versions={r.name: r.resource_version for r in self._reflectors})
 
     def _backoff(self) -> Backoff:
@@ -328,10 +322,10 @@ class KubernetesSource:
                         client = await stack.enter_async_context(KubeClient(self._config, env=self._env))
                     except KubeError as e:
                         # An unreadable kubeconfig or service account; keep trying, it may be fixed.
-                        self._failure("client", e)
+                        self._outage.failure("client", e)
                         await asyncio.sleep(backoff.next_delay_s())
                         continue
-                    self._clear_failure("client")
+                    self._outage.clear("client")
                     backoff.reset()
                     async with asyncio.TaskGroup() as tasks:
                         for reflector in self._reflectors:
@@ -411,25 +405,19 @@ class KubernetesSource:
         self._mark_dirty()
 
     async def _failed(self, reflector: _Reflector[Any], error: KubeError, *, backoff: Backoff) -> None:
-        self._failure(reflector.name, error)
+        self._outage.failure(reflector.name, error)
         reflector.recovering = True
         delay = backoff.next_delay_s()
         if isinstance(error, KubeUnavailable) and error.retry_after_s is not None:
             delay = max(delay, error.retry_after_s)
-        await self._sleep_unless_woken(delay)
-
-    async def _sleep_unless_woken(self, delay_s: float) -> None:
-        wake = self._wake
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay_s):
-                await wake.wait()
+        await self._outage.sleep_unless_woken(delay)
 
     def _answered(self, reflector: _Reflector[Any]) -> None:
         self._last_answer = self._clock()
         if reflector.recovering:
             reflector.recovering = False
             self._begin_grace(reflector.name)
-        self._clear_failure(reflector.name)
+        self._outage.clear(reflector.name)
 
     # ------------------------------------------------------------------------------- change indexes
 
@@ -471,54 +459,14 @@ class KubernetesSource:
 
     # ----------------------------------------------------------------------------- health of the source
 
-    def _clear_failure(self, key: str) -> None:
-        if key not in self._failing:
-            return
-        now = self._clock()
-        del self._failing[key]
-        self._recovered_at = now
-        self._wake.set()
-        self._wake = asyncio.Event()
-        if not self._failing:
-            started = self._outage_started if self._outage_started is not None else now
-            _log.info("kube_recovered", extra={"source": self.name, "outage_s": round(now - started, 3)})
-            self._announce = bool(self._reported_kinds)
-            self._outage_started = None
-            self._reported_kinds.clear()
-            self._stale_reported = False
-            self._mark_dirty()
-
-    def _failure(self, key: str, error: Exception) -> None:
-        now = self._clock()
-        if not self._failing:
-            self._outage_started = now
-        self._failing[key] = str(error)
-        _log.debug("kube_watch_failed", extra={"source": self.name, "watch": key, "error": str(error)})
-        kind = type(error)
-        if kind not in self._reported_kinds:
-            self._reported_kinds.add(kind)
-            _log.warning("kube_unavailable", extra={"source": self.name, "watch": key, "error": str(error)})
-            self._report(f"{error}; serving the last state read from Kubernetes")
-        started = self._outage_started if self._outage_started is not None else now
-        if not self._stale_reported and now - started >= self._config.max_stale_s:
-            self._stale_reported = True
-            self._report(f"the Kubernetes API server has not answered for {now - started:.0f} s (more than "
-                         f"{self._config.max_stale_s:g} s); still serving the last state read from it: "
-                         f"{error}")
-
     def _report(self, message: str) -> None:
         if self._sink is not None:
             self._sink.report_error(self.name, message)
 
     def _begin_grace(self, key: str) -> None:
-        if self._config.resync_grace_s <= 0 or self._published is None:
-            return
-        self._grace_until = self._clock() + self._config.resync_grace_s
-        _log.info("kube_resync_grace", extra={"source": self.name, "watch": key,
-                                              "grace_s": self._config.resync_grace_s})
-
-    def _in_grace(self) -> bool:
-        return self._published is not None and self._clock() < self._grace_until
+        if self._published is not None and self._grace.begin():
+            _log.info("kube_resync_grace", extra={"source": self.name, "watch": key,
+                                                  "grace_s": self._config.resync_grace_s})
 
     # ---------------------------------------------------------------------------------- publishing
 
@@ -574,27 +522,23 @@ class KubernetesSource:
         """Publish when the state differs from the last publish; the seconds after which to look again
         (a settle window or a grace that ends), or None."""
         now = self._clock()
-        in_grace = self._in_grace()
+        in_grace = self._grace.active(self._published)
         self._refresh_policies(in_grace=in_grace)
         if self._published is None and not self._synced():
             return None
-        if self._failing and now - self._recovered_at < _SETTLE_S:
-            return self._recovered_at + _SETTLE_S - now
+        if (settle_s := self._outage.settle_remaining_s(now)) is not None:
+            return settle_s
         candidate = self._candidate()
         catalog = candidate
         recheck_s: float | None = None
         if in_grace and self._published is not None:
-            catalog = hold_removals(self._published, candidate)
-            if catalog != candidate or self._policies_held:
-                recheck_s = self._grace_until - now
-                _log.info("kube_removals_held", extra={"source": self.name,
-                                                       "grace_remaining_s": round(recheck_s, 3)})
+            catalog, recheck_s = self._grace.hold(self._published, candidate, now=now,
+                                                  policy_held=self._policies_held)
         policy = self._traffic.policy if self._traffic is not None else None
-        if catalog == self._published and policy == self._published_policy and not self._announce:
+        if catalog == self._published and policy == self._published_policy and not self._outage.announce:
             return recheck_s
         self._published = catalog
         self._published_policy = policy
-        self._announce = False
         _log.info("kube_published", extra={
             "source": self.name, "services": len(catalog),
             "endpoints": sum(len(s.endpoints) for s in catalog.services),
@@ -602,10 +546,7 @@ class KubernetesSource:
         assert self._sink is not None
         self._sink.publish(SourceUpdate(source=self.name, catalog=catalog, policy=policy))
         # The sink takes a publish as "recovered"; problems that still stand are said again.
-        if self._failing:
-            first = sorted(self._failing.items())[0]
-            more = f" (and {len(self._failing) - 1} more failing watches)" if len(self._failing) > 1 else ""
-            self._report(f"{first[1]}{more}; serving the last state read from Kubernetes")
+        self._outage.published()
         if self._traffic is not None:
             for problem in self._traffic.problems():
                 self._report(problem)
