@@ -86,8 +86,19 @@ class SnapshotStore:
         return cancel
 
     def _rebuild(self, group: str) -> Snapshot | None:
+        # Builds run outside the lock (they take milliseconds to seconds), so a publish on another thread
+        # can replace the builder meanwhile: a result made with a superseded builder is built again rather
+        # than stored over the newer one.
+        while True:
+            with self._lock:
+                builder = self._builder
+            result = self._build_once(group, builder)
+            with self._lock:
+                if self._builder is builder:
+                    return result
+
+    def _build_once(self, group: str, builder: SnapshotBuilder | None) -> Snapshot | None:
         with self._lock:
-            builder = self._builder
             previous = self._snapshots.get(group)
         if builder is None:
             return None
@@ -106,6 +117,8 @@ class SnapshotStore:
         if self._on_build:
             self._on_build(BuildReport(group=group, seconds=elapsed, ok=True))
         with self._lock:
+            if self._builder is not builder:
+                return previous  # superseded while building: the caller builds again
             self._errors.pop(group, None)
             changed = previous is None or previous.versions != snapshot.versions
             if changed:
