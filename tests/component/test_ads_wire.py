@@ -18,7 +18,7 @@ from xds.server.grpc_server import ServerOptions, build_server
 from xds.server.stream import StreamHandler
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
-from .ads_client import AdsClient, resource_names
+from .ads_client import NO_RESPONSE_WINDOW_S, AdsClient, resource_names
 
 BASE = dict(clusters={"a": 1, "b": 1}, listeners={"l": "r"}, routes={"r": ["a"]})
 
@@ -28,6 +28,7 @@ class Recorder:
     """Callbacks that keep everything, for assertions."""
 
     events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    convergence: list[float | None] = field(default_factory=list)
 
     def on_stream_open(self, stream: StreamInfo) -> None:
         self.events.append(("open", {"node": stream.node_id, "group": stream.group}))
@@ -39,8 +40,10 @@ class Recorder:
                          resource_names: Sequence[str], size_bytes: int) -> None:
         self.events.append(("sent", {"type_url": type_url, "version": version}))
 
-    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str) -> None:
+    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+               convergence_s: float | None = None) -> None:
         self.events.append(("ack", {"type_url": type_url, "version": version}))
+        self.convergence.append(convergence_s)
 
     def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                 rejected_version: str, message: str) -> None:
@@ -122,6 +125,9 @@ async def test_p2_wildcard_then_silent_ack_over_the_wire(harness: Harness) -> No
     client.ack(cds)
     await client.expect_silence()
     assert harness.recorder.of("ack") == [{"type_url": CLUSTER, "version": cds.version_info}]
+    # The ACK closes the interval that opened when the request asked for the content.
+    (convergence,) = harness.recorder.convergence
+    assert convergence is not None and 0 < convergence < NO_RESPONSE_WINDOW_S
     client.close()
 
 

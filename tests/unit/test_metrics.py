@@ -129,3 +129,12 @@ def test_process_metrics_are_exported() -> None:
 
 def test_content_type_matches_the_format_rendered() -> None:
     assert Metrics.CONTENT_TYPE.startswith("text/plain; version=0.0.4")
+
+
+def test_convergence_histogram_observes_acks_that_carry_it() -> None:
+    m = Metrics()
+    m.on_ack(STREAM, type_url=typeurls.ENDPOINT, version="v1", nonce="1", convergence_s=0.02)
+    m.on_ack(STREAM, type_url=typeurls.ENDPOINT, version="v1", nonce="2")  # no interval known: not observed
+    text = m.render().decode()
+    assert 'xds_convergence_seconds_count{type="eds"} 1.0' in text
+    assert 'xds_convergence_seconds_bucket{le="0.05",type="eds"} 1.0' in text

@@ -29,6 +29,7 @@ from xds.typeurls import PUSH_ORDER, short_name
 
 # Config size buckets after Istio's pilot_xds_config_size_bytes, in binary units: 4 MiB is gRPC's default
 # maximum message size, so the buckets either side of it show how close pushes are to being refused.
+CONVERGENCE_SECONDS_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3, 5, 10, 20, 30)
 RESPONSE_BYTES_BUCKETS = (1024.0, 10 * 1024.0, 100 * 1024.0, 1024.0**2, 4 * 1024.0**2, 10 * 1024.0**2,
                           40 * 1024.0**2)
 # A build is pure CPU over the catalog: milliseconds for small meshes, seconds at 10k clusters
@@ -58,6 +59,11 @@ class Metrics:
         self._response_bytes = Histogram("xds_response_bytes", "Size of each DiscoveryResponse sent.",
                                          ["type"], buckets=RESPONSE_BYTES_BUCKETS, registry=r)
         self._acks = Counter("xds_acks_total", "Responses the client accepted.", ["type"], registry=r)
+        # Istio's pilot_proxy_convergence_time, measured from the stream's side (BENCHMARKS.md section 7).
+        self._convergence = Histogram(
+            "xds_convergence_seconds",
+            "From a stream having new content (a snapshot, or the request for it) to the client's ACK.",
+            ["type"], buckets=CONVERGENCE_SECONDS_BUCKETS, registry=r)
         self._nacks = Counter("xds_nacks_total", "Responses the client rejected.", ["type"], registry=r)
         self._build_seconds = Histogram("xds_snapshot_build_seconds", "Time to build one group's snapshot.",
                                         buckets=BUILD_SECONDS_BUCKETS, registry=r)
@@ -97,8 +103,12 @@ class Metrics:
         self._pushes.labels(name).inc()
         self._response_bytes.labels(name).observe(size_bytes)
 
-    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str) -> None:
-        self._acks.labels(short_name(type_url)).inc()
+    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+               convergence_s: float | None = None) -> None:
+        name = short_name(type_url)
+        self._acks.labels(name).inc()
+        if convergence_s is not None:
+            self._convergence.labels(name).observe(convergence_s)
 
     def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                 rejected_version: str, message: str) -> None:

@@ -32,8 +32,10 @@ class Callbacks(Protocol):
                          resource_names: Sequence[str], size_bytes: int) -> None:
         """A DiscoveryResponse was written to the stream."""
 
-    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str) -> None:
-        """The client accepted the response carrying `nonce` (R8)."""
+    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+               convergence_s: float | None = None) -> None:
+        """The client accepted the response carrying `nonce` (R8). `convergence_s`: time from the moment
+        the stream had the content to send (a new snapshot, or the request asking for it) to this ACK."""
 
     def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                 rejected_version: str, message: str) -> None:
@@ -60,9 +62,10 @@ class MultiCallbacks:
             t.on_response_sent(stream, type_url=type_url, version=version, nonce=nonce,
                                resource_names=resource_names, size_bytes=size_bytes)
 
-    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str) -> None:
+    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+               convergence_s: float | None = None) -> None:
         for t in self._targets:
-            t.on_ack(stream, type_url=type_url, version=version, nonce=nonce)
+            t.on_ack(stream, type_url=type_url, version=version, nonce=nonce, convergence_s=convergence_s)
 
     def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                 rejected_version: str, message: str) -> None:

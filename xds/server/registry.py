@@ -150,7 +150,8 @@ class ProxyRegistry:
         t.nonce_sent = nonce
         t.pushes += 1
 
-    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str) -> None:
+    def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
+               convergence_s: float | None = None) -> None:
         state = self._streams.get(stream.stream_id)
         if state is None:
             return

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -42,6 +44,17 @@ class _End:
     """Queue marker: the client closed its side of the stream."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """A new snapshot of the stream's group, and when the store published it (monotonic seconds)."""
+
+    snapshot: Snapshot
+    at: float
+
+
+_Item: TypeAlias = discovery_pb2.DiscoveryRequest | _Published | _End | BaseException
+
+
 def to_request(message: discovery_pb2.DiscoveryRequest) -> Request:
     return Request(
         type_url=message.type_url,
@@ -68,8 +81,11 @@ class StreamHandler:
                      method: str, stream_type: TypeUrl | None) -> AsyncIterator[bytes]:
         protocol = StreamProtocol(ads=stream_type is None, stream_type=stream_type,
                                   placeholder=empty_endpoints)
-        queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | Snapshot | _End | BaseException] = (
-            asyncio.Queue())
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        # When the stream had each outstanding response's content: a snapshot's arrival, or the request that
+        # asked for it. An ACK of that nonce closes the interval (xds_convergence_seconds).
+        content_since: dict[str, float] = {}
+        origin = time.monotonic()
         loop = asyncio.get_running_loop()
         reader = asyncio.create_task(self._read(requests, queue))
         info: StreamInfo | None = None
@@ -81,9 +97,11 @@ class StreamHandler:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, Snapshot):
-                    protocol.set_snapshot(item)
+                if isinstance(item, _Published):
+                    protocol.set_snapshot(item.snapshot)
+                    origin = item.at
                 else:
+                    origin = time.monotonic()
                     self._check_limits(item)
                     if info is None:
                         info = self._open(item, context, method=method)
@@ -91,17 +109,23 @@ class StreamHandler:
                         log.info("stream_opened", extra=_fields(info))
 
                         def on_snapshot(snapshot: Snapshot) -> None:
-                            loop.call_soon_threadsafe(queue.put_nowait, snapshot)
+                            # Runs on the publishing thread: stamp the time there, hand over to the loop.
+                            published = _Published(snapshot, time.monotonic())
+                            loop.call_soon_threadsafe(queue.put_nowait, published)
 
                         cancel_watch = self._store.watch(info.group, on_snapshot)
                         current = self._store.get(info.group)
                         if current is not None:
                             protocol.set_snapshot(current)
                     event = protocol.on_request(to_request(item))
-                    self._report(info, event)
+                    answered = event.nonce if isinstance(event, Acked | Nacked) else None
+                    since = content_since.pop(answered, None) if answered is not None else None
+                    elapsed = None if since is None else time.monotonic() - since
+                    self._report(info, event, convergence_s=elapsed)
                 if info is None:
                     continue
                 for send in protocol.next_sends():
+                    content_since[send.nonce] = origin
                     payload = encode_response(send)
                     yield payload
                     names = [r.name for r in send.resources]
@@ -144,9 +168,11 @@ class StreamHandler:
         if any(len(n) > self._limits.max_name_length for n in names):
             raise ProtocolError(f"a resource name exceeds {self._limits.max_name_length} characters")
 
-    def _report(self, info: StreamInfo, event: Acked | Nacked | Ignored | None) -> None:
+    def _report(self, info: StreamInfo, event: Acked | Nacked | Ignored | None, *,
+                convergence_s: float | None) -> None:
         if isinstance(event, Acked):
-            self._callbacks.on_ack(info, type_url=event.type_url, version=event.version, nonce=event.nonce)
+            self._callbacks.on_ack(info, type_url=event.type_url, version=event.version, nonce=event.nonce,
+                                   convergence_s=convergence_s)
             log.debug("ack_received", extra={**_fields(info), "type_url": event.type_url,
                                              "version": event.version, "nonce": event.nonce})
         elif isinstance(event, Nacked):
@@ -162,8 +188,7 @@ class StreamHandler:
 
     @staticmethod
     async def _read(requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
-                    queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | Snapshot | _End | BaseException],
-                    ) -> None:
+                    queue: asyncio.Queue[_Item]) -> None:
         try:
             async for message in requests:
                 queue.put_nowait(message)
