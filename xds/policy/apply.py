@@ -29,7 +29,7 @@ _Subset = tuple[tuple[str, str], ...]
 
 def cluster_name(service: str, subset: _Subset) -> str:
     """`web` or `web|version=v1,zone=a` (keys sorted). Service names cannot contain '|', and subset pairs
-    cannot contain ',', '=' or '|' (see policy.load), so distinct clusters always get distinct names."""
+    cannot contain ',', '=' or '|' (see policy.rules), so distinct clusters always get distinct names."""
     return f"{service}|{_subset_text(subset)}" if subset else service
 
 

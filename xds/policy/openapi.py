@@ -2,10 +2,10 @@
 
 A TrafficPolicy's `spec` is a policy-only document, the same schema as files and Consul KV (docs/config.md).
 The loader (policy/load.py) stays the judge of every document; this schema lets the API server refuse what
-OpenAPI can express at `kubectl apply` time, with the same words. It is built from the loader's own
-constants (name and pair patterns, limits, enums), so a change to a rule changes the schema with it, and
-tests/unit/test_policy_openapi.py checks both directions: every document the loader accepts validates here,
-and documents the loader rejects are rejected here where OpenAPI can say so.
+OpenAPI can express at `kubectl apply` time, with the same words. It is built from the constants the loader
+checks against (policy/rules.py: name and pair patterns, limits, enums), so a change to a rule changes the
+schema with it, and tests/unit/test_policy_openapi.py checks both directions: every document the loader
+accepts validates here, and documents the loader rejects are rejected here where OpenAPI can say so.
 
 Regenerate the manifest after a change with `python -m xds.policy.openapi > deploy/crd-trafficpolicy.yaml`
 (a test checks it is in sync).
@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from xds.policy import load
-from xds.policy.load import MAX_CONNECT_TIMEOUT_S, MAX_NAME_LENGTH, MAX_RETRIES, MAX_ROUTE_TIMEOUT_S, VERSION
+from xds.policy import rules
+from xds.policy.rules import MAX_CONNECT_TIMEOUT_S, MAX_NAME_LENGTH, MAX_RETRIES, MAX_ROUTE_TIMEOUT_S, VERSION
 from xds.policy.schema import DEFAULT_LB_POLICY, DEFAULT_LISTENER_ADDRESS, DEFAULT_PREFIX
 
 GROUP = "xds.dev"
@@ -64,7 +64,7 @@ def _anchored(pattern: re.Pattern[str], *, ignore_case: bool = False) -> str:
     return f"{flags}^(?:{pattern.pattern})$"
 
 
-def _string(description: str, *, pattern: re.Pattern[str] | None = load._TEXT_RE, ignore_case: bool = False,
+def _string(description: str, *, pattern: re.Pattern[str] | None = rules.TEXT_RE, ignore_case: bool = False,
             max_length: int | None = None, enum: list[str] | None = None, default: str | None = None
             ) -> Schema:
     schema: Schema = {"type": "string", "description": description}
@@ -80,7 +80,7 @@ def _string(description: str, *, pattern: re.Pattern[str] | None = load._TEXT_RE
 
 
 def _name(description: str) -> Schema:
-    return _string(description, pattern=load._NAME_RE, max_length=MAX_NAME_LENGTH)
+    return _string(description, pattern=rules.NAME_RE, max_length=MAX_NAME_LENGTH)
 
 
 def _integer(description: str, *, minimum: int, maximum: int | None = None) -> Schema:
@@ -95,7 +95,7 @@ def _duration(description: str, *, max_s: float) -> Schema:
     # applies to strings only and the bounds to numbers only (JSON Schema validation semantics).
     return {"description": f"{description} A duration: '250ms', '1.5s', '2m', or a number of seconds.",
             "x-kubernetes-preserve-unknown-fields": True,
-            "pattern": "^\\s*(?:" + load._DURATION_RE.pattern + ")\\s*$",
+            "pattern": "^\\s*(?:" + rules.DURATION_RE.pattern + ")\\s*$",
             "minimum": 0, "exclusiveMinimum": True, "maximum": max_s}
 
 
@@ -121,19 +121,19 @@ def _object(description: str, properties: Schema, *, required: list[str] | None 
 def _service() -> Schema:
     return _object("Settings for one service, whichever registry its endpoints come from.", {
         "name": _name("The service's name in the catalog; routes refer to it by this name."),
-        "lb_policy": _string("How Envoy picks an endpoint.", enum=sorted(load._LB_POLICIES),
+        "lb_policy": _string("How Envoy picks an endpoint.", enum=sorted(rules.LB_POLICIES),
                              default=DEFAULT_LB_POLICY.value),
         "connect_timeout": _duration("Upstream TCP connect timeout, at most "
                                      f"{MAX_CONNECT_TIMEOUT_S:g} s.", max_s=MAX_CONNECT_TIMEOUT_S),
         "protocol": _string("What Envoy speaks to the endpoints: http1, or http2 without TLS (h2c).",
-                            enum=sorted(load._PROTOCOLS), default="http1"),
+                            enum=sorted(rules.PROTOCOLS), default="http1"),
     }, required=["name"])
 
 
 def _header() -> Schema:
     schema = _object("A request header condition: exactly one of `exact` and `present`.", {
         "name": _string("Header name (any case; pseudo-headers such as :authority allowed).",
-                        pattern=load._HEADER_NAME_RE, ignore_case=True),
+                        pattern=rules.HEADER_NAME_RE, ignore_case=True),
         "exact": _string("The header must have exactly this value."),
         "present": {"type": "boolean", "description": "true: the header must be present, any value.",
                     "enum": [True]},
@@ -150,7 +150,7 @@ def _backend() -> Schema:
                    "description": "Only the endpoints whose metadata contain all these pairs, e.g. "
                                   "{version: v2}. Keys and values cannot contain whitespace, ',', '=' "
                                   "or '|'.",
-                   "additionalProperties": _string("A metadata value.", pattern=load._PAIR_VALUE_RE)},
+                   "additionalProperties": _string("A metadata value.", pattern=rules.PAIR_VALUE_RE)},
         "weight": _integer("With several backends, a percentage (they must sum to 100).", minimum=0),
     }, required=["service"])
 
@@ -159,7 +159,7 @@ def _route() -> Schema:
     return _object("One route; the first that matches wins.", {
         "name": _name("Unique within the listener; default route-<index>."),
         "match": _object("What requests the route takes.", {
-            "prefix": _string("Path prefix, starting with '/'.", pattern=load._PREFIX_RE,
+            "prefix": _string("Path prefix, starting with '/'.", pattern=rules.PREFIX_RE,
                               default=DEFAULT_PREFIX),
             "headers": _array(_header(), "Header conditions, all of which must hold."),
         }),
@@ -177,10 +177,10 @@ def _listener() -> Schema:
         "address": _string("IP address to listen on (IPv4 or IPv6, no brackets).", pattern=_IP_CHARS_RE,
                            default=DEFAULT_LISTENER_ADDRESS),
         "port": _integer("Port to listen on.", minimum=1, maximum=65535),
-        "groups": _array(_string("A node group.", pattern=load._GROUP_RE),
+        "groups": _array(_string("A node group.", pattern=rules.GROUP_RE),
                          "Node groups that receive this listener; omit for every group.", min_items=1),
         "domains": _array(_string("A host name, optionally with one '*' wildcard and a port.",
-                                  pattern=load._DOMAIN_RE),
+                                  pattern=rules.DOMAIN_RE),
                           "Host names the routes apply to; default [\"*\"].", min_items=1, list_type="set"),
         "routes": _array(_route(), "Routes, tried in order.", min_items=1),
     }, required=["name", "port", "routes"])

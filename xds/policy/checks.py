@@ -1,0 +1,245 @@
+"""Generic checks of located values: the shapes every part of a document is made of.
+
+A mapping with known, required and refused keys; a list; a string matching a pattern; a name; a bounded
+integer; a boolean; a duration; one of a few words; a mapping of string pairs; and duplicates within a list.
+Each problem is reported where the value was written, in words that quote what was found (`describe`) and
+suggest the closest known word (`suggest`). The schema walk (`walker.py`) builds on these.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from xds.policy.document import Broken, Map, Node, Report, Scalar, Seq, first_at, join, value_pos
+from xds.policy.rules import (
+    DURATION_RE,
+    DURATION_UNITS_S,
+    MAX_NAME_LENGTH,
+    NAME_RE,
+    NAME_RULE,
+    PAIR_KEY_RE,
+    PAIR_KEY_RULE,
+    TEXT_RE,
+    TEXT_RULE,
+)
+
+_MAX_QUOTED = 80
+
+
+def describe(node: Node) -> str:
+    text = _describe_untruncated(node)
+    # Messages quote what they got; a pasted blob should not drown the rest of the report.
+    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
+
+
+def _describe_untruncated(node: Node) -> str:
+    if isinstance(node, Map):
+        return "a mapping"
+    if isinstance(node, Seq):
+        return "a list"
+    value = node.value if isinstance(node, Scalar) else None
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return repr(value)
+    return f"{type(value).__name__} {value}"
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The known keys of one mapping, with the YAML path of the mapping."""
+
+    nodes: dict[str, Node]
+    path: str
+
+    def at(self, key: str) -> tuple[Node | None, str]:
+        return self.nodes.get(key), join(self.path, key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.nodes
+
+
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+
+
+class Checker:
+    """Checks values of the located tree against generic shapes. Each check reports its problems and returns
+    None for an invalid value; an absent optional value (node None) yields the default. A composite is built
+    only when no problem was reported while checking its parts, which `_mark` tracks."""
+
+    def __init__(self, report: Report) -> None:
+        self._report = report
+
+    @property
+    def _mark(self) -> int:
+        return len(self._report.problems)
+
+    def _bad(self, node: Node, path: str, message: str) -> None:
+        self._report.add(node.pos, path, message)
+
+    def _duplicate(self, seen: dict[_K, int | None], key: _K | None, item: Node, path: str, *, field: str,
+                   what: str) -> bool:
+        """Remember `key` (None: no usable key), reporting it when an earlier item of the list had it.
+        Works on the raw value, so a duplicate is found even while the item has other problems."""
+        if key is None:
+            return False
+        if key in seen:
+            self._report.add(value_pos(item, field), path, f"duplicate {what}{first_at(seen[key])}")
+            return True
+        seen[key] = item.pos[0]
+        return False
+
+    def _mapping(self, node: Node, path: str, *, what: str, keys: Sequence[str],
+                 required: Sequence[str] = (), refused: Mapping[str, str] | None = None) -> Fields | None:
+        if isinstance(node, Broken):
+            return None
+        if not isinstance(node, Map):
+            self._bad(node, path, f"{what} must be a mapping, got {describe(node)}")
+            return None
+        nodes: dict[str, Node] = {}
+        for entry in node.entries:
+            if entry.key in keys:
+                nodes[entry.key] = entry.value
+            elif refused and entry.key in refused:
+                self._report.add(entry.key_pos, join(path, entry.key), refused[entry.key])
+            else:
+                self._report.add(entry.key_pos, join(path, entry.key),
+                                 f"unknown key {entry.key!r} in {what}{suggest(entry.key, keys)}")
+        for key in required:
+            if key not in nodes:
+                self._bad(node, path, f"missing required key {key!r} in {what}")
+        return Fields(nodes, path)
+
+    def _list(self, node: Node | None, path: str, *, nonempty: str | None) -> tuple[Node, ...] | None:
+        """The items of a list; `nonempty` names what at least one item must be, None when none is fine."""
+        if node is None:
+            return ()
+        if isinstance(node, Broken):
+            return None
+        if not isinstance(node, Seq):
+            null = isinstance(node, Scalar) and node.value is None
+            hint = " (write [] for none)" if nonempty is None and null else ""
+            self._bad(node, path, f"must be a list, got {describe(node)}{hint}")
+            return None
+        if nonempty is not None and not node.items:
+            self._bad(node, path, f"must list at least one {nonempty}")
+            return None
+        return node.items
+
+    def _string(self, node: Node | None, path: str, *, default: str | None = None,
+                pattern: re.Pattern[str] = TEXT_RE, rule: str = TEXT_RULE) -> str | None:
+        if node is None:
+            return default
+        if isinstance(node, Broken):
+            return None
+        if not isinstance(node, Scalar) or not isinstance(node.value, str):
+            # YAML 1.1 reads `yes`, `2`, `1.10` and `2024-01-01` as non-strings; quoting is the fix.
+            hint = "; quote it" if isinstance(node, Scalar) and node.value is not None else ""
+            self._bad(node, path, f"must be a string, got {describe(node)}{hint}")
+            return None
+        if not pattern.fullmatch(node.value):
+            self._bad(node, path, f"{rule}, got {node.value!r}")
+            return None
+        return node.value
+
+    def _name(self, node: Node | None, path: str, *, default: str | None = None) -> str | None:
+        name = self._string(node, path, default=default, pattern=NAME_RE, rule=f"must be {NAME_RULE}")
+        if node is not None and name is not None and len(name) > MAX_NAME_LENGTH:
+            self._bad(node, path, f"must be at most {MAX_NAME_LENGTH} characters long")
+            return None
+        return name
+
+    def _integer(self, node: Node | None, path: str, *, default: int | None = None, low: int,
+                 high: int | None = None) -> int | None:
+        if node is None:
+            return default
+        if isinstance(node, Broken):
+            return None
+        value = node.value if isinstance(node, Scalar) else None
+        # bool is an int in Python, but `weight: yes` is certainly a mistake.
+        if (isinstance(value, int) and not isinstance(value, bool) and value >= low
+                and (high is None or value <= high)):
+            return value
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        self._bad(node, path, f"must be an integer {bound}, got {describe(node)}")
+        return None
+
+    def _boolean(self, node: Node | None, path: str, *, default: bool | None = None) -> bool | None:
+        if node is None:
+            return default
+        if isinstance(node, Scalar) and isinstance(node.value, bool):
+            return node.value
+        if not isinstance(node, Broken):
+            self._bad(node, path, f"must be true or false, got {describe(node)}")
+        return None
+
+    def _duration(self, node: Node | None, path: str, *, default: float | None = None,
+                  max_s: float) -> float | None:
+        if node is None:
+            return default
+        if isinstance(node, Broken):
+            return None
+        value = node.value if isinstance(node, Scalar) else None
+        seconds: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # An integer too large for a float (from JSON) is simply out of range.
+            seconds = float(value) if abs(value) < 1e300 else math.inf
+        elif isinstance(value, str) and (match := DURATION_RE.fullmatch(value.strip())):
+            seconds = float(match.group(1)) * DURATION_UNITS_S[match.group(2)]
+        if seconds is None:
+            self._bad(node, path, "must be a duration such as '250ms', '1s', '1.5s' or a number of seconds, "
+                                  f"got {describe(node)}")
+            return None
+        if not (math.isfinite(seconds) and 0 < seconds <= max_s):
+            self._bad(node, path, f"must be more than 0 and at most {max_s:g}s, got {describe(node)}")
+            return None
+        return seconds
+
+    def _choice(self, node: Node | None, path: str, *, default: _T, choices: Mapping[str, _T]) -> _T | None:
+        text = self._string(node, path)
+        if node is None:
+            return default
+        if text is None:
+            return None
+        if text not in choices:
+            names = list(choices)
+            self._bad(node, path, f"must be one of {', '.join(names)}; got {text!r}{suggest(text, names)}")
+            return None
+        return choices[text]
+
+    def _pairs(self, node: Node | None, path: str, *, what: str,
+               value_pattern: re.Pattern[str], value_rule: str) -> tuple[tuple[str, str], ...] | None:
+        if node is None:
+            return ()
+        if isinstance(node, Broken):
+            return None
+        if not isinstance(node, Map):
+            self._bad(node, path, f"{what} must be a mapping of strings, got {describe(node)}")
+            return None
+        mark = self._mark
+        pairs: list[tuple[str, str]] = []
+        for entry in node.entries:
+            entry_path = join(path, entry.key)
+            if not PAIR_KEY_RE.fullmatch(entry.key):
+                self._report.add(entry.key_pos, entry_path, f"keys {PAIR_KEY_RULE}")
+            value = self._string(entry.value, entry_path, pattern=value_pattern, rule=value_rule)
+            if value is not None:
+                pairs.append((entry.key, value))
+        return tuple(pairs) if self._mark == mark else None

@@ -1,0 +1,76 @@
+"""The bounds and lexical rules of the file format and the policy schema.
+
+One place for the numbers, patterns and vocabularies that a document is checked against, with the words a
+problem report uses for each. The validating walk (`walker.py`) enforces them and the generated OpenAPI
+schema (`openapi.py`) publishes them, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from xds.model.service import Health
+from xds.policy.desired import LbPolicy
+
+VERSION = 1
+MAX_CONNECT_TIMEOUT_S = 60.0
+MAX_ROUTE_TIMEOUT_S = 3600.0
+MAX_RETRIES = 10
+MAX_ENDPOINT_WEIGHT = 10_000
+MAX_NAME_LENGTH = 253
+
+# An optional `:<port>` suffix lets policies name Kubernetes services as the source catalogs them
+# (`web.shop:80`, docs/kubernetes.md).
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?")
+NAME_RULE = ("lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit, "
+             "optionally followed by ':' and a port number")
+# Subset pairs become part of a cluster name ("web|version=v1,zone=a"), so the separators are excluded.
+PAIR_KEY_RE = re.compile(r"[^\s,=|\x00-\x1f\x7f]+")
+PAIR_VALUE_RE = re.compile(r"[^\s,=|\x00-\x1f\x7f]*")
+PAIR_KEY_RULE = "must not contain whitespace, ',', '=', '|' or control characters"
+# Control characters in values that end up in Envoy config are refused outright (XDS-RULES S6).
+TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]*")
+TEXT_RULE = "must not contain control characters"
+HEADER_NAME_RE = re.compile(r":?[a-z0-9!#$%&'*+.^_`|~-]+")
+HEADER_NAME_RULE = "must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
+DOMAIN_RE = re.compile(r"\*|(\*[.-])?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?([.-]\*)?(:[0-9]{1,5})?")
+DOMAIN_RULE = "must be a host name, optionally with one leading or trailing '*' wildcard and a port"
+PREFIX_RE = re.compile(r"/[^\s\x00-\x1f\x7f]*")
+PREFIX_RULE = "must start with '/' and contain no whitespace or control characters"
+GROUP_RE = re.compile(r"[^\x00-\x1f\x7f]+")
+PORT_RE = re.compile(r"[0-9]{1,5}")
+DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m)")
+DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+LB_POLICIES = {p.value: p for p in LbPolicy}
+HEALTH_VALUES = {h.value: h for h in Health}
+PROTOCOLS = {"http1": False, "http2": True}  # value: whether to speak HTTP/2 upstream
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_host_port(text: str) -> tuple[str, int, str]:
+    """(host, port, "") or ("", 0, problem). Hosts must be IP literals: EDS endpoints are not resolved by
+    Envoy, which rejects a host name there and would NACK the whole update."""
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            return "", 0, "must be host:port, with an IPv6 host in brackets as [::1]:8080"
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            return "", 0, "must be host:port, such as 127.0.0.1:8080"
+        if ":" in host:
+            return "", 0, "an IPv6 address must be in brackets, as [::1]:8080"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "", 0, "the host must be an IP address (Envoy does not resolve names of EDS endpoints)"
+    if text.startswith("[") and ip.version != 6:
+        return "", 0, "only IPv6 addresses go in brackets"
+    if not PORT_RE.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
+        return "", 0, "the port must be a number from 1 to 65535"
+    return str(ip), int(port_text), ""
