@@ -15,7 +15,7 @@ from benchmarks import snapshot_build
 STEPS = (
     "parse_document (YAML file source)",
     "policy apply",
-    "translate",
+    "translate (cold)",
     "make_snapshot (serialize+hash+check)",
     "total build (build_snapshot)",
     "rebuild, 1 endpoint changed, previous=",

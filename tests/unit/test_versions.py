@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from xds.cache.snapshot import make_snapshot, version_of
 from xds.translate.resource import Translated
-from xds.typeurls import CLUSTER
+from xds.typeurls import CLUSTER, ENDPOINT
 
 cluster_specs = st.dictionaries(
     keys=st.text(alphabet="abcdefghij-.|=", min_size=1, max_size=12),
@@ -69,3 +69,34 @@ def test_version_is_identical_in_a_fresh_process() -> None:
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=".")
     assert out.stdout.strip() == str(here)
+
+
+def test_rebuild_reuses_every_unchanged_resource_and_only_those() -> None:
+    from xds.model.service import Endpoint
+    from xds.pipeline import World, build_snapshot
+    from xds.policy.load import parse_document
+
+    def document(extra_endpoint: bool) -> str:
+        services = "\n".join(
+            f"  - name: s{i}\n    endpoints:\n      - address: 10.0.{i}.1:80\n"
+            + ("      - address: 10.0.9.9:80\n" if extra_endpoint and i == 3 else "")
+            for i in range(6))
+        routes = "\n".join(f"      - {{match: {{prefix: /s{i}}}, backends: [{{service: s{i}}}]}}"
+                           for i in range(6))
+        return f"services:\n{services}\nlisteners:\n  - name: l\n    port: 1\n    routes:\n{routes}\n"
+
+    before = World(*parse_document(document(False), where="a.yaml"))
+    after = World(*parse_document(document(True), where="a.yaml"))
+    first = build_snapshot(before, "g")
+    second = build_snapshot(after, "g", first)
+    fresh = build_snapshot(after, "g")
+    assert second.versions == fresh.versions  # reuse never changes content
+    for type_url in first.versions:
+        for name, resource in second.of_type(type_url).items():
+            unchanged = first.of_type(type_url).get(name)
+            if name == "s3" and type_url == ENDPOINT:
+                assert unchanged is not None and resource.hash != unchanged.hash
+            else:  # clusters, other assignments, the listener and the routes: the very same objects
+                assert resource is unchanged, (type_url, name)
+    s3 = after.catalog.get("s3")
+    assert s3 is not None and Endpoint("10.0.9.9", 80, source="file:a.yaml") in s3.endpoints

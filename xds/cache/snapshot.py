@@ -11,7 +11,7 @@ restarts and replicas, and a restart can never reuse a version for different con
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds.translate.resource import Translated
@@ -60,13 +60,15 @@ class Resource:
     # The DiscoveryResponse `resources` entry (tag + length + Any) for this resource.
     encoded: bytes = field(repr=False)
     refs: tuple[tuple[TypeUrl, str], ...] = ()
+    # The spec it was translated from (Translated.key), to recognise an unchanged resource unserialized.
+    key: Hashable = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, item: Translated) -> Resource:
         body = item.message.SerializeToString(deterministic=True)
         encoded = length_delimited(DISCOVERY_RESPONSE_RESOURCES_FIELD, encode_any(item.type_url, body))
         return cls(name=item.name, type_url=item.type_url, body=body, hash=digest(encoded), encoded=encoded,
-                   refs=item.refs)
+                   refs=item.refs, key=item.key)
 
 
 def version_of(resources: Iterable[Resource]) -> str:
@@ -119,9 +121,11 @@ def make_snapshot(group: str, items: Iterable[Translated],
             # Envoy NACKs a response that names a resource twice (XDS-RULES R19, case P8).
             raise InconsistentSnapshotError(
                 f"two {short_name(item.type_url)} resources are both named {item.name!r}")
-        resource = Resource.of(item)
-        if previous is not None:
-            old = previous.get(item.type_url, item.name)
+        old = previous.get(item.type_url, item.name) if previous is not None else None
+        if old is not None and item.key is not None and old.key == item.key and old.refs == item.refs:
+            resource = old  # translated from an equal spec: the same bytes, without serializing again
+        else:
+            resource = Resource.of(item)
             if old is not None and old.hash == resource.hash and old.refs == resource.refs:
                 resource = old
         bucket[item.name] = resource

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
@@ -18,3 +19,6 @@ class Translated:
     # to its RouteConfiguration, a RouteConfiguration to the Clusters its routes send traffic to.
     # The snapshot consistency check (XDS-RULES R24) and make-before-break ordering (R23) use them.
     refs: tuple[tuple[TypeUrl, str], ...] = ()
+    # The frozen spec this resource was translated from. Equal keys mean byte-identical resources, so a
+    # snapshot build reuses the previous snapshot's serialized resource instead of serializing again.
+    key: Hashable = field(default=None, compare=False)
