@@ -70,20 +70,6 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.catalog.listener_port}/"
 
-    def route_weights(self) -> dict[str, int]:
-        """Cluster -> weight of the route Envoy is running now (from its admin config_dump)."""
-        dump = self.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
-        weights: dict[str, int] = {}
-        for config in dump.get("configs", []):
-            for vhost in config.get("route_config", {}).get("virtual_hosts", []):
-                for route in vhost.get("routes", []):
-                    action = route.get("route", {})
-                    if "cluster" in action:
-                        weights[action["cluster"]] = 100
-                    for cw in action.get("weighted_clusters", {}).get("clusters", []):
-                        weights[cw["name"]] = int(cw.get("weight", 0))
-        return weights
-
     def eds_ports(self, cluster: str) -> set[int]:
         """Ports of the endpoints Envoy holds for `cluster`."""
         ports: set[int] = set()
@@ -96,8 +82,8 @@ class Stack:
 
     def wait_weights(self, expected: Mapping[str, int], timeout_s: float = 10.0) -> float:
         start = time.monotonic()
-        wait_until(lambda: self.route_weights() == dict(expected), timeout_s=timeout_s,
-                   message=lambda: f"Envoy route weights {self.route_weights()} != {dict(expected)}")
+        wait_until(lambda: self.envoy.route_weights() == dict(expected), timeout_s=timeout_s,
+                   message=lambda: f"Envoy route weights {self.envoy.route_weights()} != {dict(expected)}")
         return time.monotonic() - start
 
     def status_text(self) -> str:

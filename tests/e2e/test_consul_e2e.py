@@ -189,14 +189,8 @@ def test_weights_written_to_kv_change_the_split(
     stack.consul.kv_put(KV_KEY, policy_document(port=stack.listener_port, services=["web"],
                                                 routes=[("/", [("web", v1, 30), ("web", v2, 70)])]))
 
-    def weights() -> dict[str, int]:
-        dump = stack.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
-        return {c["name"]: int(c["weight"]) for cfg in dump["configs"]
-                for vh in cfg["route_config"]["virtual_hosts"] for r in vh["routes"]
-                for c in r["route"].get("weighted_clusters", {}).get("clusters", [])}
-
-    wait_until(lambda: weights() == {"web|version=v1": 30, "web|version=v2": 70}, timeout_s=10,
-               message=lambda: f"weights never changed: {weights()}")
+    wait_until(lambda: stack.envoy.route_weights() == {"web|version=v1": 30, "web|version=v2": 70},
+               timeout_s=10, message=lambda: f"weights never changed: {stack.envoy.route_weights()}")
     result = run_requests(stack.url, count=4000, concurrency=8)
     assert result.non_2xx == 0, result.summary()
     # One standard deviation at 4000 requests is 0.72 points: +-3 points is a 4-sigma band.

@@ -93,19 +93,6 @@ class KubeStack:
                    ignore=(AdminError, OSError))
         return time.monotonic() - start
 
-    def route_weights(self) -> dict[str, int]:
-        dump = self.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
-        weights: dict[str, int] = {}
-        for config in dump.get("configs", []):
-            for vhost in config.get("route_config", {}).get("virtual_hosts", []):
-                for route in vhost.get("routes", []):
-                    action = route.get("route", {})
-                    if "cluster" in action:
-                        weights[action["cluster"]] = 100
-                    for cw in action.get("weighted_clusters", {}).get("clusters", []):
-                        weights[cw["name"]] = int(cw.get("weight", 0))
-        return weights
-
     def accepted(self, name: str) -> dict[str, Any] | None:
         obj = self.cluster.client().get(POLICY_API, "TrafficPolicy", name, namespace=NS)
         for condition in (obj or {}).get("status", {}).get("conditions", []):
@@ -273,8 +260,8 @@ def test_invalid_traffic_policy_is_marked_and_changes_nothing_valid_one_shifts_w
         service("v1"), service("v2"),
         endpoint_slice("v1-a", "v1", [endpoint("10.200.0.1")]),
         endpoint_slice("v2-a", "v2", [endpoint("10.200.0.2")])])
-    wait_until(lambda: stack.route_weights() == {"v1.shop:80": 80, "v2.shop:80": 20}, timeout_s=15,
-               message=lambda: f"weights {stack.route_weights()}", ignore=(AdminError, OSError))
+    wait_until(lambda: stack.envoy.route_weights() == {"v1.shop:80": 80, "v2.shop:80": 20}, timeout_s=15,
+               message=lambda: f"weights {stack.envoy.route_weights()}", ignore=(AdminError, OSError))
     admin = stack.cluster.client()
     versions = stack.envoy.versions()
     bad = traffic_policy("edge", port=stack.listener_port, backends=[("v1.shop:80", 80), ("v2.shop:80", 10)])
@@ -289,11 +276,11 @@ def test_invalid_traffic_policy_is_marked_and_changes_nothing_valid_one_shifts_w
     assert "must sum to 100" in condition["message"]
     time.sleep(1.0)
     assert stack.envoy.versions() == versions
-    assert stack.route_weights() == {"v1.shop:80": 80, "v2.shop:80": 20}
+    assert stack.envoy.route_weights() == {"v1.shop:80": 80, "v2.shop:80": 20}
     good = traffic_policy("edge", port=stack.listener_port, backends=[("v1.shop:80", 30), ("v2.shop:80", 70)])
     admin.apply(good)
-    wait_until(lambda: stack.route_weights() == {"v1.shop:80": 30, "v2.shop:80": 70}, timeout_s=15,
-               message=lambda: f"weights {stack.route_weights()}", ignore=(AdminError, OSError))
+    wait_until(lambda: stack.envoy.route_weights() == {"v1.shop:80": 30, "v2.shop:80": 70}, timeout_s=15,
+               message=lambda: f"weights {stack.envoy.route_weights()}", ignore=(AdminError, OSError))
 
     def accepted() -> bool:
         condition = stack.accepted("edge")

@@ -287,6 +287,21 @@ class EnvoyProcess(StartStop):
                 return int(status["local_address"]["socket_address"]["port_value"])
         raise KeyError(f"Envoy {self.name} has no listener {name!r}")
 
+    def route_weights(self) -> dict[str, int]:
+        """Cluster -> weight over every route of the dynamic route configs Envoy runs now: a single-cluster
+        route counts 100, and a weighted cluster without `weight` is 0 (proto3 JSON leaves zeros out)."""
+        dump = self.admin_json("/config_dump?resource=dynamic_route_configs")
+        weights: dict[str, int] = {}
+        for config in dump.get("configs", []):
+            for vhost in config.get("route_config", {}).get("virtual_hosts", []):
+                for route in vhost.get("routes", []):
+                    action = route.get("route", {})
+                    if "cluster" in action:
+                        weights[action["cluster"]] = 100
+                    for weighted in action.get("weighted_clusters", {}).get("clusters", []):
+                        weights[weighted["name"]] = int(weighted.get("weight", 0))
+        return weights
+
     def update_rejected_total(self) -> int:
         """Sum of every `*.update_rejected` stat: CDS, LDS, RDS per route config and EDS per cluster."""
         return sum(v for v in self.stats(r"\.update_rejected$").values() if isinstance(v, int))

@@ -29,6 +29,8 @@ import logging
 from collections.abc import Callable
 
 from xds.model.service import Catalog, Endpoint, Health, Service, ServiceName
+from xds.policy.schema import Policy
+from xds.sources.base import SourceSink, SourceUpdate
 
 # After one watch recovers, how long the publisher waits for the others that are still failing (they are
 # woken to retry at once, so normally they answer within milliseconds).
@@ -184,6 +186,35 @@ class ResyncGrace:
         self._log.info(f"{self._prefix}_removals_held",
                        extra={"source": self._source, "grace_remaining_s": round(recheck_s, 3)})
         return catalog, recheck_s
+
+
+class Publication:
+    """What a registry source last published, and the one decision of whether to publish again: during a
+    resync grace the removals are held back, and an unchanged full state is not sent unless forced."""
+
+    def __init__(self, *, source: str, event: str, log: logging.Logger) -> None:
+        self._source = source
+        self._event = event
+        self._log = log
+        self.catalog: Catalog | None = None
+        self.policy: Policy | None = None
+
+    def offer(self, sink: SourceSink, candidate: Catalog, policy: Policy | None, *, grace: ResyncGrace,
+              in_grace: bool, policy_held: bool, now: float, force: bool) -> tuple[bool, float | None]:
+        """Publish `candidate` (held back as the grace requires) if it differs from the last publish or
+        `force` is set; returns (published, seconds after which to look again, or None)."""
+        catalog, recheck_s = candidate, None
+        if in_grace and self.catalog is not None:
+            catalog, recheck_s = grace.hold(self.catalog, candidate, now=now, policy_held=policy_held)
+        if catalog == self.catalog and policy == self.policy and not force:
+            return False, recheck_s
+        self.catalog, self.policy = catalog, policy
+        self._log.info(self._event, extra={
+            "source": self._source, "services": len(catalog),
+            "endpoints": sum(len(s.endpoints) for s in catalog.services),
+            "listeners": len(policy.listeners) if policy is not None else 0})
+        sink.publish(SourceUpdate(source=self._source, catalog=catalog, policy=policy))
+        return True, recheck_s
 
 
 def hold_removals(previous: Catalog, candidate: Catalog, *, keep_routable_health: bool) -> Catalog:

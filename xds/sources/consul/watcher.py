@@ -56,9 +56,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from xds.model.service import Catalog, Endpoint, Health
-from xds.policy.schema import Policy
 from xds.sources.backoff import Backoff, TokenBucket
-from xds.sources.base import SourceSink, SourceUpdate
+from xds.sources.base import SourceSink
 from xds.sources.consul.client import (
     ConsulClient,
     ConsulConfig,
@@ -76,7 +75,7 @@ from xds.sources.consul.parse import (
     parse_health,
     parse_service_names,
 )
-from xds.sources.outage import OutageTracker, ResyncGrace
+from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.outage import hold_removals as _hold_removals
 
 _log = logging.getLogger(__name__)
@@ -144,8 +143,7 @@ class ConsulSource:
         # Publishing.
         self._dirty = asyncio.Event()
         self._recheck: asyncio.TimerHandle | None = None
-        self._published: Catalog | None = None
-        self._published_policy: Policy | None = None
+        self._publication = Publication(source=self.name, event="consul_published", log=_log)
 
     @property
     def name(self) -> str:
@@ -307,7 +305,7 @@ class ConsulSource:
             self._begin_grace("kv", "recovered")
         first = self._kv_entries is None
         self._kv_entries = entries
-        keep = self._grace.active(self._published)
+        keep = self._grace.active(self._publication.catalog)
         outcome = self._kv.update(entries, keep_removed=keep)
         self._kv_held = keep
         for problem in outcome.problems:
@@ -330,7 +328,7 @@ class ConsulSource:
             self._sink.report_error(self.name, message)
 
     def _begin_grace(self, key: str, reason: str) -> None:
-        if self._grace.begin() and self._published is not None:
+        if self._grace.begin() and self._publication.catalog is not None:
             _log.info("consul_resync_grace", extra={"source": self.name, "watch": key, "reason": reason,
                                                     "grace_s": self._config.resync_grace_s})
 
@@ -370,33 +368,23 @@ class ConsulSource:
     def _publish_if_changed(self) -> float | None:
         """Publish when the state differs from the last publish; the seconds after which to look again
         (a settle window or a grace that ends), or None."""
-        if self._published is None and not self._synced():
+        if self._publication.catalog is None and not self._synced():
             return None
         now = self._clock()
         if (settle_s := self._outage.settle_remaining_s(now)) is not None:
             return settle_s
-        in_grace = self._grace.active(self._published)
+        in_grace = self._grace.active(self._publication.catalog)
         if self._kv is not None and self._kv_held and not in_grace and self._kv_entries is not None:
             self._kv_held = False
             for problem in self._kv.update(self._kv_entries).problems:
                 self._report(problem)
-        candidate = self._candidate()
-        catalog = candidate
-        recheck_s: float | None = None
-        if in_grace and self._published is not None:
-            catalog, recheck_s = self._grace.hold(self._published, candidate, now=now,
-                                                  policy_held=self._kv_held)
         policy = self._kv.policy if self._kv is not None else None
-        if catalog == self._published and policy == self._published_policy and not self._outage.announce:
-            return recheck_s
-        self._published = catalog
-        self._published_policy = policy
-        _log.info("consul_published", extra={
-            "source": self.name, "services": len(catalog),
-            "endpoints": sum(len(s.endpoints) for s in catalog.services),
-            "listeners": len(policy.listeners) if policy is not None else 0})
         assert self._sink is not None
-        self._sink.publish(SourceUpdate(source=self.name, catalog=catalog, policy=policy))
+        published, recheck_s = self._publication.offer(
+            self._sink, self._candidate(), policy, grace=self._grace, in_grace=in_grace,
+            policy_held=self._kv_held, now=now, force=self._outage.announce)
+        if not published:
+            return recheck_s
         # The sink takes a publish as "recovered"; problems that still stand are said again.
         self._outage.published()
         if self._kv is not None:

@@ -63,9 +63,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from xds.model.service import Catalog
-from xds.policy.schema import Policy
 from xds.sources.backoff import Backoff, TokenBucket
-from xds.sources.base import SourceSink, SourceUpdate
+from xds.sources.base import SourceSink
 from xds.sources.kubernetes.client import (
     ENDPOINT_SLICES,
     SERVICES,
@@ -101,7 +100,7 @@ from xds.sources.kubernetes.policies import (
     TrafficPolicyParseError,
     parse_traffic_policy,
 )
-from xds.sources.outage import OutageTracker, ResyncGrace
+from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.outage import hold_removals as _hold_removals
 
 _log = logging.getLogger(__name__)
@@ -284,8 +283,7 @@ class KubernetesSource:
         # Publishing.
         self._dirty = asyncio.Event()
         self._recheck: asyncio.TimerHandle | None = None
-        self._published: Catalog | None = None
-        self._published_policy: Policy | None = None
+        self._publication = Publication(source=self.name, event="kube_published", log=_log)
         self._policies_held = False
 
     @property
@@ -464,7 +462,7 @@ class KubernetesSource:
             self._sink.report_error(self.name, message)
 
     def _begin_grace(self, key: str) -> None:
-        if self._published is not None and self._grace.begin():
+        if self._publication.catalog is not None and self._grace.begin():
             _log.info("kube_resync_grace", extra={"source": self.name, "watch": key,
                                                   "grace_s": self._config.resync_grace_s})
 
@@ -522,29 +520,19 @@ class KubernetesSource:
         """Publish when the state differs from the last publish; the seconds after which to look again
         (a settle window or a grace that ends), or None."""
         now = self._clock()
-        in_grace = self._grace.active(self._published)
+        in_grace = self._grace.active(self._publication.catalog)
         self._refresh_policies(in_grace=in_grace)
-        if self._published is None and not self._synced():
+        if self._publication.catalog is None and not self._synced():
             return None
         if (settle_s := self._outage.settle_remaining_s(now)) is not None:
             return settle_s
-        candidate = self._candidate()
-        catalog = candidate
-        recheck_s: float | None = None
-        if in_grace and self._published is not None:
-            catalog, recheck_s = self._grace.hold(self._published, candidate, now=now,
-                                                  policy_held=self._policies_held)
         policy = self._traffic.policy if self._traffic is not None else None
-        if catalog == self._published and policy == self._published_policy and not self._outage.announce:
-            return recheck_s
-        self._published = catalog
-        self._published_policy = policy
-        _log.info("kube_published", extra={
-            "source": self.name, "services": len(catalog),
-            "endpoints": sum(len(s.endpoints) for s in catalog.services),
-            "listeners": len(policy.listeners) if policy is not None else 0})
         assert self._sink is not None
-        self._sink.publish(SourceUpdate(source=self.name, catalog=catalog, policy=policy))
+        published, recheck_s = self._publication.offer(
+            self._sink, self._candidate(), policy, grace=self._grace, in_grace=in_grace,
+            policy_held=self._policies_held, now=now, force=self._outage.announce)
+        if not published:
+            return recheck_s
         # The sink takes a publish as "recovered"; problems that still stand are said again.
         self._outage.published()
         if self._traffic is not None:
