@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -194,3 +195,153 @@ def test_name_is_absolute_and_constructor_does_no_io(tmp_path: Path, monkeypatch
     assert source.name == f"file:{tmp_path / 'does-not-exist.yaml'}"
     with pytest.raises(ValueError, match="poll_interval_s"):
         FileSource(Path("x"), poll_interval_s=0)
+
+
+# --- broken paths (issue 7): refused without reading, reported, last good kept, recovered from --------------
+
+BROKEN_PATHS = ("fifo", "dev-zero-symlink", "sparse-64gib", "directory")
+
+
+def make_broken(path: Path, kind: str) -> str:
+    """Put `kind` where the catalog was (as an operator's mistake or a bad deploy would); returns the words
+    the report must contain."""
+    tmp = path.with_name(path.name + ".broken")
+    if kind == "directory":
+        path.unlink()
+        path.mkdir()
+        return "it is a directory, not a regular file"
+    if kind == "fifo":
+        os.mkfifo(tmp)
+        expected = "it is a FIFO (named pipe), not a regular file"
+    elif kind == "dev-zero-symlink":
+        os.symlink("/dev/zero", tmp)
+        expected = "it is a character device, not a regular file"
+    else:
+        tmp.touch()
+        os.truncate(tmp, 64 * 1024**3)  # sparse: no disk space used, but reading it would take 64 GiB
+        expected = "it is 68719476736 bytes (65536.0 MiB), more than the limit of 67108864 bytes (64.0 MiB)"
+    os.replace(tmp, path)
+    return expected
+
+
+def restore(path: Path, text: str) -> None:
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir()
+    replace_atomically(path, text)
+
+
+@pytest.mark.parametrize("kind", BROKEN_PATHS)
+async def test_broken_path_is_reported_last_good_kept_and_recovered_from(path: Path, kind: str) -> None:
+    write(path, VALID)
+    sink = FakeSink()
+    async with running(FileSource(path, poll_interval_s=POLL_S), sink):
+        await sink.wait_for(lambda: len(sink.updates) == 1)
+        expected = make_broken(path, kind)
+        await sink.wait_for(lambda: len(sink.errors) == 1)
+        await asyncio.sleep(QUIET_S)  # ten more polls of the broken path
+        assert len(sink.updates) == 1  # the last good state stays in effect
+        assert sink.errors == [(f"file:{path}", f"{path}: cannot read the file: {expected}")]
+        restore(path, VALID_OTHER_PORT)
+        await sink.wait_for(lambda: len(sink.updates) == 2)
+        restore(path, VALID)  # and it keeps watching after the recovery
+        await sink.wait_for(lambda: len(sink.updates) == 3)
+    assert sink.ports() == [8081, 8082, 8081]
+    assert len(sink.errors) == 1
+
+
+async def test_broken_path_at_start_publishes_nothing_until_fixed(path: Path) -> None:
+    os.mkfifo(path)  # no writer ever opens it: a blocking open() would wait forever
+    sink = FakeSink()
+    async with running(FileSource(path, poll_interval_s=POLL_S), sink):
+        await sink.wait_for(lambda: len(sink.errors) == 1)
+        assert "FIFO" in sink.errors[0][1]
+        replace_atomically(path, VALID)
+        await sink.wait_for(lambda: len(sink.updates) == 1)
+
+
+async def test_size_limit_is_a_parameter(path: Path) -> None:
+    write(path, VALID)
+    sink = FakeSink()
+    async with running(FileSource(path, poll_interval_s=POLL_S, max_bytes=len(VALID)), sink):
+        await sink.wait_for(lambda: len(sink.updates) == 1)  # exactly at the limit is fine
+        replace_atomically(path, VALID + "#")
+        await sink.wait_for(lambda: len(sink.errors) == 1)
+        assert sink.errors[0][1] == (f"{path}: cannot read the file: it is {len(VALID) + 1} bytes, more than "
+                                     f"the limit of {len(VALID)} bytes")
+        replace_atomically(path, VALID_OTHER_PORT)
+        await sink.wait_for(lambda: len(sink.updates) == 2)
+    with pytest.raises(ValueError, match="max_bytes"):
+        FileSource(path, max_bytes=0)
+    with pytest.raises(ValueError, match="read_timeout_s"):
+        FileSource(path, read_timeout_s=0)
+
+
+async def test_a_hung_read_is_reported_never_doubled_and_recovered_from(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read stuck in the kernel (a dead network mount) cannot be interrupted; the source reports it, keeps
+    its loop alive, never starts a second read meanwhile, and publishes once the file answers again."""
+    from xds.policy.reader import read_document_file as real_read
+
+    hang = threading.Event()
+    release = threading.Event()
+    lock = threading.Lock()
+    in_flight = 0
+    most_in_flight = 0
+
+    def read(*args: object, **kwargs: object) -> object:
+        nonlocal in_flight, most_in_flight
+        with lock:
+            in_flight += 1
+            most_in_flight = max(most_in_flight, in_flight)
+        try:
+            if hang.is_set():
+                release.wait(10)  # bounded, so a broken test cannot leave the thread behind for long
+            return real_read(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr("xds.sources.files.read_document_file", read)
+    write(path, VALID)
+    sink = FakeSink()
+    async with running(FileSource(path, poll_interval_s=POLL_S, read_timeout_s=0.05), sink):
+        await sink.wait_for(lambda: len(sink.updates) == 1)
+        hang.set()
+        replace_atomically(path, VALID_OTHER_PORT)  # a change, so the next poll reads (and hangs)
+        await sink.wait_for(lambda: len(sink.errors) == 1)
+        assert sink.errors[0][1] == (f"{path}: cannot read the file: read timed out after 0.05s "
+                                     "(still waiting for it)")
+        await asyncio.sleep(QUIET_S * 3)  # many polls while the read hangs
+        assert len(sink.errors) == 1 and len(sink.updates) == 1
+        hang.clear()
+        release.set()
+        await sink.wait_for(lambda: len(sink.updates) == 2)
+    assert sink.ports() == [8081, 8082]
+    assert most_in_flight == 1
+
+
+async def test_a_hung_read_of_an_unchanged_file_still_ends_the_error(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mount comes back and the file did not change: the sink must still learn the source recovered."""
+    real_stat = os.stat
+    hang = threading.Event()
+    release = threading.Event()
+
+    def stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if hang.is_set() and str(target) == str(path):
+            release.wait(10)
+        return real_stat(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)  # the source's stat, and the reader's
+    write(path, VALID)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # old: outside the racy window, so stamps decide
+    sink = FakeSink()
+    async with running(FileSource(path, poll_interval_s=POLL_S, read_timeout_s=0.05), sink):
+        await sink.wait_for(lambda: len(sink.updates) == 1)
+        hang.set()
+        await sink.wait_for(lambda: len(sink.errors) == 1)
+        assert "read timed out" in sink.errors[0][1]
+        hang.clear()
+        release.set()
+        await sink.wait_for(lambda: len(sink.updates) == 2)
+    assert sink.updates[0] == sink.updates[1]

@@ -18,6 +18,7 @@ from pathlib import Path
 from xds.model.service import Catalog, Service, ServiceName
 from xds.policy import document
 from xds.policy.errors import PolicyError, Problem
+from xds.policy.reader import DEFAULT_MAX_BYTES, read_document_file
 from xds.policy.rules import (
     MAX_CONNECT_TIMEOUT_S,
     MAX_ENDPOINT_WEIGHT,
@@ -31,6 +32,7 @@ from xds.policy.schema import Policy
 from xds.policy.walker import walk
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "MAX_CONNECT_TIMEOUT_S",
     "MAX_ENDPOINT_WEIGHT",
     "MAX_NAME_LENGTH",
@@ -84,11 +86,9 @@ def decode_document(data: bytes, *, where: str) -> str:
         raise PolicyError([Problem(where, line, None, f"not valid UTF-8 at byte {e.start}")]) from e
 
 
-def load_file(path: Path) -> tuple[Catalog, Policy]:
-    """Read and parse one file in the file format. Raises PolicyError, also when it cannot be read."""
+def load_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Catalog, Policy]:
+    """Read and parse one file in the file format. Raises PolicyError, also when it cannot be read or is
+    not a regular file of at most `max_bytes` (`reader.py`)."""
     where = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PolicyError([Problem(where, None, None, f"cannot read the file: {e.strerror or e}")]) from e
+    data = read_document_file(path, max_bytes=max_bytes, where=where).data
     return parse_document(decode_document(data, where=where), where=where)

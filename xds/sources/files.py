@@ -7,6 +7,13 @@ stat'ing the path each time sees the new inode. Only when the stamp (mtime, size
 the file read, and only when the bytes' hash changes is it parsed. A valid document is published whole; an
 invalid one, or a missing file (the gap in a non-atomic save), is reported and the last good state stays in
 effect, so a bad edit can never publish a partial or empty catalog.
+
+The path is untrusted like the content (issue 7): anything but a regular file of at most `max_bytes` (a FIFO,
+a device such as a symlink to /dev/zero, a directory, a sparse 64 GiB file) is refused without being read
+(`policy/reader.py`) and reported like an invalid document. The stat and the read run in a daemon thread
+awaited with a timeout (`blocking.py`): a read hung on a dead mount is reported ("read timed out") while the
+loop keeps polling it, and at most one read is ever in flight. Parsing runs in a separate worker, outside
+the timeout, since a large valid file may take a while to parse but always finishes.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from xds.model.service import Catalog
 from xds.policy.errors import PolicyError
 from xds.policy.load import decode_document, parse_document
+from xds.policy.reader import DEFAULT_MAX_BYTES, read_document_file, refused
 from xds.policy.schema import Policy
 from xds.sources.base import SourceSink, SourceUpdate
+from xds.sources.blocking import BlockingCall
 
 _log = logging.getLogger(__name__)
 
@@ -31,6 +41,10 @@ _log = logging.getLogger(__name__)
 # not change at all (git's "racily clean" problem). While the mtime is this recent the content is hashed on
 # every poll anyway; after that, a new write necessarily moves the mtime.
 _RACY_WINDOW_NS = 2_000_000_000
+
+# A local disk answers a stat and a read of a few MiB in milliseconds; ten seconds means the file system is
+# stuck (a dead NFS server, a hung FUSE daemon), not slow.
+DEFAULT_READ_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +65,27 @@ class FileSource:
     """Publishes the services and policy of one file, re-reading it within about `poll_interval_s` of a
     change."""
 
-    def __init__(self, path: Path, *, poll_interval_s: float = 0.2) -> None:
+    def __init__(self, path: Path, *, poll_interval_s: float = 0.2, max_bytes: int = DEFAULT_MAX_BYTES,
+                 read_timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s}")
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if read_timeout_s <= 0:
+            raise ValueError(f"read_timeout_s must be positive, got {read_timeout_s}")
         # Absolute, so the name and the endpoints' source stay the same whatever the working directory.
         self._path = Path(os.path.abspath(path))
         self._poll_interval_s = poll_interval_s
+        self._max_bytes = max_bytes
+        self._read_timeout_s = read_timeout_s
         # Watch state, touched only by the single run() loop (and the thread it awaits).
         self._stamp: _Stamp | None = None
         self._digest: bytes | None = None  # of the last bytes parsed, valid or not
         self._published: _Parsed | None = None
         self._error: str | None = None  # reported since the last publish
+        # Set when a read timed out: the next read starts afresh, so that a file that is unchanged once the
+        # mount answers again is still published and the sink learns the source has recovered.
+        self._forget = False
 
     @property
     def name(self) -> str:
@@ -72,32 +96,56 @@ class FileSource:
         return self._path
 
     async def run(self, sink: SourceSink) -> None:
-        while True:
-            # stat, read and parse off the loop: a slow disk or network mount must not stall the xDS streams.
-            outcome = await asyncio.to_thread(self._check)
-            self._deliver(sink, outcome)
-            await asyncio.sleep(self._poll_interval_s)
+        reader: BlockingCall[bytes | str | None] = BlockingCall(f"read {self._path.name}")
+        try:
+            while True:
+                if not reader.busy:  # a read still stuck from an earlier poll is awaited again, not doubled
+                    reader.start(partial(self._read, forget=self._forget))
+                    self._forget = False
+                outcome: _Parsed | bytes | str | None
+                try:
+                    outcome = await reader.result(self._read_timeout_s)
+                except TimeoutError:
+                    self._forget = True
+                    outcome = str(refused(str(self._path), f"read timed out after {self._read_timeout_s:g}s "
+                                                           "(still waiting for it)"))
+                if isinstance(outcome, bytes):
+                    # Parsing is off the loop too: a large document must not stall the xDS streams.
+                    outcome = await asyncio.to_thread(self._parse, outcome)
+                self._deliver(sink, outcome)
+                await asyncio.sleep(self._poll_interval_s)
+        finally:
+            reader.abandon()
 
-    def _check(self) -> _Parsed | str | None:
-        """The new content of the file, an error message, or None when nothing changed."""
+    def _read(self, *, forget: bool) -> bytes | str | None:
+        """The new bytes of the file, an error message, or None when nothing changed. Runs in the reader
+        thread, the only one that touches the stamp and the digest."""
         where = str(self._path)
+        if forget:
+            self._stamp = self._digest = None
         try:
             stat = os.stat(self._path)
             stamp = _Stamp(stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_dev)
             racy = time.time_ns() - stat.st_mtime_ns < _RACY_WINDOW_NS
             if stamp == self._stamp and not racy:
                 return None
-            data = self._path.read_bytes()
-        except OSError as e:
+            data = read_document_file(self._path, max_bytes=self._max_bytes, where=where).data
+        except (OSError, PolicyError) as e:
             # Forget what was seen, so that the file coming back, even unchanged, is parsed and published
             # again and the sink learns the source has recovered.
             self._stamp = self._digest = None
-            return f"{where}: cannot read the file: {e.strerror or e}"
+            if isinstance(e, OSError):
+                e = refused(where, e.strerror or str(e))
+            return str(e)
         self._stamp = stamp
         digest = hashlib.sha256(data).digest()
         if digest == self._digest:
             return None
         self._digest = digest
+        return data
+
+    def _parse(self, data: bytes) -> _Parsed | str:
+        where = str(self._path)
         try:
             catalog, policy = parse_document(decode_document(data, where=where), where=where)
         except PolicyError as e:
