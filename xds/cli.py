@@ -273,20 +273,24 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.policy.apply import explain_warnings
-    from xds.policy.errors import PolicyError
+    from xds.policy.errors import PolicyError, escape_control
     from xds.policy.load import load_file
 
+    # The same safe reader as the file source: a FIFO, a device or a huge file is one located error line
+    # with status 1, never a hang or a traceback (issue 7).
+    name = escape_control(str(args.file))
     try:
         catalog, policy = load_file(args.file)
+        warnings = explain_warnings(catalog, policy)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+    except Exception as exc:  # a bug, but still an answer an operator can act on
+        print(f"{name}: internal error: {escape_control(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return 1
-    for warning in explain_warnings(catalog, policy):
-        print(f"{args.file}: warning: {warning}", file=sys.stderr)
-    print(f"{args.file}: OK ({len(catalog)} services, {len(policy.listeners)} listeners)")
+    for warning in warnings:
+        print(f"{name}: warning: {escape_control(warning)}", file=sys.stderr)
+    print(f"{name}: OK ({len(catalog)} services, {len(policy.listeners)} listeners)")
     return 0
 
 

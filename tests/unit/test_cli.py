@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,52 @@ def test_serve_requires_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDS_CONFIG", raising=False)
     with pytest.raises(SystemExit, match="--config"):
         main(["serve"])
+
+
+def _broken(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)  # with no writer: a blocking open() would wait forever
+    elif kind == "dev-zero-symlink":
+        os.symlink("/dev/zero", path)  # read_bytes() would never end
+    elif kind == "sparse-64gib":
+        path.touch()
+        os.truncate(path, 64 * 1024**3)
+    else:
+        path.mkdir()
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("fifo", "it is a FIFO (named pipe), not a regular file"),
+    ("dev-zero-symlink", "it is a character device, not a regular file"),
+    ("sparse-64gib",
+     "it is 68719476736 bytes (65536.0 MiB), more than the limit of 67108864 bytes (64.0 MiB)"),
+    ("directory", "it is a directory, not a regular file"),
+])
+def test_validate_refuses_a_broken_path_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    kind: str, reason: str) -> None:
+    path = tmp_path / "catalog.yaml"
+    _broken(path, kind)
+    assert main(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"{path}: cannot read the file: {reason}\n"
+
+
+def test_validate_escapes_control_characters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('services:\n  - name: web\n    "\\e[2J\\x9b31m\\u2028": 1\n')
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    key = "\\x1b[2J\\x9b31m\\u2028"
+    assert err == f"{bad}:3:5: services[0].{key}: unknown key '{key}' in service 'web'\n"
+    assert err.isascii() and err.count("\n") == 1
+
+
+def test_validate_reports_a_crash_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(path: Path) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("xds.policy.load.load_file", crash)
+    assert main(["validate", str(EXAMPLE)]) == 1
+    assert capsys.readouterr().err == f"{EXAMPLE}: internal error: RuntimeError: boom\\x0asecond line\n"
