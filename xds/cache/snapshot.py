@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from xds.translate.resource import Translated
+from xds.translate.resource import Deferred, Translated
 from xds.typeurls import ENDPOINT, PUSH_ORDER, TypeUrl, short_name
 
 
@@ -64,8 +64,9 @@ class Resource:
     key: Hashable = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, item: Translated) -> Resource:
-        body = item.message.SerializeToString(deterministic=True)
+    def of(cls, item: Translated | Deferred) -> Resource:
+        message = item.message if isinstance(item, Translated) else item.make()
+        body = message.SerializeToString(deterministic=True)
         encoded = length_delimited(DISCOVERY_RESPONSE_RESOURCES_FIELD, encode_any(item.type_url, body))
         return cls(name=item.name, type_url=item.type_url, body=body, hash=digest(encoded), encoded=encoded,
                    refs=item.refs, key=item.key)
@@ -105,12 +106,14 @@ class Snapshot:
         return digest("|".join(f"{t}={v}" for t, v in sorted(self.versions.items())).encode())
 
 
-def make_snapshot(group: str, items: Iterable[Translated],
+def make_snapshot(group: str, items: Iterable[Translated | Deferred],
                   previous: Snapshot | None = None) -> Snapshot:
     """Serialize, hash and check `items`; raise InconsistentSnapshotError rather than publish a bad one.
 
     Resource objects whose bytes are unchanged since `previous` are reused, so memory for unchanged
-    resources is shared between consecutive snapshots.
+    resources is shared between consecutive snapshots. An item whose key equals the previous resource's is
+    neither serialized nor, for a Deferred, translated: `previous` is the only memory of earlier builds, so
+    what a build can reuse is bounded by what the current snapshot holds (issue 7).
     """
     by_type: dict[TypeUrl, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
     for item in items:

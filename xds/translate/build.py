@@ -2,60 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from xds.policy.desired import ClusterSpec, DesiredState, ListenerSpec, RouteConfigSpec
 from xds.translate.clusters import build_cluster
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.listeners import build_listener
-from xds.translate.resource import Translated
+from xds.translate.resource import Deferred, Translated
 from xds.translate.routes import build_route_configuration, route_clusters
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
-def translate(desired: DesiredState) -> list[Translated]:
-    """Every resource of `desired`, grouped by type in push order (CDS, EDS, LDS, RDS; XDS-RULES R23).
+def plan(desired: DesiredState) -> list[Deferred]:
+    """Every resource of `desired`, grouped by type in push order (CDS, EDS, LDS, RDS; XDS-RULES R23),
+    each with the key that decides whether the previous snapshot already holds its bytes.
 
     Within a type, resources keep DesiredState's own deterministic order, so equal inputs give equal output.
     Every cluster gets a ClusterLoadAssignment, an empty one when it has no endpoints (XDS-RULES R22).
-    Each resource is translated from one frozen spec and remembered by it, so a rebuild after a change to
-    one service translates that service only.
+    Nothing is translated here: make_snapshot builds the protos of the resources that changed only.
     """
-    translated = [_cluster(spec) for spec in desired.clusters]
-    clusters = [cluster for cluster, _ in translated]
-    # DNS clusters carry their endpoints inline and have no ClusterLoadAssignment resource.
-    assignments = [assignment for _, assignment in translated if assignment is not None]
+    clusters: list[Deferred] = []
+    assignments: list[Deferred] = []
+    for spec in desired.clusters:
+        clusters.append(Deferred(CLUSTER, spec.name, functools.partial(build_cluster, spec),
+                                 refs=() if spec.dns else ((ENDPOINT, spec.name),), key=_cluster_key(spec)))
+        # DNS clusters carry their endpoints inline and have no ClusterLoadAssignment resource.
+        if not spec.dns:
+            assignments.append(Deferred(ENDPOINT, spec.name, functools.partial(build_load_assignment, spec),
+                                        key=spec))
     listeners = [_listener(spec) for spec in desired.listeners]
     routes = [_route_configuration(spec) for spec in desired.route_configs]
     return [*clusters, *assignments, *listeners, *routes]
 
 
-# Specs are frozen and fully determine their protos, so translations are cached by spec. The messages are
-# shared between snapshots and never mutated after translation (make_snapshot only serializes them).
-_CACHE_SIZE = 1 << 16
+def translate(desired: DesiredState) -> list[Translated]:
+    """Every resource of `desired` translated to its proto, in plan() order."""
+    return [item.translated() for item in plan(desired)]
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _cluster(spec: ClusterSpec) -> tuple[Translated, Translated | None]:
-    cluster = Translated(CLUSTER, spec.name, build_cluster(spec),
-                         refs=() if spec.dns else ((ENDPOINT, spec.name),), key=spec)
-    if spec.dns:
-        return cluster, None
-    return cluster, Translated(ENDPOINT, spec.name, build_load_assignment(spec), key=spec)
+def _cluster_key(spec: ClusterSpec) -> ClusterSpec:
+    # An EDS Cluster does not depend on its endpoints (they travel in the ClusterLoadAssignment), so its key
+    # leaves them out: a weight or health flip then reuses the Cluster without building it. A DNS cluster
+    # carries its endpoints inline, so for it they are part of the key.
+    return spec if spec.dns else dataclasses.replace(spec, endpoints=())
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _listener(spec: ListenerSpec) -> Translated:
-    return Translated(LISTENER, spec.name, build_listener(spec), refs=((ROUTE, spec.route_config),), key=spec)
+def _listener(spec: ListenerSpec) -> Deferred:
+    return Deferred(LISTENER, spec.name, functools.partial(build_listener, spec),
+                    refs=((ROUTE, spec.route_config),), key=spec)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _route_configuration(spec: RouteConfigSpec) -> Translated:
-    return Translated(ROUTE, spec.name, build_route_configuration(spec),
-                      refs=tuple((CLUSTER, name) for name in route_clusters(spec)), key=spec)
-
-
-def clear_translation_cache() -> None:
-    """Forget every cached translation (benchmarks measure a cold build with it; nothing else needs it)."""
-    for cached in (_cluster, _listener, _route_configuration):
-        cached.cache_clear()
+def _route_configuration(spec: RouteConfigSpec) -> Deferred:
+    return Deferred(ROUTE, spec.name, functools.partial(build_route_configuration, spec),
+                    refs=tuple((CLUSTER, name) for name in route_clusters(spec)), key=spec)
