@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from xds.model.service import Endpoint, Health, Locality
 from xds.policy.desired import LbPolicy
 from xds.policy.errors import PolicyError, Problem
 from xds.policy.load import load_file, parse_document, parse_policy, policy_from_data
+from xds.policy.reader import read_document_file
 from xds.policy.schema import (
     BackendRef,
     HeaderMatch,
@@ -723,3 +725,85 @@ def test_invalid_policy_values_cannot_be_built() -> None:
         RoutePolicy("r", backends=(BackendRef("web", weight=0),))
     with pytest.raises(ValueError, match=">= 0"):
         BackendRef("web", weight=-1)
+
+
+# --- issue 7: no crash on explicit tags, control characters escaped, every problem located, safe reads ----
+
+
+@pytest.mark.parametrize("text", [
+    "version: !!bool maybe\n", "version: !!int ''\n", "version: !!float ''\n", "version: !!bool ''\n",
+    "version: !!timestamp ''\n", "version: !!int _\n", "version: !!int +\n", "!!bool x: 1\n",
+])
+def test_explicit_tags_on_values_they_do_not_fit_are_problems(text: str) -> None:
+    # PyYAML's constructors raised KeyError, IndexError or AttributeError on these (found by fuzzing).
+    for problem in problems_of(text):
+        assert problem.line == 1 and problem.column is not None
+
+
+def test_control_characters_are_escaped_in_every_problem_line() -> None:
+    text = 'services:\n  - name: "web\\e]0;owned\\a"\n    "\\x9b2J\\u2028\\u202e\\x7f": 1\n'
+    problems = problems_of(text, where="dir\x1b[31m/catalog.yaml")
+    rendered = str(PolicyError(problems))
+    assert rendered.isprintable() is False  # only because of the newline between problems
+    assert all(line.isprintable() for line in rendered.splitlines())
+    assert rendered.splitlines() == [
+        "dir\\x1b[31m/catalog.yaml:2:11: services[0].name: must be lowercase letters, digits, '.', '_' "
+        "and '-', starting and ending with a letter or digit, optionally followed by ':' and a port number, "
+        "got 'web\\x1b]0;owned\\x07'",
+        "dir\\x1b[31m/catalog.yaml:3:5: services[0].\\x9b2J\\u2028\\u202e\\x7f: unknown key "
+        "'\\x9b2J\\u2028\\u202e\\x7f' in service 'web\\x1b]0;owned\\x07'",
+    ]
+    # The problems keep the raw text; only their rendering escapes it.
+    assert problems[1].message.startswith("services[0].\x9b2J\u2028")
+
+
+def test_a_document_too_large_is_located_where_the_budget_ran_out() -> None:
+    (problem,) = problems_of("services:\n  - &a [*a]\n")
+    assert (problem.line, problem.column) == (2, 5)
+    assert "too large or nested too deeply" in problem.message
+
+
+def _broken_path(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero-symlink":
+        os.symlink("/dev/zero", path)
+    elif kind == "sparse-64gib":
+        path.touch()
+        os.truncate(path, 64 * 1024**3)
+    else:
+        path.mkdir()
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("fifo", "it is a FIFO (named pipe), not a regular file"),
+    ("dev-zero-symlink", "it is a character device, not a regular file"),
+    ("sparse-64gib",
+     "it is 68719476736 bytes (65536.0 MiB), more than the limit of 67108864 bytes (64.0 MiB)"),
+    ("directory", "it is a directory, not a regular file"),
+])
+def test_load_file_refuses_what_is_not_a_regular_file_of_sane_size(tmp_path: Path, kind: str,
+                                                                   reason: str) -> None:
+    path = tmp_path / "catalog.yaml"
+    _broken_path(path, kind)
+    with pytest.raises(PolicyError) as info:
+        load_file(path)
+    assert str(info.value) == f"{path}: cannot read the file: {reason}"
+
+
+def test_load_file_size_limit() -> None:
+    size = EXAMPLE.stat().st_size
+    load_file(EXAMPLE, max_bytes=size)
+    with pytest.raises(PolicyError, match=f"it is {size} bytes, more than the limit of {size - 1} bytes"):
+        load_file(EXAMPLE, max_bytes=size - 1)
+
+
+def test_the_read_is_bounded_even_when_the_size_lies() -> None:
+    # procfs files are regular files that report size 0 and still have content: the stat cannot be trusted
+    # to bound the read, so the read itself stops at the limit.
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0
+    content = read_document_file(status, max_bytes=1 << 20)
+    assert content.data.startswith(b"Name:")
+    with pytest.raises(PolicyError, match="it grew past the limit of 100 bytes while being read"):
+        read_document_file(status, max_bytes=100)

@@ -120,7 +120,9 @@ class Report:
 
 
 class _TooLargeError(Exception):
-    pass
+    def __init__(self, pos: Pos) -> None:
+        super().__init__(pos)
+        self.pos = pos  # where the budget ran out: an operator looks there first
 
 
 class _Builder:
@@ -131,24 +133,29 @@ class _Builder:
         self._budget = max_nodes
         self._loader: yaml.SafeLoader | None = None
 
-    def _spend(self, depth: int) -> None:
+    def _spend(self, depth: int, pos: Pos) -> None:
         self._budget -= 1
         if self._budget < 0 or depth > MAX_DEPTH:
-            raise _TooLargeError
+            raise _TooLargeError(pos)
 
     def _construct(self, node: yaml.ScalarNode) -> object:
         if self._loader is None:
             self._loader = yaml.SafeLoader("")
         try:
             return self._loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError):
+        except Exception:
             # The resolver guesses types from the text alone: `2024-13-45` looks like a date and is not one.
-            # Such a value is just text.
+            # And an explicit tag on a value it does not fit (`!!bool maybe`, `!!int ""`, `!!timestamp x`)
+            # makes PyYAML's constructors fail with whatever their code happens to hit (KeyError, IndexError,
+            # AttributeError; found by tests/unit/test_loader_fuzz.py). Such a value is just text, which
+            # the walk then reports where it is not what the schema expects. The loader may be left
+            # mid-construction; a fresh one serves the next value.
+            self._loader = None
             return str(node.value)
 
     def from_yaml(self, node: yaml.Node, path: str, depth: int = 0) -> Node:
-        self._spend(depth)
         pos: Pos = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self._spend(depth, pos)
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALAR_TAGS:
                 self._report.add(pos, path, f"unsupported YAML tag {node.tag!r}")
@@ -194,7 +201,7 @@ class _Builder:
         return value
 
     def from_data(self, data: object, path: str, depth: int = 0) -> Node:
-        self._spend(depth)
+        self._spend(depth, NO_POS)
         if isinstance(data, Mapping):
             entries: list[Entry] = []
             for key, value in data.items():
@@ -213,8 +220,8 @@ class _Builder:
 def _build(report: Report, max_nodes: int, build: Callable[[_Builder], Node]) -> Node | None:
     try:
         node = build(_Builder(report, max_nodes))
-    except _TooLargeError:
-        report.add(NO_POS, "", f"the document is too large or nested too deeply (more than {max_nodes} "
+    except _TooLargeError as e:
+        report.add(e.pos, "", f"the document is too large or nested too deeply (more than {max_nodes} "
                                f"values after expanding aliases, or more than {MAX_DEPTH} levels)")
         return None
     return node
