@@ -17,7 +17,7 @@ from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
 from xds.policy.schema import Policy, merge_policies
 from xds.sources.base import SourceUpdate
-from xds.translate.build import translate
+from xds.translate.build import plan
 
 log = logging.getLogger("xds.pipeline")
 
@@ -31,7 +31,8 @@ class World:
 
 
 def build_snapshot(world: World, group: str, previous: Snapshot | None = None) -> Snapshot:
-    return make_snapshot(group, translate(apply_policy(world.catalog, world.policy, group=group)), previous)
+    # plan(), not translate(): only resources whose spec the previous snapshot lacks get translated.
+    return make_snapshot(group, plan(apply_policy(world.catalog, world.policy, group=group)), previous)
 
 
 def builder_for(world: World) -> SnapshotBuilder:

@@ -7,6 +7,8 @@ will receive differently.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import os
 from pathlib import Path
@@ -15,9 +17,11 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from xds.cache.snapshot import InconsistentSnapshotError, make_snapshot
 from xds.model.service import Endpoint, Health, Locality
@@ -32,11 +36,11 @@ from xds.policy.desired import (
     VirtualHostSpec,
     WeightedClusterSpec,
 )
-from xds.translate.build import translate
+from xds.translate.build import plan, translate
 from xds.translate.clusters import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.listeners import build_listener
-from xds.translate.resource import Translated
+from xds.translate.resource import Deferred, Translated
 from xds.translate.routes import RETRY_ON, build_route_configuration
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -342,3 +346,72 @@ def test_dns_cluster_has_inline_endpoints_and_no_eds() -> None:
     address = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
     assert (address.address, address.port_value) == ("api.example.com", 443)
     make_snapshot("g", items)  # consistent without a ClusterLoadAssignment
+
+
+# --- incremental builds: plan() and make_snapshot(previous=) -------------------------------------------
+
+def _state(*clusters: ClusterSpec) -> DesiredState:
+    return DesiredState(clusters=clusters)
+
+
+def _spec(name: str, *weights: int, dns: bool = False) -> ClusterSpec:
+    hosts = [f"{name}.example.com" if dns else f"10.0.0.{i + 1}" for i in range(len(weights))]
+    endpoints = tuple(Endpoint(h, 80, weight=w) for h, w in zip(hosts, weights, strict=True))
+    return ClusterSpec(name=name, service=name, dns=dns, endpoints=endpoints)
+
+
+def _unbuildable(items: list[Deferred]) -> list[Deferred]:
+    """The same plan, but building any proto fails the test: what make_snapshot reuses is never built."""
+    def refuse() -> Message:
+        raise AssertionError("translated a resource the previous snapshot already holds")
+    return [dataclasses.replace(item, make=refuse) for item in items]
+
+
+def test_plan_translates_to_the_same_snapshot_as_translate() -> None:
+    state = CASES["header_retries_timeout"]
+    assert make_snapshot("g", plan(state)).versions == make_snapshot("g", translate(state)).versions
+
+
+def test_rebuild_with_equal_specs_translates_and_serializes_nothing() -> None:
+    previous = make_snapshot("g", plan(_state(_spec("a", 1, 2), _spec("b", 3))))
+    again = make_snapshot("g", _unbuildable(plan(_state(_spec("a", 1, 2), _spec("b", 3)))), previous)
+    assert again.versions == previous.versions
+    assert all(again.get(t, n) is r for t, by_name in previous.resources.items() for n, r in by_name.items())
+
+
+def test_weight_change_rebuilds_only_that_assignment() -> None:
+    previous = make_snapshot("g", plan(_state(_spec("a", 1, 2), _spec("b", 3))))
+    items = plan(_state(_spec("a", 1, 5), _spec("b", 3)))
+    # Only a's ClusterLoadAssignment may be built: an EDS Cluster's key leaves its endpoints out.
+    items = [item if (item.type_url, item.name) == (ENDPOINT, "a") else _unbuildable([item])[0]
+             for item in items]
+    changed = make_snapshot("g", items, previous)
+    assert changed.get(ENDPOINT, "a") is not previous.get(ENDPOINT, "a")
+    assert changed.get(CLUSTER, "a") is previous.get(CLUSTER, "a")
+    assert changed.get(ENDPOINT, "b") is previous.get(ENDPOINT, "b")
+    assignment = changed.get(ENDPOINT, "a")
+    assert assignment is not None
+    weights = endpoint_pb2.ClusterLoadAssignment.FromString(assignment.body)
+    assert [e.load_balancing_weight.value for e in weights.endpoints[0].lb_endpoints] == [1, 5]
+
+
+def test_dns_cluster_key_covers_its_inline_endpoints() -> None:
+    before = make_snapshot("g", plan(_state(_spec("ext", 1, dns=True))))
+    after = make_snapshot("g", plan(_state(_spec("ext", 7, dns=True))), before)
+    assert after.version(CLUSTER) != before.version(CLUSTER)
+    resource = after.get(CLUSTER, "ext")
+    assert resource is not None
+    cluster = cluster_pb2.Cluster.FromString(resource.body)
+    assert cluster.load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight.value == 7
+
+
+def test_a_snapshot_is_the_only_memory_of_earlier_builds() -> None:
+    # Issue 7: a process-wide cache by spec kept every translation ever made. After many distinct builds,
+    # the specs still alive are exactly those the latest snapshot holds.
+    latest = None
+    for edit in range(30):
+        latest = make_snapshot("g", plan(_state(_spec("a", edit + 1))), latest)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, ClusterSpec) and o.name == "a"]
+    assert latest is not None
+    assert {spec.endpoints[0].weight for spec in alive if spec.endpoints} == {30}
