@@ -18,6 +18,7 @@ from xds.pipeline import Pipeline, builder_for
 from xds.policy.errors import PolicyError
 from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
+from xds.server.limits import StreamLimits
 from xds.server.management import ManagementService, SourceState
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
@@ -42,7 +43,9 @@ class App:
                              "--kube")
         self.metrics = Metrics()
         self.registry = ProxyRegistry()
-        self.store = SnapshotStore(on_build=self.metrics.on_build)
+        self.store = SnapshotStore(on_build=self.metrics.on_build, max_groups=settings.max_node_groups,
+                                   idle_grace_s=settings.node_group_grace_s)
+        self.metrics.watch_groups(self.store.counts)
         self.pipeline = Pipeline([s.name for s in self.sources])
         self.health = HealthReporter()
         self.source_errors: dict[str, str] = {}
@@ -51,7 +54,9 @@ class App:
         self.xds_port: int | None = None
         self.admin_port: int | None = None
         self.started = asyncio.Event()
-        self._server_options = server_options or ServerOptions()
+        self._server_options = server_options or ServerOptions(
+            max_receive_message_bytes=settings.max_request_bytes)
+        self._limits = StreamLimits(max_streams=settings.max_streams)
         self._rebuild_handle: asyncio.TimerHandle | None = None
         self._build_task: asyncio.Task[None] | None = None
         self._rebuild_pending = False
@@ -121,7 +126,8 @@ class App:
 
     async def run(self) -> None:
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
-                                callbacks=MultiCallbacks(self.registry, self.metrics))
+                                callbacks=MultiCallbacks(self.registry, self.metrics), limits=self._limits,
+                                on_limit=self.metrics.limit_exceeded)
         management = ManagementService(self.registry, self.store, sources=self.source_states)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
@@ -137,6 +143,7 @@ class App:
                                        "sources": [s.name for s in self.sources]})
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._sweep_groups(), name="node-group-sweep")
                 for source in self.sources:
                     tasks.create_task(source.run(self), name=f"source:{source.name}")
         finally:
@@ -147,6 +154,14 @@ class App:
             with contextlib.suppress(Exception):
                 await admin.stop()
             await _stop_server(server)
+            handler.close()
+
+    async def _sweep_groups(self) -> None:
+        """Forget node groups whose last proxy left more than the grace ago (cache/store.py)."""
+        interval_s = min(5.0, max(0.05, self.settings.node_group_grace_s / 2))
+        while True:
+            await asyncio.sleep(interval_s)
+            self.store.sweep()
 
     def source_states(self) -> list[SourceState]:
         return [SourceState(name=s.name, synced=s.name in self.source_synced_at,

@@ -52,6 +52,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                             f"(env {defaults.ENV_NODE_GROUP_KEY})")
     serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
     serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
+    _add_limit_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
 
@@ -75,6 +76,50 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
     status.add_argument("--group", help="also print the snapshot versions of this node group")
     return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from exc
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return number
+
+
+def _add_limit_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    """What clients may make the server hold (docs/operations.md, "Limits")."""
+    limits = serve.add_argument_group("Limits (docs/operations.md)")
+    limits.add_argument("--max-node-groups", type=_positive_int,
+                        default=env.get("max_node_groups", defaults.DEFAULT_MAX_NODE_GROUPS), metavar="N",
+                        help="node groups held at once; a proxy of a new group past it is refused with "
+                             f"RESOURCE_EXHAUSTED (env {defaults.ENV_MAX_NODE_GROUPS})")
+    limits.add_argument("--node-group-grace", type=_seconds,
+                        default=env.get("node_group_grace", defaults.DEFAULT_NODE_GROUP_GRACE_S),
+                        metavar="SECONDS", help="how long a group's snapshot is kept after its last proxy "
+                                                f"disconnected (env {defaults.ENV_NODE_GROUP_GRACE_S})")
+    limits.add_argument("--max-streams", type=_positive_int,
+                        default=env.get("max_streams", defaults.DEFAULT_MAX_STREAMS), metavar="N",
+                        help=f"open xDS streams on the server (env {defaults.ENV_MAX_STREAMS})")
+    limits.add_argument("--max-request-bytes", type=_positive_int,
+                        default=env.get("max_request_bytes", defaults.DEFAULT_MAX_REQUEST_BYTES),
+                        metavar="BYTES", help=f"largest xDS request (env {defaults.ENV_MAX_REQUEST_BYTES})")
+    limits.add_argument("--max-catalog-bytes", type=_positive_int,
+                        default=env.get("max_catalog_bytes", defaults.DEFAULT_MAX_CATALOG_BYTES),
+                        metavar="BYTES",
+                        help="largest catalog file read; a bigger one is reported and the last good one "
+                             f"keeps serving (env {defaults.ENV_MAX_CATALOG_BYTES})")
 
 
 def _add_consul_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
@@ -243,7 +288,9 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
                         admin_address=args.admin_address, node_group_key=args.node_group_key,
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
-                        kubernetes=kubernetes)
+                        kubernetes=kubernetes, max_node_groups=args.max_node_groups,
+                        node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
+                        max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes)
 
     async def run() -> None:
         task = asyncio.current_task()

@@ -23,6 +23,19 @@ ENV_NODE_GROUP_KEY = "XDS_NODE_GROUP_KEY"
 ENV_LOG_LEVEL = "XDS_LOG_LEVEL"
 ENV_LOG_FORMAT = "XDS_LOG_FORMAT"
 
+# Limits (docs/operations.md, "Limits"): what one client, or the set of all clients, may make the server
+# hold. The per-request bounds (node, names, rate) live with StreamLimits in xds/server/limits.py.
+ENV_MAX_NODE_GROUPS = "XDS_MAX_NODE_GROUPS"
+ENV_NODE_GROUP_GRACE_S = "XDS_NODE_GROUP_GRACE_S"
+ENV_MAX_STREAMS = "XDS_MAX_STREAMS"
+ENV_MAX_REQUEST_BYTES = "XDS_MAX_REQUEST_BYTES"
+ENV_MAX_CATALOG_BYTES = "XDS_MAX_CATALOG_BYTES"
+DEFAULT_MAX_NODE_GROUPS = 1000
+DEFAULT_NODE_GROUP_GRACE_S = 60.0
+DEFAULT_MAX_STREAMS = 10_000
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CATALOG_BYTES = 64 * 1024 * 1024
+
 # Consul source (docs/consul.md). Without an address there is no Consul source. Its tunables' defaults
 # (wait, token bucket, resync grace) live with ConsulConfig in xds/sources/consul/client.py.
 ENV_CONSUL_ADDRESS = "XDS_CONSUL_ADDRESS"
@@ -64,6 +77,13 @@ class Settings:
     # Coalesce bursts of source changes into one snapshot build (XDS-RULES R37; Istio uses 100 ms).
     debounce_s: float = 0.05
     file_poll_interval_s: float = 0.2
+    # Node groups held at once (live or idle), and how long an idle group's snapshot is kept after its
+    # last stream closed (a reconnect within the grace finds it built).
+    max_node_groups: int = DEFAULT_MAX_NODE_GROUPS
+    node_group_grace_s: float = DEFAULT_NODE_GROUP_GRACE_S
+    max_streams: int = DEFAULT_MAX_STREAMS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_catalog_bytes: int = DEFAULT_MAX_CATALOG_BYTES
     # The Consul source, when configured; merged after the file sources (docs/consul.md).
     consul: ConsulConfig | None = None
     # The Kubernetes source, when configured; merged after Consul (docs/kubernetes.md).
@@ -76,6 +96,9 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = os.environ if env is None else env
     names = {ENV_CONFIG: "config", ENV_XDS_ADDRESS: "xds_address", ENV_ADMIN_ADDRESS: "admin_address",
              ENV_NODE_GROUP_KEY: "node_group_key", ENV_LOG_LEVEL: "log_level", ENV_LOG_FORMAT: "log_format",
+             ENV_MAX_NODE_GROUPS: "max_node_groups", ENV_NODE_GROUP_GRACE_S: "node_group_grace",
+             ENV_MAX_STREAMS: "max_streams", ENV_MAX_REQUEST_BYTES: "max_request_bytes",
+             ENV_MAX_CATALOG_BYTES: "max_catalog_bytes",
              ENV_CONSUL_ADDRESS: "consul_address", ENV_CONSUL_DATACENTER: "consul_datacenter",
              ENV_CONSUL_CONSISTENCY: "consul_consistency", ENV_CONSUL_CA_FILE: "consul_ca_file",
              ENV_CONSUL_CERT_FILE: "consul_cert_file", ENV_CONSUL_KEY_FILE: "consul_key_file",

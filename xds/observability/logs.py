@@ -52,8 +52,10 @@ class HumanFormatter(logging.Formatter):
     """`ts LEVEL logger event key=value ...` for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
-                          for k, v in _extras(record).items())
+        # A string that a terminal could misread (spaces, control characters such as an escape sequence
+        # from a client-supplied name) is printed as a quoted, escaped literal (issue 7).
+        fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v or not v.isprintable())
+                          else f"{k}={v}" for k, v in _extras(record).items())
         line = f"{_timestamp(record)} {record.levelname:<7} {record.name} {record.getMessage()}"
         if fields:
             line = f"{line} {fields}"

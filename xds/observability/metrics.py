@@ -23,7 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from xds.cache.store import BuildReport
+from xds.cache.store import BuildReport, GroupCounts
 from xds.server.callbacks import StreamInfo
 from xds.typeurls import PUSH_ORDER, short_name
 
@@ -36,6 +36,11 @@ RESPONSE_BYTES_BUCKETS = (1024.0, 10 * 1024.0, 100 * 1024.0, 1024.0**2, 4 * 1024
 # (BENCHMARKS.md section 6).
 BUILD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _METHODS = ("ads", "cds", "eds", "lds", "rds")
+# The `limit` label values of xds_limit_exceeded_total: StreamLimits fields, plus the decode and group cap.
+LIMIT_NAMES = ("request_decode", "max_field_bytes", "max_resource_names", "max_name_bytes",
+               "max_node_id_bytes", "max_node_cluster_bytes", "max_node_metadata_bytes",
+               "max_node_metadata_depth", "max_placeholders", "request_rate_per_s", "max_streams",
+               "node_groups")
 
 
 class Metrics:
@@ -77,7 +82,15 @@ class Metrics:
         self._source_stale = Gauge("xds_source_stale",
                                    "1 while the source's last sync failed: its previous state is served.",
                                    ["source"], registry=r)
+        self._groups = Gauge("xds_node_groups",
+                             "Node groups held: live (a proxy is connected) or idle (kept for the grace).",
+                             ["state"], registry=r)
+        self._limits = Counter("xds_limit_exceeded_total",
+                               "Clients refused or slowed down by a limit (docs/operations.md, Limits).",
+                               ["limit"], registry=r)
         # Series exist at 0 from the start, so rate() and absent-series alerts work before the first event.
+        for limit in LIMIT_NAMES:
+            self._limits.labels(limit)
         for method in _METHODS:
             self._streams.labels(method)
         for type_url in PUSH_ORDER:
@@ -113,6 +126,17 @@ class Metrics:
     def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                 rejected_version: str, message: str) -> None:
         self._nacks.labels(short_name(type_url)).inc()
+
+    # Limits and node groups
+
+    def limit_exceeded(self, limit: str) -> None:
+        """A client was refused or slowed down by `limit` (a name from LIMIT_NAMES)."""
+        self._limits.labels(limit).inc()
+
+    def watch_groups(self, counts: Callable[[], GroupCounts]) -> None:
+        """Read the node-group gauges from `counts` at every scrape."""
+        self._groups.labels("live").set_function(lambda: counts().live)
+        self._groups.labels("idle").set_function(lambda: counts().idle)
 
     # Snapshot builds and sources
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import discovery_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xds.server.stream import StreamHandler
@@ -33,7 +32,9 @@ _DISCOVERY_METHODS: tuple[tuple[str, str, TypeUrl | None, str], ...] = (
 class ServerOptions:
     """Transport settings; the defaults follow XDS-RULES R6/R7 (Istio's values in brackets)."""
 
-    max_receive_message_bytes: int = 16 * 1024 * 1024  # a delta reconnect can exceed gRPC's 4 MiB [4 MiB]
+    # The largest request a client may send; gRPC refuses a bigger one with RESOURCE_EXHAUSTED before
+    # reading it (issue 7). A request holds names and a node: 20 000 names of 100 bytes are 2 MiB.
+    max_receive_message_bytes: int = 4 * 1024 * 1024  # [4 MiB]
     max_concurrent_streams: int = 100_000  # [100000]
     keepalive_time_s: float = 30.0  # [30 s]
     keepalive_timeout_s: float = 10.0  # [10 s]
@@ -66,7 +67,9 @@ def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
     for service, method, stream_type, short in _DISCOVERY_METHODS:
         by_service.setdefault(service, {})[method] = grpc.stream_stream_rpc_method_handler(
             _bind(handler, method=short, stream_type=stream_type),
-            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            # Requests are decoded by the handler (limits.decode_request), so a malformed one ends the
+            # stream with INVALID_ARGUMENT rather than gRPC's UNKNOWN.
+            request_deserializer=_identity,
             response_serializer=_identity,
         )
     for service, methods in by_service.items():
@@ -75,10 +78,10 @@ def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
 
 
 def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None
-          ) -> Callable[[AsyncIterator[discovery_pb2.DiscoveryRequest],
-                         grpc.aio.ServicerContext[object, object]], AsyncIterator[bytes]]:
+          ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[object, object]],
+                        AsyncIterator[bytes]]:
     # grpc.aio recognises streaming handlers by `inspect.isasyncgenfunction`, so this must be one itself.
-    async def serve(requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+    async def serve(requests: AsyncIterator[bytes],
                     context: grpc.aio.ServicerContext[object, object]) -> AsyncIterator[bytes]:
         async for payload in handler.handle(requests, context, method=method, stream_type=stream_type):
             yield payload

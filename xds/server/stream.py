@@ -1,29 +1,48 @@
 """Asyncio glue: drives one StreamProtocol from a grpc.aio bidirectional stream and the snapshot store.
 
-One task reads requests into a queue; snapshot changes of the stream's node group land in the same queue;
-the handler applies each event to the protocol and writes whatever `next_sends()` returns. ADS and the
-single-type services run this same code with a different `StreamProtocol` configuration.
+One task reads requests into the stream's inbox; snapshot changes of the stream's node group land in the
+same inbox; the handler applies each event to the protocol and writes whatever `next_sends()` returns. ADS
+and the single-type services run this same code with a different `StreamProtocol` configuration.
+
+What a client can make the server hold is bounded (issue 7; limits.py has every bound):
+* requests are decoded here, checked against `StreamLimits`, and the reader stops reading when
+  `max_queued_requests` are waiting, so HTTP/2 flow control holds back a client that floods;
+* snapshots are coalesced: the inbox keeps only the latest one, so a stream that does not read its
+  responses never queues more than one response per type plus one pending snapshot (state of the world
+  allows skipping intermediate states, docs/protocol.md R37);
+* a stream's first snapshot of a new node group is built on a worker thread, never on the event loop, and
+  one build serves every stream of that group that connects meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import json_format
 
 from xds.cache.node import NodeGrouper
 from xds.cache.snapshot import Snapshot, empty_endpoints
-from xds.cache.store import SnapshotStore
+from xds.cache.store import GroupLimitError, SnapshotStore
 from xds.server.callbacks import Callbacks, StreamInfo
 from xds.server.encode import encode_response
+from xds.server.limits import (
+    LimitExceededError,
+    PlaceholderBudget,
+    StreamLimits,
+    TokenBucket,
+    check_request,
+    decode_request,
+    metadata_strings,
+)
 from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError, Request, StreamProtocol
 from xds.typeurls import TypeUrl, short_name
 
@@ -31,17 +50,17 @@ log = logging.getLogger("xds.server")
 
 _stream_ids = itertools.count(1)
 
+# Called with a StreamLimits field name (or "request_decode", "node_groups") each time a client is refused
+# or slowed down by it; the app counts them in xds_limit_exceeded_total.
+LimitHook = Callable[[str], None]
 
-@dataclass(frozen=True, slots=True)
-class StreamLimits:
-    """Per-stream guards against misbehaving clients (XDS-RULES R45, case S7)."""
 
-    max_resource_names: int = 100_000
-    max_name_length: int = 4096
+def _ignore_limit(limit: str) -> None:
+    return None
 
 
 class _End:
-    """Queue marker: the client closed its side of the stream."""
+    """Inbox marker: the client closed its side of the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,43 @@ class _Published:
 
 
 _Item: TypeAlias = discovery_pb2.DiscoveryRequest | _Published | _End | BaseException
+
+
+class _Inbox:
+    """Requests in arrival order (bounded, the reader waits for room) and the latest snapshot only."""
+
+    def __init__(self, max_requests: int) -> None:
+        self._requests: collections.deque[discovery_pb2.DiscoveryRequest | _End | BaseException] = (
+            collections.deque())
+        self._max_requests = max_requests
+        self._snapshot: _Published | None = None
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def put_request(self, item: discovery_pb2.DiscoveryRequest | _End | BaseException) -> None:
+        while len(self._requests) >= self._max_requests:
+            self._room.clear()
+            await self._room.wait()
+        self._requests.append(item)
+        self._ready.set()
+
+    def put_snapshot(self, published: _Published) -> None:
+        # A newer snapshot replaces one not yet applied: the stream only ever needs the latest state.
+        self._snapshot = published
+        self._ready.set()
+
+    async def get(self) -> _Item:
+        while True:
+            if self._snapshot is not None:
+                published, self._snapshot = self._snapshot, None
+                return published
+            if self._requests:
+                item = self._requests.popleft()
+                self._room.set()
+                return item
+            self._ready.clear()
+            await self._ready.wait()
 
 
 def to_request(message: discovery_pb2.DiscoveryRequest) -> Request:
@@ -70,29 +126,57 @@ class StreamHandler:
     """Serves SotW xDS streams from a SnapshotStore."""
 
     def __init__(self, store: SnapshotStore, *, grouper: NodeGrouper, callbacks: Callbacks,
-                 limits: StreamLimits | None = None) -> None:
+                 limits: StreamLimits | None = None, on_limit: LimitHook = _ignore_limit) -> None:
         self._store = store
         self._grouper = grouper
         self._callbacks = callbacks
         self._limits = limits or StreamLimits()
+        self._on_limit = on_limit
+        self._open_streams = 0
+        # Builds of a group's first snapshot: one worker (builds are CPU-bound under the GIL, more threads
+        # would not make them faster) and one pending build per group, shared by its streams.
+        self._builder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-build")
+        self._pending_builds: dict[str, asyncio.Future[Snapshot | None]] = {}
 
-    async def handle(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
-                     context: grpc.aio.ServicerContext[object, object], *,
-                     method: str, stream_type: TypeUrl | None) -> AsyncIterator[bytes]:
-        protocol = StreamProtocol(ads=stream_type is None, stream_type=stream_type,
-                                  placeholder=empty_endpoints)
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
+    @property
+    def open_streams(self) -> int:
+        return self._open_streams
+
+    def close(self) -> None:
+        """Stop the build worker (the app calls this at shutdown)."""
+        self._builder.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
+                     *, method: str, stream_type: TypeUrl | None) -> AsyncIterator[bytes]:
+        if self._open_streams >= self._limits.max_streams:
+            self._on_limit("max_streams")
+            limit = self._limits.max_streams
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"the server holds its limit of {limit} streams; retry later")
+        self._open_streams += 1
+        try:
+            async for payload in self._serve(requests, context, method=method, stream_type=stream_type):
+                yield payload
+        finally:
+            self._open_streams -= 1
+
+    async def _serve(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
+                     *, method: str, stream_type: TypeUrl | None) -> AsyncIterator[bytes]:
+        info: StreamInfo | None = None
+        placeholder = PlaceholderBudget(empty_endpoints, limit=self._limits.max_placeholders,
+                                        on_exhausted=lambda: self._limit_hit("max_placeholders", info))
+        protocol = StreamProtocol(ads=stream_type is None, stream_type=stream_type, placeholder=placeholder)
+        inbox = _Inbox(self._limits.max_queued_requests)
         # When the stream had each outstanding response's content: a snapshot's arrival, or the request that
         # asked for it. An ACK of that nonce closes the interval (xds_convergence_seconds).
         content_since: dict[str, float] = {}
         origin = time.monotonic()
         loop = asyncio.get_running_loop()
-        reader = asyncio.create_task(self._read(requests, queue))
-        info: StreamInfo | None = None
+        reader = asyncio.create_task(self._read(requests, inbox, lambda: info))
         cancel_watch = None
         try:
             while True:
-                item = await queue.get()
+                item = await inbox.get()
                 if isinstance(item, _End):
                     return
                 if isinstance(item, BaseException):
@@ -102,21 +186,21 @@ class StreamHandler:
                     origin = item.at
                 else:
                     origin = time.monotonic()
-                    self._check_limits(item)
                     if info is None:
                         info = self._open(item, context, method=method)
+                        try:
+                            cancel_watch = self._watch(info.group, inbox, loop)
+                        except GroupLimitError as exc:
+                            self._limit_hit("node_groups", info)
+                            log.warning("stream_refused", extra={**_fields(info), "error": str(exc)})
+                            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; retry later")
                         self._callbacks.on_stream_open(info)
                         log.info("stream_opened", extra=_fields(info))
-
-                        def on_snapshot(snapshot: Snapshot) -> None:
-                            # Runs on the publishing thread: stamp the time there, hand over to the loop.
-                            published = _Published(snapshot, time.monotonic())
-                            loop.call_soon_threadsafe(queue.put_nowait, published)
-
-                        cancel_watch = self._store.watch(info.group, on_snapshot)
-                        current = self._store.get(info.group)
+                        current = self._store.current(info.group)
                         if current is not None:
                             protocol.set_snapshot(current)
+                        else:
+                            self._build_first(info.group, inbox)
                     event = protocol.on_request(to_request(item))
                     answered = event.nonce if isinstance(event, Acked | Nacked) else None
                     since = content_since.pop(answered, None) if answered is not None else None
@@ -135,6 +219,11 @@ class StreamHandler:
                     log.debug("response_sent", extra={**_fields(info), "type_url": send.type_url,
                                                       "version": send.version, "nonce": send.nonce,
                                                       "resources": len(names)})
+        except LimitExceededError as exc:
+            self._limit_hit(exc.limit, info)
+            log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "limit": exc.limit,
+                                                  "error": str(exc)})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except ProtocolError as exc:
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "error": str(exc)})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -146,12 +235,38 @@ class StreamHandler:
                 self._callbacks.on_stream_closed(info)
                 log.info("stream_closed", extra=_fields(info))
 
+    def _watch(self, group: str, inbox: _Inbox, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        def on_snapshot(snapshot: Snapshot) -> None:
+            # Runs on the building thread: stamp the time there, hand over to the loop.
+            published = _Published(snapshot, time.monotonic())
+            loop.call_soon_threadsafe(inbox.put_snapshot, published)
+
+        return self._store.watch(group, on_snapshot)
+
+    def _build_first(self, group: str, inbox: _Inbox) -> None:
+        """Deliver the group's snapshot to `inbox` once built off the loop; one build per group at a time."""
+        pending = self._pending_builds.get(group)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = asyncio.ensure_future(loop.run_in_executor(self._builder, self._store.get, group))
+            self._pending_builds[group] = pending
+            pending.add_done_callback(lambda _: self._pending_builds.pop(group, None))
+
+        def deliver(done: asyncio.Future[Snapshot | None]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            snapshot = done.result()
+            if snapshot is not None:
+                inbox.put_snapshot(_Published(snapshot, time.monotonic()))
+
+        pending.add_done_callback(deliver)
+
     def _open(self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[object, object],
               *, method: str) -> StreamInfo:
         node = first.node
         if not first.HasField("node") or not node.id:
             raise ProtocolError("the first request on a stream must carry node.id (xDS: node identity)")
-        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        metadata = metadata_strings(node.metadata) if node.HasField("metadata") else {}
         group = self._grouper.group_of(node_id=node.id, cluster=node.cluster, metadata=metadata)
         version = ""
         if node.HasField("user_agent_build_version"):
@@ -160,13 +275,10 @@ class StreamHandler:
         return StreamInfo(stream_id=next(_stream_ids), node_id=node.id, group=group, peer=context.peer(),
                           method=method, envoy_version=version)
 
-    def _check_limits(self, message: discovery_pb2.DiscoveryRequest) -> None:
-        names = message.resource_names
-        if len(names) > self._limits.max_resource_names:
-            raise ProtocolError(f"{len(names)} resource_names exceed the limit of "
-                                f"{self._limits.max_resource_names}")
-        if any(len(n) > self._limits.max_name_length for n in names):
-            raise ProtocolError(f"a resource name exceeds {self._limits.max_name_length} characters")
+    def _limit_hit(self, limit: str, info: StreamInfo | None) -> None:
+        self._on_limit(limit)
+        if limit in ("request_rate_per_s", "max_placeholders"):
+            log.warning("stream_limited", extra={**(_fields(info) if info else {}), "limit": limit})
 
     def _report(self, info: StreamInfo, event: Acked | Nacked | Ignored | None, *,
                 convergence_s: float | None) -> None:
@@ -186,18 +298,30 @@ class StreamHandler:
             log.debug("request_ignored", extra={**_fields(info), "type": short_name(event.type_url),
                                                 "nonce": event.nonce, "reason": event.reason})
 
-    @staticmethod
-    async def _read(requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
-                    queue: asyncio.Queue[_Item]) -> None:
+    async def _read(self, requests: AsyncIterator[bytes], inbox: _Inbox,
+                    info: Callable[[], StreamInfo | None]) -> None:
+        bucket = TokenBucket(rate=self._limits.request_rate_per_s, burst=self._limits.request_burst)
+        throttled = False
         try:
-            async for message in requests:
-                queue.put_nowait(message)
+            async for payload in requests:
+                message = decode_request(payload)
+                check_request(message, self._limits)
+                wait_s = bucket.delay()
+                if wait_s > 0:
+                    # Over its rate: read this stream's next request later (flow control holds the client).
+                    if not throttled:
+                        throttled = True
+                        self._limit_hit("request_rate_per_s", info())
+                    await asyncio.sleep(wait_s)
+                else:
+                    throttled = False
+                await inbox.put_request(message)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # the transport failed: end the handler with it
-            queue.put_nowait(exc)
+        except BaseException as exc:  # a bad request or a failed transport: end the handler with it
+            await inbox.put_request(exc)
             return
-        queue.put_nowait(_End())
+        await inbox.put_request(_End())
 
 
 def _fields(info: StreamInfo) -> dict[str, object]:
