@@ -186,7 +186,8 @@ def _sources_from(settings: Settings) -> tuple[Source, ...]:
     Kubernetes. On the same service the pipeline unions endpoints and the earlier source wins a duplicate
     host:port; policies merge in the same order (docs/consul.md, "Merging with files"; docs/kubernetes.md,
     "Merging with Consul and files")."""
-    sources: list[Source] = [FileSource(path, poll_interval_s=settings.file_poll_interval_s)
+    sources: list[Source] = [FileSource(path, poll_interval_s=settings.file_poll_interval_s,
+                                        max_bytes=settings.max_catalog_bytes)
                              for path in settings.config_files]
     if settings.consul is not None:
         sources.append(ConsulSource(settings.consul))

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xds.policy.reader import DEFAULT_MAX_BYTES
+
 if TYPE_CHECKING:
     # Only for the annotation: settings stay importable without the Consul client (and aiohttp).
     from xds.sources.consul.client import ConsulConfig
@@ -34,7 +36,7 @@ DEFAULT_MAX_NODE_GROUPS = 1000
 DEFAULT_NODE_GROUP_GRACE_S = 60.0
 DEFAULT_MAX_STREAMS = 10_000
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_CATALOG_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_CATALOG_BYTES = DEFAULT_MAX_BYTES  # declared with the reader that enforces it
 
 # Consul source (docs/consul.md). Without an address there is no Consul source. Its tunables' defaults
 # (wait, token bucket, resync grace) live with ConsulConfig in xds/sources/consul/client.py.
