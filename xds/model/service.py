@@ -7,7 +7,6 @@ always produce equal values (and therefore equal snapshot versions, see XDS-RULE
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import NewType
@@ -28,9 +27,7 @@ class Health(enum.Enum):
     UNKNOWN = "unknown"
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _is_ip_address(host: str) -> bool:
-    # Cached: every snapshot build asks for every endpoint, and parsing costs ~1.5 us a time.
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -61,9 +58,14 @@ class Endpoint:
     # Failover tier: Envoy sends traffic to priority 0 while it is healthy enough, then to 1, ...
     # (for example the local Consul datacenter at 0 and the others at 1).
     priority: int = 0
+    # Whether `host` is an IP address, decided once when the endpoint is made: every snapshot build asks it
+    # of every endpoint, and parsing costs ~1.5 us a time. Held here rather than in a process-wide cache by
+    # host, which would keep hosts long gone from every registry (issue 7); it dies with the endpoint.
+    _ip: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", tuple(sorted(self.metadata)))
+        object.__setattr__(self, "_ip", _is_ip_address(self.host))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -73,7 +75,7 @@ class Endpoint:
     def is_dns_name(self) -> bool:
         """A host name rather than an IP address (a Kubernetes ExternalName Service, say): Envoy resolves it
         itself, in a DNS cluster, instead of receiving it over EDS."""
-        return not _is_ip_address(self.host)
+        return not self._ip
 
     @property
     def speaks_http2(self) -> bool:

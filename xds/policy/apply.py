@@ -10,7 +10,7 @@ endpoints appear, without a policy change.
 
 from __future__ import annotations
 
-from xds.model.service import Catalog
+from xds.model.service import Catalog, Endpoint
 from xds.policy.desired import (
     ClusterSpec,
     DesiredState,
@@ -39,7 +39,12 @@ def _subset_text(subset: _Subset) -> str:
 
 def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> ClusterSpec:
     service = catalog.get(settings.name)
-    endpoints = () if service is None else tuple(e for e in service.endpoints if e.matches(subset))
+    if service is None:
+        endpoints: tuple[Endpoint, ...] = ()
+    elif not subset:
+        endpoints = service.endpoints  # every endpoint matches the empty subset; no copy on every build
+    else:
+        endpoints = tuple(e for e in service.endpoints if e.matches(subset))
     return ClusterSpec(
         name=cluster_name(settings.name, subset),
         service=settings.name,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
-from xds.policy.desired import ClusterSpec, DesiredState, ListenerSpec, RouteConfigSpec
-from xds.translate.clusters import build_cluster
+from xds.policy.desired import DesiredState, ListenerSpec, RouteConfigSpec
+from xds.translate.clusters import build_cluster, cluster_key
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.listeners import build_listener
 from xds.translate.resource import Deferred, Translated
@@ -26,7 +25,7 @@ def plan(desired: DesiredState) -> list[Deferred]:
     assignments: list[Deferred] = []
     for spec in desired.clusters:
         clusters.append(Deferred(CLUSTER, spec.name, functools.partial(build_cluster, spec),
-                                 refs=() if spec.dns else ((ENDPOINT, spec.name),), key=_cluster_key(spec)))
+                                 refs=() if spec.dns else ((ENDPOINT, spec.name),), key=cluster_key(spec)))
         # DNS clusters carry their endpoints inline and have no ClusterLoadAssignment resource.
         if not spec.dns:
             assignments.append(Deferred(ENDPOINT, spec.name, functools.partial(build_load_assignment, spec),
@@ -39,13 +38,6 @@ def plan(desired: DesiredState) -> list[Deferred]:
 def translate(desired: DesiredState) -> list[Translated]:
     """Every resource of `desired` translated to its proto, in plan() order."""
     return [item.translated() for item in plan(desired)]
-
-
-def _cluster_key(spec: ClusterSpec) -> ClusterSpec:
-    # An EDS Cluster does not depend on its endpoints (they travel in the ClusterLoadAssignment), so its key
-    # leaves them out: a weight or health flip then reuses the Cluster without building it. A DNS cluster
-    # carries its endpoints inline, so for it they are part of the key.
-    return spec if spec.dns else dataclasses.replace(spec, endpoints=())
 
 
 def _listener(spec: ListenerSpec) -> Deferred:

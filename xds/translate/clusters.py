@@ -8,6 +8,7 @@ for fleets of thousands of clusters this is about 4x cheaper than building each 
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable
 from typing import Final
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -42,6 +43,8 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     return source
 
 
+# The functools.cache'd builders below take no argument: each holds exactly one message for the life of
+# the process, so they are bounded (issue 7 asks every cache to be).
 @functools.cache
 def _template() -> cluster_pb2.Cluster:
     # Built on first use, not at import (nothing happens at import). Callers only CopyFrom it.
@@ -65,6 +68,17 @@ def _http2_options() -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(options, deterministic=True)
     return packed
+
+
+def cluster_key(spec: ClusterSpec) -> Hashable:
+    """Every input of build_cluster(spec): equal keys give byte-identical Clusters.
+
+    An EDS Cluster does not depend on its endpoints (they travel in the ClusterLoadAssignment), so they are
+    left out and a weight or health flip reuses the previous snapshot's Cluster without building it. A DNS
+    cluster carries its endpoints inline, so for it they are in. Keep this in step with build_cluster.
+    """
+    return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
+            spec.endpoints if spec.dns else ())
 
 
 def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
