@@ -66,6 +66,10 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
     validate.add_argument("file", type=Path)
+    # The same limit as `serve`, so that a file validates exactly when the server would read it.
+    validate.add_argument("--max-catalog-bytes", type=int, default=env.get("max_catalog_bytes"),
+                          metavar="BYTES",
+                          help="largest file read (default 64 MiB; env XDS_MAX_CATALOG_BYTES)")
 
     render = commands.add_parser("render", help="print exactly what an Envoy of a node group would receive")
     render.add_argument("--cluster", required=True, help="node group (node.cluster)")
@@ -321,13 +325,17 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
 def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.policy.apply import explain_warnings
     from xds.policy.errors import PolicyError, escape_control
-    from xds.policy.load import load_file
+    from xds.policy.load import DEFAULT_MAX_BYTES, load_file
 
     # The same safe reader as the file source: a FIFO, a device or a huge file is one located error line
     # with status 1, never a hang or a traceback (issue 7).
     name = escape_control(str(args.file))
+    max_bytes = DEFAULT_MAX_BYTES if args.max_catalog_bytes is None else args.max_catalog_bytes
+    if max_bytes <= 0:
+        print(f"xds: error: --max-catalog-bytes must be positive, got {max_bytes}", file=sys.stderr)
+        return 1
     try:
-        catalog, policy = load_file(args.file)
+        catalog, policy = load_file(args.file, max_bytes=max_bytes)
         warnings = explain_warnings(catalog, policy)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)

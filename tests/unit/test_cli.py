@@ -106,9 +106,23 @@ def test_validate_escapes_control_characters(tmp_path: Path, capsys: pytest.Capt
 
 def test_validate_reports_a_crash_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(path: Path) -> None:
+    def crash(path: Path, **kwargs: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr("xds.policy.load.load_file", crash)
     assert main(["validate", str(EXAMPLE)]) == 1
     assert capsys.readouterr().err == f"{EXAMPLE}: internal error: RuntimeError: boom\\x0asecond line\n"
+
+
+def test_validate_uses_the_same_size_limit_as_serve(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    size = EXAMPLE.stat().st_size
+    assert main(["validate", "--max-catalog-bytes", str(size), str(EXAMPLE)]) == 0
+    assert main(["validate", "--max-catalog-bytes", str(size - 1), str(EXAMPLE)]) == 1
+    assert capsys.readouterr().err == (f"{EXAMPLE}: cannot read the file: it is {size} bytes, more than the "
+                                       f"limit of {size - 1} bytes\n")
+    monkeypatch.setenv("XDS_MAX_CATALOG_BYTES", str(size - 1))
+    assert main(["validate", str(EXAMPLE)]) == 1
+    assert "more than the limit" in capsys.readouterr().err
+    assert main(["validate", "--max-catalog-bytes", "0", str(EXAMPLE)]) == 1
+    assert capsys.readouterr().err == "xds: error: --max-catalog-bytes must be positive, got 0\n"
