@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from xds.policy.load import parse_document as real_parse
+from xds.policy.reader import read_document_file as real_read
 from xds.sources.base import Source, SourceUpdate
 from xds.sources.files import FileSource
 
@@ -280,8 +282,6 @@ async def test_a_hung_read_is_reported_never_doubled_and_recovered_from(
         path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read stuck in the kernel (a dead network mount) cannot be interrupted; the source reports it, keeps
     its loop alive, never starts a second read meanwhile, and publishes once the file answers again."""
-    from xds.policy.reader import read_document_file as real_read
-
     hang = threading.Event()
     release = threading.Event()
     lock = threading.Lock()
@@ -345,3 +345,34 @@ async def test_a_hung_read_of_an_unchanged_file_still_ends_the_error(
         release.set()
         await sink.wait_for(lambda: len(sink.updates) == 2)
     assert sink.updates[0] == sink.updates[1]
+
+
+async def test_an_unexpected_failure_is_reported_and_the_watch_goes_on(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure nobody foresaw (MemoryError reading, a bug in the loader) must not end the watch silently."""
+    failures = {"read": True, "parse": True}
+
+    def read(*args: object, **kwargs: object) -> object:
+        if failures["read"]:
+            raise MemoryError("no room")
+        return real_read(*args, **kwargs)  # type: ignore[arg-type]
+
+    def parse(text: str, *, where: str) -> object:
+        if failures["parse"]:
+            raise RuntimeError("loader bug")
+        return real_parse(text, where=where)
+
+    monkeypatch.setattr("xds.sources.files.read_document_file", read)
+    monkeypatch.setattr("xds.sources.files.parse_document", parse)
+    write(path, VALID)
+    sink = FakeSink()
+    async with running(FileSource(path, poll_interval_s=POLL_S), sink):
+        await sink.wait_for(lambda: len(sink.errors) == 1)
+        assert sink.errors[0][1] == f"{path}: cannot read the file: MemoryError: no room"
+        failures["read"] = False
+        await sink.wait_for(lambda: len(sink.errors) == 2)
+        assert sink.errors[1][1] == f"{path}: internal error while loading the file: RuntimeError: loader bug"
+        failures["parse"] = False
+        replace_atomically(path, VALID_OTHER_PORT)
+        await sink.wait_for(lambda: len(sink.updates) == 1)
+    assert sink.ports() == [8082]

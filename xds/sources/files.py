@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from xds.model.service import Catalog
-from xds.policy.errors import PolicyError
+from xds.policy.errors import PolicyError, Problem
 from xds.policy.load import decode_document, parse_document
 from xds.policy.reader import DEFAULT_MAX_BYTES, read_document_file, refused
 from xds.policy.schema import Policy
@@ -137,6 +137,10 @@ class FileSource:
             if isinstance(e, OSError):
                 e = refused(where, e.strerror or str(e))
             return str(e)
+        except Exception as e:  # MemoryError, or a bug: reported and retried, never the end of the watch
+            _log.exception("source_read_failed", extra={"source": self.name})
+            self._stamp = self._digest = None
+            return str(refused(where, f"{type(e).__name__}: {e}"))
         self._stamp = stamp
         digest = hashlib.sha256(data).digest()
         if digest == self._digest:
@@ -150,6 +154,10 @@ class FileSource:
             catalog, policy = parse_document(decode_document(data, where=where), where=where)
         except PolicyError as e:
             return str(e)
+        except Exception as e:  # a bug in the loader: the source keeps watching, and the next edit may fix it
+            _log.exception("source_parse_failed", extra={"source": self.name})
+            return str(PolicyError([Problem(where, None, None, f"internal error while loading the file: "
+                                                               f"{type(e).__name__}: {e}")]))
         return _Parsed(catalog, policy)
 
     def _deliver(self, sink: SourceSink, outcome: _Parsed | str | None) -> None:
