@@ -16,6 +16,7 @@ from xds.server.limits import (
     check_request,
     decode_request,
     metadata_strings,
+    request_cost,
     struct_depth,
 )
 from xds.typeurls import CLUSTER, ENDPOINT
@@ -108,3 +109,14 @@ def test_decode_request_refuses_garbage_with_a_bounded_message() -> None:
 def test_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValueError, match=f"{field} must be at least 1"):
         StreamLimits(**{field: 0})  # type: ignore[arg-type]
+
+
+def test_a_request_costs_more_tokens_the_more_names_it_carries() -> None:
+    limits = StreamLimits(names_per_token=100)
+    assert request_cost(discovery_pb2.DiscoveryRequest(), limits) == 1
+    assert request_cost(discovery_pb2.DiscoveryRequest(resource_names=["n"] * 99), limits) == 1
+    assert request_cost(discovery_pb2.DiscoveryRequest(resource_names=["n"] * 2000), limits) == 21
+    clock = Clock()
+    bucket = TokenBucket(rate=100, burst=200, clock=clock)
+    assert bucket.delay(150) == 0.0
+    assert bucket.delay(150) == pytest.approx(1.0)  # 100 tokens short at 100 per second

@@ -42,6 +42,7 @@ from xds.server.limits import (
     check_request,
     decode_request,
     metadata_strings,
+    request_cost,
 )
 from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError, Request, StreamProtocol
 from xds.typeurls import TypeUrl, short_name
@@ -306,7 +307,7 @@ class StreamHandler:
             async for payload in requests:
                 message = decode_request(payload)
                 check_request(message, self._limits)
-                wait_s = bucket.delay()
+                wait_s = bucket.delay(request_cost(message, self._limits))
                 if wait_s > 0:
                     # Over its rate: read this stream's next request later (flow control holds the client).
                     if not throttled:
