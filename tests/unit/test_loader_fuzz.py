@@ -237,7 +237,7 @@ def _load_text(data: bytes) -> None:
     parse_document(decode_document(data, where=WHERE), where=WHERE)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SEEDS), st.lists(_MUTATION, min_size=1, max_size=6))
 def test_mutated_catalogs_give_a_document_or_located_problems(
         seed: bytes, mutations: list[tuple[str, float, int, int]]) -> None:
@@ -247,7 +247,7 @@ def test_mutated_catalogs_give_a_document_or_located_problems(
 _VALUE_SPOT = re.compile(rb"(?<=[:-]) ")  # after "key: " or "- ": where a tag or an anchor may go
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SEEDS),
        st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(_TOKENS)), min_size=1, max_size=3))
 def test_yaml_constructs_in_value_positions_give_a_document_or_located_problems(
