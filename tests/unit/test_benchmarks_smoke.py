@@ -2,7 +2,9 @@
 
 Timings are not asserted (they depend on the machine); only that every timed step printed a positive
 number and that the sanity checks the benchmark makes on its own data passed. The convergence benchmark
-starts real processes and is not run here: the end-to-end tests cover convergence correctness.
+starts real processes and is not run here: the end-to-end tests cover convergence correctness. The soak
+benchmark runs for a few seconds at a tiny size: its verdict is not asserted (a few seconds of a starting
+process say nothing about a slope), only that churn reached the clients and a slope was fitted.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 
-from benchmarks import snapshot_build
+from benchmarks import snapshot_build, soak
 
 STEPS = (
     "parse_document (YAML file source)",
@@ -69,3 +71,27 @@ def test_snapshot_benchmark_spreads_services_over_listeners() -> None:
     assert re.search(r"^  LDS: 3 resources", text, re.MULTILINE)
     assert re.search(r"^  RDS: 3 resources", text, re.MULTILINE)
     assert "notified 2 of 2 watchers" in text
+
+
+def test_soak_benchmark_churns_to_connected_clients_and_fits_a_slope() -> None:
+    out = io.StringIO()
+    status = soak.main(["--duration", "3", "--services", "5", "--endpoints", "2", "--clients", "2",
+                        "--sample", "0.5", "--warmup", "1"], out=out)
+    text = out.getvalue()
+
+    assert status in (0, 1), text  # flat or growing; 2 would mean the run itself failed
+    samples = re.findall(rf"^\s+{_NUMBER}\s+{_NUMBER}\s+(\d+)\s+(\d+)$", text, re.MULTILINE)
+    assert len(samples) == 7, text  # t = 0, 0.5, ..., 3
+    assert all(float(rss) > 0 for _, rss, _, _ in samples)
+    changes = re.search(r"^changes made: (\d+) .*EDS responses per client: (\d+), (\d+)$", text, re.MULTILINE)
+    assert changes is not None, text
+    made, *per_client = (int(g) for g in changes.groups())
+    assert made >= 10 and all(count > 0 for count in per_client), text  # 10 changes/s reached both streams
+    assert re.search(r"^slope after warm-up: [+-]\d+\.\d+ MiB/min \(linear fit over \d+ samples\)$", text,
+                     re.MULTILINE), text
+    assert re.search(r"^verdict: (flat|growing) \(threshold 0.5 MiB/min\)$", text, re.MULTILINE), text
+
+
+def test_soak_slope_is_the_least_squares_fit_in_mib_per_minute() -> None:
+    samples = [soak.Sample(t_s=t, rss_mib=100 + 0.05 * t, changes=0, responses=0) for t in range(0, 60, 5)]
+    assert abs(soak.slope_mib_per_min(samples) - 3.0) < 1e-9
