@@ -93,3 +93,46 @@ class FakeClient:
 
 def names(send: Send) -> list[str]:
     return [r.name for r in send.resources]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A node group's config in the terms the stateful protocol test varies (tests/protocol/
+    test_protocol_stateful.py). Unlike `snapshot`, every reference is part of the resource's bytes, as
+    in real translation: a listener that switches route configs is a changed listener.
+
+    clusters: name -> (connect timeout seconds, endpoint count); listeners: name -> (route config, port);
+    routes: route config -> clusters it sends traffic to (each must be in `clusters`)."""
+
+    clusters: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    listeners: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def config_snapshot(config: Config, previous: Snapshot | None = None, group: str = "g") -> Snapshot:
+    """The snapshot of `config`; with `previous`, unchanged resources are shared as the server does."""
+    items: list[Translated] = []
+    for name, (timeout, count) in sorted(config.clusters.items()):
+        c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+        c.connect_timeout.seconds = timeout
+        items.append(Translated(CLUSTER, name, c, refs=((ENDPOINT, name),)))
+        cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+        group_ = cla.endpoints.add()
+        for i in range(count):
+            ep = group_.lb_endpoints.add()
+            ep.endpoint.address.socket_address.address = "127.0.0.1"
+            ep.endpoint.address.socket_address.port_value = 8000 + i
+        items.append(Translated(ENDPOINT, name, cla))
+    for name, (route_config, port) in sorted(config.listeners.items()):
+        listener = listener_pb2.Listener(name=name, stat_prefix=route_config)
+        listener.address.socket_address.port_value = port
+        items.append(Translated(LISTENER, name, listener, refs=((ROUTE, route_config),)))
+    for name, targets in sorted(config.routes.items()):
+        rc = route_pb2.RouteConfiguration(name=name)
+        vh = rc.virtual_hosts.add(name=name, domains=["*"])
+        for target in targets:
+            r = vh.routes.add()
+            r.match.prefix = "/"
+            r.route.cluster = target
+        items.append(Translated(ROUTE, name, rc, refs=tuple((CLUSTER, t) for t in targets)))
+    return make_snapshot(group, items, previous)

@@ -196,7 +196,10 @@ class StreamProtocol:
                 event = Acked(type_url=type_url, version=state.version_sent, nonce=request.response_nonce)
                 state.version_acked = state.version_sent
                 state.acked = dict(state.sent)
-                state.rejected_version = None
+                if state.version_sent != state.rejected_version:
+                    # An ACK of the rejected version only accepted the names newly asked for (R15); the
+                    # rest of that content is still rejected (R10; tests/protocol/test_protocol_stateful.py).
+                    state.rejected_version = None
             state.outstanding = False
         self._update_subscription(type_url, state, request.resource_names)
         return event
