@@ -134,7 +134,8 @@ class ManagementService:
         group = request.group
         # Only groups already built: store.get() would build (and from then on keep rebuilding) a snapshot
         # for any name a caller types.
-        snapshot = self._store.get(group) if group in self._store.groups() else None
+        # A group idle since the last change is rebuilt by get(): on a worker thread, off the event loop.
+        snapshot = await asyncio.to_thread(self._store.get, group) if group in self._store.groups() else None
         error = self._store.error(group)
         if snapshot is None:
             details = f"no snapshot for group {group!r}"
