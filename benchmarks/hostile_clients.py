@@ -37,8 +37,9 @@ The scenarios (issue 7's findings):
                   groups have expired (or after the grace plus 5 s, for a server that never drops them).
   node-id-8mib    5 streams whose node.id is 8 MiB, kept open.
   node-id-1mib    the same with 1 MiB: under the new request limit, over the node.id limit.
-  unread-14mib    one stream sends 24 requests of ~14 MiB (CDS names of 1000 bytes) and reads nothing.
-  unread-3.9mib   the same with requests just under the new 4 MiB request limit.
+  unread-14mib    one stream sends 24 EDS requests of ~14 MiB and reads nothing: each names every cluster
+                  (so each has an answer to push) plus new names of 1000 bytes the snapshot lacks.
+  unread-3.9mib   the same with 40 requests just under the new 4 MiB request limit.
   eds-100k        5 streams each ask EDS for 100 000 names the snapshot lacks and read the answer.
   eds-20k         the same with 20 000 names, the new per-request limit.
   deep-metadata   node.metadata nested 150 levels (past protobuf's own recursion limit) and 20 levels.
@@ -71,7 +72,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO, TypeAlias
@@ -119,8 +120,11 @@ class Plan:
     node_id_streams: int = 5
     unread_requests: int = 24
     unread_big_bytes: int = 14 * MIB
-    unread_small_bytes: int = 3_900_000  # under the 4 MiB default of --max-request-bytes
-    unread_budget_s: float = 20.0  # for sending all of them; a server that stops reading stops us here
+    # Under the 4 MiB default of --max-request-bytes, and more of them than the new server reads before it
+    # stops (its queue of 8 requests plus what HTTP/2 windows hold: about 27 here).
+    unread_small_bytes: int = 3_900_000
+    unread_small_requests: int = 40
+    unread_budget_s: float = 15.0  # for sending all of them; a server that stops reading stops us here
     eds_big_names: int = 100_000
     eds_allowed_names: int = 20_000
     eds_streams: int = 5
@@ -143,7 +147,7 @@ def catalog_text(plan: Plan, edit: int) -> str:
         n = service * plan.endpoints + endpoint + 1
         return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}:8080"
 
-    names = [f"svc-{i:05d}" for i in range(plan.services)]
+    names = service_names(plan)
     document = {
         "version": 1,
         "services": [{"name": name,
@@ -360,11 +364,20 @@ def request_bytes(type_url: str, *, node_id: str = "", cluster: str = HOSTILE_GR
     return payload
 
 
-def names_request(type_url: str, *, size_bytes: int, node_id: str) -> bytes:
-    """A request of about `size_bytes` whose bulk is resource names of 1000 bytes (the new per-name limit
-    is 1 KiB): the largest request a client can make of legitimate-looking names."""
-    count = max(1, size_bytes // 1004)
-    return request_bytes(type_url, node_id=node_id, names=[f"{i:08d}".ljust(1000, "n") for i in range(count)])
+def service_names(plan: Plan) -> list[str]:
+    """The catalog's services, which are also its clusters' and EDS resources' names."""
+    return [f"svc-{i:05d}" for i in range(plan.services)]
+
+
+def unread_requests(plan: Plan, *, count: int, size_bytes: int) -> Iterator[bytes]:
+    """`count` EDS requests of about `size_bytes`: every cluster of the catalog (so each one
+    has an answer of real assignments to push) and distinct names of 1000 bytes (the new per-name limit is
+    1 KiB) the snapshot lacks, new in every request, so each is a subscription change. Built one at a time:
+    this process holds one or two, never all of them."""
+    per_request = max(1, (size_bytes - 12 * plan.services) // 1004)
+    for k in range(count):
+        padding = [f"{k:03d}-{i:08d}-".ljust(1000, "n") for i in range(per_request)]
+        yield request_bytes(ENDPOINT, node_id="unread-1", names=[*service_names(plan), *padding])
 
 
 def too_deep_metadata_request(levels: int) -> bytes:
@@ -416,7 +429,7 @@ class HostileStream:
                     self.resources += len(discovery_pb2.DiscoveryResponse.FromString(raw).resources)
                 self._answered.set()
 
-    async def send(self, payloads: Sequence[bytes], *, budget_s: float) -> int:
+    async def send(self, payloads: Iterable[bytes], *, budget_s: float) -> int:
         """Write `payloads` in order until one is not taken within what is left of `budget_s` (the server
         stopped reading) or the stream ends; the number written."""
         deadline = time.monotonic() + budget_s
@@ -669,16 +682,15 @@ async def node_id_1mib(ctx: Context) -> None:
     await _node_id(ctx, 1 * MIB)
 
 
-async def _unread(ctx: Context, size_bytes: int) -> None:
+async def _unread(ctx: Context, count: int, size_bytes: int) -> None:
     plan = ctx.plan
-    payload = names_request(CLUSTER, size_bytes=size_bytes, node_id="unread-1")
     stream = HostileStream(ctx.channel, read=False)
     try:
-        written = await stream.send([payload] * plan.unread_requests, budget_s=plan.unread_budget_s)
-        del payload
+        requests = unread_requests(plan, count=count, size_bytes=size_bytes)
+        written = await stream.send(requests, budget_s=plan.unread_budget_s)
         await asyncio.sleep(plan.settle_s)
         ended = stream.status_now()
-        ctx.status = ended or f"{written}/{plan.unread_requests} written, open"
+        ctx.status = ended or f"{written}/{count} written, open"
         ctx.rss_held = ctx.server.rss_bytes()
         await ctx.read_sizes()
         ctx.rows.append(("requests written", written))
@@ -687,11 +699,11 @@ async def _unread(ctx: Context, size_bytes: int) -> None:
 
 
 async def unread_big(ctx: Context) -> None:
-    await _unread(ctx, ctx.plan.unread_big_bytes)
+    await _unread(ctx, ctx.plan.unread_requests, ctx.plan.unread_big_bytes)
 
 
 async def unread_small(ctx: Context) -> None:
-    await _unread(ctx, ctx.plan.unread_small_bytes)
+    await _unread(ctx, ctx.plan.unread_small_requests, ctx.plan.unread_small_bytes)
 
 
 async def _eds(ctx: Context, names: int) -> None:
