@@ -195,19 +195,19 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.wanted[t] = names
         pending = v.pending
         version = pending.version if kind == "ack" and pending is not None else self.version[t]
-        event = self.streams[key].on_request(Request(
+        answer = self.streams[key].on_request(Request(
             type_url=t, version_info=version, response_nonce=nonce, resource_names=names, node_id=node,
             error_message=error))
         if kind == "stale":
-            assert isinstance(event, Ignored) and event.reason == "stale_nonce", event
+            assert isinstance(answer, Ignored) and answer.reason == "stale_nonce", answer
             return self._flush(key)
         if kind == "first":
-            assert event is None, event
+            assert answer is None, answer
             v.asked, v.pending, v.sent, v.acked = True, None, {}, {}
         elif kind == "nack":
             assert pending is not None
-            assert isinstance(event, Nacked), event
-            assert (event.rejected_version, event.version) == (pending.version, self.version[t])
+            assert isinstance(answer, Nacked), answer
+            assert (answer.rejected_version, answer.version) == (pending.version, self.version[t])
             if v.rejected is None or v.rejected.version != pending.version:
                 v.refused = {}
             v.refused |= {r.name: r.hash for r in pending.resources}
@@ -215,13 +215,13 @@ class ProtocolMachine(RuleBasedStateMachine):
             v.sent, v.pending = dict(v.acked), None  # the client keeps what it last accepted (R8)
         elif kind == "ack":
             assert pending is not None
-            assert isinstance(event, Acked) and event.version == pending.version, event
+            assert isinstance(answer, Acked) and answer.version == pending.version, answer
             v.acked, v.pending = dict(v.sent), None
             if v.rejected is not None and v.rejected.version != pending.version:
                 v.rejected = None
             self._apply(pending)
         else:
-            assert event is None, event
+            assert answer is None, answer
         self._mirror_subscription(t, v, names)
         return self._flush(key)
 
@@ -238,7 +238,11 @@ class ProtocolMachine(RuleBasedStateMachine):
         else:
             added = requested - v.names
             for name in v.names - requested:
-                # The client drops what it stops asking for; the server forgets it too (R15).
+                # The client drops what it stops asking for once the server has processed that (R15).
+                # Dropping it already at an ignored stale request would be Envoy's behaviour too, but a
+                # name dropped and re-added while both requests are stale is, to a SotW server that
+                # ignores stale requests (R12), a name never dropped: that race is the protocol's, not
+                # this code's, so the model does not play it.
                 for held in (v.sent, v.acked, self.held[t]):
                     held.pop(name, None)
                 v.due.discard(name)
@@ -455,6 +459,10 @@ class ProtocolMachine(RuleBasedStateMachine):
                     # A route config it has is reused; one the server no longer has is never sent (no
                     # stand-in for RDS) and the client's own timeout applies, as documented.
                     continue
+                rejected = self.views[CHILD[t]]
+                if rejected.rejected is not None and child in rejected.refused:
+                    # The client rejected it; the server rightly stays quiet (R10), the timeout applies.
+                    continue
                 if child not in self.arrived[t]:
                     cold.append((r.name, old is not None))
         return cold
@@ -660,3 +668,27 @@ def test_ack_of_a_partial_answer_under_the_rejected_version_keeps_the_nack() -> 
     assert names(second) == ["c1"] and second.version == first.version
     _, sends = client.ack(second, ["c0", "c1"])
     assert sends == []
+
+
+def test_a_cluster_kept_for_a_route_sent_in_the_same_batch_is_not_left_behind() -> None:
+    # The client names a cluster that does not exist, so CDS would drop c3 (no route uses it), and it
+    # rejects that. Then r0 starts using c3: the RDS response makes c3 in use again, so CDS is due
+    # (confirming what the client runs, R10) in the same next_sends(), not at some later event.
+    before = snapshot(clusters={"c3": 1}, listeners={"l1": "r0"}, routes={"r0": []})
+    client = FakeClient()
+    client.protocol.set_snapshot(before)
+    _, (cds,) = client.request(CLUSTER)
+    _, (eds,) = client.request(ENDPOINT, ["c3"])
+    client.ack(eds, ["c3"])
+    client.ack(cds)
+    _, (lds,) = client.request(LISTENER)
+    _, (rds,) = client.request(ROUTE, ["r0"])
+    client.ack(rds, ["r0"])
+    client.ack(lds)
+    _, (drop,) = client.request(CLUSTER, ["c1"], nonce=cds.nonce, version=cds.version)
+    assert names(drop) == []
+    client.nack(drop, ["c1"])
+    sends = client.push(snapshot(clusters={"c3": 1}, listeners={"l1": "r0"}, routes={"r0": ["c3"]}))
+    assert [(s.type_url, names(s)) for s in sends] == [(ROUTE, ["r0"]), (CLUSTER, ["c3"])]
+    assert sends[1].version == cds.version
+    assert client.flush() == []

@@ -214,6 +214,15 @@ class StreamProtocol:
         snapshot = self._snapshot
         if snapshot is None:
             return []
+        # A send can make an earlier type due again: routes sent that use a cluster again keep it in
+        # CDS, which was computed before them. So passes repeat until one sends nothing; a type sends at
+        # most once, as it is then outstanding (found by tests/protocol/test_protocol_stateful.py).
+        sends: list[Send] = []
+        while batch := self._push_pass(snapshot):
+            sends.extend(batch)
+        return sends
+
+    def _push_pass(self, snapshot: Snapshot) -> list[Send]:
         sends: list[Send] = []
         unsettled: set[TypeUrl] = set()
         for type_url in self._order():
