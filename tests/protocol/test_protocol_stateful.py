@@ -644,7 +644,7 @@ class SingleTypeStreams(ProtocolMachine):
     ADS = False
 
 
-BOUNDS = settings(max_examples=60, stateful_step_count=40, deadline=None,
+BOUNDS = settings(max_examples=80, stateful_step_count=50, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 TestAdsStream = ProtocolMachine.TestCase
