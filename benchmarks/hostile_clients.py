@@ -133,8 +133,9 @@ class Plan:
     max_server_rss_mb: int = 6000
 
 
-QUICK = Plan(services=20, endpoints=2, groups=12, churn_batch=6, edits=1, grace_s=0.6, unread_budget_s=1.0,
-             eds_streams=2, settle_s=0.2, response_timeout_s=20.0)
+QUICK = Plan(services=20, endpoints=2, groups=12, churn_batch=6, edits=1, grace_s=0.6, node_id_streams=2,
+             unread_requests=4, unread_small_requests=6, unread_budget_s=1.0, eds_streams=2, settle_s=0.2,
+             response_timeout_s=20.0)
 
 
 # --- the catalog ------------------------------------------------------------------------------------------
@@ -454,12 +455,18 @@ class HostileStream:
             answered.cancel()
         if self._answered.is_set():
             return "OK"
-        if self._ended.done():
-            return self._ended.result().name
-        return "no answer"
+        return await self.status_now() or "no answer"
 
-    def status_now(self) -> str | None:
-        return self._ended.result().name if self._ended.done() else None
+    async def status_now(self) -> str | None:
+        """The stream's status if it ended: the code, and for a code that does not say what happened
+        (INTERNAL, UNKNOWN: a stream reset while the client was still writing) the start of its details."""
+        if not self._ended.done():
+            return None
+        code = self._ended.result()
+        if code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+            return str(code.name)
+        details = (await self._call.details()) or ""
+        return f"{code.name} ({details[:60].encode('ascii', 'backslashreplace').decode()})"
 
     def close(self) -> None:
         self._call.cancel()
@@ -689,7 +696,7 @@ async def _unread(ctx: Context, count: int, size_bytes: int) -> None:
         requests = unread_requests(plan, count=count, size_bytes=size_bytes)
         written = await stream.send(requests, budget_s=plan.unread_budget_s)
         await asyncio.sleep(plan.settle_s)
-        ended = stream.status_now()
+        ended = await stream.status_now()
         ctx.status = ended or f"{written}/{count} written, open"
         ctx.rss_held = ctx.server.rss_bytes()
         await ctx.read_sizes()
