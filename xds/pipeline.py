@@ -30,14 +30,24 @@ class World:
     policy: Policy
 
 
-def build_snapshot(world: World, group: str, previous: Snapshot | None = None) -> Snapshot:
-    # plan(), not translate(): only resources whose spec the previous snapshot lacks get translated.
-    return make_snapshot(group, plan(apply_policy(world.catalog, world.policy, group=group)), previous)
+def build_snapshot(world: World, group: str, previous: Snapshot | None = None, *,
+                   donor: Snapshot | None = None) -> Snapshot:
+    # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
+    # translated.
+    return make_snapshot(group, plan(apply_policy(world.catalog, world.policy, group=group)), previous,
+                         donor=donor)
 
 
 def builder_for(world: World) -> SnapshotBuilder:
+    # The snapshot this builder made last, of whichever group: the next group's build shares the resources
+    # it has in common with it. One reference, replaced at every build, so it holds at most one snapshot
+    # that no group uses any more.
+    last: list[Snapshot] = []
+
     def build(group: str, previous: Snapshot | None) -> Snapshot:
-        return build_snapshot(world, group, previous)
+        snapshot = build_snapshot(world, group, previous, donor=last[0] if last else None)
+        last[:] = [snapshot]
+        return snapshot
 
     return build
 

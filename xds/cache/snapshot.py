@@ -107,13 +107,17 @@ class Snapshot:
 
 
 def make_snapshot(group: str, items: Iterable[Translated | Deferred],
-                  previous: Snapshot | None = None) -> Snapshot:
+                  previous: Snapshot | None = None, *, donor: Snapshot | None = None) -> Snapshot:
     """Serialize, hash and check `items`; raise InconsistentSnapshotError rather than publish a bad one.
 
     Resource objects whose bytes are unchanged since `previous` are reused, so memory for unchanged
     resources is shared between consecutive snapshots. An item whose key equals the previous resource's is
     neither serialized nor, for a Deferred, translated: `previous` is the only memory of earlier builds, so
     what a build can reuse is bounded by what the current snapshot holds (issue 7).
+
+    `donor` is another group's current snapshot: a resource it holds under an equal key is reused too, so
+    node groups that receive the same clusters share one copy of each instead of one per group (a group
+    costs its own dictionaries, not its own resources; issue 7).
     """
     by_type: dict[TypeUrl, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
     for item in items:
@@ -125,8 +129,12 @@ def make_snapshot(group: str, items: Iterable[Translated | Deferred],
             raise InconsistentSnapshotError(
                 f"two {short_name(item.type_url)} resources are both named {item.name!r}")
         old = previous.get(item.type_url, item.name) if previous is not None else None
+        shared = donor.get(item.type_url, item.name) if donor is not None else None
         if old is not None and item.key is not None and old.key == item.key and old.refs == item.refs:
             resource = old  # translated from an equal spec: the same bytes, without serializing again
+        elif (shared is not None and item.key is not None and shared.key == item.key
+              and shared.refs == item.refs):
+            resource = shared  # the same spec in another group: share its resource
         else:
             resource = Resource.of(item)
             if old is not None and old.hash == resource.hash and old.refs == resource.refs:
