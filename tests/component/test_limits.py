@@ -317,3 +317,13 @@ async def test_a_client_that_does_not_read_gets_the_latest_state_only(start: Cal
         client.ack(responses[-1])
     await client.expect_silence()
     assert len(responses) <= 2  # never one response per intermediate world
+
+
+async def test_requests_past_the_servers_pending_budget_are_resource_exhausted(
+        start: Callable[..., object]) -> None:
+    server: Server = await start(limits=StreamLimits(max_pending_request_bytes=10_000))  # type: ignore[misc]
+    client = server.client()
+    client.send(ENDPOINT, [f"cluster-{i:05d}" for i in range(1000)])  # ~16 KB: more than the whole budget
+    assert await client.status() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert server.limits_hit == ["max_pending_request_bytes"]
+    await server.healthy_client_syncs()  # small requests still fit

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2
 from xds.cache.snapshot import empty_endpoints
 from xds.server.limits import (
     LimitExceededError,
+    PendingBytes,
     PlaceholderBudget,
     StreamLimits,
     TokenBucket,
@@ -120,3 +121,35 @@ def test_a_request_costs_more_tokens_the_more_names_it_carries() -> None:
     bucket = TokenBucket(rate=100, burst=200, clock=clock)
     assert bucket.delay(150) == 0.0
     assert bucket.delay(150) == pytest.approx(1.0)  # 100 tokens short at 100 per second
+
+
+def test_pending_bytes_refuse_past_the_budget_and_come_back_when_released() -> None:
+    pending = PendingBytes(100)
+    pending.take(60)
+    with pytest.raises(LimitExceededError, match="holds 100 bytes of unprocessed requests") as caught:
+        pending.take(50)
+    assert caught.value.exhausted and caught.value.limit == "max_pending_request_bytes"
+    pending.release(60)
+    pending.take(100)
+    assert pending.total == 100
+
+
+async def test_the_inbox_bounds_queued_bytes_lets_one_big_request_in_and_gives_bytes_back() -> None:
+    import asyncio
+
+    from xds.server.stream import _Inbox
+
+    pending = PendingBytes(10_000)
+    inbox = _Inbox(max_requests=8, max_bytes=100, pending=pending)
+    first, second = discovery_pb2.DiscoveryRequest(type_url="a"), discovery_pb2.DiscoveryRequest(type_url="b")
+    pending.take(500)
+    await inbox.put_request(first, 500)  # bigger than the stream's budget, but alone: it goes in
+    pending.take(10)
+    blocked = asyncio.ensure_future(inbox.put_request(second, 10))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()  # no room until the first is taken out
+    assert await inbox.get() is first
+    await asyncio.wait_for(blocked, 1)
+    assert pending.total == 10
+    inbox.drain()  # the stream ended with the second one unprocessed
+    assert pending.total == 0

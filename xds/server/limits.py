@@ -61,9 +61,14 @@ class StreamLimits:
     request_rate_per_s: float = 100.0
     request_burst: int = 200
     names_per_token: int = 200
-    # Requests read from the transport but not yet processed. Past this the stream stops reading and
-    # HTTP/2 flow control holds the client back, instead of the server buffering what it sends.
+    # Requests read from the transport but not yet processed, by count and by bytes (one request is
+    # always let in, whatever its size). Past this the stream stops reading and HTTP/2 flow control holds
+    # the client back, instead of the server buffering what it sends.
     max_queued_requests: int = 8
+    max_queued_request_bytes: int = 1 * MIB
+    # The same, summed over every stream of the server: past it, a stream whose next request would not
+    # fit ends with RESOURCE_EXHAUSTED (the client retries with backoff) rather than the server growing.
+    max_pending_request_bytes: int = 256 * MIB
     # Open discovery streams on the whole server. Past it new streams are refused with RESOURCE_EXHAUSTED
     # so that a connect storm fails fast and Envoy retries with backoff.
     max_streams: int = 10_000
@@ -71,7 +76,8 @@ class StreamLimits:
     def __post_init__(self) -> None:
         for name in ("max_node_id_bytes", "max_node_cluster_bytes", "max_node_metadata_bytes",
                      "max_node_metadata_depth", "max_field_bytes", "max_resource_names", "max_name_bytes",
-                     "request_burst", "names_per_token", "max_queued_requests", "max_streams"):
+                     "request_burst", "names_per_token", "max_queued_requests", "max_queued_request_bytes",
+                     "max_pending_request_bytes", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_placeholders < 0:
@@ -82,11 +88,33 @@ class StreamLimits:
 
 class LimitExceededError(Exception):
     """A client exceeded `limit` (a StreamLimits field name or "request_decode"); the message is for the
-    client and the log, and contains no unbounded client-supplied text."""
+    client and the log, and contains no unbounded client-supplied text. `exhausted`: the server is out of
+    a shared resource (RESOURCE_EXHAUSTED, worth retrying) rather than the request being bad
+    (INVALID_ARGUMENT)."""
 
-    def __init__(self, limit: str, message: str) -> None:
+    def __init__(self, limit: str, message: str, *, exhausted: bool = False) -> None:
         super().__init__(message)
         self.limit = limit
+        self.exhausted = exhausted
+
+
+class PendingBytes:
+    """Bytes of requests read but not yet processed, over every stream of a server (one event loop)."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self.total = 0
+
+    def take(self, size: int) -> None:
+        """Count `size` more bytes; LimitExceededError when they would pass the budget."""
+        if self.total + size > self._budget:
+            raise LimitExceededError(
+                "max_pending_request_bytes",
+                f"the server holds {self._budget} bytes of unprocessed requests; retry later", exhausted=True)
+        self.total += size
+
+    def release(self, size: int) -> None:
+        self.total -= size
 
 
 def decode_request(payload: bytes) -> discovery_pb2.DiscoveryRequest:

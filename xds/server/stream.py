@@ -36,6 +36,7 @@ from xds.server.callbacks import Callbacks, StreamInfo
 from xds.server.encode import encode_response
 from xds.server.limits import (
     LimitExceededError,
+    PendingBytes,
     PlaceholderBudget,
     StreamLimits,
     TokenBucket,
@@ -72,26 +73,34 @@ class _Published:
     at: float
 
 
-_Item: TypeAlias = discovery_pb2.DiscoveryRequest | _Published | _End | BaseException
+_Queued: TypeAlias = discovery_pb2.DiscoveryRequest | _End | BaseException
+_Item: TypeAlias = _Queued | _Published
 
 
 class _Inbox:
-    """Requests in arrival order (bounded, the reader waits for room) and the latest snapshot only."""
+    """Requests in arrival order (bounded in count and bytes, the reader waits for room) and the latest
+    snapshot only. Each queued request's size stays counted in the server's PendingBytes until it is
+    taken out (or the stream ends: `drain`)."""
 
-    def __init__(self, max_requests: int) -> None:
-        self._requests: collections.deque[discovery_pb2.DiscoveryRequest | _End | BaseException] = (
-            collections.deque())
+    def __init__(self, *, max_requests: int, max_bytes: int, pending: PendingBytes) -> None:
+        self._requests: collections.deque[tuple[_Queued, int]] = collections.deque()
         self._max_requests = max_requests
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._pending = pending
         self._snapshot: _Published | None = None
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
 
-    async def put_request(self, item: discovery_pb2.DiscoveryRequest | _End | BaseException) -> None:
-        while len(self._requests) >= self._max_requests:
+    async def put_request(self, item: _Queued, size: int = 0) -> None:
+        """Queue `item`, whose `size` bytes the caller has taken from PendingBytes; they are now ours."""
+        while self._requests and (len(self._requests) >= self._max_requests
+                                  or self._bytes + size > self._max_bytes):
             self._room.clear()
             await self._room.wait()
-        self._requests.append(item)
+        self._requests.append((item, size))
+        self._bytes += size
         self._ready.set()
 
     def put_snapshot(self, published: _Published) -> None:
@@ -105,11 +114,20 @@ class _Inbox:
                 published, self._snapshot = self._snapshot, None
                 return published
             if self._requests:
-                item = self._requests.popleft()
+                item, size = self._requests.popleft()
+                self._bytes -= size
+                self._pending.release(size)
                 self._room.set()
                 return item
             self._ready.clear()
             await self._ready.wait()
+
+    def drain(self) -> None:
+        """Give back the bytes of requests the stream will never process."""
+        while self._requests:
+            _, size = self._requests.popleft()
+            self._pending.release(size)
+        self._bytes = 0
 
 
 def to_request(message: discovery_pb2.DiscoveryRequest) -> Request:
@@ -134,6 +152,7 @@ class StreamHandler:
         self._limits = limits or StreamLimits()
         self._on_limit = on_limit
         self._open_streams = 0
+        self._pending = PendingBytes(self._limits.max_pending_request_bytes)
         # Builds of a group's first snapshot: one worker (builds are CPU-bound under the GIL, more threads
         # would not make them faster) and one pending build per group, shared by its streams.
         self._builder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-build")
@@ -167,7 +186,8 @@ class StreamHandler:
         placeholder = PlaceholderBudget(empty_endpoints, limit=self._limits.max_placeholders,
                                         on_exhausted=lambda: self._limit_hit("max_placeholders", info))
         protocol = StreamProtocol(ads=stream_type is None, stream_type=stream_type, placeholder=placeholder)
-        inbox = _Inbox(self._limits.max_queued_requests)
+        inbox = _Inbox(max_requests=self._limits.max_queued_requests,
+                       max_bytes=self._limits.max_queued_request_bytes, pending=self._pending)
         # When the stream had each outstanding response's content: a snapshot's arrival, or the request that
         # asked for it. An ACK of that nonce closes the interval (xds_convergence_seconds).
         content_since: dict[str, float] = {}
@@ -224,12 +244,14 @@ class StreamHandler:
             self._limit_hit(exc.limit, info)
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "limit": exc.limit,
                                                   "error": str(exc)})
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.exhausted else grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(exc))
         except ProtocolError as exc:
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "error": str(exc)})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             reader.cancel()
+            inbox.drain()
             if cancel_watch is not None:
                 cancel_watch()
             if info is not None:
@@ -305,18 +327,26 @@ class StreamHandler:
         throttled = False
         try:
             async for payload in requests:
-                message = decode_request(payload)
-                check_request(message, self._limits)
-                wait_s = bucket.delay(request_cost(message, self._limits))
-                if wait_s > 0:
-                    # Over its rate: read this stream's next request later (flow control holds the client).
-                    if not throttled:
-                        throttled = True
-                        self._limit_hit("request_rate_per_s", info())
-                    await asyncio.sleep(wait_s)
-                else:
-                    throttled = False
-                await inbox.put_request(message)
+                size = len(payload)
+                self._pending.take(size)
+                try:
+                    message = decode_request(payload)
+                    del payload  # the decoded message is what stays queued
+                    check_request(message, self._limits)
+                    wait_s = bucket.delay(request_cost(message, self._limits))
+                    if wait_s > 0:
+                        # Over its rate: read this stream's next request later (flow control holds the
+                        # client).
+                        if not throttled:
+                            throttled = True
+                            self._limit_hit("request_rate_per_s", info())
+                        await asyncio.sleep(wait_s)
+                    else:
+                        throttled = False
+                    await inbox.put_request(message, size)
+                except BaseException:
+                    self._pending.release(size)
+                    raise
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bad request or a failed transport: end the handler with it
