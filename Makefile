@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m xds.demo
+	$(BIN)/python -m harness.demo
 
 test: check pytest
 
 check: lint typecheck layers
 
 lint: $(STAMP)
-	$(BIN)/ruff check xds tests benchmarks
+	$(BIN)/ruff check xds harness tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -41,7 +41,7 @@ pytest: $(STAMP) compose-tools testbin
 # (~10 min in all on 2 cores); later runs only check the cache.
 testbin: $(STAMP)
 	@echo "==> test binaries: consul kube-apiserver etcd (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
-	$(BIN)/python -m xds.harness.testbin consul kube-apiserver etcd
+	$(BIN)/python -m harness.testbin consul kube-apiserver etcd
 
 # tests/unit/test_compose.py checks the compose/ demo stack with `docker-compose config`, which needs no
 # Docker engine. Debian's docker-compose (1.29, Python) is installable with apt-get on every machine this

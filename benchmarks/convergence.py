@@ -58,7 +58,7 @@ from typing import TextIO
 
 import yaml
 
-from xds.harness import (
+from harness import (
     AdminError,
     ControlPlaneProcess,
     EnvoyProcess,
@@ -69,7 +69,7 @@ from xds.harness import (
     unique_base_id,
     wait_until,
 )
-from xds.harness.ports import LOOPBACK
+from harness.ports import LOOPBACK
 from xds.policy.weights import normalize_weights
 from xds.settings import Settings
 from xds.typeurls import ENDPOINT, ROUTE

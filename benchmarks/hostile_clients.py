@@ -84,8 +84,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
+from harness import LOOPBACK, ManagedProcess, ProcessExitedError, free_ports
 from xds.cache.snapshot import length_delimited
-from xds.harness import LOOPBACK, ManagedProcess, ProcessExitedError, free_ports
 from xds.typeurls import CLUSTER, ENDPOINT
 
 REPO = Path(__file__).resolve().parent.parent

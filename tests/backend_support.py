@@ -14,8 +14,8 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from xds.harness.processes import StartStop
-from xds.harness.testbin import TestbinError
+from harness.processes import StartStop
+from harness.testbin import TestbinError
 
 BACKENDS = ("binary", "docker")
 FAILURE_LOG_LINES = 60
@@ -44,7 +44,7 @@ def backend_name(env_var: str) -> str:
 
 
 def build_binaries(pytestconfig: pytest.Config, build: Callable[[], T], *, failure: str) -> T:
-    """`build()` (xds.harness.testbin), its progress shown live; a failed build fails the test with
+    """`build()` (harness.testbin), its progress shown live; a failed build fails the test with
     "<failure>: <why>"."""
     # Show the build's progress lines live instead of swallowing minutes of silence into captured output.
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")

@@ -2,12 +2,12 @@
 
 Fixtures:
   consul_binary   (session)  the Consul executable, built once from the pinned wrapper module and cached
-                             (xds.harness.testbin); a failed build FAILS the tests that need it, never skips.
+                             (harness.testbin); a failed build FAILS the tests that need it, never skips.
   consul_agent    (function) a fresh, empty dev-mode agent on loopback, already leader; stopped at teardown
                              whatever happened, its log tail attached to the report of a failing test.
 
 Backends, chosen by XDS_TEST_CONSUL_BACKEND:
-  binary (default)  the cached binary as a child process (xds.harness.consul.ConsulAgent);
+  binary (default)  the cached binary as a child process (harness.consul.ConsulAgent);
   docker            the official image (XDS_TEST_CONSUL_IMAGE, default hashicorp/consul:1.22) through
                     testcontainers, with the same command line and host networking, so addresses, loopback
                     HTTP checks and restart-on-the-same-port behave exactly as with the binary. It needs a
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.consul import AGENT_ENV, ConsulApiError, ConsulBackend, ConsulPorts, agent_args
+from harness.ports import LOOPBACK, PortInUseError
+from harness.processes import ProcessExitedError, lost_port_race, wait_until
+from harness.testbin import ensure_binary
 from tests.backend_support import FAILURE_LOG_LINES, attach_log_tails, backend_name, build_binaries, started
-from xds.harness.consul import AGENT_ENV, ConsulApiError, ConsulBackend, ConsulPorts, agent_args
-from xds.harness.ports import LOOPBACK, PortInUseError
-from xds.harness.processes import ProcessExitedError, lost_port_race, wait_until
-from xds.harness.testbin import ensure_binary
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -80,7 +80,7 @@ def consul_agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Con
     if consul_backend_name() == "docker":
         agent = DockerConsulAgent(image=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE)
     else:
-        from xds.harness.consul import ConsulAgent
+        from harness.consul import ConsulAgent
 
         agent = ConsulAgent(tmp_path / "consul", binary=request.getfixturevalue("consul_binary"))
     with started(request, _CONSUL_AGENTS, agent):

@@ -2,7 +2,7 @@
 
 Registered in tests/conftest.py. Fixtures:
   kube_binaries  (session)  the kube-apiserver and etcd executables, built once from the pinned wrapper
-                            modules and cached (xds.harness.testbin); a failed build FAILS the tests that
+                            modules and cached (harness.testbin); a failed build FAILS the tests that
                             need them, never skips.
   kube_cluster   (function) a fresh etcd (empty data directory) and a kube-apiserver in front of it on
                             loopback, /readyz passed; stopped at teardown whatever happened, the log tails
@@ -13,19 +13,19 @@ Registered in tests/conftest.py. Fixtures:
 
 Options per test, with the marker `@pytest.mark.kube(watch_cache=False)`: serve watches and lists straight
 from etcd (`--watch-cache=false`), so `kube_compact()` alone makes old resourceVersions expire (410 Gone);
-with the default watch cache that takes `kube_restart()` too (see xds/harness/kube.py).
+with the default watch cache that takes `kube_restart()` too (see harness/kube.py).
 
 Why function scope: a test cannot clean up after itself (without kube-controller-manager, namespaces never
 finish deleting), and a fresh cluster costs only the start-up time measured in docs/testing.md (seconds).
 
 Backends, chosen by XDS_TEST_KUBE_BACKEND:
-  binary (default)  the cached binaries as child processes (xds.harness.kube.LocalKubeCluster);
+  binary (default)  the cached binaries as child processes (harness.kube.LocalKubeCluster);
   docker            K3s (XDS_TEST_KUBE_IMAGE, default rancher/k3s:v1.36.4-k3s1, the same Kubernetes
                     minor) through testcontainers: server only (no agent, so no kubelet or pods), its
                     embedded etcd, the same static token file, ports published on 127.0.0.1 only. It
                     needs a Docker engine that can run privileged containers; testcontainers is imported
                     only when this backend is chosen. The CI machine has no Docker, so it is not run there.
-Tests are written against `xds.harness.kube.KubeBackend` and do not know which one runs.
+Tests are written against `harness.kube.KubeBackend` and do not know which one runs.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.backend_support import FAILURE_LOG_LINES, attach_log_tails, backend_name, build_binaries, started
-from xds.harness.kube import (
+from harness.kube import (
     ADMIN_GROUP,
     ADMIN_USER,
     DEFAULT_LIMITED_USER,
@@ -55,9 +54,10 @@ from xds.harness.kube import (
     compact_like_apiserver,
     unverified_ssl_context,
 )
-from xds.harness.ports import LOOPBACK, free_ports
-from xds.harness.processes import ProcessExitedError, wait_until
-from xds.harness.testbin import ensure_binary
+from harness.ports import LOOPBACK, free_ports
+from harness.processes import ProcessExitedError, wait_until
+from harness.testbin import ensure_binary
+from tests.backend_support import FAILURE_LOG_LINES, attach_log_tails, backend_name, build_binaries, started
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import pytest
 
-from xds.harness import (
+from harness import (
     ControlPlaneProcess,
     EnvoyProcess,
     PortInUseError,
@@ -23,7 +23,7 @@ from xds.harness import (
     free_ports,
     unique_base_id,
 )
-from xds.harness.envoy import envoy_binary as locate_envoy_binary
+from harness.envoy import envoy_binary as locate_envoy_binary
 
 HERE = Path(__file__).parent
 # A fresh free port collides with another process's bind only rarely; three tries make it negligible.

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from xds.harness import ControlPlaneProcess, EnvoyProcess, UpstreamPool, free_port, wait_until
-from xds.harness.controlplane import bootstrap_for
-from xds.harness.envoy import AdminError
+from harness import ControlPlaneProcess, EnvoyProcess, UpstreamPool, free_port, wait_until
+from harness.controlplane import bootstrap_for
+from harness.envoy import AdminError
 
 Backend = tuple[str, Mapping[str, str] | None, int]  # (service, subset, weight)
 

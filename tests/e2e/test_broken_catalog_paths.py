@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import grpc
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
+from harness import ControlPlaneProcess, wait_until
 from tests.component.ads_client import AdsClient, resource_names
-from xds.harness import ControlPlaneProcess, wait_until
 from xds.typeurls import CLUSTER as CDS
 from xds.typeurls import ENDPOINT as EDS
 from xds.typeurls import LISTENER as LDS

@@ -50,7 +50,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xds.harness import (
+from harness import (
     AdminError,
     ControlPlaneProcess,
     EnvoyProcess,
@@ -58,7 +58,7 @@ from xds.harness import (
     free_port,
     wait_until,
 )
-from xds.harness.consul import ConsulBackend
+from harness.consul import ConsulBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import UpstreamPool, wait_until
+from harness.consul import ConsulAgent, ConsulBackend, ConsulPorts, HttpCheck, TtlCheck, Weights
 from tests.consul_fixtures import consul_backend_name
-from xds.harness import UpstreamPool, wait_until
-from xds.harness.consul import ConsulAgent, ConsulBackend, ConsulPorts, HttpCheck, TtlCheck, Weights
 
 # Health changes propagate within milliseconds on loopback; HTTP checks need their first probe (<= 1 s).
 _SYNC_TIMEOUT_S = 10.0

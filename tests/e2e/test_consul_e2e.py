@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xds.harness import (
+from harness import (
     ControlPlaneProcess,
     EnvoyProcess,
     SteadyLoad,
@@ -25,9 +25,9 @@ from xds.harness import (
     run_requests,
     wait_until,
 )
-from xds.harness.consul import ConsulBackend, HttpCheck, TtlCheck
-from xds.harness.controlplane import bootstrap_for
-from xds.harness.envoy import AdminError
+from harness.consul import ConsulBackend, HttpCheck, TtlCheck
+from harness.controlplane import bootstrap_for
+from harness.envoy import AdminError
 
 KV_KEY = "xds/policies/edge"
 Backend = tuple[str, dict[str, str] | None, int]

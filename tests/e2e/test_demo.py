@@ -1,4 +1,4 @@
-"""`python -m xds.demo` end to end: the real demo as a user runs it, with real Envoys, then nothing left over.
+"""`python -m harness.demo` end to end: the real demo as a user runs it, real Envoys, nothing left over.
 
 The demo writes one final `DEMO-SUMMARY {json}` line; the assertions read that rather than the screen text,
 except for the per-phase lines a person watching relies on.
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xds.demo import SUMMARY_MARKER, WORKDIR_NAME
+from harness.demo import SUMMARY_MARKER, WORKDIR_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT_S = 120.0
@@ -83,7 +83,7 @@ def test_once_runs_every_phase_converges_and_cleans_up(tmp_path: Path) -> None:
     stale.write_text("the demo wipes its work dir at start")
 
     result = subprocess.run(
-        [sys.executable, "-m", "xds.demo", "--once", "--plain", "--phase-seconds", "4"],
+        [sys.executable, "-m", "harness.demo", "--once", "--plain", "--phase-seconds", "4"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, check=False,
     )
     output = result.stdout
@@ -142,7 +142,7 @@ def test_sigint_stops_every_process_and_prints_the_summary(tmp_path: Path) -> No
     log = tmp_path / "demo-output.txt"
     with log.open("w") as out:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "xds.demo", "--plain", "--phase-seconds", "2"],
+            [sys.executable, "-m", "harness.demo", "--plain", "--phase-seconds", "2"],
             cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
         )
     try:

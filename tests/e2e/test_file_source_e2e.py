@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from xds.harness import SteadyLoad, UpstreamPool, run_requests, wait_until
+from harness import SteadyLoad, UpstreamPool, run_requests, wait_until
 
 from .stack import Stack, start_stack
 

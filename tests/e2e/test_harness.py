@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xds.harness import (
+from harness import (
     EnvoyProcess,
     ManagedProcess,
     PortInUseError,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from harness import wait_until
+from harness.kube import KubeApiError, KubeBackend, KubeClient
+from harness.testbin import TOOLS, required_version
 from tests.kube_fixtures import kube_backend_name
-from xds.harness import wait_until
-from xds.harness.kube import KubeApiError, KubeBackend, KubeClient
-from xds.harness.testbin import TOOLS, required_version
 
 NAMESPACE = "shop"
 MANAGED_BY = "xds-tests"

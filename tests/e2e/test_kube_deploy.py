@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xds.harness.kube import KubeApiError, KubeBackend
+from harness.kube import KubeApiError, KubeBackend
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from xds.harness import ControlPlaneProcess, EnvoyProcess, free_port, wait_until
-from xds.harness.controlplane import bootstrap_for
-from xds.harness.envoy import AdminError
-from xds.harness.kube import KubeApiError, KubeBackend
+from harness import ControlPlaneProcess, EnvoyProcess, free_port, wait_until
+from harness.controlplane import bootstrap_for
+from harness.envoy import AdminError
+from harness.kube import KubeApiError, KubeBackend
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NS = "shop"

@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from xds.harness import free_port, wait_until
-from xds.harness.consul import ConsulBackend, TtlCheck
-from xds.harness.controlplane import bootstrap_for
-from xds.harness.envoy import AdminError
-from xds.harness.kube import KubeBackend
+from harness import free_port, wait_until
+from harness.consul import ConsulBackend, TtlCheck
+from harness.controlplane import bootstrap_for
+from harness.envoy import AdminError
+from harness.kube import KubeBackend
 
 from .test_kube_e2e import NS, endpoint, endpoint_slice, install_crd
 

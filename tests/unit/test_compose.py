@@ -42,8 +42,8 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.envoy import envoy_binary
 from xds.cli import build_parser
-from xds.harness.envoy import envoy_binary
 from xds.model.service import Catalog, Health
 from xds.policy.apply import apply_policy
 from xds.policy.load import parse_policy

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_envoy_protos_that_import_cncf_xds_still_load() -> None:
     # envoy's cluster proto imports xds.core.v3: it must resolve next to our own modules.
     from envoy.config.cluster.v3 import cluster_pb2
-    from xds.core.v3 import collection_entry_pb2
 
     import xds.server.protocol
+    from xds.core.v3 import collection_entry_pb2
 
     assert cluster_pb2.Cluster.DESCRIPTOR.full_name == "envoy.config.cluster.v3.Cluster"
     assert collection_entry_pb2.DESCRIPTOR.package == "xds.core.v3"

@@ -1,5 +1,5 @@
 // Wrapper module that pins the Consul binary the tests run against (see tools/testbin/README.md).
-// Never built into the product: xds/harness/testbin.py builds it once into a cache outside the repository.
+// Never built into the product: harness/testbin.py builds it once into a cache outside the repository.
 module example.invalid/xds-testbin/consul
 
 go 1.25.9

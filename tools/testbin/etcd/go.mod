@@ -1,5 +1,5 @@
 // Wrapper module that pins the etcd binary kube-apiserver runs against in tests (see tools/testbin/README.md).
-// Never built into the product: xds/harness/testbin.py builds it once into a cache outside the repository.
+// Never built into the product: harness/testbin.py builds it once into a cache outside the repository.
 // Kept separate from ../kube so etcd is built with etcd's own tested dependency graph, not Kubernetes'.
 module example.invalid/xds-testbin/etcd
 

@@ -2,7 +2,7 @@
 
 The agent runs `consul agent -dev` (one server, its own leader) with every port chosen from the free loopback
 ports, DNS and gRPC disabled, and the update check off, so it never talks to anything but 127.0.0.1. The
-binary comes from `xds.harness.testbin.ensure_binary("consul")`.
+binary comes from `harness.testbin.ensure_binary("consul")`.
 
 State lives in memory only (`-dev`): `restart()` brings the agent back on the same ports but with an EMPTY
 catalog and KV store. That is deliberate: it is what "Consul restarted empty and was repopulated" looks like
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from xds.harness.ports import LOOPBACK, free_ports, retry_port_race
-from xds.harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
+from harness.ports import LOOPBACK, free_ports, retry_port_race
+from harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
 
 CheckStatus = Literal["passing", "warning", "critical"]
 

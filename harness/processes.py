@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
-from xds.harness.ports import PortInUseError
+from harness.ports import PortInUseError
 
 T = TypeVar("T")
 

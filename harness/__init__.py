@@ -4,12 +4,12 @@ Nothing here is imported by the control plane itself; it drives the control plan
 command line and admin endpoints, exactly as an operator would.
 """
 
-from xds.harness.controlplane import ControlPlaneProcess, bootstrap_for
-from xds.harness.envoy import AdminError, EnvoyProcess, envoy_binary, unique_base_id
-from xds.harness.load import LoadResult, Sample, SteadyLoad, run_requests
-from xds.harness.ports import LOOPBACK, PortInUseError, free_port, free_ports
-from xds.harness.processes import ManagedProcess, ProcessExitedError, wait_until
-from xds.harness.upstream import UPSTREAM_HEADER, UpstreamPool, UpstreamServer
+from harness.controlplane import ControlPlaneProcess, bootstrap_for
+from harness.envoy import AdminError, EnvoyProcess, envoy_binary, unique_base_id
+from harness.load import LoadResult, Sample, SteadyLoad, run_requests
+from harness.ports import LOOPBACK, PortInUseError, free_port, free_ports
+from harness.processes import ManagedProcess, ProcessExitedError, wait_until
+from harness.upstream import UPSTREAM_HEADER, UpstreamPool, UpstreamServer
 
 __all__ = [
     "LOOPBACK",

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xds.harness.ports import LOOPBACK
-from xds.harness.processes import ManagedProcess, StartStop, wait_until
+from harness.ports import LOOPBACK
+from harness.processes import ManagedProcess, StartStop, wait_until
 
 _ADMIN_TIMEOUT_S = 2.0
 

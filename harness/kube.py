@@ -1,6 +1,6 @@
 """A real kube-apiserver backed by a real etcd for tests, on loopback, and a small synchronous REST client.
 
-Both binaries come from `xds.harness.testbin.ensure_binary` ("kube-apiserver", "etcd"); see
+Both binaries come from `harness.testbin.ensure_binary` ("kube-apiserver", "etcd"); see
 tools/testbin/README.md for the pinned versions and ../shared/REAL-DEPS.md part 2 for where the flags below
 come from. There is no kube-controller-manager, scheduler or kubelet: the API server stores and serves
 objects, and tests write EndpointSlices themselves (with a `endpointslice.kubernetes.io/managed-by` label of
@@ -53,8 +53,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from xds.harness.ports import LOOPBACK, free_ports, retry_port_race
-from xds.harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
+from harness.ports import LOOPBACK, free_ports, retry_port_race
+from harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
 
 # The time kube-apiserver may take to pass /readyz (a few seconds on 2 idle cores; CI shares them).
 READY_TIMEOUT_S = 60.0

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xds.harness.ports import LOOPBACK, PortInUseError
-from xds.harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
+from harness.ports import LOOPBACK, PortInUseError
+from harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
 
 StatValue = int | str
 

@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xds.harness.processes import StartStop
-from xds.harness.upstream import UPSTREAM_HEADER
+from harness.processes import StartStop
+from harness.upstream import UPSTREAM_HEADER
 
 # Errors that mean "the server had already closed this idle connection" when they hit a reused connection.
 _STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)

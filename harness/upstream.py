@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 
 from aiohttp import web
 
-from xds.harness.ports import LOOPBACK
-from xds.harness.processes import StartStop
+from harness.ports import LOOPBACK
+from harness.processes import StartStop
 
 UPSTREAM_HEADER = "x-upstream"
 

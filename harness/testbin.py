@@ -24,7 +24,7 @@ Environment:
                        XDS_TESTBIN_KUBE_APISERVER=..., XDS_TESTBIN_ETCD=...);
   XDS_TESTBIN_GO       the `go` command to build with (default: `go` on PATH, then /usr/local/go/bin/go).
 
-Command line (what `make testbin` runs):  python -m xds.harness.testbin consul kube-apiserver etcd [--rebuild]
+Command line (what `make testbin` runs):  python -m harness.testbin consul kube-apiserver etcd [--rebuild]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xds.harness.processes import tail_file
+from harness.processes import tail_file
 
 # The wrapper modules live in the source tree next to the package (an editable install, as `make` does).
 _TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools" / "testbin"
@@ -426,7 +426,7 @@ def _format_duration(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m xds.harness.testbin",
+        prog="python -m harness.testbin",
         description="Build (once) and cache the real registry binaries the tests run against.",
     )
     parser.add_argument("names", nargs="+", choices=sorted(TOOLS), metavar="NAME", help=", ".join(TOOLS))

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from xds.harness import (
+from harness import (
     LOOPBACK,
     AdminError,
     ControlPlaneProcess,
@@ -111,7 +111,7 @@ def weights_label(weights: Weights) -> str:
 def render_catalog(*, upstream_ports: Mapping[str, int], edges: Sequence[Edge], weights: Weights) -> str:
     """The demo's catalog (format: docs/config.md): `web` v1/v2 and `api`, one listener per node group."""
     lines = [
-        "# Written by `python -m xds.demo`, which rewrites the two web weights below to shift the canary.",
+        "# Written by `python -m harness.demo`, which rewrites the web weights below to shift the canary.",
         "# Edit them yourself while the demo runs: the control plane picks up every save within a second.",
         "version: 1",
         "",
@@ -962,7 +962,7 @@ def _positive(value: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m xds.demo",
+        prog="python -m harness.demo",
         description="Live demo: a control plane, two Envoys and three upstreams on loopback; a canary "
                     "shifted by editing the catalog file, with the traffic split drawn live.")
     parser.add_argument("--phase-seconds", type=_positive, default=DEFAULT_PHASE_S,
