@@ -24,7 +24,7 @@ Per edit it reports, from the wall-clock time of the write:
   envoy       Envoy's own apply stamp of the changed subscriptions, the later of the two for endpoint edits:
               RDS `http.ingress.rds.ingress.config_reload_time_ms` and, since EDS clusters have no
               config_reload_time_ms, `cluster.alpha.update_time` (epoch ms of its last successful update):
-              free of polling delay (BENCHMARKS.md section 3);
+              free of polling delay (benchmarks/README.md);
   pickup      the control plane logging `source_published` for the new file: the file-poll wait, stat, read
               and parse;
   sent        the control plane logging `response_sent` (debug level) for the changed types: pickup plus

@@ -1,7 +1,7 @@
 """A real kube-apiserver backed by a real etcd for tests, on loopback, and a small synchronous REST client.
 
 Both binaries come from `harness.testbin.ensure_binary` ("kube-apiserver", "etcd"); see
-tools/testbin/README.md for the pinned versions and ../shared/REAL-DEPS.md part 2 for where the flags below
+tools/testbin/README.md for the pinned versions and docs/testing.md for where the flags below
 come from. There is no kube-controller-manager, scheduler or kubelet: the API server stores and serves
 objects, and tests write EndpointSlices themselves (with a `endpointslice.kubernetes.io/managed-by` label of
 their own, as any non-controller owner would). Consequences a test must know about:
@@ -19,7 +19,7 @@ token per LIMITED user (default "xds-limited"), who has no permissions until a t
 ClusterRole to it. Anonymous requests stay enabled only because RBAC grants anonymous users nothing beyond
 /readyz, /livez, /healthz and /version; any resource answers 401/403 without a token.
 
-History and watch expiry (XDS-RULES F7): the API server's own periodic etcd compaction is disabled, so
+History and watch expiry (docs/protocol.md case F7): the API server's own periodic etcd compaction is disabled, so
 history is kept until a test calls `compact()`, which does what the API server's compactor does (record
 the revision under `compact_rev_key`, then compact etcd). Whether a watch from an old resourceVersion then
 gets 410 Gone depends on where the API server serves watches from (measured against v1.36.4):

@@ -81,7 +81,7 @@ class App:
 
     @property
     def ready(self) -> bool:
-        """Every source has synced once and a snapshot builder is published (XDS-RULES R26)."""
+        """Every source has synced once and a snapshot builder is published (docs/protocol.md R26)."""
         return self.store.ready
 
     def _schedule_rebuild(self) -> None:

@@ -76,7 +76,7 @@ class Settings:
     node_group_key: str = "cluster"
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
-    # Coalesce bursts of source changes into one snapshot build (XDS-RULES R37; Istio uses 100 ms).
+    # Coalesce bursts of source changes into one snapshot build (docs/protocol.md R37; Istio uses 100 ms).
     debounce_s: float = 0.05
     file_poll_interval_s: float = 0.2
     # Node groups held at once (live or idle), and how long an idle group's snapshot is kept after its

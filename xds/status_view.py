@@ -69,7 +69,7 @@ def type_state(status: pb.TypeStatus | None) -> str:
     if status is None or not status.nonce_sent:
         return NOT_SENT
     # Compare nonces, not versions: an EDS/RDS response for a new subscription can carry the version the
-    # client already runs, and its NACK then reports that same version (XDS-RULES R9).
+    # client already runs, and its NACK then reports that same version (docs/protocol.md R9).
     if status.last_nack_nonce and status.last_nack_nonce == status.nonce_sent:
         return f"NACKED({status.last_nack_version})"
     if status.version_acked == status.version_sent:

@@ -2,7 +2,7 @@
 
 Server-side proto validation is only a lint: Envoy's own checks (PGV constraints, extension configs,
 access-log format parsing, route -> cluster references) are the ones that decide ACK or NACK
-(XDS-RULES R38, case B3). Each case writes a bootstrap and asks the installed Envoy to load it without
+(docs/protocol.md R38, case B3). Each case writes a bootstrap and asks the installed Envoy to load it without
 serving traffic.
 
 Dynamic resources cannot be validated offline, so translated resources are checked two ways:

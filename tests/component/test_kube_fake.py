@@ -4,7 +4,7 @@ status subresource of TrafficPolicies, bearer tokens) and lets each test break i
 history, dropped and silent watches, refused connections, 5xx, a missing CRD.
 
 The real kube-apiserver tests live elsewhere; these pin down the watch logic quickly and deterministically
-(XDS-RULES R34, R35, R36; case F7).
+(docs/protocol.md R34, R35, R36; case F7).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def canary(workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_
 
 
 def no_rejections(stack: Stack) -> None:
-    """XDS-RULES case 6: nothing we send is rejected unless a test provokes it."""
+    """Nothing we send is rejected unless a test provokes it (docs/protocol.md R38)."""
     assert stack.envoy.update_rejected_total() == 0
     assert "NACKED" not in stack.status_text()
 

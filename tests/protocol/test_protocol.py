@@ -1,4 +1,4 @@
-"""The SotW protocol state machine, case by case (XDS-RULES.md P1-P11), with no network.
+"""The SotW protocol state machine, case by case (docs/protocol.md, cases P1-P11), with no network.
 
 Each test drives StreamProtocol through a FakeClient that behaves like Envoy's xDS client: it echoes the
 latest nonce, reports the version it holds, and sends `error_detail` to reject.

@@ -1,4 +1,4 @@
-"""Pure parts of the Kubernetes source: the mapping of Services and EndpointSlices (XDS-RULES R35), the
+"""Pure parts of the Kubernetes source: the mapping of Services and EndpointSlices (docs/protocol.md R35), the
 TrafficPolicy judgements and status conditions, the resync hold, the configuration and the command line."""
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ CASES: dict[str, DesiredState] = {
         listeners=(_listener(),),
         route_configs=(_single_route("grpc", WeightedClusterSpec("grpc-echo", 100)),),
     ),
-    # A service with no instances still gets a (empty) ClusterLoadAssignment: XDS-RULES R22.
+    # A service with no instances still gets a (empty) ClusterLoadAssignment: docs/protocol.md R22.
     "zero_endpoints": DesiredState(
         clusters=(ClusterSpec(name="empty", service="empty"),),
         listeners=(_listener(),),

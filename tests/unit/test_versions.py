@@ -59,7 +59,7 @@ def test_removing_a_resource_changes_the_version(spec: dict[str, int]) -> None:
 
 
 def test_version_is_identical_in_a_fresh_process() -> None:
-    # Same content => same version across restarts and replicas (XDS-RULES R14, case F3). Python's
+    # Same content => same version across restarts and replicas (docs/protocol.md R14, case F3). Python's
     # hash() is salted per process, so this catches any use of it in versioning.
     program = (
         "from tests.unit.test_versions import build; from xds.cache.snapshot import make_snapshot;"

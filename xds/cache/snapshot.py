@@ -2,9 +2,9 @@
 
 Each resource is serialized deterministically exactly once per snapshot, and its `DiscoveryResponse`
 `resources` field entry is pre-encoded, so a response to any number of streams is a concatenation of cached
-bytes plus a three-field header (BENCHMARKS.md section 6: serialize once, fan the bytes out).
+bytes plus a three-field header (benchmarks/README.md: serialize once, fan the bytes out).
 
-Versions are content hashes (XDS-RULES R14, case F3): identical content gives an identical version across
+Versions are content hashes (docs/protocol.md R14, case F3): identical content gives an identical version across
 restarts and replicas, and a restart can never reuse a version for different content.
 """
 
@@ -125,7 +125,7 @@ def make_snapshot(group: str, items: Iterable[Translated | Deferred],
             raise InconsistentSnapshotError(f"unknown resource type {item.type_url!r} for {item.name!r}")
         bucket = by_type[item.type_url]
         if item.name in bucket:
-            # Envoy NACKs a response that names a resource twice (XDS-RULES R19, case P8).
+            # Envoy NACKs a response that names a resource twice (docs/protocol.md R19, case P8).
             raise InconsistentSnapshotError(
                 f"two {short_name(item.type_url)} resources are both named {item.name!r}")
         old = previous.get(item.type_url, item.name) if previous is not None else None
@@ -161,7 +161,7 @@ def empty_endpoints(type_url: TypeUrl, name: str) -> Resource | None:
 
     Envoy keeps a cluster warming until it receives the cluster's assignment, so an EDS name the server
     does not know (a cluster left over from an earlier server, F4) is answered with an explicit empty one
-    (XDS-RULES R22). Other types get nothing: the client's own "does not exist" timeout applies.
+    (docs/protocol.md R22). Other types get nothing: the client's own "does not exist" timeout applies.
     """
     if type_url != ENDPOINT:
         return None

@@ -1,7 +1,7 @@
 """Service and endpoint value types shared by every source and by policy.
 
 Values are frozen and hashable; collections are tuples sorted on construction so that two equal inputs
-always produce equal values (and therefore equal snapshot versions, see XDS-RULES R14).
+always produce equal values (and therefore equal snapshot versions, see docs/protocol.md R14).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
     GET /status    JSON of what the `status` callable returns (dataclasses included), when one is given
 
 Readiness and liveness are separate on purpose: a control plane waiting for a slow registry is alive
-(restarting it would not help) but must not receive Envoys yet (XDS-RULES R26).
+(restarting it would not help) but must not receive Envoys yet (docs/protocol.md R26).
 """
 
 from __future__ import annotations

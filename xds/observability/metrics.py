@@ -1,6 +1,6 @@
 """Metrics: Prometheus series for streams, pushes, ACK/NACK, snapshot builds and sources.
 
-Names follow BENCHMARKS.md section 7 so dashboards built for the peers map one to one. Stream events arrive
+Names follow the peers' (Istio's pilot_xds_*, Envoy Gateway's) so dashboards built for them map one to one. Stream events arrive
 through the Callbacks hook (xds/server/callbacks.py), snapshot builds through `SnapshotStore(on_build=...)`,
 and source health from the watchers. Every instance owns a private CollectorRegistry: the global one would
 make a second instance (every test, or two servers in one process) fail with duplicated series.
@@ -33,7 +33,7 @@ CONVERGENCE_SECONDS_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1,
 RESPONSE_BYTES_BUCKETS = (1024.0, 10 * 1024.0, 100 * 1024.0, 1024.0**2, 4 * 1024.0**2, 10 * 1024.0**2,
                           40 * 1024.0**2)
 # A build is pure CPU over the catalog: milliseconds for small meshes, seconds at 10k clusters
-# (BENCHMARKS.md section 6).
+# (benchmarks/README.md).
 BUILD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _METHODS = ("ads", "cds", "eds", "lds", "rds")
 # The `limit` label values of xds_limit_exceeded_total: StreamLimits fields, plus the decode and group cap.
@@ -65,7 +65,7 @@ class Metrics:
         self._response_bytes = Histogram("xds_response_bytes", "Size of each DiscoveryResponse sent.",
                                          ["type"], buckets=RESPONSE_BYTES_BUCKETS, registry=r)
         self._acks = Counter("xds_acks_total", "Responses the client accepted.", ["type"], registry=r)
-        # Istio's pilot_proxy_convergence_time, measured from the stream's side (BENCHMARKS.md section 7).
+        # Istio's pilot_proxy_convergence_time, measured from the stream's side.
         self._convergence = Histogram(
             "xds_convergence_seconds",
             "From a stream having new content (a snapshot, or the request for it) to the client's ACK.",

@@ -4,7 +4,7 @@ One listener becomes one ListenerSpec, one RouteConfigSpec and one VirtualHostSp
 listener. Every distinct (service, subset) that a route of the group sends traffic to becomes one cluster,
 named `service` or `service|k1=v1,k2=v2`, holding the catalog endpoints that match the subset. A service
 that is not in the catalog yields an empty cluster rather than an error: registries lag behind policy, and
-an empty cluster (answered with an empty ClusterLoadAssignment, XDS-RULES R22) fills in as soon as the
+an empty cluster (answered with an empty ClusterLoadAssignment, docs/protocol.md R22) fills in as soon as the
 endpoints appear, without a policy change.
 """
 

@@ -33,7 +33,7 @@ class ClusterSpec:
     # Endpoints are host names Envoy resolves itself (STRICT_DNS, endpoints inline) instead of EDS.
     dns: bool = False
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
-    # ClusterLoadAssignment is still sent so the cluster leaves warming (XDS-RULES R22).
+    # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()
 
 

@@ -6,7 +6,7 @@ KV), are turned into one small located tree (`document.py`). A single validating
 (`walker.py`, built on the generic checks of `checks.py` and the bounds and patterns of `rules.py`) collects
 every problem, each with its file, line, column and YAML path, and only a document without any problem
 becomes a Catalog and a Policy. Nothing partial is ever returned: a document is accepted whole or rejected
-whole (XDS-RULES R38), so the last good configuration keeps serving.
+whole (docs/protocol.md R38), so the last good configuration keeps serving.
 
 This module is the public entry point; the schema's bounds are re-exported here for the other layers.
 """

@@ -29,7 +29,7 @@ NAME_RULE = ("lowercase letters, digits, '.', '_' and '-', starting and ending w
 PAIR_KEY_RE = re.compile(r"[^\s,=|\x00-\x1f\x7f]+")
 PAIR_VALUE_RE = re.compile(r"[^\s,=|\x00-\x1f\x7f]*")
 PAIR_KEY_RULE = "must not contain whitespace, ',', '=', '|' or control characters"
-# Control characters in values that end up in Envoy config are refused outright (XDS-RULES S6).
+# Control characters in values that end up in Envoy config are refused outright (docs/protocol.md R44).
 TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]*")
 TEXT_RULE = "must not contain control characters"
 HEADER_NAME_RE = re.compile(r":?[a-z0-9!#$%&'*+.^_`|~-]+")

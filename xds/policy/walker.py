@@ -90,7 +90,7 @@ class _Walker(Checker):
         super().__init__(report)
         # None: a policy-only document, in which endpoints are refused (they come from registries).
         self._endpoint_source = endpoint_source
-        # Service names the document declares; backends may only name these (XDS-RULES B1).
+        # Service names the document declares; backends may only name these (docs/protocol.md case B1).
         self._declared: frozenset[str] = frozenset()
 
     def document(self, root: Node) -> tuple[list[ServiceEntry], list[ListenerPolicy]]:
@@ -365,7 +365,7 @@ class _Walker(Checker):
         total = sum(b.weight for b in backends)
         if len(backends) > 1 and total != TOTAL_WEIGHT:
             # Percentages, as in Istio's VirtualService: a split summing to 90 is a mistake to report,
-            # not a ratio to guess at (XDS-RULES B1).
+            # not a ratio to guess at (docs/protocol.md case B1).
             self._bad(node, path, f"backend weights are percentages and must sum to {TOTAL_WEIGHT}, "
                                   f"got {total} ({' + '.join(str(b.weight) for b in backends)})")
             return None

@@ -2,7 +2,7 @@
 
 A response is three small header fields plus the pre-encoded `resources` entries of the snapshot; protobuf
 allows fields in any order and concatenation equals a merge, so no per-stream re-serialization happens
-(BENCHMARKS.md section 6: 0.055 ms to splice 10k resources against ~29 ms to rebuild them).
+(benchmarks/README.md: splicing cached bytes is 43x cheaper than re-serializing per stream).
 """
 
 from __future__ import annotations

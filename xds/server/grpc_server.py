@@ -30,7 +30,7 @@ _DISCOVERY_METHODS: tuple[tuple[str, str, TypeUrl | None, str], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
-    """Transport settings; the defaults follow XDS-RULES R6/R7 (Istio's values in brackets)."""
+    """Transport settings; the defaults follow docs/protocol.md R6/R7 (Istio's values in brackets)."""
 
     # The largest request a client may send; gRPC refuses a bigger one with RESOURCE_EXHAUSTED before
     # reading it (issue 7). A request holds names and a node: 20 000 names of 100 bytes are 2 MiB.

@@ -15,7 +15,7 @@ Per resource type the machine tracks:
 * `sent`: what the client holds if it accepts the outstanding response, resource by resource, and
   `acked`: what it held at its last ACK. After a NACK the client keeps `acked` (R8), so `sent` falls back.
 
-Rules, with the XDS-RULES.md numbers (xds_protocol.rst sections in brackets):
+Rules, with their numbers in docs/protocol.md (xds_protocol.rst sections in brackets):
 
 * The first request must carry a node with an id (R1); a later request naming a different node is refused
   rather than used to switch tenants (P1e). ADS requests must carry a type URL (R2).

@@ -2,7 +2,7 @@
 
 It is a Callbacks implementation (xds/server/callbacks.py), so it sees exactly what the server reports and
 nothing else. State lives only as long as the stream: a closed stream is forgotten, which keeps memory
-bounded by the number of connected Envoys (BENCHMARKS.md section 6: about 1 KB per stream).
+bounded by the number of connected Envoys (about 1 KB per stream).
 
 All methods run on the event loop thread (the Callbacks contract), so there is no locking. The callbacks
 are on the push hot path and update small mutable records in place; `list()` is the rare reader and pays
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from xds.server.callbacks import StreamInfo
 from xds.typeurls import PUSH_ORDER, short_name
 
-# XDS-RULES R11: `error_detail` can be arbitrarily large; gRPC trailers cap at 8 KiB (envoy #9785).
+# docs/protocol.md R11: `error_detail` can be arbitrarily large; gRPC trailers cap at 8 KiB (envoy #9785).
 MAX_NACK_MESSAGE_BYTES = 1024
 _ELLIPSIS = "…"
 

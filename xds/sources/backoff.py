@@ -7,12 +7,12 @@ and random source instead of real time.
 - `Backoff` is "full jitter" exponential backoff: the n-th consecutive failure waits a uniformly random
   time in [0, min(cap, initial * multiplier**n)]. Randomizing the whole interval (not just adding a little
   noise) is what spreads out many watchers that failed together, e.g. every watch of a Consul agent that
-  just restarted, so that they do not come back in lockstep (DESIGN.md habit 7).
+  just restarted, so that they do not come back in lockstep (docs/architecture.md).
 - `TokenBucket` bounds how often a loop may call out, whatever the remote side answers. Consul's
   blocking-query docs ask for exactly this: a blocking query can legitimately return at once, many times
   (idempotent writes, an index that is 0 or went backwards), and a loop that re-arms immediately turns
   that into a busy loop against the cluster; "rate limit the loop with a token bucket; do not simply
-  sleep" (XDS-RULES R32, Consul api-docs/features/blocking "Implementation details").
+  sleep" (docs/protocol.md R32, Consul api-docs/features/blocking "Implementation details").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Health of a watching source (Consul, Kubernetes): outage bookkeeping and the resync grace.
 
 `OutageTracker` keeps which watches of a source are failing and turns that into what the sink and the
-logs are told (XDS-RULES R36, F5, F8):
+logs are told (docs/protocol.md R36, F5, F8):
 
 - An outage starts with the first failing watch and ends when the last one answers again.
 - It is reported to the sink once per outage and kind of error (100 watches failing with "connection

@@ -14,11 +14,11 @@ from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 def plan(desired: DesiredState) -> list[Deferred]:
-    """Every resource of `desired`, grouped by type in push order (CDS, EDS, LDS, RDS; XDS-RULES R23),
+    """Every resource of `desired`, grouped by type in push order (CDS, EDS, LDS, RDS; docs/protocol.md R23),
     each with the key that decides whether the previous snapshot already holds its bytes.
 
     Within a type, resources keep DesiredState's own deterministic order, so equal inputs give equal output.
-    Every cluster gets a ClusterLoadAssignment, an empty one when it has no endpoints (XDS-RULES R22).
+    Every cluster gets a ClusterLoadAssignment, an empty one when it has no endpoints (docs/protocol.md R22).
     Nothing is translated here: make_snapshot builds the protos of the resources that changed only.
     """
     clusters: list[Deferred] = []

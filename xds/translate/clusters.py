@@ -2,7 +2,7 @@
 
 Clusters are stamped from a cached template with `CopyFrom` and then get their few per-cluster fields set:
 for fleets of thousands of clusters this is about 4x cheaper than building each one from keyword arguments
-(BENCHMARKS.md section 6, rows b and b').
+(benchmarks/README.md).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def build_load_assignment(spec: ClusterSpec) -> endpoint_pb2.ClusterLoadAssignme
     """The ClusterLoadAssignment named after `spec`'s cluster, empty when the cluster has no endpoints.
 
     An empty assignment is still a real answer: without it an EDS cluster stays warming until
-    `initial_fetch_timeout` (XDS-RULES R22, envoy #4485).
+    `initial_fetch_timeout` (docs/protocol.md R22, envoy #4485).
     """
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=spec.name)
     groups = _group_by_locality(spec.endpoints)

@@ -19,7 +19,7 @@ class Translated:
     message: Message
     # Resources this one needs to be useful: a Cluster refers to its ClusterLoadAssignment, a Listener
     # to its RouteConfiguration, a RouteConfiguration to the Clusters its routes send traffic to.
-    # The snapshot consistency check (XDS-RULES R24) and make-before-break ordering (R23) use them.
+    # The snapshot consistency check (docs/protocol.md R24) and make-before-break ordering (R23) use them.
     refs: Refs = ()
     # The frozen spec this resource was translated from. Equal keys mean byte-identical resources, so a
     # snapshot build reuses the previous snapshot's serialized resource instead of serializing again.

@@ -6,7 +6,7 @@ go 1.25.9
 
 tool github.com/hashicorp/consul
 
-// The §1.4 fallback of ../shared/REAL-DEPS.md, with a tag instead of a commit: Consul v1.22.7's CLI is
+// The pin-a-tag fallback (docs/testing.md), with a tag instead of a commit: Consul v1.22.7's CLI is
 // compiled upstream against its in-tree ./api, which already has ACLToken.Name and
 // ACLAuthMethod.TokenNameFormat; the api tag its go.mod requires (v1.33.7) lacks them, so the build fails
 // with "undefined". api v1.34.1 (2026-04-14, a week before v1.22.7) is the nearest published tag that has them.

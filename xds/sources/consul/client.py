@@ -4,7 +4,7 @@ This talks to Consul's HTTP API with aiohttp directly rather than through a clie
 its forks). The watch loop needs things those libraries hide or fix for us:
 
 - the raw `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact` headers of every response,
-  to drive blocking queries and to measure staleness (XDS-RULES R32, R33);
+  to drive blocking queries and to measure staleness (docs/protocol.md R32, R33);
 - a per-request timeout tied to the blocking `wait`: Consul holds a blocking query for up to `wait` plus
   a random wait/16 before answering (api-docs/features/blocking), so the client timeout must be longer
   than that, while a non-blocking call deserves a short one;
@@ -39,7 +39,7 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8500"
 DEFAULT_WAIT_S = 60.0
 MAX_WAIT_S = 600.0
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
-# Token bucket per watch. XDS-RULES R32 quotes Consul's example (burst 2, about one poll per 15 s under
+# Token bucket per watch. docs/protocol.md R32 quotes Consul's example (burst 2, about one poll per 15 s under
 # churn); that is tuned for load on Consul, and would delay a health flip by up to 15 s. A burst of 5 and
 # 5 calls/s keeps a change -> publish under a quarter second even while the service flaps, while 200
 # changes in 10 s still cost at most 55 calls per watch.
@@ -197,7 +197,7 @@ def advance_index(previous: int, returned: int) -> tuple[int, bool]:
     """The index for the next blocking query after one that returned `returned`, and whether this was a
     reset (the caller must treat the result as a full resync).
 
-    The two sanity rules of Consul's api-docs/features/blocking ("Implementation details"), XDS-RULES R32:
+    The two sanity rules of Consul's api-docs/features/blocking ("Implementation details"), docs/protocol.md R32:
     - an index of 0 or less is never valid after a request; blocking on it returns at once, so a loop on it
       spins. Use 1.
     - an index lower than the previous one means the state was rebuilt (snapshot restore, a restarted
@@ -302,7 +302,7 @@ class ConsulClient:
                            params: Mapping[str, str] | None = None) -> ConsulResponse:
         """GET `path` (e.g. "/v1/health/service/web"), blocking until Consul's state passes `index`.
 
-        `index` 0 makes a plain read that answers at once: per XDS-RULES R32 a watch never blocks on 0,
+        `index` 0 makes a plain read that answers at once: per docs/protocol.md R32 a watch never blocks on 0,
         it reads first and then blocks on what that read returned. Raises a ConsulError subclass.
         """
         if self._session is None:

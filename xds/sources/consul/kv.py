@@ -4,7 +4,7 @@ Each key under the prefix (`--consul-kv-prefix`, e.g. `xds/`) holds one YAML or 
 policy-only schema of docs/config.md (service settings and listeners, no endpoints), parsed with the same
 loader as files so that problems name the key and line: `consul-kv:xds/web:7:5: ...`. Keys are validated
 one by one: a key that becomes invalid keeps serving its previous valid version, so one bad `consul kv put`
-cannot take down the listeners of the others (XDS-RULES R38). The valid documents are merged in key order
+cannot take down the listeners of the others (docs/protocol.md R38). The valid documents are merged in key order
 with `merge_policies`; a conflict between keys (the same listener name twice, one port claimed twice) is
 reported and the previous merged policy stays.
 

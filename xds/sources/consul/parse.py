@@ -26,7 +26,7 @@ own checks, such as serfHealth, and the service's). An entry becomes one Endpoin
   Consul's own data plane, not backends.
 
 An entry that cannot become an endpoint (no usable address or port) is skipped with a note; one broken
-registration must not hide the others (XDS-RULES R38).
+registration must not hide the others (docs/protocol.md R38).
 """
 
 from __future__ import annotations

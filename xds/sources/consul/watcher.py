@@ -9,7 +9,7 @@ catalog watch (`/v1/catalog/services`); for each service it lists there is one h
 there is one KV watch (`/v1/kv/<prefix>?recurse`). All of them are tasks of one TaskGroup, so cancelling
 `run()` stops every watch and nothing outlives it.
 
-Each loop follows XDS-RULES R32: an index that comes back 0 or negative is replaced by 1; an index lower
+Each loop follows docs/protocol.md R32: an index that comes back 0 or negative is replaced by 1; an index lower
 than the last one resets the loop to a fresh read (index 0) whose answer is taken as a full resync; a
 token bucket paces the loop (a blocking query may return at once, many times); errors back off
 exponentially with full jitter, reset by the next success. After an error the next read is always a fresh
@@ -85,7 +85,7 @@ _Handler = Callable[[ConsulResponse, bool, bool], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Staleness:
-    """How current the source's view of Consul is (XDS-RULES R33), for metrics and `xds status`."""
+    """How current the source's view of Consul is (docs/protocol.md R33), for metrics and `xds status`."""
 
     outage_s: float  # how long some watch has been failing; 0 while every watch answers
     seconds_since_answer: float | None  # since the last answer of any watch (blocking ones come every `wait`)

@@ -1,7 +1,7 @@
 """KubeClient: the HTTP side of the Kubernetes source (list, watch, status patch), and its error types.
 
 Library choice: kubernetes_asyncio, used for configuration and authentication only. The three candidates
-were weighed against what the watch loop needs (XDS-RULES R34; docs/kubernetes.md, "Why kubernetes_asyncio"):
+were weighed against what the watch loop needs (docs/protocol.md R34; docs/kubernetes.md, "Why kubernetes_asyncio"):
 
 - kubernetes_asyncio (chosen) runs on aiohttp, which this project already uses (Consul client, admin
   server, test fakes), so TLS, timeouts and connection errors behave the same everywhere. Its kubeconfig
@@ -12,7 +12,7 @@ were weighed against what the watch loop needs (XDS-RULES R34; docs/kubernetes.m
   stream is read line by line here, so every query parameter (`allowWatchBookmarks`, `timeoutSeconds`,
   `resourceVersion`) is ours to set, and a `410 Gone` (as an HTTP status or as a watch ERROR event) reaches
   the caller as `KubeGone` instead of being retried inside the library (its own `Watch` helper retries a
-  410 once and then raises, kubernetes-client/python #728, #819; XDS-RULES [33]). CRDs and the status
+  410 once and then raises, kubernetes-client/python #728, #819). CRDs and the status
   subresource are plain paths (`/apis/xds.dev/v1alpha1/...`), patched with a JSON merge patch.
 - lightkube is typed and neat, but runs on httpx (a second HTTP stack), turns every object into model
   classes (slower for thousands of EndpointSlices) and handles watch errors itself.
@@ -24,7 +24,7 @@ does no I/O; `async with KubeClient(config)` loads the kubeconfig (or the in-clu
 opens the HTTP session, and closes it on exit. Every request has a timeout: lists and patches
 `request_timeout_s` in total; a watch `request_timeout_s` to connect, the server's `timeoutSeconds` plus a
 margin in total, and `inactivity_timeout_s` between two reads (Kubernetes API concepts, "Efficient
-detection of changes": bookmarks may never arrive, XDS-RULES R34).
+detection of changes": bookmarks may never arrive, docs/protocol.md R34).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class KubeNotFound(KubeError):  # noqa: N818
 
 class KubeGone(KubeError):  # noqa: N818
     """410 Gone: the resourceVersion is older than what etcd keeps (about 5 minutes), or a list's continue
-    token expired. The caller must list again (XDS-RULES R34)."""
+    token expired. The caller must list again (docs/protocol.md R34)."""
 
 
 class KubeWatchInactive(KubeError):  # noqa: N818

@@ -13,7 +13,7 @@ has the operator's table):
   one that does not, or a multi-port Service without `xds.dev/service-port`, keeps the default names and
   is reported. UDP and SCTP ports are skipped: Envoy clusters here carry TCP.
 - Slices. Every EndpointSlice labelled `kubernetes.io/service-name: <service>` belongs to that Service
-  (XDS-RULES R35, Kubernetes docs "EndpointSlices"); a slice port joins the Service port with the same name
+  (docs/protocol.md R35, Kubernetes docs "EndpointSlices"); a slice port joins the Service port with the same name
   (both unnamed for a one-port Service). Slices of addressType FQDN (deprecated) are skipped: EDS needs IP
   addresses. Only an endpoint's first address is used: "No semantics are defined for additional addresses
   beyond the first, and kube-proxy does not look at them" (EndpointSlice API reference, `addresses`).
@@ -40,7 +40,7 @@ has the operator's table):
 
 A malformed object raises KubeParseError and is skipped by the watcher with a note; an entry that cannot be
 used (a bad address, an unknown port) is skipped with a note. One broken object never hides the others
-(XDS-RULES R38).
+(docs/protocol.md R38).
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def is_logical_name(text: str) -> bool:
 
 
 def endpoint_health(*, ready: bool | None, serving: bool | None, terminating: bool | None) -> Health | None:
-    """HEALTHY, DRAINING, or None (leave the endpoint out), per XDS-RULES R35 (module doc, "Health")."""
+    """HEALTHY, DRAINING, or None (leave the endpoint out), per docs/protocol.md R35 (module doc, "Health")."""
     if ready is None or ready:
         return Health.HEALTHY
     if (serving is None or serving) and terminating is True:

@@ -10,7 +10,7 @@ what OpenAPI cannot express (weights summing to 100, a backend naming an undecla
 on one port) is caught here. Problems name the object and the path inside `spec`:
 `trafficpolicy:shop/edge: listeners[0].routes[0].backends: backend weights ... must sum to 100`.
 
-Like the Consul KV keys (sources/consul/kv.py), objects are validated one by one (XDS-RULES R38):
+Like the Consul KV keys (sources/consul/kv.py), objects are validated one by one (docs/protocol.md R38):
 
 - a valid object is condition `Accepted=True` (reason Accepted) and serves;
 - an invalid one is `Accepted=False` (reason Invalid, the loader's message) and its previous valid version

@@ -6,7 +6,7 @@ Reflectors. One list-then-watch loop (a "reflector", as client-go calls it) per 
 Services and EndpointSlices in every namespace or in each `--kube-namespace`, TrafficPolicies in every
 namespace or in each `--kube-policy-namespace`. All of them are tasks of one TaskGroup, with the publisher
 and the status writer, so cancelling `run()` stops everything and nothing outlives it. Each loop follows
-XDS-RULES R34 (Kubernetes API concepts, "Efficient detection of changes"):
+docs/protocol.md R34 (Kubernetes API concepts, "Efficient detection of changes"):
 
 - List (paginated, a consistent read), replace everything the reflector knew with the answer, then watch
   from the list's resourceVersion with `allowWatchBookmarks=true` and a server `timeoutSeconds` drawn from
@@ -185,7 +185,7 @@ class _Reflector(Generic[_T]):
             self._on_change(key, old=old, new=None)
 
     def replace(self, result: ListResult) -> None:
-        """A list: the new truth, replacing everything known (XDS-RULES R34)."""
+        """A list: the new truth, replacing everything known (docs/protocol.md R34)."""
         seen: set[Key] = set()
         for obj in result.items:
             try:
