@@ -19,10 +19,10 @@ token per LIMITED user (default "xds-limited"), who has no permissions until a t
 ClusterRole to it. Anonymous requests stay enabled only because RBAC grants anonymous users nothing beyond
 /readyz, /livez, /healthz and /version; any resource answers 401/403 without a token.
 
-History and watch expiry (docs/protocol.md case F7): the API server's own periodic etcd compaction is disabled, so
-history is kept until a test calls `compact()`, which does what the API server's compactor does (record
-the revision under `compact_rev_key`, then compact etcd). Whether a watch from an old resourceVersion then
-gets 410 Gone depends on where the API server serves watches from (measured against v1.36.4):
+History and watch expiry (docs/protocol.md case F7): the API server's own periodic etcd compaction is
+disabled, so history is kept until a test calls `compact()`, which does what the API server's compactor does
+(record the revision under `compact_rev_key`, then compact etcd). Whether a watch from an old resourceVersion
+then gets 410 Gone depends on where the API server serves watches from (measured against v1.36.4):
 - watch cache on (the default, as in production): watches are served from the API server's in-memory
   window of recent events, which compaction does not shorten; a watch from an old version keeps working
   until the window has moved past it. `restart()` empties the window: from then on any version older than

@@ -11,8 +11,8 @@ ENDPOINT: Final = TypeUrl("type.googleapis.com/envoy.config.endpoint.v3.ClusterL
 LISTENER: Final = TypeUrl("type.googleapis.com/envoy.config.listener.v3.Listener")
 ROUTE: Final = TypeUrl("type.googleapis.com/envoy.config.route.v3.RouteConfiguration")
 
-# Make-before-break order for ADS (xds_protocol.rst "Eventual consistency considerations"; docs/protocol.md R23):
-# CDS, then EDS for those clusters, then LDS, then RDS; removals of stale clusters come last.
+# Make-before-break order for ADS (xds_protocol.rst "Eventual consistency considerations"; docs/protocol.md
+# R23): CDS, then EDS for those clusters, then LDS, then RDS; removals of stale clusters come last.
 PUSH_ORDER: Final[tuple[TypeUrl, ...]] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 # SotW: LDS and CDS responses carry the complete state; EDS and RDS carry only named resources (R18).

@@ -3,8 +3,8 @@ of the HTTP API (catalog/services, health/service, kv ?recurse, blocking queries
 test break it on purpose: errors, a refused port, indexes that go backwards or to 0, a restart that comes
 back empty.
 
-The real-Consul end-to-end tests live elsewhere; these pin down the watch logic (docs/protocol.md R32, R36, R37;
-cases F5, F6, F8) quickly and deterministically.
+The real-Consul end-to-end tests live elsewhere; these pin down the watch logic (docs/protocol.md R32, R36,
+R37; cases F5, F6, F8) quickly and deterministically.
 """
 
 from __future__ import annotations

@@ -239,8 +239,8 @@ def _relist_and_resume(client: KubeClient) -> None:
 def test_compaction_expires_old_resource_versions_without_the_watch_cache(
     kube_cluster: KubeBackend, kube_compact: Callable[..., int]
 ) -> None:
-    # The precondition of docs/protocol.md case F7: a watcher that resumes from a resourceVersion older than the
-    # compacted history gets 410 Gone and must re-list. Served by etcd, that is immediate.
+    # The precondition of docs/protocol.md case F7: a watcher that resumes from a resourceVersion older than
+    # the compacted history gets 410 Gone and must re-list. Served by etcd, that is immediate.
     client = kube_cluster.client()
     old_version = _history(client)
 

@@ -87,7 +87,9 @@ def test_bucket_refills_at_the_rate_up_to_the_burst() -> None:
 
 
 def test_bucket_bounds_a_loop_that_would_spin() -> None:
-    """A loop that honours reserve_s() makes at most burst + rate * T calls in T seconds (docs/protocol.md R32)."""
+    """A loop that honours reserve_s() makes at most burst + rate * T calls in T seconds.
+
+    docs/protocol.md R32."""
     clock = FakeClock()
     bucket = TokenBucket(rate_per_s=2.0, burst=5, clock=clock)
     start = clock.now

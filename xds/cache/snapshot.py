@@ -4,8 +4,8 @@ Each resource is serialized deterministically exactly once per snapshot, and its
 `resources` field entry is pre-encoded, so a response to any number of streams is a concatenation of cached
 bytes plus a three-field header (benchmarks/README.md: serialize once, fan the bytes out).
 
-Versions are content hashes (docs/protocol.md R14, case F3): identical content gives an identical version across
-restarts and replicas, and a restart can never reuse a version for different content.
+Versions are content hashes (docs/protocol.md R14, case F3): identical content gives an identical version
+across restarts and replicas, and a restart can never reuse a version for different content.
 """
 
 from __future__ import annotations

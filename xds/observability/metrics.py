@@ -1,9 +1,10 @@
 """Metrics: Prometheus series for streams, pushes, ACK/NACK, snapshot builds and sources.
 
-Names follow the peers' (Istio's pilot_xds_*, Envoy Gateway's) so dashboards built for them map one to one. Stream events arrive
-through the Callbacks hook (xds/server/callbacks.py), snapshot builds through `SnapshotStore(on_build=...)`,
-and source health from the watchers. Every instance owns a private CollectorRegistry: the global one would
-make a second instance (every test, or two servers in one process) fail with duplicated series.
+Names follow the peers' (Istio's pilot_xds_*, Envoy Gateway's) so dashboards built for them map one to one.
+Stream events arrive through the Callbacks hook (xds/server/callbacks.py), snapshot builds through
+`SnapshotStore(on_build=...)`, and source health from the watchers. Every instance owns a private
+CollectorRegistry: the global one would make a second instance (every test, or two servers in one process)
+fail with duplicated series.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Turning relative backend weights into integer shares that sum to a fixed total.
 
 Users write relative weights (90/10, 3/1, 1/1/1); every weighted-cluster route we send sums to the same
-TOTAL_WEIGHT so that snapshots are comparable and a test can assert the sum (docs/protocol.md case B2). Rounding uses
-the largest-remainder method: each share is within 1 of its exact value, a zero weight stays zero, and ties
-go to the earlier backend so equal inputs always give equal outputs.
+TOTAL_WEIGHT so that snapshots are comparable and a test can assert the sum (docs/protocol.md case B2).
+Rounding uses the largest-remainder method: each share is within 1 of its exact value, a zero weight stays
+zero, and ties go to the earlier backend so equal inputs always give equal outputs.
 """
 
 from __future__ import annotations

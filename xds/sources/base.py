@@ -2,7 +2,8 @@
 
 A source publishes the *full* current state it knows, never a delta, and the latest publish wins; a source
 that cannot read its input (bad edit, outage) reports an error instead and the pipeline keeps serving the
-last good state of that source (docs/protocol.md R36: "source unreachable" must never become "zero endpoints").
+last good state of that source (docs/protocol.md R36: "source unreachable" must never become "zero
+endpoints").
 """
 
 from __future__ import annotations

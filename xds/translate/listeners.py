@@ -32,7 +32,8 @@ ACCESS_LOG_FORMAT: Final = (
 
 
 def _pack(message: Message) -> any_pb2.Any:
-    # Deterministic so equal listeners always serialize to equal bytes (content-hash versions, docs/protocol.md R14).
+    # Deterministic so equal listeners always serialize to equal bytes (content-hash versions,
+    # docs/protocol.md R14).
     packed = any_pb2.Any()
     packed.Pack(message, deterministic=True)
     return packed

@@ -197,7 +197,8 @@ def advance_index(previous: int, returned: int) -> tuple[int, bool]:
     """The index for the next blocking query after one that returned `returned`, and whether this was a
     reset (the caller must treat the result as a full resync).
 
-    The two sanity rules of Consul's api-docs/features/blocking ("Implementation details"), docs/protocol.md R32:
+    The two sanity rules of Consul's api-docs/features/blocking ("Implementation details"; docs/protocol.md,
+    R32):
     - an index of 0 or less is never valid after a request; blocking on it returns at once, so a loop on it
       spins. Use 1.
     - an index lower than the previous one means the state was rebuilt (snapshot restore, a restarted

@@ -4,8 +4,8 @@ Each key under the prefix (`--consul-kv-prefix`, e.g. `xds/`) holds one YAML or 
 policy-only schema of docs/config.md (service settings and listeners, no endpoints), parsed with the same
 loader as files so that problems name the key and line: `consul-kv:xds/web:7:5: ...`. Keys are validated
 one by one: a key that becomes invalid keeps serving its previous valid version, so one bad `consul kv put`
-cannot take down the listeners of the others (docs/protocol.md R38). The valid documents are merged in key order
-with `merge_policies`; a conflict between keys (the same listener name twice, one port claimed twice) is
+cannot take down the listeners of the others (docs/protocol.md R38). The valid documents are merged in key
+order with `merge_policies`; a conflict between keys (the same listener name twice, one port claimed twice) is
 reported and the previous merged policy stays.
 
 Consul returns values base64-encoded in its KV JSON (api-docs/kv, "Read Key"), and a key stored with an

@@ -9,8 +9,8 @@ catalog watch (`/v1/catalog/services`); for each service it lists there is one h
 there is one KV watch (`/v1/kv/<prefix>?recurse`). All of them are tasks of one TaskGroup, so cancelling
 `run()` stops every watch and nothing outlives it.
 
-Each loop follows docs/protocol.md R32: an index that comes back 0 or negative is replaced by 1; an index lower
-than the last one resets the loop to a fresh read (index 0) whose answer is taken as a full resync; a
+Each loop follows docs/protocol.md R32: an index that comes back 0 or negative is replaced by 1; an index
+lower than the last one resets the loop to a fresh read (index 0) whose answer is taken as a full resync; a
 token bucket paces the loop (a blocking query may return at once, many times); errors back off
 exponentially with full jitter, reset by the next success. After an error the next read is always a fresh
 one (index 0): blocking on an old index against a Consul that restarted with a lower one would hang for a

@@ -1,7 +1,8 @@
 """KubeClient: the HTTP side of the Kubernetes source (list, watch, status patch), and its error types.
 
 Library choice: kubernetes_asyncio, used for configuration and authentication only. The three candidates
-were weighed against what the watch loop needs (docs/protocol.md R34; docs/kubernetes.md, "Why kubernetes_asyncio"):
+were weighed against what the watch loop needs (docs/protocol.md R34; docs/kubernetes.md, "Why
+kubernetes_asyncio"):
 
 - kubernetes_asyncio (chosen) runs on aiohttp, which this project already uses (Consul client, admin
   server, test fakes), so TLS, timeouts and connection errors behave the same everywhere. Its kubeconfig

@@ -13,9 +13,9 @@ has the operator's table):
   one that does not, or a multi-port Service without `xds.dev/service-port`, keeps the default names and
   is reported. UDP and SCTP ports are skipped: Envoy clusters here carry TCP.
 - Slices. Every EndpointSlice labelled `kubernetes.io/service-name: <service>` belongs to that Service
-  (docs/protocol.md R35, Kubernetes docs "EndpointSlices"); a slice port joins the Service port with the same name
-  (both unnamed for a one-port Service). Slices of addressType FQDN (deprecated) are skipped: EDS needs IP
-  addresses. Only an endpoint's first address is used: "No semantics are defined for additional addresses
+  (docs/protocol.md R35, Kubernetes docs "EndpointSlices"); a slice port joins the Service port with the same
+  name (both unnamed for a one-port Service). Slices of addressType FQDN (deprecated) are skipped: EDS needs
+  IP addresses. Only an endpoint's first address is used: "No semantics are defined for additional addresses
   beyond the first, and kube-proxy does not look at them" (EndpointSlice API reference, `addresses`).
 - Health (R35; EndpointSlice API reference, `EndpointConditions`): `ready` (nil means true) -> HEALTHY;
   else `serving` (nil means true) and `terminating` (nil means false) -> DRAINING, so Envoy lets open
@@ -185,7 +185,8 @@ def is_logical_name(text: str) -> bool:
 
 
 def endpoint_health(*, ready: bool | None, serving: bool | None, terminating: bool | None) -> Health | None:
-    """HEALTHY, DRAINING, or None (leave the endpoint out), per docs/protocol.md R35 (module doc, "Health")."""
+    """HEALTHY, DRAINING, or None (leave the endpoint out), per docs/protocol.md R35 (module doc,
+    "Health")."""
     if ready is None or ready:
         return Health.HEALTHY
     if (serving is None or serving) and terminating is True:
