@@ -39,6 +39,7 @@ class Server:
     store: SnapshotStore
     handler: StreamHandler
     channel: grpc.aio.Channel
+    recorder: Recorder
     limits_hit: list[str] = field(default_factory=list)
 
     def client(self, **kwargs: str) -> AdsClient:
@@ -65,7 +66,8 @@ async def start() -> AsyncIterator[Callable[..., object]]:
                    builder: Callable[[str, Snapshot | None], Snapshot] | None = None) -> Server:
         store = store or SnapshotStore()
         hits: list[str] = []
-        handler = StreamHandler(store, grouper=NodeGrouper("cluster"), callbacks=Recorder(), limits=limits,
+        recorder = Recorder()
+        handler = StreamHandler(store, grouper=NodeGrouper("cluster"), callbacks=recorder, limits=limits,
                                 on_limit=hits.append)
         server, port = build_server(handler, address="127.0.0.1:0", options=options or ServerOptions())
         await server.start()
@@ -74,7 +76,7 @@ async def start() -> AsyncIterator[Callable[..., object]]:
         started.append((server, channel, handler))
         world = snapshot(**WORLD)  # type: ignore[arg-type]
         store.publish(builder or (lambda group, previous: world))
-        return Server(store=store, handler=handler, channel=channel, limits_hit=hits)
+        return Server(store=store, handler=handler, channel=channel, recorder=recorder, limits_hit=hits)
 
     yield make
     for server, channel, handler in started:
@@ -241,6 +243,8 @@ async def test_a_new_group_past_the_cap_is_refused_until_one_goes_idle(start: Ca
     c.send(CLUSTER)
     assert await c.status() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert server.limits_hit == ["node_groups"]
+    # The refused stream was never opened, so it is not reported as closed either (the streams gauge).
+    assert len(server.recorder.of("open")) == 2 and server.recorder.of("closed") == []
     # A client of a group already held is never refused.
     a2 = server.client(node_id="n2", cluster="ga")
     a2.send(CLUSTER)

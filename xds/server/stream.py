@@ -51,6 +51,9 @@ from xds.typeurls import TypeUrl, short_name
 log = logging.getLogger("xds.server")
 
 _stream_ids = itertools.count(1)
+# Outstanding nonces whose send time is kept for xds_convergence_seconds; at most one per type can still be
+# answered, so a handful is plenty.
+_MAX_TRACKED_NONCES = 16
 
 # Called with a StreamLimits field name (or "request_decode", "node_groups") each time a client is refused
 # or slowed down by it; the app counts them in xds_limit_exceeded_total.
@@ -208,13 +211,15 @@ class StreamHandler:
                 else:
                     origin = time.monotonic()
                     if info is None:
-                        info = self._open(item, context, method=method)
+                        opening = self._open(item, context, method=method)
                         try:
-                            cancel_watch = self._watch(info.group, inbox, loop)
+                            cancel_watch = self._watch(opening.group, inbox, loop)
                         except GroupLimitError as exc:
-                            self._limit_hit("node_groups", info)
-                            log.warning("stream_refused", extra={**_fields(info), "error": str(exc)})
+                            # Refused before it was opened: no open/closed callbacks for it.
+                            self._limit_hit("node_groups", opening)
+                            log.warning("stream_refused", extra={**_fields(opening), "error": str(exc)})
                             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; retry later")
+                        info = opening
                         self._callbacks.on_stream_open(info)
                         log.info("stream_opened", extra=_fields(info))
                         current = self._store.current(info.group)
@@ -231,6 +236,10 @@ class StreamHandler:
                     continue
                 for send in protocol.next_sends():
                     content_since[send.nonce] = origin
+                    if len(content_since) > _MAX_TRACKED_NONCES:
+                        # Nonces the client never answers (superseded by a re-request) are dropped, oldest
+                        # first: only the latest per type can still be ACKed.
+                        del content_since[next(iter(content_since))]
                     payload = encode_response(send)
                     yield payload
                     names = [r.name for r in send.resources]
