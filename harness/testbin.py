@@ -50,7 +50,7 @@ from pathlib import Path
 from harness.processes import tail_file
 
 # The wrapper modules live in the source tree next to the package (an editable install, as `make` does).
-_TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools" / "testbin"
+_TOOLS_DIR = Path(__file__).resolve().parents[1] / "tools" / "testbin"
 _DEFAULT_CACHE = Path("~/.cache/xds-testbin")
 _STAMP_NAME = "build.json"
 _BUILD_LOG_NAME = "build.log"
