@@ -5,18 +5,22 @@ command line and admin endpoints, exactly as an operator would.
 """
 
 from harness.controlplane import ControlPlaneProcess, bootstrap_for
-from harness.envoy import AdminError, EnvoyProcess, envoy_binary, unique_base_id
+from harness.envoy import AdminError, EnvoyProcess, HostStatus, envoy_binary, unique_base_id
+from harness.grpc_health import GrpcHealthServer
 from harness.load import LoadResult, Sample, SteadyLoad, run_requests
 from harness.ports import LOOPBACK, PortInUseError, free_port, free_ports
 from harness.processes import ManagedProcess, ProcessExitedError, wait_until
-from harness.upstream import UPSTREAM_HEADER, UpstreamPool, UpstreamServer
+from harness.upstream import HEALTH_PATH, UPSTREAM_HEADER, UpstreamPool, UpstreamServer
 
 __all__ = [
+    "HEALTH_PATH",
     "LOOPBACK",
     "UPSTREAM_HEADER",
     "AdminError",
     "ControlPlaneProcess",
     "EnvoyProcess",
+    "GrpcHealthServer",
+    "HostStatus",
     "LoadResult",
     "ManagedProcess",
     "PortInUseError",

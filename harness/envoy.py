@@ -25,7 +25,8 @@ import re
 import signal
 import subprocess
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ _FILE_FLUSH_INTERVAL_MS = 100
 _RDS_VERSION = re.compile(r"^http\.[^.]+\.rds\.(?P<name>.+)\.version_text$")
 _CLUSTER_VERSION = re.compile(r"^cluster\.(?P<name>.+)\.version_text$")
 _HARNESS_HEADER = "=== harness:"
+# Health flags in `/clusters?format=json` that take a host out of load balancing.
+_FAILURE_FLAGS = frozenset({"failed_active_health_check", "failed_outlier_check"})
 
 _base_ids = itertools.count(1)
 
@@ -75,6 +78,36 @@ def unique_base_id() -> int:
 
 class AdminError(RuntimeError):
     """An admin request returned an unexpected status."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatus:
+    """One upstream host of a cluster as `/clusters?format=json` shows it.
+
+    `flags` holds the health flags Envoy set to true, by their JSON names: `failed_outlier_check`,
+    `failed_active_health_check`, `pending_active_hc`, `active_hc_timeout`, `pending_dynamic_removal`, ...
+    (the text `/clusters` view calls them `/failed_outlier_check`, `/failed_active_hc`, ...). `eds_health` is
+    the health the control plane (or a static cluster) gave it. `stats` are the per-host counters and gauges
+    (`rq_total`, `rq_error`, `rq_success`, `rq_timeout`, `cx_active`, ...); Envoy leaves out zeros, so read
+    them with `stat()`.
+    """
+
+    address: str
+    port: int
+    eds_health: str
+    flags: frozenset[str]
+    stats: Mapping[str, int]
+    weight: int
+    priority: int
+    zone: str
+
+    def stat(self, name: str) -> int:
+        return self.stats.get(name, 0)
+
+    @property
+    def healthy(self) -> bool:
+        """Healthy by the control plane's word and not failed by Envoy's own outlier or active checks."""
+        return self.eds_health == "HEALTHY" and not self.flags & _FAILURE_FLAGS
 
 
 class EnvoyProcess(StartStop):
@@ -210,6 +243,35 @@ class EnvoyProcess(StartStop):
             return []
         return [line for line in text.splitlines() if line and not line.startswith(_HARNESS_HEADER)]
 
+    def app_log_lines(self) -> list[str]:
+        """Envoy's application log (`--log-path`) as lines; empty before Envoy wrote any."""
+        try:
+            return self.app_log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_log_line(self, text: str, *, timeout_s: float = 10.0) -> str:
+        """Wait until a line of the application log contains `text`, and return that line."""
+
+        def find() -> str:
+            # An empty string is falsy: "not yet" for wait_until (and a log line is never empty).
+            return next((line for line in self.app_log_lines() if text in line), "")
+
+        return wait_until(
+            find,
+            timeout_s=timeout_s,
+            message=lambda: f"Envoy {self.name} never logged {text!r}; last log lines:\n{self.tail()}",
+        )
+
+    def deprecation_warnings(self) -> list[str]:
+        """Application-log lines that mention "deprecated" (any case): Envoy logs one the first time a
+        config uses a deprecated field or extension name (and counts it in `runtime.deprecated_feature_use`).
+
+        Envoy writes the file through a buffer flushed every `_FILE_FLUSH_INTERVAL_MS`: wait for a line logged
+        after the point of interest before concluding there are none.
+        """
+        return [line for line in self.app_log_lines() if "deprecated" in line.lower()]
+
     # -- admin: raw ------------------------------------------------------------------------------------------
 
     def admin_request(
@@ -276,6 +338,21 @@ class EnvoyProcess(StartStop):
         clusters: dict[str, Any] = self.admin_json("/clusters?format=json")
         return clusters
 
+    def cluster_hosts(self, cluster: str) -> list[HostStatus]:
+        """Every host of `cluster` with its health flags and stats; `KeyError` if there is no such cluster."""
+        for status in self.clusters_json().get("cluster_statuses", []):
+            if status.get("name") == cluster:
+                return [_host_status(host) for host in status.get("host_statuses", [])]
+        raise KeyError(f"Envoy {self.name} has no cluster {cluster!r}")
+
+    def host_status(self, cluster: str, address: tuple[str, int]) -> HostStatus:
+        """The host of `cluster` at (ip, port), e.g. an upstream server's `address`; `KeyError` if absent."""
+        ip, port = address
+        for host in self.cluster_hosts(cluster):
+            if host.address == ip and host.port == port:
+                return host
+        raise KeyError(f"Envoy {self.name} cluster {cluster!r} has no host {ip}:{port}")
+
     def listeners_json(self) -> dict[str, Any]:
         listeners: dict[str, Any] = self.admin_json("/listeners?format=json")
         return listeners
@@ -301,6 +378,19 @@ class EnvoyProcess(StartStop):
                     for weighted in action.get("weighted_clusters", {}).get("clusters", []):
                         weights[weighted["name"]] = int(weighted.get("weight", 0))
         return weights
+
+    def counter(self, name: str) -> int:
+        """A counter or gauge by exact name (e.g. `cluster.web.upstream_rq_pending_overflow`); `KeyError` if
+        Envoy does not have it, `TypeError` if it is a text readout."""
+        value = self.stat(name)
+        if not isinstance(value, int):
+            raise TypeError(f"Envoy {self.name} stat {name!r} is text, not a number: {value!r}")
+        return value
+
+    def cluster_stat(self, cluster: str, name: str) -> int:
+        """`cluster.<cluster>.<name>`, e.g. `upstream_rq_pending_overflow`, `health_check.failure`,
+        `outlier_detection.ejections_active`, `update_rejected`."""
+        return self.counter(f"cluster.{cluster}.{name}")
 
     def update_rejected_total(self) -> int:
         """Sum of every `*.update_rejected` stat: CDS, LDS, RDS per route config and EDS per cluster."""
@@ -344,6 +434,25 @@ class EnvoyProcess(StartStop):
         if self._process is None:
             raise RuntimeError(f"Envoy {self.name} was never started")
         return self._process
+
+
+def _host_status(host: Mapping[str, Any]) -> HostStatus:
+    socket_address = host.get("address", {}).get("socket_address", {})
+    health = host.get("health_status", {})
+    stats: dict[str, int] = {}
+    for entry in host.get("stats", []):
+        # proto3 JSON writes uint64 as a string and leaves zero values out.
+        stats[str(entry.get("name"))] = int(entry.get("value", 0))
+    return HostStatus(
+        address=str(socket_address.get("address", "")),
+        port=int(socket_address.get("port_value", 0)),
+        eds_health=str(health.get("eds_health_status", "UNKNOWN")),
+        flags=frozenset(k for k, v in health.items() if v is True),
+        stats=stats,
+        weight=int(host.get("weight", 0)),
+        priority=int(host.get("priority", 0)),
+        zone=str(host.get("locality", {}).get("zone", "")),
+    )
 
 
 def _version_key(stat_name: str) -> str | None:

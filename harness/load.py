@@ -7,6 +7,13 @@ A request that fails on a *reused* connection before any response byte (the peer
 connection just as we sent) is retried once on a fresh connection, as HTTP clients generally do for idempotent
 requests (RFC 9112 section 9.3.1). Such retries are counted in `LoadResult.stale_retries`, never hidden. Every
 other error is recorded as a failed sample.
+
+Each sample also keeps its request's index (0, 1, 2, ... in sending order), so per-request headers chosen by
+index (`request_headers`, e.g. 50 session keys for consistent hashing) can be matched to where each landed;
+and, for answers Envoy made itself (no `x-upstream` header), the start of the body, which says why ("no
+healthy upstream", "upstream connect error ... overflow") and whether `x-envoy-overloaded` was set (a
+circuit breaker tripped). With `keep_cookies`, each connection returns the cookies it was given, like a
+browser: Envoy's cookie-based session affinity then sticks to one upstream per connection.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 
 from harness.processes import StartStop
 from harness.upstream import UPSTREAM_HEADER
@@ -25,6 +33,11 @@ from harness.upstream import UPSTREAM_HEADER
 # Errors that mean "the server had already closed this idle connection" when they hit a reused connection.
 _STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 _JOIN_GRACE_S = 5.0
+# Enough of Envoy's local reply body to tell the reasons apart, bounded for a long run's memory.
+_REPLY_CHARS = 200
+OVERLOADED_HEADER = "x-envoy-overloaded"
+
+RequestHeaders = Callable[[int], Mapping[str, str]]
 
 
 class _StaleConnectionError(ConnectionError):
@@ -38,6 +51,9 @@ class Sample:
     status: int | None  # None when the request raised
     upstream: str | None  # the `x-upstream` header; None on errors and Envoy's own replies
     error: str | None = None
+    index: int = -1  # the request's position in sending order
+    reply: str | None = None  # start of the body of a non-2xx answer Envoy made itself (no upstream)
+    overloaded: bool = False  # Envoy set `x-envoy-overloaded`: a circuit breaker or overload refused it
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,25 @@ class LoadResult:
         return dict(Counter(s.error for s in self.samples if s.error is not None))
 
     @property
+    def replies(self) -> dict[str, int]:
+        """Envoy's own non-2xx answers by body text, e.g. {"no healthy upstream": 12}."""
+        return dict(Counter(s.reply for s in self.samples if s.reply is not None))
+
+    @property
+    def overloaded(self) -> int:
+        """Answers carrying `x-envoy-overloaded`: refused by a circuit breaker, never sent upstream."""
+        return sum(1 for s in self.samples if s.overloaded)
+
+    def upstreams_by_key(self, key_of: Callable[[int], str]) -> dict[str, dict[str, int]]:
+        """For each key (computed from a request's index, as `request_headers` chose it), the upstreams that
+        answered requests with that key and how often; errors and Envoy's own answers are left out."""
+        result: dict[str, Counter[str]] = {}
+        for sample in self.samples:
+            if sample.upstream is not None:
+                result.setdefault(key_of(sample.index), Counter())[sample.upstream] += 1
+        return {key: dict(counts) for key, counts in result.items()}
+
+    @property
     def success_ratio(self) -> float:
         return self.ok / self.total if self.samples else 0.0
 
@@ -114,43 +149,75 @@ class _Target:
         self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    upstream: str | None
+    reply: str | None
+    overloaded: bool
+
+
 class _Client:
     """One keep-alive connection, reopened after errors; used by exactly one thread."""
 
     def __init__(
-        self, target: _Target, recorder: _Recorder, *, timeout_s: float, headers: Mapping[str, str]
+        self,
+        target: _Target,
+        recorder: _Recorder,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str],
+        request_headers: RequestHeaders | None = None,
+        keep_cookies: bool = False,
     ) -> None:
         self._target = target
         self._recorder = recorder
         self._timeout_s = timeout_s
         self._headers = dict(headers)
+        self._request_headers = request_headers
+        # None: cookies are ignored; else the jar this connection's client returns on each request.
+        self._cookies: dict[str, str] | None = {} if keep_cookies else None
         self._conn: http.client.HTTPConnection | None = None
         self._reused = False
 
-    def get(self) -> None:
-        """Send one request and record its sample."""
+    def get(self, index: int) -> None:
+        """Send request number `index` and record its sample."""
         origin = self._recorder.origin
         started = time.monotonic()
+        headers = self._headers_for(index)
         try:
             try:
-                status, upstream = self._exchange()
+                answer = self._exchange(headers)
             except _StaleConnectionError:
                 self._recorder.add_stale_retry()
-                status, upstream = self._exchange()
+                answer = self._exchange(headers)
         except (OSError, http.client.HTTPException) as e:
             cause = e.__cause__ if isinstance(e, _StaleConnectionError) else e
             error = f"{type(cause).__name__}: {cause}"
-            self._recorder.add(Sample(started - origin, time.monotonic() - started, None, None, error))
+            self._recorder.add(
+                Sample(started - origin, time.monotonic() - started, None, None, error, index=index)
+            )
             return
-        self._recorder.add(Sample(started - origin, time.monotonic() - started, status, upstream))
+        self._recorder.add(Sample(
+            started - origin, time.monotonic() - started, answer.status, answer.upstream,
+            index=index, reply=answer.reply, overloaded=answer.overloaded,
+        ))  # fmt: skip
 
-    def _exchange(self) -> tuple[int, str | None]:
+    def _headers_for(self, index: int) -> dict[str, str]:
+        headers = dict(self._headers)
+        if self._request_headers is not None:
+            headers.update(self._request_headers(index))
+        if self._cookies:
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self._cookies.items())
+        return headers
+
+    def _exchange(self, headers: Mapping[str, str]) -> _Answer:
         if self._conn is None:
             t = self._target
             self._conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout_s)
             self._reused = False
         try:
-            self._conn.request("GET", self._target.path, headers=self._headers)
+            self._conn.request("GET", self._target.path, headers=dict(headers))
             response = self._conn.getresponse()
         except _STALE_CONNECTION_ERRORS as e:
             reused = self._reused
@@ -162,14 +229,32 @@ class _Client:
             self.close()
             raise
         try:
-            response.read()  # drain so the connection can carry the next request
+            body = response.read()  # drain so the connection can carry the next request
         except BaseException:
             self.close()
             raise
         self._reused = True
         if response.will_close:
             self.close()
-        return response.status, response.getheader(UPSTREAM_HEADER)
+        if self._cookies is not None:
+            self._store_cookies(response.msg.get_all("Set-Cookie") or [])
+        upstream = response.getheader(UPSTREAM_HEADER)
+        reply = None
+        if upstream is None and not 200 <= response.status < 300:
+            reply = body[:_REPLY_CHARS].decode("utf-8", errors="replace")
+        overloaded = response.getheader(OVERLOADED_HEADER) is not None
+        return _Answer(response.status, upstream, reply, overloaded)
+
+    def _store_cookies(self, set_cookies: list[str]) -> None:
+        assert self._cookies is not None
+        for line in set_cookies:
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(line)
+            except CookieError:
+                continue  # a malformed cookie is the server's problem; the client ignores it, as browsers do
+            for name, morsel in jar.items():
+                self._cookies[name] = morsel.value
 
     def close(self) -> None:
         if self._conn is not None:
@@ -217,33 +302,38 @@ def run_requests(
     timeout_s: float = 5.0,
     headers: Mapping[str, str] | None = None,
     max_duration_s: float = 60.0,
+    request_headers: RequestHeaders | None = None,
+    keep_cookies: bool = False,
 ) -> LoadResult:
     """Send `count` GETs to `url` from `concurrency` keep-alive connections, as fast as they complete.
 
     Stops early once `max_duration_s` has passed, so the result may hold fewer than `count` samples; check
-    `total` when that matters.
+    `total` when that matters. `request_headers(index)` adds headers per request (over `headers`);
+    `keep_cookies` makes each connection return the cookies it was set.
     """
     if count < 0 or concurrency < 1:
         raise ValueError("count must be >= 0 and concurrency >= 1")
     target = _Target(url)
     recorder = _Recorder()
     deadline = recorder.origin + max_duration_s
-    remaining = count
+    sent = 0
     lock = threading.Lock()
 
-    def take() -> bool:
-        nonlocal remaining
+    def take() -> int | None:
+        """The next request's index, or None when the run is over."""
+        nonlocal sent
         with lock:
-            if remaining <= 0 or time.monotonic() >= deadline:
-                return False
-            remaining -= 1
-            return True
+            if sent >= count or time.monotonic() >= deadline:
+                return None
+            sent += 1
+            return sent - 1
 
     def worker() -> None:
-        client = _Client(target, recorder, timeout_s=timeout_s, headers=headers or {})
+        client = _Client(target, recorder, timeout_s=timeout_s, headers=headers or {},
+                         request_headers=request_headers, keep_cookies=keep_cookies)
         try:
-            while take():
-                client.get()
+            while (index := take()) is not None:
+                client.get(index)
         finally:
             client.close()
 
@@ -288,6 +378,7 @@ class SteadyLoad(StartStop):
         self._stop = threading.Event()
         self._slot_lock = threading.Lock()
         self._next_slot = 0.0
+        self._sent = 0
         self._recorder: _Recorder | None = None
         self._threads: list[threading.Thread] = []
 
@@ -325,8 +416,8 @@ class SteadyLoad(StartStop):
         recorder.end()
         return recorder.result()
 
-    def _take_slot(self) -> float | None:
-        """The monotonic time at which to send next, or None when the run is over."""
+    def _take_slot(self) -> tuple[float, int] | None:
+        """The monotonic time at which to send next and the request's index, or None when the run is over."""
         recorder = self._require_recorder()
         with self._slot_lock:
             now = time.monotonic()
@@ -334,20 +425,22 @@ class SteadyLoad(StartStop):
             if slot >= recorder.origin + self._max_duration_s:
                 return None
             self._next_slot = slot + self._interval_s
-            return slot
+            self._sent += 1
+            return slot, self._sent - 1
 
     def _worker(self) -> None:
         recorder = self._require_recorder()
         client = _Client(self._target, recorder, timeout_s=self._timeout_s, headers=self._headers)
         try:
             while not self._stop.is_set():
-                slot = self._take_slot()
-                if slot is None:
+                taken = self._take_slot()
+                if taken is None:
                     return
+                slot, index = taken
                 # Event.wait doubles as an interruptible sleep: stop() ends the wait at once.
                 if self._stop.wait(max(0.0, slot - time.monotonic())):
                     return
-                client.get()
+                client.get(index)
         finally:
             client.close()
 
