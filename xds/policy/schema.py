@@ -203,7 +203,8 @@ class ServicePolicy:
     _: KW_ONLY
     connect_timeout_s: float = field(default=DEFAULT_CONNECT_TIMEOUT_S, metadata=declare(
         "connect_timeout", Duration(MAX_CONNECT_TIMEOUT_S),
-        f"Upstream TCP connect timeout, more than 0 and at most {MAX_CONNECT_TIMEOUT_S:g} s."))
+        "Upstream TCP connect timeout. A duration (below), more than 0 and at most "
+        f"{MAX_CONNECT_TIMEOUT_S:g} s."))
     http2: bool = field(default=False, metadata=declare(
         "protocol", Choice(PROTOCOLS),
         "What Envoy speaks to the endpoints: `http1` or `http2` (HTTP/2 without TLS, \"h2c\")."))
