@@ -216,11 +216,11 @@ def _default(f: dataclasses.Field[object]) -> object:
 
 
 def shape(cls: type[_T], doc: str, *, group: str = "", groups: Mapping[str, Shape[object]] | None = None,
-          extra: Sequence[tuple[str, FieldSpec]] = (), one_of: tuple[str, ...] = ()) -> Shape[_T]:
+          extra: Sequence[tuple[str | None, FieldSpec]] = (), one_of: tuple[str, ...] = ()) -> Shape[_T]:
     """The shape of the declared fields of dataclass `cls` that are written in `group` ("" for the mapping
     itself), in attribute order. A nested group (a route's `match`) takes the place of its first field, as
     a Nested field of `groups[name]`. `extra` adds keys without attributes, each after the key named (""
-    for the start)."""
+    for the start, None for the end, so that fields added later still come before it)."""
     fields: list[Declared] = []
     seen_groups: set[str] = set()
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -234,7 +234,10 @@ def shape(cls: type[_T], doc: str, *, group: str = "", groups: Mapping[str, Shap
             nested = (groups or {})[spec.group]
             fields.append(Declared(FieldSpec(spec.group, Nested(nested), nested.doc), None))
     for after, spec in extra:
-        index = next(i + 1 for i, f in enumerate(fields) if f.key == after) if after else 0
+        if after is None:
+            index = len(fields)
+        else:
+            index = next(i + 1 for i, f in enumerate(fields) if f.key == after) if after else 0
         fields.insert(index, Declared(spec, None))
     return Shape(cls, doc, tuple(fields), one_of=one_of, group=group)
 

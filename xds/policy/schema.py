@@ -212,7 +212,7 @@ class ServicePolicy:
 
 SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",
                 extra=[
-    ("protocol", FieldSpec(
+    (None, FieldSpec(
         "endpoints", ListOf(Nested(erase(ENDPOINT))),
         "The service's instances (below). Without this key the entry only carries settings for a service "
         "whose endpoints come from another source, and it does not appear in the catalog. `endpoints: []` "
