@@ -63,7 +63,6 @@ class Text:
     rule: str = TEXT_RULE
     # The pattern published in schemas, when it differs from the one checked (a case-insensitive spelling).
     schema_pattern: re.Pattern[str] | None = None
-    max_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +115,6 @@ class Nested:
 
 Kind: TypeAlias = ("Duration | Integer | Choice | Boolean | Text | Name | IpAddress | HostPort | Pairs | "
                    "Exactly | ListOf | Nested")
-
-# Kinds the walker checks without help from a named method (walker.py `_check`).
-LEAF_KINDS = (Duration, Integer, Choice, Boolean, Text, Name, IpAddress, Pairs)
 
 # --- the declaration ----------------------------------------------------------------------------------------
 
@@ -202,8 +198,9 @@ class Shape(Generic[_T]):
         return tuple(f.attr for f in self.fields if f.attr is not None and not f.optional)
 
     def build(self, values: Mapping[str, object]) -> _T:
-        """An instance from checked values by attribute. The walker's checks give each attribute a value of
-        its kind's type (tests/unit/test_policy_fields.py builds every shape from its defaults)."""
+        """An instance from checked values by attribute. The kind of each declaration decides the type of the
+        value the walker's check returns (checks.py `_check`); tests/unit/test_policy_fields.py checks that
+        every attribute is declared and that the published defaults are the ones the loader uses."""
         return cast(Callable[..., _T], self.cls)(**values)
 
 

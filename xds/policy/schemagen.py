@@ -116,7 +116,7 @@ def _kind(kind: Kind, doc: str, dialect: Dialect, file_format: bool) -> Schema:
     if isinstance(kind, Boolean):
         return {"type": "boolean", "description": doc, **({"enum": [True]} if kind.only_true else {})}
     if isinstance(kind, Text):
-        return _string(doc, pattern=kind.schema_pattern or kind.pattern, max_length=kind.max_length)
+        return _string(doc, pattern=kind.schema_pattern or kind.pattern)
     if isinstance(kind, Name):
         return _string(doc, pattern=rules.NAME_RE, max_length=rules.MAX_NAME_LENGTH)
     if isinstance(kind, IpAddress):
