@@ -1,4 +1,4 @@
-"""Command line: `xds serve | bootstrap | validate | render | status`.
+"""Command line: `xds serve | bootstrap | validate | render | status | schema`.
 
 Parses arguments (flags, then XDS_* environment variables, then defaults from settings.py) and hands
 them down; no logic of its own beyond presenting results.
@@ -74,6 +74,17 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="print exactly what an Envoy of a node group would receive")
     render.add_argument("--cluster", required=True, help="node group (node.cluster)")
     render.add_argument("--config", action="append", type=Path)
+
+    schema = commands.add_parser("schema", help="print the schema of catalog and policy documents")
+    schema.add_argument("--format", choices=("json-schema", "openapi", "crd"), default="json-schema",
+                        help="json-schema: for editors and YAML language servers (default); openapi: the "
+                             "TrafficPolicy spec schema; crd: deploy/crd-trafficpolicy.yaml")
+    schema.add_argument("--policy-only", action="store_true",
+                        help="json-schema of a policy-only document (Consul KV, a TrafficPolicy spec): no "
+                             "endpoints")
+    schema.add_argument("--update-docs", type=Path, metavar="FILE",
+                        help="instead of printing, rewrite the generated reference tables of FILE "
+                             "(docs/config.md)")
 
     status = commands.add_parser("status", help="connected proxies and their sync state")
     status.add_argument("--xds-address", type=_address,
@@ -272,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = from_environment()
     args = build_parser(env).parse_args(argv)
     handler = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "render": _render,
-               "status": _status}[args.command]
+               "status": _status, "schema": _schema}[args.command]
     return handler(args, env)
 
 
@@ -346,6 +357,29 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
     for warning in warnings:
         print(f"{name}: warning: {escape_control(warning)}", file=sys.stderr)
     print(f"{name}: OK ({len(catalog)} services, {len(policy.listeners)} listeners)")
+    return 0
+
+
+def _schema(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Everything printed here is derived from the field declarations (xds/policy/fields.py, issue 8)."""
+    from xds.policy.openapi import policy_schema, render_crd
+    from xds.policy.reference import update_file
+    from xds.policy.schemagen import json_schema
+
+    if args.update_docs is not None:
+        try:
+            changed = update_file(args.update_docs)
+        except (OSError, ValueError) as exc:
+            print(f"xds: error: {args.update_docs}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.update_docs}: {'updated' if changed else 'already up to date'}")
+        return 0
+    if args.format == "crd":
+        sys.stdout.write(render_crd())
+    elif args.format == "openapi":
+        sys.stdout.write(json.dumps(policy_schema(), indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps(json_schema(file_format=not args.policy_only), indent=2) + "\n")
     return 0
 
 

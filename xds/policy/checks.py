@@ -9,13 +9,28 @@ suggest the closest known word (`suggest`). The schema walk (`walker.py`) builds
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 from xds.policy.document import Broken, Map, Node, Report, Scalar, Seq, first_at, join, value_pos
+from xds.policy.fields import (
+    MISSING,
+    Boolean,
+    Choice,
+    Declared,
+    Duration,
+    Integer,
+    IpAddress,
+    Name,
+    Nested,
+    Pairs,
+    Shape,
+    Text,
+)
 from xds.policy.rules import (
     DURATION_RE,
     DURATION_UNITS_S,
@@ -77,6 +92,9 @@ class Fields:
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")
+
+# Checks a key that no generic check covers (a list with rules of its own, a group such as `match`).
+Handler: TypeAlias = "Callable[[Node | None, str], object]"
 
 
 class Checker:
@@ -243,3 +261,74 @@ class Checker:
             if value is not None:
                 pairs.append((entry.key, value))
         return tuple(pairs) if self._mark == mark else None
+
+    def _ip(self, node: Node | None, path: str, *, default: str | None = None) -> str | None:
+        text = self._string(node, path, default=default)
+        if node is None or text is None:
+            return text
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            self._bad(node, path, f"must be an IP address such as 0.0.0.0 or ::, got {text!r}")
+            return None
+
+    # --- declared fields (fields.py) ------------------------------------------------------------------------
+
+    def _check(self, field: Declared, node: Node | None, path: str) -> object:
+        """The value of one declared key, checked by its kind; the declared default when absent."""
+        kind = field.spec.kind
+        default = None if field.default is MISSING else field.default
+        if isinstance(kind, Duration):
+            return self._duration(node, path, default=_float_or_none(default), max_s=kind.max_s)
+        if isinstance(kind, Integer):
+            return self._integer(node, path, default=_int_or_none(default), low=kind.low, high=kind.high)
+        if isinstance(kind, Choice):
+            return self._choice(node, path, default=default, choices=kind.choices)
+        if isinstance(kind, Boolean):
+            return self._boolean(node, path, default=default if isinstance(default, bool) else None)
+        if isinstance(kind, Text):
+            return self._string(node, path, default=_str_or_none(default), pattern=kind.pattern,
+                                rule=kind.rule)
+        if isinstance(kind, Name):
+            return self._name(node, path, default=_str_or_none(default))
+        if isinstance(kind, IpAddress):
+            return self._ip(node, path, default=_str_or_none(default))
+        if isinstance(kind, Pairs):
+            return self._pairs(node, path, what=field.key, value_pattern=kind.value_pattern,
+                               value_rule=kind.value_rule)
+        raise TypeError(f"{field.key!r} ({type(kind).__name__}) needs a handler of its own")
+
+    def _fields(self, f: Fields, shape: Shape[_T], custom: Mapping[str, Handler] | None = None, *,
+                into: dict[str, object] | None = None) -> dict[str, object]:
+        """Every declared key of `shape` in document order, checked by its kind or by `custom[key]`, by
+        attribute. A key without an attribute keeps its value under the key, except a group (`match`),
+        whose handler returns the values of its own fields, by attribute, to merge. The values go `into` a
+        given dict as they are checked, so a handler can use those of the keys before its own."""
+        values: dict[str, object] = {} if into is None else into
+        for field in shape.fields:
+            node, path = f.at(field.key)
+            handler = (custom or {}).get(field.key)
+            value = handler(node, path) if handler is not None else self._check(field, node, path)
+            if field.attr is not None:
+                values[field.attr] = value
+            elif isinstance(field.spec.kind, Nested) and field.spec.kind.shape.group:
+                values.update(value if isinstance(value, dict) else {})
+            else:
+                values[field.key] = value
+        return values
+
+    def _complete(self, mark: int, shape: Shape[_T], values: Mapping[str, object]) -> bool:
+        """No problem was reported since `mark`, and every attribute without a None default has a value."""
+        return self._mark == mark and all(values.get(attr) is not None for attr in shape.needed())
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

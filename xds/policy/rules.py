@@ -33,6 +33,8 @@ PAIR_KEY_RULE = "must not contain whitespace, ',', '=', '|' or control character
 TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]*")
 TEXT_RULE = "must not contain control characters"
 HEADER_NAME_RE = re.compile(r":?[a-z0-9!#$%&'*+.^_`|~-]+")
+# Header names are matched lowercased (walker.py); schemas accept them in any case.
+HEADER_NAME_ANY_CASE_RE = re.compile(r":?[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 HEADER_NAME_RULE = "must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
 DOMAIN_RE = re.compile(r"\*|(\*[.-])?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?([.-]\*)?(:[0-9]{1,5})?")
 DOMAIN_RULE = "must be a host name, optionally with one leading or trailing '*' wildcard and a port"

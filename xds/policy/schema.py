@@ -12,8 +12,48 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
+from xds.policy.catalog_fields import ENDPOINT
 from xds.policy.desired import LbPolicy
 from xds.policy.errors import PolicyError, Problem
+from xds.policy.fields import (
+    Boolean,
+    Choice,
+    Duration,
+    Exactly,
+    FieldSpec,
+    Integer,
+    IpAddress,
+    ListOf,
+    Name,
+    Nested,
+    Pairs,
+    Text,
+    declare,
+    erase,
+    shape,
+)
+from xds.policy.rules import (
+    DOMAIN_RE,
+    DOMAIN_RULE,
+    GROUP_RE,
+    HEADER_NAME_ANY_CASE_RE,
+    HEADER_NAME_RE,
+    HEADER_NAME_RULE,
+    LB_POLICIES,
+    MAX_CONNECT_TIMEOUT_S,
+    MAX_NAME_LENGTH,
+    MAX_RETRIES,
+    MAX_ROUTE_TIMEOUT_S,
+    PAIR_KEY_RULE,
+    PAIR_VALUE_RE,
+    PREFIX_RE,
+    PREFIX_RULE,
+    PROTOCOLS,
+    VERSION,
+)
+
+# Each YAML key is declared once, in the `metadata` of the field it fills (fields.py, issue 8): its kind and
+# bounds, its one-line doc (docs/config.md and the schemas), and its default, which is the field's default.
 
 DEFAULT_LB_POLICY = LbPolicy.ROUND_ROBIN
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
@@ -21,26 +61,53 @@ DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
 DEFAULT_DOMAINS: tuple[str, ...] = ("*",)
 DEFAULT_PREFIX = "/"
 
+_NAME_DOC = ("lowercase letters, digits, `.`, `_`, `-`, starting and ending with a letter or digit, at most "
+             f"{MAX_NAME_LENGTH} characters")
+
 
 @dataclass(frozen=True, slots=True)
-class ServicePolicy:
-    """How to talk to one service, whichever registry its endpoints come from."""
+class HeaderMatch:
+    """Match a request header: equal to `exact`, or merely present when `exact` is None."""
 
-    name: str
-    lb_policy: LbPolicy = DEFAULT_LB_POLICY
+    name: str = field(metadata=declare(
+        "name", Text(HEADER_NAME_RE, HEADER_NAME_RULE, schema_pattern=HEADER_NAME_ANY_CASE_RE),
+        "Header name; case does not matter (`X-Canary` is `x-canary`). Pseudo-headers like `:authority` are "
+        "allowed.", required=True))
+    exact: str | None = field(default=None, metadata=declare(
+        "exact", Text(), "The header must have exactly this value. Quote it: `exact: \"yes\"` (unquoted "
+        "`yes` is a boolean).", shown_default=""))
     _: KW_ONLY
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    http2: bool = False
+    invert: bool = field(default=False, metadata=declare(
+        "invert", Boolean(), "`true` negates the condition: `{name: x-debug, present: true, invert: true}` "
+        "matches requests *without* `x-debug`."))
+
+
+HEADER = shape(HeaderMatch, "A request header condition: exactly one of `exact` and `present`.", extra=[
+    ("exact", FieldSpec("present", Boolean(only_true=True), "`true`: the header must be present, any value.",
+                        shown_default="")),
+], one_of=("exact", "present"))
 
 
 @dataclass(frozen=True, slots=True)
 class BackendRef:
     """A route target: a service, optionally narrowed to the endpoints whose metadata match `subset`."""
 
-    service: str
-    subset: tuple[tuple[str, str], ...] = ()
+    service: str = field(metadata=declare(
+        "service", Name(),
+        "A service declared under `services:` in the same document. A service whose endpoints come from a "
+        "registry (or that has none yet) is declared without an `endpoints` key. An undeclared name is an "
+        "error (with a \"did you mean\" suggestion), because a typo would otherwise become an empty cluster "
+        "and 503s.", required=True))
+    subset: tuple[tuple[str, str], ...] = field(default=(), metadata=declare(
+        "subset", Pairs(PAIR_VALUE_RE, f"values {PAIR_KEY_RULE}", "A metadata value."),
+        "Only the endpoints whose metadata contain all these key/value pairs, e.g. `{version: v2}`. Keys "
+        "and values cannot contain whitespace, `,`, `=` or `|`.", shown_default="none"))
     _: KW_ONLY
-    weight: int = 1  # relative to the other backends of the same route
+    # Relative to the other backends of the same route.
+    weight: int = field(default=1, metadata=declare(
+        "weight", Integer(0),
+        "With one backend: any weight above 0 (it gets all the traffic). With several: percentages, "
+        "integers >= 0 that must sum to exactly 100."))
 
     def __post_init__(self) -> None:
         # Sorted so that {a: 1, b: 2} and {b: 2, a: 1} name the same cluster.
@@ -49,25 +116,32 @@ class BackendRef:
             raise ValueError(f"backend weight must be >= 0, got {self.weight}")
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderMatch:
-    """Match a request header: equal to `exact`, or merely present when `exact` is None."""
-
-    name: str
-    exact: str | None = None
-    _: KW_ONLY
-    invert: bool = False
+BACKEND = shape(BackendRef, "Where matching requests go.")
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
-    name: str
-    prefix: str = DEFAULT_PREFIX
+    name: str = field(metadata=declare(
+        "name", Name(), "Unique within the listener (index counted from 0).",
+        shown_default="`route-<index>`"))
+    prefix: str = field(default=DEFAULT_PREFIX, metadata=declare(
+        "prefix", Text(PREFIX_RE, PREFIX_RULE),
+        "Path prefix; must start with `/`. Plain prefix matching: `/api` also matches `/apis`. Put longer "
+        "prefixes first.", group="match"))
     _: KW_ONLY
-    headers: tuple[HeaderMatch, ...] = ()
-    backends: tuple[BackendRef, ...] = ()
-    timeout_s: float | None = None
-    retries: int = 0
+    headers: tuple[HeaderMatch, ...] = field(default=(), metadata=declare(
+        "headers", ListOf(Nested(erase(HEADER))),
+        "List of header conditions, all of which must hold (below).", shown_default="none", group="match"))
+    timeout_s: float | None = field(default=None, metadata=declare(
+        "timeout", Duration(MAX_ROUTE_TIMEOUT_S),
+        f"Whole-request timeout, more than 0 and at most {MAX_ROUTE_TIMEOUT_S / 3600:g} h.",
+        shown_default="Envoy's (15 s)"))
+    retries: int = field(default=0, metadata=declare(
+        "retries", Integer(0, MAX_RETRIES),
+        f"Retries on connect failures, resets and 5xx responses, 0 to {MAX_RETRIES}."))
+    backends: tuple[BackendRef, ...] = field(default=(), metadata=declare(
+        "backends", ListOf(Nested(erase(BACKEND)), nonempty=True),
+        "Where matching requests go, at least one (below).", required=True))
 
     def __post_init__(self) -> None:
         # apply_policy normalises weights and would fail on these; refuse to build such a route at all.
@@ -77,30 +151,95 @@ class RoutePolicy:
             raise ValueError(f"route {self.name!r}: backend weights sum to 0")
 
 
+ROUTE_MATCH = shape(RoutePolicy, "What requests the route takes.", group="match")
+ROUTE = shape(RoutePolicy, "One route; the first that matches wins.", groups={"match": erase(ROUTE_MATCH)})
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """An HTTP listener, served to the node groups in `groups` (every group when None)."""
 
-    name: str
-    address: str = DEFAULT_LISTENER_ADDRESS
+    name: str = field(metadata=declare(
+        "name", Name(), "Unique listener name (same rules as service names). It also names the listener's "
+        "route configuration and virtual host.", required=True))
+    address: str = field(default=DEFAULT_LISTENER_ADDRESS, metadata=declare(
+        "address", IpAddress(), "IP address to listen on (IPv4 or IPv6, no brackets: `::`)."))
     _: KW_ONLY
-    port: int
-    groups: frozenset[str] | None = None
-    domains: tuple[str, ...] = DEFAULT_DOMAINS
-    routes: tuple[RoutePolicy, ...] = ()
+    port: int = field(metadata=declare(
+        "port", Integer(1, 65535), "1 to 65535. Two listeners that one node group would receive cannot use "
+        "the same address and port.", required=True))
+    groups: frozenset[str] | None = field(default=None, metadata=declare(
+        "groups", ListOf(Text(GROUP_RE), item_doc="A node group.", nonempty=True),
+        "Node groups that receive this listener. A node's group is its Envoy `node.cluster` unless the "
+        "server is started with another `--node-group-key`. At least one name when given; omit the key for "
+        "every group.", shown_default="every group"))
+    domains: tuple[str, ...] = field(default=DEFAULT_DOMAINS, metadata=declare(
+        "domains", ListOf(Text(DOMAIN_RE, DOMAIN_RULE),
+                          item_doc="A host name, optionally with one '*' wildcard and a port.", nonempty=True,
+                          list_type="set"),
+        "Host names the routes apply to: `example.com`, `*.example.com`, `example.*`, `example.com:8080`, "
+        "or `*`. No duplicates (case-insensitive).", shown_default='`["*"]`'))
+    routes: tuple[RoutePolicy, ...] = field(default=(), metadata=declare(
+        "routes", ListOf(Nested(erase(ROUTE)), nonempty=True),
+        "At least one route, tried in order; the first that matches wins.", required=True))
 
     def serves(self, group: str) -> bool:
         return self.groups is None or group in self.groups
 
 
+LISTENER = shape(ListenerPolicy, "An HTTP listener and its routes.")
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    """How to talk to one service, whichever registry its endpoints come from."""
+
+    name: str = field(metadata=declare(
+        "name", Name(), f"Unique service name: {_NAME_DOC}. Routes refer to services by this name, and it is "
+        "merged with the same name from other sources (Consul, Kubernetes).", required=True))
+    lb_policy: LbPolicy = field(default=DEFAULT_LB_POLICY, metadata=declare(
+        "lb_policy", Choice(LB_POLICIES),
+        "How Envoy picks an endpoint: " + ", ".join(f"`{w}`" for w in LB_POLICIES) + "."))
+    _: KW_ONLY
+    connect_timeout_s: float = field(default=DEFAULT_CONNECT_TIMEOUT_S, metadata=declare(
+        "connect_timeout", Duration(MAX_CONNECT_TIMEOUT_S),
+        "Upstream TCP connect timeout. A duration (below), more than 0 and at most "
+        f"{MAX_CONNECT_TIMEOUT_S:g} s."))
+    http2: bool = field(default=False, metadata=declare(
+        "protocol", Choice(PROTOCOLS),
+        "What Envoy speaks to the endpoints: `http1` or `http2` (HTTP/2 without TLS, \"h2c\")."))
+
+
+SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",
+                extra=[
+    (None, FieldSpec(
+        "endpoints", ListOf(Nested(erase(ENDPOINT))),
+        "The service's instances (below). Without this key the entry only carries settings for a service "
+        "whose endpoints come from another source, and it does not appear in the catalog. `endpoints: []` "
+        "says the service exists and has no instances.", shown_default="absent", file_only=True,
+        refused_because="endpoints are not accepted in a policy-only document; they come from the service "
+                        "registry")),
+])
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
-    services: tuple[ServicePolicy, ...] = ()
-    listeners: tuple[ListenerPolicy, ...] = ()
+    services: tuple[ServicePolicy, ...] = field(default=(), metadata=declare(
+        "services", ListOf(Nested(erase(SERVICE)), list_type="map", map_keys=("name",)),
+        "List of services (below).", shown_default="`[]`"))
+    listeners: tuple[ListenerPolicy, ...] = field(default=(), metadata=declare(
+        "listeners", ListOf(Nested(erase(LISTENER)), list_type="map", map_keys=("name",)),
+        "List of listeners (below).", shown_default="`[]`"))
     _: KW_ONLY
     # Where this policy was loaded from ("file:/etc/xds/catalog.yaml"); only used in error messages, so two
     # policies with the same content compare equal wherever they came from.
     origin: str = field(default="", compare=False)
+
+
+DOCUMENT = shape(Policy, "A document: service settings and listeners (docs/config.md).", extra=[
+    ("", FieldSpec("version", Exactly(VERSION), f"Format version. Only `{VERSION}` exists.",
+                   shown_default=f"`{VERSION}`")),
+])
 
 
 def _groups_overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:

@@ -4,45 +4,39 @@ One pass over the located tree collects every problem (unknown and missing keys,
 names, backends naming undeclared services, weights that do not sum to 100, listeners sharing a port) and
 builds a ServicePolicy, Endpoint, ListenerPolicy or RoutePolicy only from a part without any problem.
 `walk` returns the whole result or raises PolicyError: nothing partial ever leaves this module.
+
+Which keys each mapping has, their kinds, bounds and defaults are the declarations of schema.py and
+catalog_fields.py (fields.py, issue 8): a plain setting needs nothing here. What remains here is what a
+declaration cannot say: lists with rules of their own (unique names and domains, weights summing to 100),
+backends naming declared services, the `exact`/`present` choice of a header match, and port conflicts.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-from xds.model.service import Endpoint, Health, Locality
+from xds.model.service import Endpoint, Locality
+from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
 from xds.policy.document import Node, Pos, Report, Scalar, Seq, first_at, text_at
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
     GROUP_RE,
-    HEADER_NAME_RE,
-    HEADER_NAME_RULE,
-    HEALTH_VALUES,
-    LB_POLICIES,
-    MAX_CONNECT_TIMEOUT_S,
-    MAX_ENDPOINT_WEIGHT,
-    MAX_RETRIES,
-    MAX_ROUTE_TIMEOUT_S,
-    PAIR_KEY_RULE,
-    PAIR_VALUE_RE,
-    PREFIX_RE,
-    PREFIX_RULE,
-    PROTOCOLS,
-    TEXT_RE,
-    TEXT_RULE,
     VERSION,
     host_port,
     parse_host_port,
 )
 from xds.policy.schema import (
-    DEFAULT_CONNECT_TIMEOUT_S,
+    BACKEND,
     DEFAULT_DOMAINS,
-    DEFAULT_LB_POLICY,
-    DEFAULT_LISTENER_ADDRESS,
     DEFAULT_PREFIX,
+    DOCUMENT,
+    HEADER,
+    LISTENER,
+    ROUTE,
+    ROUTE_MATCH,
+    SERVICE,
     BackendRef,
     HeaderMatch,
     ListenerPolicy,
@@ -94,7 +88,7 @@ class _Walker(Checker):
         self._declared: frozenset[str] = frozenset()
 
     def document(self, root: Node) -> tuple[list[ServiceEntry], list[ListenerPolicy]]:
-        f = self._mapping(root, "", what="the document", keys=("version", "services", "listeners"))
+        f = self._mapping(root, "", what="the document", keys=DOCUMENT.keys())
         if f is None:
             return [], []
         version, _ = f.at("version")
@@ -124,28 +118,28 @@ class _Walker(Checker):
     def _service(self, node: Node, path: str) -> ServiceEntry | None:
         mark = self._mark
         what = _label("service", node)
-        keys: tuple[str, ...] = ("name", "lb_policy", "connect_timeout", "protocol")
-        refused: dict[str, str] = {}
-        if self._endpoint_source is None:
-            refused["endpoints"] = ("endpoints are not accepted in a policy-only document; "
-                                    "they come from the service registry")
-        else:
-            keys += ("endpoints",)
-        f = self._mapping(node, path, what=what, keys=keys, required=("name",), refused=refused)
+        file_format = self._endpoint_source is not None
+        refused = {} if file_format else {f.key: f.spec.refused_because for f in SERVICE.fields
+                                          if f.spec.file_only}
+        f = self._mapping(node, path, what=what, keys=SERVICE.keys(file_format=file_format),
+                          required=SERVICE.required(), refused=refused)
         if f is None:
             return None
-        name = self._name(*f.at("name"))
-        lb = self._choice(*f.at("lb_policy"), default=DEFAULT_LB_POLICY, choices=LB_POLICIES)
-        timeout_s = self._duration(*f.at("connect_timeout"), default=DEFAULT_CONNECT_TIMEOUT_S,
-                                   max_s=MAX_CONNECT_TIMEOUT_S)
-        http2 = self._choice(*f.at("protocol"), default=False, choices=PROTOCOLS)
-        endpoints: tuple[Endpoint, ...] | None = None
-        if "endpoints" in f and self._endpoint_source is not None:
-            endpoints = self._endpoints(*f.at("endpoints"), service=name or what,
-                                        source=self._endpoint_source)
-        if self._mark != mark or name is None or lb is None or timeout_s is None or http2 is None:
+
+        def endpoints(node: Node | None, path: str) -> tuple[Endpoint, ...] | None:
+            if node is None or self._endpoint_source is None:
+                return None
+            # `name` was checked before, as it comes first; the message names the service when it is valid.
+            name = values.get("name")
+            return self._endpoints(node, path, service=name if isinstance(name, str) else what,
+                                   source=self._endpoint_source)
+
+        values: dict[str, object] = {}
+        self._fields(f, SERVICE, {"endpoints": endpoints}, into=values)
+        found = values.pop("endpoints")
+        if not self._complete(mark, SERVICE, values):
             return None
-        return ServiceEntry(ServicePolicy(name, lb, connect_timeout_s=timeout_s, http2=http2), endpoints)
+        return ServiceEntry(SERVICE.build(values), found if isinstance(found, tuple) else None)
 
     def _endpoints(self, node: Node | None, path: str, *, service: str,
                    source: str) -> tuple[Endpoint, ...] | None:
@@ -166,21 +160,15 @@ class _Walker(Checker):
 
     def _endpoint(self, node: Node, path: str, *, service: str, source: str) -> Endpoint | None:
         mark = self._mark
-        f = self._mapping(node, path, what=f"an endpoint of service {service!r}",
-                          keys=("address", "weight", "health", "locality", "metadata"), required=("address",))
+        f = self._mapping(node, path, what=f"an endpoint of service {service!r}", keys=ENDPOINT.keys(),
+                          required=ENDPOINT.required())
         if f is None:
             return None
-        address = self._address(*f.at("address"))
-        weight = self._integer(*f.at("weight"), default=1, low=1, high=MAX_ENDPOINT_WEIGHT)
-        health = self._choice(*f.at("health"), default=Health.HEALTHY, choices=HEALTH_VALUES)
-        locality = self._locality(*f.at("locality"))
-        metadata = self._pairs(*f.at("metadata"), what="metadata", value_pattern=TEXT_RE,
-                               value_rule=TEXT_RULE)
-        if (self._mark != mark or address is None or weight is None or health is None or locality is None
-                or metadata is None):
+        values = self._fields(f, ENDPOINT, {"address": self._address, "locality": self._locality})
+        address = values.pop("address")
+        if not self._complete(mark, ENDPOINT, values) or not isinstance(address, tuple):
             return None
-        return Endpoint(host=address[0], port=address[1], weight=weight, health=health, locality=locality,
-                        metadata=metadata, source=source)
+        return ENDPOINT.build({**values, "host": address[0], "port": address[1], "source": source})
 
     def _address(self, node: Node | None, path: str) -> tuple[str, int] | None:
         text = self._string(node, path)
@@ -196,15 +184,11 @@ class _Walker(Checker):
         if node is None:
             return Locality()
         mark = self._mark
-        f = self._mapping(node, path, what="locality", keys=("region", "zone", "sub_zone"))
+        f = self._mapping(node, path, what="locality", keys=LOCALITY.keys())
         if f is None:
             return None
-        region = self._string(*f.at("region"), default="")
-        zone = self._string(*f.at("zone"), default="")
-        sub_zone = self._string(*f.at("sub_zone"), default="")
-        if self._mark != mark or region is None or zone is None or sub_zone is None:
-            return None
-        return Locality(region=region, zone=zone, sub_zone=sub_zone)
+        values = self._fields(f, LOCALITY)
+        return LOCALITY.build(values) if self._complete(mark, LOCALITY, values) else None
 
     def _listeners(self, node: Node | None, path: str) -> list[ListenerPolicy]:
         entries: list[_ListenerEntry] = []
@@ -228,33 +212,21 @@ class _Walker(Checker):
     def _listener(self, node: Node, path: str) -> _ListenerEntry | None:
         mark = self._mark
         what = _label("listener", node)
-        f = self._mapping(node, path, what=what,
-                          keys=("name", "address", "port", "groups", "domains", "routes"),
-                          required=("name", "port", "routes"))
+        f = self._mapping(node, path, what=what, keys=LISTENER.keys(), required=LISTENER.required())
         if f is None:
             return None
-        name = self._name(*f.at("name"))
-        address = self._ip(*f.at("address"))
-        port = self._integer(*f.at("port"), low=1, high=65535)
-        groups = self._groups(*f.at("groups"))
-        domains = self._domains(*f.at("domains"))
-        routes = self._routes(*f.at("routes"), listener=name or what)
-        port_node, _ = f.at("port")
-        if (self._mark != mark or name is None or address is None or port is None or port_node is None
-                or domains is None or routes is None):
-            return None
-        policy = ListenerPolicy(name, address, port=port, groups=groups, domains=domains, routes=routes)
-        return _ListenerEntry(policy, port_node.pos, path)
 
-    def _ip(self, node: Node | None, path: str) -> str | None:
-        text = self._string(node, path, default=DEFAULT_LISTENER_ADDRESS)
-        if node is None or text is None:
-            return text
-        try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            self._bad(node, path, f"must be an IP address such as 0.0.0.0 or ::, got {text!r}")
+        def routes(node: Node | None, path: str) -> tuple[RoutePolicy, ...] | None:
+            name = values.get("name")
+            return self._routes(node, path, listener=name if isinstance(name, str) else what)
+
+        values: dict[str, object] = {}
+        self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes},
+                     into=values)
+        port_node, _ = f.at("port")
+        if not self._complete(mark, LISTENER, values) or port_node is None:
             return None
+        return _ListenerEntry(LISTENER.build(values), port_node.pos, path)
 
     def _groups(self, node: Node | None, path: str) -> frozenset[str] | None:
         if node is None:
@@ -298,59 +270,62 @@ class _Walker(Checker):
     def _route(self, node: Node, path: str, *, index: int, listener: str) -> RoutePolicy | None:
         mark = self._mark
         what = _label("route", node, default=str(index)) + f" of listener {listener!r}"
-        f = self._mapping(node, path, what=what, keys=("name", "match", "timeout", "retries", "backends"),
-                          required=("backends",))
+        f = self._mapping(node, path, what=what, keys=ROUTE.keys(), required=ROUTE.required())
         if f is None:
             return None
-        name = self._name(*f.at("name"), default=f"route-{index}")
-        prefix, headers = self._match(*f.at("match"))
-        timeout_s = self._duration(*f.at("timeout"), max_s=MAX_ROUTE_TIMEOUT_S)
-        retries = self._integer(*f.at("retries"), default=0, low=0, high=MAX_RETRIES)
-        backends = self._backends(*f.at("backends"))
-        if (self._mark != mark or name is None or prefix is None or headers is None or retries is None
-                or backends is None):
-            return None
-        return RoutePolicy(name, prefix, headers=headers, backends=backends, timeout_s=timeout_s,
-                           retries=retries)
+        values = self._fields(f, ROUTE, {
+            # An unnamed route is "route-<index>" (docs/config.md).
+            "name": lambda node, path: self._name(node, path, default=f"route-{index}"),
+            "match": self._match,
+            "backends": self._backends,
+        })
+        return ROUTE.build(values) if self._complete(mark, ROUTE, values) else None
 
-    def _match(self, node: Node | None, path: str) -> tuple[str | None, tuple[HeaderMatch, ...] | None]:
+    def _match(self, node: Node | None, path: str) -> dict[str, object]:
+        """The values of the `match` group, by attribute of RoutePolicy (None where invalid)."""
         if node is None:
-            return DEFAULT_PREFIX, ()
-        f = self._mapping(node, path, what="a route match", keys=("prefix", "headers"))
+            return {"prefix": DEFAULT_PREFIX, "headers": ()}
+        f = self._mapping(node, path, what="a route match", keys=ROUTE_MATCH.keys())
         if f is None:
-            return None, None
-        prefix = self._string(*f.at("prefix"), default=DEFAULT_PREFIX, pattern=PREFIX_RE, rule=PREFIX_RULE)
-        headers_node, headers_path = f.at("headers")
-        items = self._list(headers_node, headers_path, nonempty=None)
-        found = [self._header(item, f"{headers_path}[{i}]") for i, item in enumerate(items or ())]
+            return {"prefix": None, "headers": None}
+        return self._fields(f, ROUTE_MATCH, {"headers": self._headers})
+
+    def _headers(self, node: Node | None, path: str) -> tuple[HeaderMatch, ...] | None:
+        items = self._list(node, path, nonempty=None)
+        found = [self._header(item, f"{path}[{i}]") for i, item in enumerate(items or ())]
         headers = tuple(h for h in found if h is not None)
-        return prefix, headers if items is not None and len(headers) == len(found) else None
+        return headers if items is not None and len(headers) == len(found) else None
 
     def _header(self, node: Node, path: str) -> HeaderMatch | None:
         mark = self._mark
-        f = self._mapping(node, path, what="a header match", keys=("name", "exact", "present", "invert"),
-                          required=("name",))
+        f = self._mapping(node, path, what="a header match", keys=HEADER.keys(), required=HEADER.required())
         if f is None:
             return None
-        name_node, name_path = f.at("name")
-        if isinstance(name_node, Scalar) and isinstance(name_node.value, str):
-            # Header names are case-insensitive (RFC 9110 section 5.1); Envoy compares them lowercased.
-            name_node = Scalar(name_node.value.lower(), name_node.pos)
-        name = self._string(name_node, name_path, pattern=HEADER_NAME_RE, rule=HEADER_NAME_RULE)
-        exact: str | None = None
-        if ("exact" in f) == ("present" in f):
-            self._bad(node, path, "a header match needs exactly one of 'exact' or 'present'")
-        elif "exact" in f:
-            exact = self._string(*f.at("exact"))
-        else:
-            present_node, present_path = f.at("present")
-            if self._boolean(present_node, present_path) is False and present_node is not None:
+        name_field = HEADER.field("name")
+
+        def name(name_node: Node | None, name_path: str) -> object:
+            if isinstance(name_node, Scalar) and isinstance(name_node.value, str):
+                # Header names are case-insensitive (RFC 9110 section 5.1); Envoy compares them lowercased.
+                name_node = Scalar(name_node.value.lower(), name_node.pos)
+            return self._check(name_field, name_node, name_path)
+
+        def exact(exact_node: Node | None, exact_path: str) -> str | None:
+            # The rule between `exact` and `present` (HEADER.one_of) is checked here, where `exact` comes.
+            if ("exact" in f) == ("present" in f):
+                self._bad(node, path, "a header match needs exactly one of 'exact' or 'present'")
+                return None
+            return self._string(exact_node, exact_path) if exact_node is not None else None
+
+        def present(present_node: Node | None, present_path: str) -> None:
+            if "exact" in f or present_node is None:
+                return
+            if self._boolean(present_node, present_path) is False:
                 self._bad(present_node, present_path, "must be true; to match requests without the header, "
                                                       "write present: true, invert: true")
-        invert = self._boolean(*f.at("invert"), default=False)
-        if self._mark != mark or name is None or invert is None:
-            return None
-        return HeaderMatch(name, exact, invert=invert)
+
+        values = self._fields(f, HEADER, {"name": name, "exact": exact, "present": present})
+        values.pop("present")
+        return HEADER.build(values) if self._complete(mark, HEADER, values) else None
 
     def _backends(self, node: Node | None, path: str) -> tuple[BackendRef, ...] | None:
         if node is None:
@@ -376,15 +351,12 @@ class _Walker(Checker):
 
     def _backend(self, node: Node, path: str) -> BackendRef | None:
         mark = self._mark
-        f = self._mapping(node, path, what="a backend", keys=("service", "subset", "weight"),
-                          required=("service",))
+        f = self._mapping(node, path, what="a backend", keys=BACKEND.keys(), required=BACKEND.required())
         if f is None:
             return None
-        service = self._name(*f.at("service"))
-        subset = self._pairs(*f.at("subset"), what="subset", value_pattern=PAIR_VALUE_RE,
-                             value_rule=f"values {PAIR_KEY_RULE}")
-        weight = self._integer(*f.at("weight"), default=1, low=0)
-        if service is not None and service not in self._declared:
+        values = self._fields(f, BACKEND)
+        service = values["service"]
+        if isinstance(service, str) and service not in self._declared:
             # A typo would otherwise become an empty cluster and 503s. A service that another source
             # provides is declared too, with no `endpoints` key.
             service_node, service_path = f.at("service")
@@ -392,9 +364,7 @@ class _Walker(Checker):
             self._bad(service_node, service_path,
                       f"unknown service {service!r}: declare it under `services:` (without `endpoints` if "
                       f"a registry provides them){suggest(service, sorted(self._declared))}")
-        if self._mark != mark or service is None or subset is None or weight is None:
-            return None
-        return BackendRef(service, subset, weight=weight)
+        return BACKEND.build(values) if self._complete(mark, BACKEND, values) else None
 
 
 def _label(kind: str, node: Node, *, default: str = "") -> str:
