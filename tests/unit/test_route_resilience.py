@@ -8,11 +8,13 @@ the RouteAction each key becomes.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
+from xds.cli import main
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy, explain_warnings
 from xds.policy.desired import (
@@ -242,3 +244,16 @@ def test_spec_without_new_keys_emits_nothing_new() -> None:
     action = config.virtual_hosts[0].routes[0].route
     assert action.retry_policy.retry_on == "5xx" and not action.HasField("idle_timeout")
     assert action.hash_policy[0].connection_properties.source_ip
+
+
+def test_xds_validate_prints_the_hash_warning_and_succeeds(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = tmp_path / "c.yaml"
+    route = "      - {hash_policy: [{cookie: {name: s, ttl: 60s}}], backends: [{service: rr}]}\n"
+    catalog.write_text(HEAD.replace("- {name: rr}", "- {name: rr, endpoints: [{address: 10.0.0.1:80}]}")
+                       + route)
+    assert main(["validate", str(catalog)]) == 0
+    captured = capsys.readouterr()
+    warning = "listener 'edge' route 'route-0': hash_policy has no effect on service 'rr'"
+    assert f"{catalog}: warning: {warning}" in captured.err
+    assert "OK" in captured.out
