@@ -38,6 +38,7 @@ from xds.model.service import Endpoint, Health, Locality
 from xds.policy.desired import (
     ClusterSpec,
     DesiredState,
+    FaultSpec,
     HashPolicySpec,
     HashSource,
     HeaderMatchSpec,
@@ -191,6 +192,8 @@ def _rich_state() -> DesiredState:
                                         retriable_status_codes=(503,), different_host=True,
                                         host_selection_attempts=5)),
             RouteSpec(name="nothing-yet", prefix="/empty", backends=(WeightedClusterSpec("empty", 100),)),
+            RouteSpec(name="chaos", prefix="/chaos", backends=(WeightedClusterSpec("sticky", 100),),
+                      fault=FaultSpec(delay_s=0.1, delay_percent=50, abort_status=503, abort_percent=10)),
             RouteSpec(name="external", prefix="/ext", backends=(WeightedClusterSpec("external", 100),)),
             RouteSpec(name="gone", prefix="/gone"),
         )),
@@ -201,7 +204,8 @@ def _rich_state() -> DesiredState:
     ))
     return DesiredState(
         clusters=clusters,
-        listeners=(ListenerSpec(name="public", address="0.0.0.0", port=10080, route_config="public"),
+        listeners=(ListenerSpec(name="public", address="0.0.0.0", port=10080, route_config="public",
+                                fault_filter=True),
                    ListenerSpec(name="internal", address="127.0.0.1", port=10081, route_config="internal"),
                    ListenerSpec(name="internal-v6", address="::1", port=10081, route_config="internal")),
         route_configs=(public, internal),

@@ -155,7 +155,46 @@ def test_ring_hash_header_and_cookie_affinity(
           f"({len(survivors_moved) / (50 - len(held)):.0%}); modulo hashing would move about 75%")
     assert held <= moved, "every key u4 held must move"
     assert "u4" not in after.values()
-    # Envoy gives each host ceil(1024 / hosts) ring points (ring_hash defaults), so each survivor gains
-    # points when one leaves and may take a few keys from another survivor; the bulk stays put.
-    assert len(survivors_moved) <= 0.25 * (50 - len(held)), (before, after)
+    # Not exactly only u4's keys: Envoy gives each host ceil(1024 / hosts) ring points (ring_hash defaults),
+    # so when one of four leaves each survivor gains 86 points (256 -> 342) and these can take keys from
+    # another survivor: 13% of the other keys on average in a random-ring model (runs measured 5-8%). Modulo
+    # hashing would move three quarters; with 38 keys, 40% is about 5 standard deviations above 13%.
+    assert len(survivors_moved) <= 0.4 * (50 - len(held)), (before, after)
     _assert_clean(stack)
+
+
+def test_fault_abort_percentage_shows_as_that_share_of_errors(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    pool = upstreams("a", "b")
+    stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {}), ("b", {})]},
+                        backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
+                        envoy_factory=envoy_factory,
+                        route_settings={"fault": {"abort": {"status": 503, "percent": 10}}})
+    wait_until(lambda: _route_has_fault(stack), timeout_s=10, message="no fault config in Envoy")
+
+    result = run_requests(stack.url, count=2000, concurrency=8)
+
+    injected = stack.envoy.counter("http.ingress.fault.aborts_injected")
+    share = result.by_status.get(503, 0) / result.total
+    print(f"\nfault abort 10%: {result.total} requests, {result.by_status.get(503, 0)} injected 503s "
+          f"({share:.1%}), Envoy counted {injected}; upstreams saw {pool.hits()}")
+    assert result.total == 2000 and result.errors == {}, result.summary()
+    assert set(result.by_status) == {200, 503}
+    assert set(result.replies) == {"fault filter abort"}, result.replies
+    # Envoy draws per request: one standard deviation over 2000 requests is 0.67 points, so +-3 is 4.5 sigma.
+    assert 0.07 <= share <= 0.13, result.summary()
+    assert injected == result.by_status[503]
+    # Aborted requests never reach an upstream.
+    assert sum(pool.hits().values()) == result.by_status[200]
+    _assert_clean(stack)
+
+
+def _route_has_fault(stack: Stack) -> bool:
+    for config in stack.envoy.config_dump()["configs"]:
+        for dynamic in config.get("dynamic_route_configs", []):
+            for vhost in dynamic["route_config"].get("virtual_hosts", []):
+                for route in vhost.get("routes", []):
+                    if route.get("name") == "all" and "typed_per_filter_config" in route:
+                        return True
+    return False

@@ -24,6 +24,9 @@ from xds.policy.schema import (
     BACKEND,
     COOKIE,
     DOCUMENT,
+    FAULT,
+    FAULT_ABORT,
+    FAULT_DELAY,
     HASH,
     HEADER,
     LISTENER,
@@ -36,7 +39,7 @@ from xds.policy.schema import (
 from xds.policy.schemagen import json_schema, object_schema
 
 SHAPES: list[Shape[Any]] = [DOCUMENT, SERVICE, LISTENER, ROUTE, ROUTE_MATCH, ROUTE_TIMEOUTS, HEADER, BACKEND,
-                            ENDPOINT, LOCALITY, RETRY, HASH, COOKIE]
+                            ENDPOINT, LOCALITY, RETRY, HASH, COOKIE, FAULT, FAULT_DELAY, FAULT_ABORT]
 # Attributes that no document key fills: where the policy came from, and what the catalog adds itself.
 UNDECLARED = {("Policy", "origin"), ("Endpoint", "host"), ("Endpoint", "port"), ("Endpoint", "source"),
               ("Endpoint", "priority")}

@@ -173,6 +173,7 @@ listeners:
           - {header: X-User, terminal: true}
           - {source_ip: true}
           - {query_parameter: user}
+        fault: {delay: {duration: 100ms, percent: 5}, abort: {status: 503, percent: 1}}
         backends: [{service: api, subset: {version: v2, "k8s.namespace": shop}, weight: 100}]
       - backends:
           - {service: web, weight: 90}

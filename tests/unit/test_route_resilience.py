@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.type.v3 import percent_pb2
 
 from xds.cli import main
 from xds.model.service import Catalog
@@ -29,7 +31,8 @@ from xds.policy.desired import (
 from xds.policy.errors import PolicyError
 from xds.policy.load import parse_document
 from xds.policy.schema import CookieHash, HashPolicy, Policy, RetryPolicy, RoutePolicy
-from xds.translate.routes import PREVIOUS_HOSTS, RETRY_ON, build_route_configuration
+from xds.translate.listeners import build_http_connection_manager
+from xds.translate.routes import FAULT_FILTER_NAME, PREVIOUS_HOSTS, RETRY_ON, build_route_configuration
 
 HEAD = """\
 services:
@@ -257,3 +260,43 @@ def test_xds_validate_prints_the_hash_warning_and_succeeds(tmp_path: Path,
     warning = "listener 'edge' route 'route-0': hash_policy has no effect on service 'rr'"
     assert f"{catalog}: warning: {warning}" in captured.err
     assert "OK" in captured.out
+
+
+def test_fault() -> None:
+    text = """
+    - fault: {delay: {duration: 250ms, percent: 10}, abort: {status: 503, percent: 5}}
+      backends: [{service: web}]
+    """
+    state = apply_policy(Catalog(), _policy(text), group="g")
+    assert state.listeners[0].fault_filter
+    route = build_route_configuration(state.route_configs[0]).virtual_hosts[0].routes[0]
+    fault = fault_pb2.HTTPFault()
+    assert route.typed_per_filter_config[FAULT_FILTER_NAME].Unpack(fault)
+    assert (fault.delay.fixed_delay.ToMilliseconds(), fault.delay.percentage.numerator) == (250, 10)
+    assert (fault.abort.http_status, fault.abort.percentage.numerator) == (503, 5)
+    assert fault.abort.percentage.denominator == percent_pb2.FractionalPercent.HUNDRED
+    filters = [f.name for f in build_http_connection_manager(state.listeners[0]).http_filters]
+    assert filters == [FAULT_FILTER_NAME, "envoy.filters.http.router"]
+    # Without a fault anywhere on the listener, the chain is as before issue 8.
+    calm = apply_policy(Catalog(), _policy("- {backends: [{service: web}]}"), group="g").listeners[0]
+    assert not calm.fault_filter
+    assert [f.name for f in build_http_connection_manager(calm).http_filters] == ["envoy.filters.http.router"]
+
+
+@pytest.mark.parametrize(("route", "expected"), [
+    ("- {fault: {}, backends: [{service: web}]}",
+     "c.yaml:8:17: listeners[0].routes[0].fault: a fault needs 'delay', 'abort' or both"),
+    ("- {fault: {abort: {status: 503}}, backends: [{service: web}]}",
+     "listeners[0].routes[0].fault.abort: missing required key 'percent' in a fault abort"),
+    ("- {fault: {abort: {status: 700, percent: 5}}, backends: [{service: web}]}",
+     "c.yaml:8:34: listeners[0].routes[0].fault.abort.status: must be an integer between 200 and 599"),
+    ("- {fault: {delay: {duration: 2m, percent: 5}}, backends: [{service: web}]}",
+     "fault.delay.duration: must be more than 0 and at most 60s, got '2m'"),
+    ("- {fault: {delay: {duration: 1s, percent: 101}}, backends: [{service: web}]}",
+     "fault.delay.percent: must be an integer between 0 and 100, got integer 101"),
+    ("- {fault: {abort: {status: 503, percent: 5, rate: 1}}, backends: [{service: web}]}",
+     "unknown key 'rate' in a fault abort"),
+])
+def test_fault_errors(route: str, expected: str) -> None:
+    errors = _errors(route)
+    assert len(errors) == 1 and expected in errors[0], errors

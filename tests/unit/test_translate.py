@@ -28,6 +28,7 @@ from xds.model.service import Endpoint, Health, Locality
 from xds.policy.desired import (
     ClusterSpec,
     DesiredState,
+    FaultSpec,
     HashPolicySpec,
     HashSource,
     HeaderMatchSpec,
@@ -113,6 +114,18 @@ CASES: dict[str, DesiredState] = {
                                    HashPolicySpec(HashSource.QUERY_PARAMETER, "user"))),
             RouteSpec(name="plain", backends=(WeightedClusterSpec("cart", 100),),
                       retries=RetrySpec(retry_on=("gateway-error",))),
+        )),)),),
+    ),
+    # A route injecting faults: its listener gets the fault filter before the router, the route its config.
+    "fault_injection": DesiredState(
+        clusters=(ClusterSpec(name="web", service="web", endpoints=(Endpoint("10.0.6.1", 80),)),),
+        listeners=(dataclasses.replace(_listener(), fault_filter=True),),
+        route_configs=(RouteConfigSpec(name="main", virtual_hosts=(VirtualHostSpec(name="web", routes=(
+            RouteSpec(name="rehearse", prefix="/chaos", backends=(WeightedClusterSpec("web", 100),),
+                      fault=FaultSpec(delay_s=0.25, delay_percent=10, abort_status=503, abort_percent=5)),
+            RouteSpec(name="abort-only", prefix="/a", backends=(WeightedClusterSpec("web", 100),),
+                      fault=FaultSpec(abort_status=500, abort_percent=100)),
+            RouteSpec(name="calm", backends=(WeightedClusterSpec("web", 100),)),
         )),)),),
     ),
     "http2_least_request": DesiredState(

@@ -14,6 +14,7 @@ from xds.model.service import Catalog, Endpoint
 from xds.policy.desired import (
     ClusterSpec,
     DesiredState,
+    FaultSpec,
     HashPolicySpec,
     HashSource,
     HeaderMatchSpec,
@@ -25,7 +26,15 @@ from xds.policy.desired import (
     VirtualHostSpec,
     WeightedClusterSpec,
 )
-from xds.policy.schema import BackendRef, HashPolicy, Policy, RetryPolicy, RoutePolicy, ServicePolicy
+from xds.policy.schema import (
+    BackendRef,
+    FaultPolicy,
+    HashPolicy,
+    Policy,
+    RetryPolicy,
+    RoutePolicy,
+    ServicePolicy,
+)
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
@@ -86,7 +95,17 @@ def _route(route: RoutePolicy, targets: dict[tuple[str, _Subset], int]) -> Route
         retries=_retries(route.retries),
         idle_timeout_s=route.idle_timeout_s,
         hash_policy=tuple(_hash_policy(h) for h in route.hash_policy),
+        fault=_fault(route.fault),
     )
+
+
+def _fault(fault: FaultPolicy | None) -> FaultSpec | None:
+    if fault is None:
+        return None
+    return FaultSpec(delay_s=fault.delay.duration_s if fault.delay else None,
+                     delay_percent=fault.delay.percent if fault.delay else 0,
+                     abort_status=fault.abort.status if fault.abort else None,
+                     abort_percent=fault.abort.percent if fault.abort else 0)
 
 
 def _retries(retries: int | RetryPolicy) -> int | RetrySpec:
@@ -132,7 +151,8 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str) -> DesiredStat
                     clusters[name] = _cluster(catalog, service_settings, subset)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
-                                      route_config=listener.name))
+                                      route_config=listener.name,
+                                      fault_filter=any(r.fault is not None for r in routes)))
         virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
         route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
     return DesiredState(

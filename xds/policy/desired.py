@@ -81,6 +81,16 @@ class HashPolicySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """Injected faults of a route (Envoy's HTTP fault filter); None: that fault is not injected."""
+
+    delay_s: float | None = None
+    delay_percent: int = 0
+    abort_status: int | None = None
+    abort_percent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     prefix: str = "/"
@@ -91,6 +101,7 @@ class RouteSpec:
     retries: int | RetrySpec = 0
     idle_timeout_s: float | None = None
     hash_policy: tuple[HashPolicySpec, ...] = ()
+    fault: FaultSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +125,8 @@ class ListenerSpec:
     address: str
     port: int
     route_config: str
+    # Some route of the listener injects faults: its HTTP connection manager gets the fault filter.
+    fault_filter: bool = False
 
 
 @dataclass(frozen=True, slots=True)

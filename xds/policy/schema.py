@@ -46,6 +46,7 @@ from xds.policy.rules import (
     MAX_BACKOFF_S,
     MAX_CONNECT_TIMEOUT_S,
     MAX_COOKIE_TTL_S,
+    MAX_FAULT_DELAY_S,
     MAX_HOST_SELECTION_ATTEMPTS,
     MAX_NAME_LENGTH,
     MAX_RETRIES,
@@ -211,6 +212,42 @@ HASH = shape(HashPolicy, "A hash input: exactly one of `header`, `cookie`, `sour
 
 
 @dataclass(frozen=True, slots=True)
+class FaultDelay:
+    duration_s: float = field(metadata=declare(
+        "duration", Duration(MAX_FAULT_DELAY_S),
+        f"How long to hold a request, at most {MAX_FAULT_DELAY_S:g} s.", required=True))
+    percent: int = field(metadata=declare(
+        "percent", Integer(0, 100), "The share of requests delayed, 0 to 100.", required=True))
+
+
+FAULT_DELAY = shape(FaultDelay, "Delay requests before they go upstream.")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultAbort:
+    status: int = field(metadata=declare(
+        "status", Integer(200, 599), "The HTTP status Envoy answers with, 200 to 599.", required=True))
+    percent: int = field(metadata=declare(
+        "percent", Integer(0, 100), "The share of requests answered so, 0 to 100.", required=True))
+
+
+FAULT_ABORT = shape(FaultAbort, "Answer requests with an error instead of sending them upstream.")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPolicy:
+    """Fault injection for rehearsing failover (issue 8): Envoy's HTTP fault filter, per route."""
+
+    delay: FaultDelay | None = field(default=None, metadata=declare(
+        "delay", Nested(erase(FAULT_DELAY)), "Delay a share of requests (below).", shown_default="none"))
+    abort: FaultAbort | None = field(default=None, metadata=declare(
+        "abort", Nested(erase(FAULT_ABORT)), "Fail a share of requests (below).", shown_default="none"))
+
+
+FAULT = shape(FaultPolicy, "Injected faults: `delay`, `abort` or both.")
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicy:
     name: str = field(metadata=declare(
         "name", Name(), "Unique within the listener (index counted from 0).",
@@ -239,6 +276,9 @@ class RoutePolicy:
         "hash_policy", ListOf(Nested(erase(HASH)), nonempty=True),
         "Session affinity: what to hash, tried in order (below). Only `ring_hash` and `maglev` services use "
         "it (`xds validate` warns otherwise).", shown_default="none"))
+    fault: FaultPolicy | None = field(default=None, metadata=declare(
+        "fault", Nested(erase(FAULT)), "Inject delays and errors into a share of requests (below).",
+        shown_default="none"))
     backends: tuple[BackendRef, ...] = field(default=(), metadata=declare(
         "backends", ListOf(Nested(erase(BACKEND)), nonempty=True),
         "Where matching requests go, at least one (below).", required=True))

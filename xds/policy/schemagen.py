@@ -149,7 +149,7 @@ def _count_or(kind: CountOr, doc: str, dialect: Dialect, file_format: bool) -> S
     # "Integer or mapping" cannot be typed in a structural schema either (see _duration): the bounds apply to
     # integers only, and the mapping form is left to the loader, which checks it when the policy is read.
     return {"description": doc, "x-kubernetes-preserve-unknown-fields": True,
-            "minimum": kind.count.low, "maximum": kind.count.high}
+            **{k: v for k, v in count.items() if k != "type"}}
 
 
 def _default(field: Declared, dialect: Dialect) -> object:

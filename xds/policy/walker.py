@@ -14,11 +14,13 @@ backends naming declared services, the `exact`/`present` choice of a header matc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from xds.model.service import Endpoint, Locality
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, text_at, value_pos
+from xds.policy.fields import Shape
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
@@ -34,6 +36,9 @@ from xds.policy.schema import (
     DEFAULT_DOMAINS,
     DEFAULT_PREFIX,
     DOCUMENT,
+    FAULT,
+    FAULT_ABORT,
+    FAULT_DELAY,
     HASH,
     HEADER,
     LISTENER,
@@ -44,6 +49,7 @@ from xds.policy.schema import (
     SERVICE,
     BackendRef,
     CookieHash,
+    FaultPolicy,
     HashPolicy,
     HeaderMatch,
     ListenerPolicy,
@@ -56,6 +62,8 @@ from xds.policy.schema import (
     per_try_outlasts_route,
 )
 from xds.policy.weights import TOTAL_WEIGHT
+
+_P = TypeVar("_P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +302,7 @@ class _Walker(Checker):
             "timeouts": timeouts,
             "retries": self._retries,
             "hash_policy": self._hash_policies,
+            "fault": self._fault,
             "backends": self._backends,
         }, into=values)
         if not self._complete(mark, ROUTE, values):
@@ -382,6 +391,34 @@ class _Walker(Checker):
 
         values = self._fields(f, HASH, {"header": header, "cookie": self._cookie, "source_ip": source_ip})
         return HASH.build(values) if self._complete(mark, HASH, values) else None
+
+    def _fault(self, node: Node | None, path: str) -> FaultPolicy | None:
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what="a fault", keys=FAULT.keys())
+        if f is None:
+            return None
+        if "delay" not in f and "abort" not in f:
+            self._bad(node, path, "a fault needs 'delay', 'abort' or both")
+            return None
+
+        values = self._fields(f, FAULT, {
+            "delay": lambda n, p: self._part(FAULT_DELAY, n, p, what="a fault delay"),
+            "abort": lambda n, p: self._part(FAULT_ABORT, n, p, what="a fault abort"),
+        })
+        return FAULT.build(values) if self._mark == mark else None
+
+    def _part(self, shape: Shape[_P], node: Node | None, path: str, *, what: str) -> _P | None:
+        """An optional nested mapping of plain declared fields."""
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what=what, keys=shape.keys(), required=shape.required())
+        if f is None:
+            return None
+        values = self._fields(f, shape)
+        return shape.build(values) if self._complete(mark, shape, values) else None
 
     def _cookie(self, node: Node | None, path: str) -> CookieHash | None:
         if node is None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Final
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.type.v3 import percent_pb2
 
 from xds.policy.desired import (
+    FaultSpec,
     HashPolicySpec,
     HashSource,
     HeaderMatchSpec,
@@ -26,6 +29,9 @@ NO_BACKEND_STATUS: Final = 503
 
 # Retry on a host not tried yet for this request (retry.proto, RetryPolicy.retry_host_predicate).
 PREVIOUS_HOSTS: Final = "envoy.retry_host_predicates.previous_hosts"
+# The HTTP fault filter; a route's faults are its per-route config (typed_per_filter_config), and the
+# listener of such a route has the filter in its chain (translate/listeners.py).
+FAULT_FILTER_NAME: Final = "envoy.filters.http.fault"
 
 
 def route_clusters(spec: RouteConfigSpec) -> tuple[str, ...]:
@@ -78,7 +84,23 @@ def _route(spec: RouteSpec) -> route_components_pb2.Route:
         action.retry_policy.num_retries.value = spec.retries
     for hash_spec in spec.hash_policy:
         _hash_policy(hash_spec, action.hash_policy.add())
+    if spec.fault is not None:
+        # Deterministic packing keeps the route's bytes, and so the snapshot version, stable.
+        route.typed_per_filter_config[FAULT_FILTER_NAME].Pack(_fault(spec.fault), deterministic=True)
     return route
+
+
+def _fault(spec: FaultSpec) -> fault_pb2.HTTPFault:
+    fault = fault_pb2.HTTPFault()
+    if spec.delay_s is not None:
+        fault.delay.fixed_delay.FromNanoseconds(_ns(spec.delay_s))
+        fault.delay.percentage.numerator = spec.delay_percent
+        fault.delay.percentage.denominator = percent_pb2.FractionalPercent.HUNDRED
+    if spec.abort_status is not None:
+        fault.abort.http_status = spec.abort_status
+        fault.abort.percentage.numerator = spec.abort_percent
+        fault.abort.percentage.denominator = percent_pb2.FractionalPercent.HUNDRED
+    return fault
 
 
 def _ns(seconds: float) -> int:
