@@ -31,21 +31,27 @@ class Catalog:
     services: dict[str, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
     backends: list[Backend] = field(default_factory=list)
     extra_listeners: list[dict[str, Any]] = field(default_factory=list)
+    # Issue 8: settings merged into a service's entry (`lb_policy`) and into the catch-all route (`retries`,
+    # `hash_policy`), and routes tried before it.
+    service_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    route_settings: dict[str, Any] = field(default_factory=dict)
+    extra_routes: list[dict[str, Any]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         return {
             "version": 1,
             "services": [
-                {"name": name, "connect_timeout": "1s",
+                {"name": name, "connect_timeout": "1s", **self.service_settings.get(name, {}),
                  "endpoints": [{"address": f"127.0.0.1:{self.pool[up].port}", "metadata": meta}
                                for up, meta in endpoints]}
                 for name, endpoints in sorted(self.services.items())
             ],
             "listeners": [{
                 "name": "ingress", "address": "127.0.0.1", "port": self.listener_port,
-                "routes": [{"name": "all", "match": {"prefix": "/"},
-                            "backends": [{"service": s, **({"subset": dict(sub)} if sub else {}), "weight": w}
-                                         for s, sub, w in self.backends]}],
+                "routes": [*self.extra_routes, {
+                    "name": "all", "match": {"prefix": "/"}, **self.route_settings,
+                    "backends": [{"service": s, **({"subset": dict(sub)} if sub else {}), "weight": w}
+                                 for s, sub, w in self.backends]}],
             }, *self.extra_listeners],
         }
 
@@ -107,9 +113,14 @@ class Stack:
 
 def start_stack(*, workdir: Path, pool: UpstreamPool, services: dict[str, list[tuple[str, dict[str, str]]]],
                 backends: Sequence[Backend], control_plane_factory: Any, envoy_factory: Any,
-                node_id: str = "envoy-1", cluster: str = "edge") -> Stack:
+                node_id: str = "envoy-1", cluster: str = "edge",
+                service_settings: dict[str, dict[str, Any]] | None = None,
+                route_settings: dict[str, Any] | None = None,
+                extra_routes: Sequence[dict[str, Any]] = ()) -> Stack:
     catalog = Catalog(path=workdir / "catalog.yaml", listener_port=free_port(), pool=pool,
-                      services=services, backends=list(backends))
+                      services=services, backends=list(backends),
+                      service_settings=dict(service_settings or {}),
+                      route_settings=dict(route_settings or {}), extra_routes=list(extra_routes))
     catalog.write()
     # XDS_E2E_LOG_LEVEL=DEBUG logs every request and response of the control plane in its log file.
     control_plane = control_plane_factory(

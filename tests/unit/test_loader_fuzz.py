@@ -162,10 +162,26 @@ _SERVICE = _obj({
 _HEADER = _obj({"name": st.sampled_from(["x-canary", "X-A", ":path", "bad header"]), "exact": _NASTY_TEXT,
                 "present": st.booleans(), "invert": st.booleans()})
 _BACKEND = _obj({"service": _NAME, "subset": _PAIRS, "weight": st.integers(-1, 101)})
+# Issue 8: the mapping form of `retries`, `timeouts` and `hash_policy`, with their durations and bounds.
+_RETRY = _obj({
+    "num_retries": st.integers(-1, 11), "per_try_timeout": _DURATION, "backoff_base": _DURATION,
+    "backoff_max": _DURATION, "different_host": st.one_of(st.booleans(), _SCALARS),
+    "retry_on": _list_of(st.sampled_from(["5xx", "reset", "gateway_error", "retriable-status-codes", ""])),
+    "retriable_status_codes": _list_of(st.integers(99, 600)), "host_selection_attempts": st.integers(0, 11),
+})
+_HASH = _obj({
+    "header": st.sampled_from(["x-user", "X-U", "bad header"]),
+    "source_ip": st.one_of(st.booleans(), _SCALARS),
+    "cookie": _obj({"name": st.sampled_from(["s", "a;b", ""]), "ttl": _DURATION,
+                    "path": st.sampled_from(["/", "x", "/a b"])}),
+    "query_parameter": st.one_of(st.sampled_from(["u", "a=b"]), _NASTY_TEXT), "terminal": st.booleans(),
+})
 _ROUTE = _obj({
     "name": _NAME, "match": _obj({"prefix": st.sampled_from(["/", "/api", "api", "/a b"]),
                                   "headers": _list_of(_HEADER)}),
-    "timeout": _DURATION, "retries": st.integers(-1, 11), "backends": _list_of(_BACKEND),
+    "timeout": _DURATION, "timeouts": _obj({"request": _DURATION, "idle": _DURATION}),
+    "retries": st.one_of(st.integers(-1, 11), _RETRY), "hash_policy": _list_of(_HASH),
+    "backends": _list_of(_BACKEND),
 })
 _LISTENER = _obj({
     "name": _NAME, "address": st.sampled_from(["0.0.0.0", "::", "localhost", "1.2.3"]),

@@ -20,11 +20,26 @@ from xds.policy.errors import PolicyError
 from xds.policy.fields import Duration, Integer, ListOf, Nested, Shape, declare, erase, shape
 from xds.policy.load import parse_document, policy_from_data
 from xds.policy.reference import render_table
-from xds.policy.schema import BACKEND, DOCUMENT, HEADER, LISTENER, ROUTE, ROUTE_MATCH, SERVICE
+from xds.policy.schema import (
+    BACKEND,
+    COOKIE,
+    DOCUMENT,
+    FAULT,
+    FAULT_ABORT,
+    FAULT_DELAY,
+    HASH,
+    HEADER,
+    LISTENER,
+    RETRY,
+    ROUTE,
+    ROUTE_MATCH,
+    ROUTE_TIMEOUTS,
+    SERVICE,
+)
 from xds.policy.schemagen import json_schema, object_schema
 
-SHAPES: list[Shape[Any]] = [DOCUMENT, SERVICE, LISTENER, ROUTE, ROUTE_MATCH, HEADER, BACKEND, ENDPOINT,
-                            LOCALITY]
+SHAPES: list[Shape[Any]] = [DOCUMENT, SERVICE, LISTENER, ROUTE, ROUTE_MATCH, ROUTE_TIMEOUTS, HEADER, BACKEND,
+                            ENDPOINT, LOCALITY, RETRY, HASH, COOKIE, FAULT, FAULT_DELAY, FAULT_ABORT]
 # Attributes that no document key fills: where the policy came from, and what the catalog adds itself.
 UNDECLARED = {("Policy", "origin"), ("Endpoint", "host"), ("Endpoint", "port"), ("Endpoint", "source"),
               ("Endpoint", "priority")}

@@ -166,7 +166,14 @@ listeners:
             - {name: x-debug, present: true, invert: true}
             - {name: ":authority", exact: "a.example.com", invert: false}
         timeout: 1.5s
+        timeouts: {idle: 30s}
         retries: 2
+        hash_policy:
+          - {cookie: {name: session, ttl: 60m, path: /}}
+          - {header: X-User, terminal: true}
+          - {source_ip: true}
+          - {query_parameter: user}
+        fault: {delay: {duration: 100ms, percent: 5}, abort: {status: 503, percent: 1}}
         backends: [{service: api, subset: {version: v2, "k8s.namespace": shop}, weight: 100}]
       - backends:
           - {service: web, weight: 90}
@@ -209,6 +216,12 @@ def accepted_documents() -> list[tuple[str, Any]]:
         {"services": [{"name": "a", "connect_timeout": " 2s "}]},  # the loader strips whitespace
         {"services": [{"name": "a", "connect_timeout": 60}]},
         {"services": [{"name": "a", "connect_timeout": "1m"}]},
+        {"services": [{"name": "a"}], "listeners": [{"name": "l", "port": 1, "routes": [
+            {"timeouts": {"request": "2s"}, "backends": [{"service": "a"}],
+             "retries": {"num_retries": 3, "retry_on": ["5xx", "retriable-status-codes"],
+                         "per_try_timeout": "500ms", "backoff_base": "10ms", "backoff_max": 1,
+                         "retriable_status_codes": [503, 504], "different_host": True,
+                         "host_selection_attempts": 3}}]}]},
         {"services": [{"name": "a"}], "listeners": [{"name": "l", "port": 1, "address": "fe80::1%eth0",
                                                     "routes": [{"backends": [{"service": "a", "weight": 0},
                                                                              {"service": "a", "weight": 100,

@@ -14,14 +14,27 @@ from xds.model.service import Catalog, Endpoint
 from xds.policy.desired import (
     ClusterSpec,
     DesiredState,
+    FaultSpec,
+    HashPolicySpec,
+    HashSource,
     HeaderMatchSpec,
+    LbPolicy,
     ListenerSpec,
+    RetrySpec,
     RouteConfigSpec,
     RouteSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
 )
-from xds.policy.schema import BackendRef, Policy, RoutePolicy, ServicePolicy
+from xds.policy.schema import (
+    BackendRef,
+    FaultPolicy,
+    HashPolicy,
+    Policy,
+    RetryPolicy,
+    RoutePolicy,
+    ServicePolicy,
+)
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
@@ -79,8 +92,42 @@ def _route(route: RoutePolicy, targets: dict[tuple[str, _Subset], int]) -> Route
             for (service, subset), share in zip(targets, shares, strict=True)
         ),
         timeout_s=route.timeout_s,
-        retries=route.retries,
+        retries=_retries(route.retries),
+        idle_timeout_s=route.idle_timeout_s,
+        hash_policy=tuple(_hash_policy(h) for h in route.hash_policy),
+        fault=_fault(route.fault),
     )
+
+
+def _fault(fault: FaultPolicy | None) -> FaultSpec | None:
+    if fault is None:
+        return None
+    return FaultSpec(delay_s=fault.delay.duration_s if fault.delay else None,
+                     delay_percent=fault.delay.percent if fault.delay else 0,
+                     abort_status=fault.abort.status if fault.abort else None,
+                     abort_percent=fault.abort.percent if fault.abort else 0)
+
+
+def _retries(retries: int | RetryPolicy) -> int | RetrySpec:
+    if isinstance(retries, int):
+        return retries
+    return RetrySpec(retry_on=retries.retry_on, num_retries=retries.num_retries,
+                     per_try_timeout_s=retries.per_try_timeout_s, backoff_base_s=retries.backoff_base_s,
+                     backoff_max_s=retries.backoff_max_s,
+                     retriable_status_codes=retries.retriable_status_codes,
+                     different_host=retries.different_host,
+                     host_selection_attempts=retries.host_selection_attempts)
+
+
+def _hash_policy(policy: HashPolicy) -> HashPolicySpec:
+    if policy.cookie is not None:
+        return HashPolicySpec(HashSource.COOKIE, policy.cookie.name, policy.terminal,
+                              cookie_ttl_s=policy.cookie.ttl_s, cookie_path=policy.cookie.path)
+    if policy.header is not None:
+        return HashPolicySpec(HashSource.HEADER, policy.header, policy.terminal)
+    if policy.query_parameter is not None:
+        return HashPolicySpec(HashSource.QUERY_PARAMETER, policy.query_parameter, policy.terminal)
+    return HashPolicySpec(HashSource.SOURCE_IP, "", policy.terminal)
 
 
 def apply_policy(catalog: Catalog, policy: Policy, *, group: str) -> DesiredState:
@@ -104,7 +151,8 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str) -> DesiredStat
                     clusters[name] = _cluster(catalog, service_settings, subset)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
-                                      route_config=listener.name))
+                                      route_config=listener.name,
+                                      fault_filter=any(r.fault is not None for r in routes)))
         virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
         route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
     return DesiredState(
@@ -127,14 +175,33 @@ def _backend_warning(catalog: Catalog, where: str, backend: BackendRef) -> str |
     return None
 
 
+# The load balancers that use a route's hash policy (route_components.proto, RouteAction.hash_policy).
+HASHING_LB_POLICIES = frozenset({LbPolicy.RING_HASH, LbPolicy.MAGLEV})
+
+
+def hash_policy_ignored(route: RoutePolicy, settings: dict[str, ServicePolicy]) -> list[str]:
+    """The services of `route` whose load balancer ignores its hash policy (issue 8: a warning, since the
+    route still works, only without affinity)."""
+    if not route.hash_policy:
+        return []
+    services = dict.fromkeys(b.service for b in route.backends)
+    return [s for s in services
+            if (settings.get(s) or ServicePolicy(s)).lb_policy not in HASHING_LB_POLICIES]
+
+
 def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
     """Things that are valid but probably not intended, for `xds validate`: backends naming services the
-    catalog does not know, services without endpoints, and subsets that select no endpoint. Each warning is
-    given once, in policy order."""
+    catalog does not know, services without endpoints, subsets that select no endpoint, and hash policies
+    on services that balance without hashing. Each warning is given once, in policy order."""
     warnings: dict[str, None] = {}
+    settings = {s.name: s for s in policy.services}
     for listener in policy.listeners:
         for route in listener.routes:
             where = f"listener {listener.name!r} route {route.name!r}"
+            for service in hash_policy_ignored(route, settings):
+                lb = (settings.get(service) or ServicePolicy(service)).lb_policy.value
+                warnings.setdefault(f"{where}: hash_policy has no effect on service {service!r}, whose "
+                                    f"lb_policy is {lb}; use ring_hash or maglev for session affinity")
             for backend in route.backends:
                 warning = _backend_warning(catalog, where, backend)
                 if warning is not None:

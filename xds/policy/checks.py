@@ -21,10 +21,13 @@ from xds.policy.fields import (
     MISSING,
     Boolean,
     Choice,
+    CountOr,
     Declared,
     Duration,
+    FieldSpec,
     Integer,
     IpAddress,
+    ListOf,
     Name,
     Nested,
     Pairs,
@@ -296,7 +299,32 @@ class Checker:
         if isinstance(kind, Pairs):
             return self._pairs(node, path, what=field.key, value_pattern=kind.value_pattern,
                                value_rule=kind.value_rule)
+        if isinstance(kind, ListOf) and not isinstance(kind.item, Nested | ListOf | CountOr):
+            return self._scalars(field, kind, node, path)
         raise TypeError(f"{field.key!r} ({type(kind).__name__}) needs a handler of its own")
+
+    def _scalars(self, field: Declared, kind: ListOf, node: Node | None,
+                 path: str) -> tuple[object, ...] | None:
+        """A list of scalars of one kind (`retry_on`, `retriable_status_codes`); a "set" has no repeats."""
+        if node is None:
+            return field.default if isinstance(field.default, tuple) else ()
+        # "An Envoy retry condition." -> "must list at least one Envoy retry condition".
+        what = re.sub(r"^(an?|the) ", "", kind.item_doc.rstrip("."), flags=re.I) or "item"
+        items = self._list(node, path, nonempty=what if kind.nonempty else None)
+        if items is None:
+            return None
+        mark = self._mark
+        item_field = Declared(FieldSpec(field.key, kind.item, kind.item_doc), None)
+        values: list[object] = []
+        for i, item in enumerate(items):
+            value = self._check(item_field, item, f"{path}[{i}]")
+            if value is None:
+                continue
+            if kind.list_type == "set" and value in values:
+                self._bad(item, f"{path}[{i}]", f"duplicate {describe(item)}")
+                continue
+            values.append(value)
+        return tuple(values) if self._mark == mark else None
 
     def _fields(self, f: Fields, shape: Shape[_T], custom: Mapping[str, Handler] | None = None, *,
                 into: dict[str, object] | None = None) -> dict[str, object]:

@@ -51,13 +51,57 @@ class WeightedClusterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrySpec:
+    """A route's retry policy in full (issue 8); None fields leave Envoy's defaults."""
+
+    retry_on: tuple[str, ...]
+    num_retries: int | None = None
+    per_try_timeout_s: float | None = None
+    backoff_base_s: float | None = None
+    backoff_max_s: float | None = None
+    retriable_status_codes: tuple[int, ...] = ()
+    different_host: bool = False
+    host_selection_attempts: int | None = None
+
+
+class HashSource(enum.Enum):
+    HEADER = "header"
+    COOKIE = "cookie"
+    SOURCE_IP = "source_ip"
+    QUERY_PARAMETER = "query_parameter"
+
+
+@dataclass(frozen=True, slots=True)
+class HashPolicySpec:
+    source: HashSource
+    name: str = ""  # the header, cookie or query parameter; "" for the source IP
+    terminal: bool = False
+    cookie_ttl_s: float | None = None  # set: Envoy generates the cookie when the request lacks it
+    cookie_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """Injected faults of a route (Envoy's HTTP fault filter); None: that fault is not injected."""
+
+    delay_s: float | None = None
+    delay_percent: int = 0
+    abort_status: int | None = None
+    abort_percent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     prefix: str = "/"
     headers: tuple[HeaderMatchSpec, ...] = ()
     backends: tuple[WeightedClusterSpec, ...] = ()
     timeout_s: float | None = None
-    retries: int = 0
+    # A count retries on RETRY_ON (translate/routes.py), as before issue 8; a RetrySpec says it all.
+    retries: int | RetrySpec = 0
+    idle_timeout_s: float | None = None
+    hash_policy: tuple[HashPolicySpec, ...] = ()
+    fault: FaultSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +125,8 @@ class ListenerSpec:
     address: str
     port: int
     route_config: str
+    # Some route of the listener injects faults: its HTTP connection manager gets the fault filter.
+    fault_filter: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,8 +113,17 @@ class Nested:
     shape: Shape[object]
 
 
+@dataclass(frozen=True, slots=True)
+class CountOr:
+    """A bounded integer, or a mapping of `shape` saying more (`retries: 2` or `retries: {num_retries: 2,
+    ...}`, issue 8). The walker reads it with a handler of its own."""
+
+    count: Integer
+    shape: Shape[object]
+
+
 Kind: TypeAlias = ("Duration | Integer | Choice | Boolean | Text | Name | IpAddress | HostPort | Pairs | "
-                   "Exactly | ListOf | Nested")
+                   "Exactly | ListOf | Nested | CountOr")
 
 # --- the declaration ----------------------------------------------------------------------------------------
 

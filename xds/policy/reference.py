@@ -16,7 +16,20 @@ from typing import TypeVar
 
 from xds.policy.catalog_fields import ENDPOINT
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
-from xds.policy.schema import BACKEND, DOCUMENT, HEADER, LISTENER, ROUTE, SERVICE
+from xds.policy.schema import (
+    BACKEND,
+    COOKIE,
+    DOCUMENT,
+    FAULT,
+    FAULT_ABORT,
+    FAULT_DELAY,
+    HASH,
+    HEADER,
+    LISTENER,
+    RETRY,
+    ROUTE,
+    SERVICE,
+)
 
 _T = TypeVar("_T")
 
@@ -24,7 +37,9 @@ _T = TypeVar("_T")
 TABLES: dict[str, Shape[object]] = {
     "top-level": erase(DOCUMENT), "services": erase(SERVICE), "endpoints": erase(ENDPOINT),
     "listeners": erase(LISTENER), "routes": erase(ROUTE), "header-conditions": erase(HEADER),
-    "backends": erase(BACKEND),
+    "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
+    "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),
+    "fault-abort": erase(FAULT_ABORT),
 }
 
 _BEGIN = "<!-- BEGIN generated table {name}: xds schema --update-docs docs/config.md -->"

@@ -17,6 +17,10 @@ VERSION = 1
 MAX_CONNECT_TIMEOUT_S = 60.0
 MAX_ROUTE_TIMEOUT_S = 3600.0
 MAX_RETRIES = 10
+MAX_BACKOFF_S = 300.0
+MAX_HOST_SELECTION_ATTEMPTS = 10
+MAX_COOKIE_TTL_S = 366 * 24 * 3600.0
+MAX_FAULT_DELAY_S = 60.0
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 
@@ -44,6 +48,19 @@ GROUP_RE = re.compile(r"[^\x00-\x1f\x7f]+")
 PORT_RE = re.compile(r"[0-9]{1,5}")
 DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m)")
 DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+# Envoy's names for what a route retries on (router filter docs, "x-envoy-retry-on" and
+# "x-envoy-retry-grpc-on"); `retriable-headers` is left out because nothing here sets the headers it needs.
+RETRY_ON_CONDITIONS = ("5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
+                       "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
+                       "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
+                       "resource-exhausted", "unavailable")
+# RFC 6265 section 4.1.1: a cookie name is an HTTP token.
+COOKIE_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+COOKIE_NAME_RULE = "must be a cookie name (letters, digits and !#$%&'*+.^_`|~-)"
+QUERY_PARAMETER_RE = re.compile(r"[^\s&=#\x00-\x1f\x7f]+")
+QUERY_PARAMETER_RULE = ("must be a query parameter name without whitespace, '&', '=', '#' or control "
+                        "characters")
 
 LB_POLICIES = {p.value: p for p in LbPolicy}
 HEALTH_VALUES = {h.value: h for h in Health}

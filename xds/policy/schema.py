@@ -18,6 +18,7 @@ from xds.policy.errors import PolicyError, Problem
 from xds.policy.fields import (
     Boolean,
     Choice,
+    CountOr,
     Duration,
     Exactly,
     FieldSpec,
@@ -33,6 +34,8 @@ from xds.policy.fields import (
     shape,
 )
 from xds.policy.rules import (
+    COOKIE_NAME_RE,
+    COOKIE_NAME_RULE,
     DOMAIN_RE,
     DOMAIN_RULE,
     GROUP_RE,
@@ -40,7 +43,11 @@ from xds.policy.rules import (
     HEADER_NAME_RE,
     HEADER_NAME_RULE,
     LB_POLICIES,
+    MAX_BACKOFF_S,
     MAX_CONNECT_TIMEOUT_S,
+    MAX_COOKIE_TTL_S,
+    MAX_FAULT_DELAY_S,
+    MAX_HOST_SELECTION_ATTEMPTS,
     MAX_NAME_LENGTH,
     MAX_RETRIES,
     MAX_ROUTE_TIMEOUT_S,
@@ -49,6 +56,9 @@ from xds.policy.rules import (
     PREFIX_RE,
     PREFIX_RULE,
     PROTOCOLS,
+    QUERY_PARAMETER_RE,
+    QUERY_PARAMETER_RULE,
+    RETRY_ON_CONDITIONS,
     VERSION,
 )
 
@@ -60,6 +70,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
 DEFAULT_DOMAINS: tuple[str, ...] = ("*",)
 DEFAULT_PREFIX = "/"
+ENVOY_ROUTE_TIMEOUT_S = 15.0  # RouteAction.timeout when unset
+# What the integer form `retries: N` retries on (translate/routes.py); the mapping form defaults to the same.
+DEFAULT_RETRY_ON: tuple[str, ...] = ("5xx", "reset", "connect-failure")
 
 _NAME_DOC = ("lowercase letters, digits, `.`, `_`, `-`, starting and ending with a letter or digit, at most "
              f"{MAX_NAME_LENGTH} characters")
@@ -120,6 +133,121 @@ BACKEND = shape(BackendRef, "Where matching requests go.")
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The mapping form of a route's `retries` (issue 8). Unset keys leave Envoy's defaults."""
+
+    num_retries: int | None = field(default=None, metadata=declare(
+        "num_retries", Integer(0, MAX_RETRIES), f"How many retries, 0 to {MAX_RETRIES}.",
+        shown_default="Envoy's (1)"))
+    retry_on: tuple[str, ...] = field(default=DEFAULT_RETRY_ON, metadata=declare(
+        "retry_on", ListOf(Choice({c: c for c in RETRY_ON_CONDITIONS}), item_doc="An Envoy retry condition.",
+                           nonempty=True, list_type="set"),
+        "Envoy's retry conditions: " + ", ".join(f"`{c}`" for c in RETRY_ON_CONDITIONS) + ".",
+        shown_default="`[5xx, reset, connect-failure]` (as `retries: N`)"))
+    per_try_timeout_s: float | None = field(default=None, metadata=declare(
+        "per_try_timeout", Duration(MAX_ROUTE_TIMEOUT_S),
+        "Timeout of each attempt; a hanging attempt is cut and retried. At most the route's request timeout.",
+        shown_default="none"))
+    backoff_base_s: float | None = field(default=None, metadata=declare(
+        "backoff_base", Duration(MAX_BACKOFF_S),
+        "Base interval of Envoy's jittered exponential backoff between retries, at most "
+        f"{MAX_BACKOFF_S:g} s.",
+        shown_default="Envoy's (25 ms)"))
+    backoff_max_s: float | None = field(default=None, metadata=declare(
+        "backoff_max", Duration(MAX_BACKOFF_S),
+        "Longest backoff interval; needs `backoff_base` and is at least it.",
+        shown_default="10 x `backoff_base`"))
+    retriable_status_codes: tuple[int, ...] = field(default=(), metadata=declare(
+        "retriable_status_codes", ListOf(Integer(100, 599), item_doc="An HTTP status code.", nonempty=True,
+                                         list_type="set"),
+        "Status codes to retry; only with `retriable-status-codes` in `retry_on`.", shown_default="none"))
+    different_host: bool = field(default=False, metadata=declare(
+        "different_host", Boolean(),
+        "`true`: a retry avoids the hosts already tried (Envoy's `previous_hosts` retry predicate)."))
+    host_selection_attempts: int | None = field(default=None, metadata=declare(
+        "host_selection_attempts", Integer(1, MAX_HOST_SELECTION_ATTEMPTS),
+        f"How often Envoy picks again to find an untried host, 1 to {MAX_HOST_SELECTION_ATTEMPTS}; only with "
+        "`different_host: true`.", shown_default="Envoy's (1)"))
+
+
+RETRY = shape(RetryPolicy, "The mapping form of `retries`.")
+
+
+@dataclass(frozen=True, slots=True)
+class CookieHash:
+    name: str = field(metadata=declare(
+        "name", Text(COOKIE_NAME_RE, COOKIE_NAME_RULE), "The cookie to hash.", required=True))
+    ttl_s: float | None = field(default=None, metadata=declare(
+        "ttl", Duration(MAX_COOKIE_TTL_S),
+        "With a ttl Envoy sets the cookie (this lifetime) on a response to a request without it, so the "
+        "client sticks; without one only a cookie the client already has is hashed.", shown_default="none"))
+    path: str | None = field(default=None, metadata=declare(
+        "path", Text(PREFIX_RE, PREFIX_RULE), "The `Path` of a cookie Envoy sets.", shown_default="none"))
+
+
+COOKIE = shape(CookieHash, "Hash a cookie.")
+
+
+@dataclass(frozen=True, slots=True)
+class HashPolicy:
+    """One input to the hash of ring_hash or maglev balancing: exactly one of the four sources."""
+
+    header: str | None = field(default=None, metadata=declare(
+        "header", Text(HEADER_NAME_RE, HEADER_NAME_RULE, schema_pattern=HEADER_NAME_ANY_CASE_RE),
+        "Hash this request header (case does not matter).", shown_default=""))
+    cookie: CookieHash | None = field(default=None, metadata=declare(
+        "cookie", Nested(erase(COOKIE)), "Hash this cookie (below).", shown_default=""))
+    source_ip: bool | None = field(default=None, metadata=declare(
+        "source_ip", Boolean(only_true=True), "`true`: hash the client's IP address.", shown_default=""))
+    query_parameter: str | None = field(default=None, metadata=declare(
+        "query_parameter", Text(QUERY_PARAMETER_RE, QUERY_PARAMETER_RULE),
+        "Hash this query parameter.", shown_default=""))
+    _: KW_ONLY
+    terminal: bool = field(default=False, metadata=declare(
+        "terminal", Boolean(), "`true`: when this one yields a hash, the ones after it are skipped."))
+
+
+HASH = shape(HashPolicy, "A hash input: exactly one of `header`, `cookie`, `source_ip`, `query_parameter`.",
+             one_of=("header", "cookie", "source_ip", "query_parameter"))
+
+
+@dataclass(frozen=True, slots=True)
+class FaultDelay:
+    duration_s: float = field(metadata=declare(
+        "duration", Duration(MAX_FAULT_DELAY_S),
+        f"How long to hold a request, at most {MAX_FAULT_DELAY_S:g} s.", required=True))
+    percent: int = field(metadata=declare(
+        "percent", Integer(0, 100), "The share of requests delayed, 0 to 100.", required=True))
+
+
+FAULT_DELAY = shape(FaultDelay, "Delay requests before they go upstream.")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultAbort:
+    status: int = field(metadata=declare(
+        "status", Integer(200, 599), "The HTTP status Envoy answers with, 200 to 599.", required=True))
+    percent: int = field(metadata=declare(
+        "percent", Integer(0, 100), "The share of requests answered so, 0 to 100.", required=True))
+
+
+FAULT_ABORT = shape(FaultAbort, "Answer requests with an error instead of sending them upstream.")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPolicy:
+    """Fault injection for rehearsing failover (issue 8): Envoy's HTTP fault filter, per route."""
+
+    delay: FaultDelay | None = field(default=None, metadata=declare(
+        "delay", Nested(erase(FAULT_DELAY)), "Delay a share of requests (below).", shown_default="none"))
+    abort: FaultAbort | None = field(default=None, metadata=declare(
+        "abort", Nested(erase(FAULT_ABORT)), "Fail a share of requests (below).", shown_default="none"))
+
+
+FAULT = shape(FaultPolicy, "Injected faults: `delay`, `abort` or both.")
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicy:
     name: str = field(metadata=declare(
         "name", Name(), "Unique within the listener (index counted from 0).",
@@ -136,9 +264,21 @@ class RoutePolicy:
         "timeout", Duration(MAX_ROUTE_TIMEOUT_S),
         f"Whole-request timeout, more than 0 and at most {MAX_ROUTE_TIMEOUT_S / 3600:g} h.",
         shown_default="Envoy's (15 s)"))
-    retries: int = field(default=0, metadata=declare(
-        "retries", Integer(0, MAX_RETRIES),
-        f"Retries on connect failures, resets and 5xx responses, 0 to {MAX_RETRIES}."))
+    idle_timeout_s: float | None = field(default=None, metadata=declare(
+        "idle", Duration(MAX_ROUTE_TIMEOUT_S),
+        "Cancel a request whose stream sends nothing in either direction for this long.",
+        shown_default="Envoy's (the connection manager's stream idle timeout, 5 min)", group="timeouts"))
+    retries: int | RetryPolicy = field(default=0, metadata=declare(
+        "retries", CountOr(Integer(0, MAX_RETRIES), erase(RETRY)),
+        f"Retries on connect failures, resets and 5xx responses, 0 to {MAX_RETRIES}; or a mapping (below) "
+        "with conditions, per-try timeout, backoff and host choice."))
+    hash_policy: tuple[HashPolicy, ...] = field(default=(), metadata=declare(
+        "hash_policy", ListOf(Nested(erase(HASH)), nonempty=True),
+        "Session affinity: what to hash, tried in order (below). Only `ring_hash` and `maglev` services use "
+        "it (`xds validate` warns otherwise).", shown_default="none"))
+    fault: FaultPolicy | None = field(default=None, metadata=declare(
+        "fault", Nested(erase(FAULT)), "Inject delays and errors into a share of requests (below).",
+        shown_default="none"))
     backends: tuple[BackendRef, ...] = field(default=(), metadata=declare(
         "backends", ListOf(Nested(erase(BACKEND)), nonempty=True),
         "Where matching requests go, at least one (below).", required=True))
@@ -152,7 +292,22 @@ class RoutePolicy:
 
 
 ROUTE_MATCH = shape(RoutePolicy, "What requests the route takes.", group="match")
-ROUTE = shape(RoutePolicy, "One route; the first that matches wins.", groups={"match": erase(ROUTE_MATCH)})
+ROUTE_TIMEOUTS = shape(RoutePolicy, "Timeouts of the route's requests.", group="timeouts", extra=[
+    ("", FieldSpec("request", Duration(MAX_ROUTE_TIMEOUT_S),
+                   "The whole-request timeout; the same as `timeout`, give one of them.",
+                   shown_default="Envoy's (15 s)")),
+])
+ROUTE = shape(RoutePolicy, "One route; the first that matches wins.",
+              groups={"match": erase(ROUTE_MATCH), "timeouts": erase(ROUTE_TIMEOUTS)})
+
+
+def per_try_outlasts_route(route: RoutePolicy) -> float | None:
+    """The route timeout a per-try timeout exceeds, or None. An attempt that outlives the whole request is
+    never cut, so no retry can follow it: a mistake, refused (issue 8). Unset route timeout: Envoy's 15 s."""
+    if not isinstance(route.retries, RetryPolicy) or route.retries.per_try_timeout_s is None:
+        return None
+    limit = ENVOY_ROUTE_TIMEOUT_S if route.timeout_s is None else route.timeout_s
+    return limit if route.retries.per_try_timeout_s > limit else None
 
 
 @dataclass(frozen=True, slots=True)

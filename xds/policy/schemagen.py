@@ -30,6 +30,7 @@ from xds.policy.fields import (
     MISSING,
     Boolean,
     Choice,
+    CountOr,
     Declared,
     Duration,
     Exactly,
@@ -131,9 +132,24 @@ def _kind(kind: Kind, doc: str, dialect: Dialect, file_format: bool) -> Schema:
         return schema
     if isinstance(kind, Exactly):
         return {"type": "integer", "description": doc, "enum": [kind.value]}
+    if isinstance(kind, CountOr):
+        return _count_or(kind, doc, dialect, file_format)
     if isinstance(kind, ListOf):
         return _array(_kind(kind.item, kind.item_doc, dialect, file_format), doc, kind, dialect)
     return object_schema(kind.shape, dialect, file_format=file_format, description=doc)
+
+
+def _count_or(kind: CountOr, doc: str, dialect: Dialect, file_format: bool) -> Schema:
+    count: Schema = {"type": "integer", "minimum": kind.count.low}
+    if kind.count.high is not None:
+        count["maximum"] = kind.count.high
+    if dialect == "json-schema":
+        return {"description": doc, "anyOf": [
+            count, object_schema(kind.shape, dialect, file_format=file_format)]}
+    # "Integer or mapping" cannot be typed in a structural schema either (see _duration): the bounds apply to
+    # integers only, and the mapping form is left to the loader, which checks it when the policy is read.
+    return {"description": doc, "x-kubernetes-preserve-unknown-fields": True,
+            **{k: v for k, v in count.items() if k != "type"}}
 
 
 def _default(field: Declared, dialect: Dialect) -> object:

@@ -14,39 +14,56 @@ backends naming declared services, the `exact`/`present` choice of a header matc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from xds.model.service import Endpoint, Locality
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
-from xds.policy.document import Node, Pos, Report, Scalar, Seq, first_at, text_at
+from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, text_at, value_pos
+from xds.policy.fields import Shape
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
     GROUP_RE,
+    MAX_RETRIES,
     VERSION,
     host_port,
     parse_host_port,
 )
 from xds.policy.schema import (
     BACKEND,
+    COOKIE,
     DEFAULT_DOMAINS,
     DEFAULT_PREFIX,
     DOCUMENT,
+    FAULT,
+    FAULT_ABORT,
+    FAULT_DELAY,
+    HASH,
     HEADER,
     LISTENER,
+    RETRY,
     ROUTE,
     ROUTE_MATCH,
+    ROUTE_TIMEOUTS,
     SERVICE,
     BackendRef,
+    CookieHash,
+    FaultPolicy,
+    HashPolicy,
     HeaderMatch,
     ListenerPolicy,
     Policy,
+    RetryPolicy,
     RoutePolicy,
     ServicePolicy,
     describe_groups,
     find_port_conflicts,
+    per_try_outlasts_route,
 )
 from xds.policy.weights import TOTAL_WEIGHT
+
+_P = TypeVar("_P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +290,145 @@ class _Walker(Checker):
         f = self._mapping(node, path, what=what, keys=ROUTE.keys(), required=ROUTE.required())
         if f is None:
             return None
-        values = self._fields(f, ROUTE, {
+        values: dict[str, object] = {}
+
+        def timeouts(node: Node | None, path: str) -> dict[str, object]:
+            return self._timeouts(node, path, timeout_given="timeout" in f)
+
+        self._fields(f, ROUTE, {
             # An unnamed route is "route-<index>" (docs/config.md).
             "name": lambda node, path: self._name(node, path, default=f"route-{index}"),
             "match": self._match,
+            "timeouts": timeouts,
+            "retries": self._retries,
+            "hash_policy": self._hash_policies,
+            "fault": self._fault,
             "backends": self._backends,
+        }, into=values)
+        if not self._complete(mark, ROUTE, values):
+            return None
+        route = ROUTE.build(values)
+        limit = per_try_outlasts_route(route)
+        if limit is not None:
+            node_at, path_at = f.at("retries")
+            assert node_at is not None
+            self._report.add(value_pos(node_at, "per_try_timeout"), f"{path_at}.per_try_timeout",
+                             f"longer than the route's request timeout ({limit:g}s"
+                             f"{', Envoy' + chr(39) + 's default' if route.timeout_s is None else ''}): "
+                             "the attempt could never be cut and retried")
+            return None
+        return route
+
+    def _timeouts(self, node: Node | None, path: str, *, timeout_given: bool) -> dict[str, object]:
+        """The values of the `timeouts` group by attribute; `request` is the route's `timeout` by another
+        name, so giving both is refused rather than one silently winning."""
+        if node is None:
+            return {"idle_timeout_s": None}
+        f = self._mapping(node, path, what="route timeouts", keys=ROUTE_TIMEOUTS.keys())
+        if f is None:
+            return {"idle_timeout_s": None, "timeout_s": None}
+        values = self._fields(f, ROUTE_TIMEOUTS)
+        request = values.pop("request")
+        request_node, request_path = f.at("request")
+        if request_node is not None:
+            if timeout_given:
+                self._bad(request_node, request_path,
+                          "the request timeout is given twice: keep 'timeout' or 'timeouts.request'")
+            values["timeout_s"] = request
+        return values
+
+    def _retries(self, node: Node | None, path: str) -> int | RetryPolicy | None:
+        """`retries: N` exactly as before issue 8, or the mapping form."""
+        if not isinstance(node, Map):
+            # The same check and words as the integer-only `retries` had (tests/unit/test_policy_load.py).
+            return self._integer(node, path, default=0, low=0, high=MAX_RETRIES)
+        mark = self._mark
+        f = self._mapping(node, path, what="a retry policy", keys=RETRY.keys())
+        if f is None:
+            return None
+        values = self._fields(f, RETRY)
+        if self._mark != mark:
+            return None
+        policy = RETRY.build(values)
+        for key, problem in retry_policy_problems(policy):
+            at, at_path = f.at(key)
+            assert at is not None
+            self._bad(at, at_path, problem)
+        return policy if self._mark == mark else None
+
+    def _hash_policies(self, node: Node | None, path: str) -> tuple[HashPolicy, ...] | None:
+        items = self._list(node, path, nonempty="hash input")
+        found = [self._hash_policy(item, f"{path}[{i}]") for i, item in enumerate(items or ())]
+        policies = tuple(p for p in found if p is not None)
+        return policies if items is not None and len(policies) == len(found) else None
+
+    def _hash_policy(self, node: Node, path: str) -> HashPolicy | None:
+        mark = self._mark
+        f = self._mapping(node, path, what="a hash policy", keys=HASH.keys())
+        if f is None:
+            return None
+        given = [key for key in HASH.one_of if key in f]
+        if len(given) != 1:
+            keys = ", ".join(f"'{k}'" for k in HASH.one_of)
+            got = f"; got {', '.join(repr(k) for k in given)}" if given else ""
+            self._bad(node, path, f"a hash policy needs exactly one of {keys}{got}")
+        header_field = HASH.field("header")
+
+        def header(header_node: Node | None, header_path: str) -> object:
+            if isinstance(header_node, Scalar) and isinstance(header_node.value, str):
+                # Header names are case-insensitive (RFC 9110 section 5.1), as in a header match.
+                header_node = Scalar(header_node.value.lower(), header_node.pos)
+            return self._check(header_field, header_node, header_path)
+
+        def source_ip(ip_node: Node | None, ip_path: str) -> bool | None:
+            if ip_node is None:
+                return None
+            value = self._boolean(ip_node, ip_path)
+            if value is False:
+                self._bad(ip_node, ip_path, "must be true; to hash something else, give another key instead")
+                return None
+            return value
+
+        values = self._fields(f, HASH, {"header": header, "cookie": self._cookie, "source_ip": source_ip})
+        return HASH.build(values) if self._complete(mark, HASH, values) else None
+
+    def _fault(self, node: Node | None, path: str) -> FaultPolicy | None:
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what="a fault", keys=FAULT.keys())
+        if f is None:
+            return None
+        if "delay" not in f and "abort" not in f:
+            self._bad(node, path, "a fault needs 'delay', 'abort' or both")
+            return None
+
+        values = self._fields(f, FAULT, {
+            "delay": lambda n, p: self._part(FAULT_DELAY, n, p, what="a fault delay"),
+            "abort": lambda n, p: self._part(FAULT_ABORT, n, p, what="a fault abort"),
         })
-        return ROUTE.build(values) if self._complete(mark, ROUTE, values) else None
+        return FAULT.build(values) if self._mark == mark else None
+
+    def _part(self, shape: Shape[_P], node: Node | None, path: str, *, what: str) -> _P | None:
+        """An optional nested mapping of plain declared fields."""
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what=what, keys=shape.keys(), required=shape.required())
+        if f is None:
+            return None
+        values = self._fields(f, shape)
+        return shape.build(values) if self._complete(mark, shape, values) else None
+
+    def _cookie(self, node: Node | None, path: str) -> CookieHash | None:
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what="a cookie hash", keys=COOKIE.keys(), required=COOKIE.required())
+        if f is None:
+            return None
+        values = self._fields(f, COOKIE)
+        return COOKIE.build(values) if self._complete(mark, COOKIE, values) else None
 
     def _match(self, node: Node | None, path: str) -> dict[str, object]:
         """The values of the `match` group, by attribute of RoutePolicy (None where invalid)."""
@@ -365,6 +514,22 @@ class _Walker(Checker):
                       f"unknown service {service!r}: declare it under `services:` (without `endpoints` if "
                       f"a registry provides them){suggest(service, sorted(self._declared))}")
         return BACKEND.build(values) if self._complete(mark, BACKEND, values) else None
+
+
+def retry_policy_problems(policy: RetryPolicy) -> list[tuple[str, str]]:
+    """(key, problem) for keys of a retry policy that make no sense together (issue 8, docs/config.md)."""
+    problems: list[tuple[str, str]] = []
+    if policy.backoff_max_s is not None:
+        if policy.backoff_base_s is None:
+            problems.append(("backoff_max", "needs 'backoff_base' (Envoy requires a base interval)"))
+        elif policy.backoff_max_s < policy.backoff_base_s:
+            problems.append(("backoff_max", f"must be at least backoff_base ({policy.backoff_base_s:g}s)"))
+    if policy.retriable_status_codes and "retriable-status-codes" not in policy.retry_on:
+        problems.append(("retriable_status_codes",
+                         "only apply with 'retriable-status-codes' in retry_on; add it there"))
+    if policy.host_selection_attempts is not None and not policy.different_host:
+        problems.append(("host_selection_attempts", "only applies with 'different_host: true'"))
+    return problems
 
 
 def _label(kind: str, node: Node, *, default: str = "") -> str:

@@ -9,6 +9,7 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
@@ -16,6 +17,7 @@ from google.protobuf.message import Message
 
 from xds.policy.desired import ListenerSpec
 from xds.translate.clusters import ads_config_source
+from xds.translate.routes import FAULT_FILTER_NAME
 
 HCM_FILTER_NAME: Final = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER_NAME: Final = "envoy.filters.http.router"
@@ -49,6 +51,12 @@ def _router_filter() -> hcm_pb2.HttpFilter:
 
 
 @functools.cache
+def _fault_filter() -> hcm_pb2.HttpFilter:
+    # Injects nothing by itself: each route with a `fault` carries its own config (translate/routes.py).
+    return hcm_pb2.HttpFilter(name=FAULT_FILTER_NAME, typed_config=_pack(fault_pb2.HTTPFault()))
+
+
+@functools.cache
 def _access_log() -> accesslog_pb2.AccessLog:
     log_format = substitution_format_string_pb2.SubstitutionFormatString()
     log_format.text_format_source.inline_string = ACCESS_LOG_FORMAT
@@ -63,6 +71,8 @@ def build_http_connection_manager(spec: ListenerSpec) -> hcm_pb2.HttpConnectionM
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=spec.name)
     manager.rds.config_source.CopyFrom(ads_config_source())
     manager.rds.route_config_name = spec.route_config
+    if spec.fault_filter:
+        manager.http_filters.append(_fault_filter())
     manager.http_filters.append(_router_filter())
     manager.access_log.append(_access_log())
     return manager
