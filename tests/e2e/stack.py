@@ -31,12 +31,14 @@ class Catalog:
     services: dict[str, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
     backends: list[Backend] = field(default_factory=list)
     extra_listeners: list[dict[str, Any]] = field(default_factory=list)
+    # Per-service policy keys written next to `endpoints` (`outlier_detection`, `circuit_breakers`, ...).
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
         return {
             "version": 1,
             "services": [
-                {"name": name, "connect_timeout": "1s",
+                {"name": name, "connect_timeout": "1s", **self.settings.get(name, {}),
                  "endpoints": [{"address": f"127.0.0.1:{self.pool[up].port}", "metadata": meta}
                                for up, meta in endpoints]}
                 for name, endpoints in sorted(self.services.items())
@@ -107,9 +109,10 @@ class Stack:
 
 def start_stack(*, workdir: Path, pool: UpstreamPool, services: dict[str, list[tuple[str, dict[str, str]]]],
                 backends: Sequence[Backend], control_plane_factory: Any, envoy_factory: Any,
-                node_id: str = "envoy-1", cluster: str = "edge") -> Stack:
+                node_id: str = "envoy-1", cluster: str = "edge",
+                settings: dict[str, dict[str, Any]] | None = None) -> Stack:
     catalog = Catalog(path=workdir / "catalog.yaml", listener_port=free_port(), pool=pool,
-                      services=services, backends=list(backends))
+                      services=services, backends=list(backends), settings=dict(settings or {}))
     catalog.write()
     # XDS_E2E_LOG_LEVEL=DEBUG logs every request and response of the control plane in its log file.
     control_plane = control_plane_factory(

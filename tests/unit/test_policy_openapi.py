@@ -149,8 +149,14 @@ def value_paths(value: object, path: str = "") -> Iterator[str]:
 EVERY_KEY = yaml.safe_load("""
 version: 1
 services:
-  - {name: web, lb_policy: least_request, connect_timeout: 250ms, protocol: http2}
+  - {name: web, lb_policy: least_request, connect_timeout: 250ms, protocol: http2,
+     outlier_detection: {consecutive_5xx: 3, consecutive_gateway_failure: 2, interval: 1s,
+                         base_ejection_time: 30s, max_ejection_percent: 50, success_rate: false,
+                         split_external_local_origin_errors: true},
+     circuit_breakers: {max_connections: 100, max_pending_requests: 10, max_requests: 50,
+                        retry_budget: {budget_percent: 25, min_retry_concurrency: 2}}}
   - {name: api, connect_timeout: 0.5, lb_policy: ring_hash, protocol: http1}
+  - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}}
 listeners:
   - name: edge
     address: "::"

@@ -26,11 +26,14 @@ from google.protobuf.message import Message
 from xds.cache.snapshot import InconsistentSnapshotError, make_snapshot
 from xds.model.service import Endpoint, Health, Locality
 from xds.policy.desired import (
+    CircuitBreakersSpec,
     ClusterSpec,
     DesiredState,
     HeaderMatchSpec,
     LbPolicy,
     ListenerSpec,
+    OutlierDetectionSpec,
+    RetryBudgetSpec,
     RouteConfigSpec,
     RouteSpec,
     VirtualHostSpec,
@@ -102,6 +105,26 @@ CASES: dict[str, DesiredState] = {
         clusters=(ClusterSpec(name="empty", service="empty"),),
         listeners=(_listener(),),
         route_configs=(_single_route("empty", WeightedClusterSpec("empty", 100)),),
+    ),
+    # Issue 8: outlier detection with every key, circuit breakers with a retry budget; and a cluster with
+    # both turned on at Envoy's defaults (`outlier_detection: {}`, an empty retry budget).
+    "outlier_circuit_breakers": DesiredState(
+        clusters=(
+            ClusterSpec(name="web", service="web",
+                        endpoints=(Endpoint("10.0.5.1", 80), Endpoint("10.0.5.2", 80)),
+                        outlier_detection=OutlierDetectionSpec(
+                            consecutive_5xx=3, consecutive_gateway_failure=2, interval_s=0.5,
+                            base_ejection_time_s=30.0, max_ejection_percent=50, success_rate=False,
+                            split_external_local_origin_errors=True),
+                        circuit_breakers=CircuitBreakersSpec(
+                            max_connections=100, max_pending_requests=10, max_requests=50,
+                            retry_budget=RetryBudgetSpec(budget_percent=25, min_retry_concurrency=2))),
+            ClusterSpec(name="api", service="api", endpoints=(Endpoint("10.0.6.1", 80),),
+                        outlier_detection=OutlierDetectionSpec(),
+                        circuit_breakers=CircuitBreakersSpec(max_retries=0, retry_budget=None)),
+        ),
+        listeners=(_listener(),),
+        route_configs=(_single_route("web", WeightedClusterSpec("web", 50), WeightedClusterSpec("api", 50)),),
     ),
     "two_localities": DesiredState(
         clusters=(ClusterSpec(name="web", service="web", lb_policy=LbPolicy.RING_HASH, endpoints=(

@@ -296,7 +296,22 @@ class Checker:
         if isinstance(kind, Pairs):
             return self._pairs(node, path, what=field.key, value_pattern=kind.value_pattern,
                                value_rule=kind.value_rule)
+        if isinstance(kind, Nested) and not kind.shape.group:
+            return self._nested(kind.shape, node, path, what=field.key, default=default)
         raise TypeError(f"{field.key!r} ({type(kind).__name__}) needs a handler of its own")
+
+    def _nested(self, shape: Shape[_T], node: Node | None, path: str, *, what: str,
+                default: object) -> object:
+        """A mapping of `shape`'s declared keys, built when none of them has a problem; `default` when absent
+        (None for `outlier_detection`: off, and `{}` is on with every default)."""
+        if node is None:
+            return default
+        mark = self._mark
+        f = self._mapping(node, path, what=what, keys=shape.keys(), required=shape.required())
+        if f is None:
+            return None
+        values = self._fields(f, shape)
+        return shape.build(values) if self._complete(mark, shape, values) else None
 
     def _fields(self, f: Fields, shape: Shape[_T], custom: Mapping[str, Handler] | None = None, *,
                 into: dict[str, object] | None = None) -> dict[str, object]:

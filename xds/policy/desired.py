@@ -21,6 +21,38 @@ class LbPolicy(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierDetectionSpec:
+    """Passive health checking of a cluster's hosts (envoy.config.cluster.v3.OutlierDetection). Every None is
+    Envoy's own default; the keys and bounds are declared in xds/policy/cluster_fields.py (issue 8)."""
+
+    consecutive_5xx: int | None = None
+    consecutive_gateway_failure: int | None = None
+    interval_s: float | None = None
+    base_ejection_time_s: float | None = None
+    max_ejection_percent: int | None = None
+    success_rate: bool | None = None  # None: Envoy's default (enforced, given enough hosts and requests)
+    split_external_local_origin_errors: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetSpec:
+    budget_percent: int | None = None  # None: Envoy's 20%
+    min_retry_concurrency: int | None = None  # None: Envoy's 3
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakersSpec:
+    """The DEFAULT-priority thresholds of a cluster (envoy.config.cluster.v3.CircuitBreakers). None: Envoy's
+    default (1024 connections, pending and requests; 3 retries)."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+    retry_budget: RetryBudgetSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
 
@@ -32,6 +64,8 @@ class ClusterSpec:
     http2: bool = False
     # Endpoints are host names Envoy resolves itself (STRICT_DNS, endpoints inline) instead of EDS.
     dns: bool = False
+    outlier_detection: OutlierDetectionSpec | None = None  # None: no outlier detection (Envoy's default)
+    circuit_breakers: CircuitBreakersSpec | None = None  # None: Envoy's default thresholds
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from xds.policy.catalog_fields import ENDPOINT
+from xds.policy.cluster_fields import CIRCUIT_BREAKERS, OUTLIER_DETECTION, RETRY_BUDGET
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
 from xds.policy.schema import BACKEND, DOCUMENT, HEADER, LISTENER, ROUTE, SERVICE
 
@@ -23,6 +24,8 @@ _T = TypeVar("_T")
 # The tables by the name their markers use, in the order docs/config.md has them.
 TABLES: dict[str, Shape[object]] = {
     "top-level": erase(DOCUMENT), "services": erase(SERVICE), "endpoints": erase(ENDPOINT),
+    "outlier-detection": erase(OUTLIER_DETECTION), "circuit-breakers": erase(CIRCUIT_BREAKERS),
+    "retry-budget": erase(RETRY_BUDGET),
     "listeners": erase(LISTENER), "routes": erase(ROUTE), "header-conditions": erase(HEADER),
     "backends": erase(BACKEND),
 }

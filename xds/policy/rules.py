@@ -17,6 +17,12 @@ VERSION = 1
 MAX_CONNECT_TIMEOUT_S = 60.0
 MAX_ROUTE_TIMEOUT_S = 3600.0
 MAX_RETRIES = 10
+# Outlier detection (docs/config.md "Outlier detection"): counts of consecutive failures, and the longest
+# interval or ejection time that is still a plausible setting rather than a unit mistake.
+MAX_CONSECUTIVE_FAILURES = 1000
+MAX_OUTLIER_DURATION_S = 3600.0
+# Circuit breaker thresholds are UInt32Value in Envoy (circuit_breaker.proto).
+MAX_CIRCUIT_LIMIT = 2**32 - 1
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from xds.model.service import Endpoint, Locality
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
-from xds.policy.document import Node, Pos, Report, Scalar, Seq, first_at, text_at
+from xds.policy.desired import CircuitBreakersSpec
+from xds.policy.document import Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
@@ -135,11 +136,22 @@ class _Walker(Checker):
                                    source=self._endpoint_source)
 
         values: dict[str, object] = {}
-        self._fields(f, SERVICE, {"endpoints": endpoints}, into=values)
+        self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers},
+                     into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
             return None
         return ServiceEntry(SERVICE.build(values), found if isinstance(found, tuple) else None)
+
+    def _circuit_breakers(self, node: Node | None, path: str) -> object:
+        breakers = self._check(SERVICE.field("circuit_breakers"), node, path)
+        if (isinstance(breakers, CircuitBreakersSpec) and breakers.retry_budget is not None
+                and breakers.max_retries is not None and node is not None):
+            # Envoy ignores max_retries once a retry budget is set (circuit_breaker.proto, retry_budget).
+            self._report.add(value_pos(node, "max_retries"), join(path, "max_retries"),
+                             "has no effect with retry_budget, which replaces it; remove one of them")
+            return None
+        return breakers
 
     def _endpoints(self, node: Node | None, path: str, *, service: str,
                    source: str) -> tuple[Endpoint, ...] | None:

@@ -1,0 +1,166 @@
+"""A service's `outlier_detection` and `circuit_breakers` (issue 8): located errors, defaults (unset is
+Envoy's default: nothing emitted), what reaches ClusterSpec, and the Envoy fields translate emits."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from xds.model.service import Catalog
+from xds.policy.apply import apply_policy
+from xds.policy.desired import CircuitBreakersSpec, ClusterSpec, OutlierDetectionSpec, RetryBudgetSpec
+from xds.policy.errors import PolicyError
+from xds.policy.load import parse_document
+from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
+from xds.translate.clusters import build_cluster, cluster_key
+
+
+def _document(settings: str) -> str:
+    body = textwrap.indent(textwrap.dedent(settings).strip("\n"), "    ")
+    return f"services:\n  - name: web\n{body}\n"
+
+
+def _service(settings: str) -> ServicePolicy:
+    _, policy = parse_document(_document(settings), where="c.yaml")
+    return policy.services[0]
+
+
+def _problems(settings: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        parse_document(_document(settings), where="c.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_absent_means_envoys_defaults_and_nothing_emitted() -> None:
+    service = _service("lb_policy: round_robin")
+    assert service.outlier_detection is None and service.circuit_breakers is None
+    cluster = build_cluster(ClusterSpec(name="web", service="web"))
+    assert not cluster.HasField("outlier_detection")
+    assert not cluster.HasField("circuit_breakers")
+
+
+def test_empty_mappings_turn_the_features_on_with_envoys_defaults() -> None:
+    service = _service("outlier_detection: {}\ncircuit_breakers: {retry_budget: {}}")
+    assert service.outlier_detection == OutlierDetectionSpec()
+    assert service.circuit_breakers == CircuitBreakersSpec(retry_budget=RetryBudgetSpec())
+    cluster = build_cluster(ClusterSpec(name="web", service="web",
+                                        outlier_detection=service.outlier_detection,
+                                        circuit_breakers=service.circuit_breakers))
+    # Present but empty: Envoy's defaults (5 consecutive 5xx, 10 s, 30 s, 10%).
+    assert cluster.HasField("outlier_detection")
+    assert json_format.MessageToDict(cluster.outlier_detection) == {}
+    assert json_format.MessageToDict(cluster.circuit_breakers) == {"thresholds": [{"retryBudget": {}}]}
+
+
+def test_every_key_reaches_the_cluster() -> None:
+    service = _service("""
+        outlier_detection:
+          consecutive_5xx: 3
+          consecutive_gateway_failure: 2
+          interval: 500ms
+          base_ejection_time: 1m
+          max_ejection_percent: 50
+          success_rate: false
+          split_external_local_origin_errors: true
+        circuit_breakers: {max_connections: 4, max_pending_requests: 5, max_requests: 6, max_retries: 0}
+    """)
+    spec = apply_policy(Catalog(), _policy_with(service), group="g").clusters[0]
+    assert spec.outlier_detection == OutlierDetectionSpec(3, 2, 0.5, 60.0, 50, False, True)
+    assert spec.circuit_breakers == CircuitBreakersSpec(4, 5, 6, 0)
+    cluster = build_cluster(spec)
+    assert json_format.MessageToDict(cluster.outlier_detection) == {
+        "consecutive5xx": 3, "consecutiveGatewayFailure": 2,
+        # Envoy enforces 0% of gateway failures unless told otherwise: a count the user set must eject.
+        "enforcingConsecutiveGatewayFailure": 100,
+        "interval": "0.500s", "baseEjectionTime": "60s", "maxEjectionPercent": 50,
+        "enforcingSuccessRate": 0, "enforcingLocalOriginSuccessRate": 0,
+        "splitExternalLocalOriginErrors": True,
+    }
+    (thresholds,) = cluster.circuit_breakers.thresholds
+    assert thresholds.priority == base_pb2.DEFAULT
+    assert (thresholds.max_connections.value, thresholds.max_pending_requests.value,
+            thresholds.max_requests.value) == (4, 5, 6)
+    assert thresholds.HasField("max_retries") and thresholds.max_retries.value == 0
+    assert not thresholds.HasField("retry_budget")
+
+
+def test_retry_budget() -> None:
+    service = _service("circuit_breakers: {retry_budget: {budget_percent: 25, min_retry_concurrency: 0}}")
+    cluster = build_cluster(ClusterSpec(name="web", service="web", circuit_breakers=service.circuit_breakers))
+    budget = cluster.circuit_breakers.thresholds[0].retry_budget
+    assert budget.budget_percent.value == 25.0
+    assert budget.HasField("min_retry_concurrency") and budget.min_retry_concurrency.value == 0
+    assert not cluster.circuit_breakers.thresholds[0].HasField("max_retries")
+
+
+def test_success_rate_true_is_explicit() -> None:
+    service = _service("outlier_detection: {success_rate: true}")
+    cluster = build_cluster(ClusterSpec(name="web", service="web",
+                                        outlier_detection=service.outlier_detection))
+    assert cluster.outlier_detection.enforcing_success_rate.value == 100
+
+
+def test_cluster_key_covers_the_new_settings() -> None:
+    plain = ClusterSpec(name="web", service="web")
+    ejecting = ClusterSpec(name="web", service="web",
+                           outlier_detection=OutlierDetectionSpec(consecutive_5xx=2))
+    limited = ClusterSpec(name="web", service="web", circuit_breakers=CircuitBreakersSpec(max_requests=2))
+    assert len({cluster_key(plain), cluster_key(ejecting), cluster_key(limited)}) == 3
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ("outlier_detection: {consecutive_5xx: 0}",
+     "c.yaml:3:42: services[0].outlier_detection.consecutive_5xx: must be an integer between 1 and 1000, "
+     "got integer 0"),
+    ("outlier_detection: {consecutive_gateway_failure: 1001}",
+     "c.yaml:3:54: services[0].outlier_detection.consecutive_gateway_failure: must be an integer between 1 "
+     "and 1000, got integer 1001"),
+    ("outlier_detection: {interval: 0s}",
+     "c.yaml:3:35: services[0].outlier_detection.interval: must be more than 0 and at most 3600s, got '0s'"),
+    ("outlier_detection: {base_ejection_time: 2h}",
+     "c.yaml:3:45: services[0].outlier_detection.base_ejection_time: must be a duration such as '250ms', "
+     "'1s', '1.5s' or a number of seconds, got '2h'"),
+    ("outlier_detection: {max_ejection_percent: 101}",
+     "c.yaml:3:47: services[0].outlier_detection.max_ejection_percent: must be an integer between 1 and "
+     "100, got integer 101"),
+    ("outlier_detection: {success_rate: 1}",
+     "c.yaml:3:39: services[0].outlier_detection.success_rate: must be true or false, got integer 1"),
+    ("outlier_detection: {consecutive5xx: 3}",
+     "c.yaml:3:25: services[0].outlier_detection.consecutive5xx: unknown key 'consecutive5xx' in "
+     "outlier_detection; did you mean 'consecutive_5xx'?"),
+    ("outlier_detection: true",
+     "c.yaml:3:24: services[0].outlier_detection: outlier_detection must be a mapping, got boolean true"),
+    ("circuit_breakers: {max_requests: 0}",
+     "c.yaml:3:38: services[0].circuit_breakers.max_requests: must be an integer between 1 and 4294967295, "
+     "got integer 0"),
+    ("circuit_breakers: {max_connections: 4294967296}",
+     "c.yaml:3:41: services[0].circuit_breakers.max_connections: must be an integer between 1 and "
+     "4294967295, got integer 4294967296"),
+    ("circuit_breakers: {max_retries: -1}",
+     "c.yaml:3:37: services[0].circuit_breakers.max_retries: must be an integer between 0 and 4294967295, "
+     "got integer -1"),
+    ("circuit_breakers: {retry_budget: {budget_percent: 0}}",
+     "c.yaml:3:55: services[0].circuit_breakers.retry_budget.budget_percent: must be an integer between 1 "
+     "and 100, got integer 0"),
+    ("circuit_breakers: {max_retries: 3, retry_budget: {}}",
+     "c.yaml:3:37: services[0].circuit_breakers.max_retries: has no effect with retry_budget, which "
+     "replaces it; remove one of them"),
+])
+def test_located_errors(settings: str, expected: str) -> None:
+    assert _problems(settings) == [expected]
+
+
+def test_several_problems_are_all_reported() -> None:
+    problems = _problems("outlier_detection: {consecutive_5xx: 0, interval: x}\n"
+                         "circuit_breakers: {max_pending_requests: 0}")
+    assert [p.split(": ")[1] for p in problems] == [
+        "services[0].outlier_detection.consecutive_5xx", "services[0].outlier_detection.interval",
+        "services[0].circuit_breakers.max_pending_requests"]
+
+
+def _policy_with(service: ServicePolicy) -> Policy:
+    route = RoutePolicy("r", backends=(BackendRef("web"),))
+    return Policy(services=(service,), listeners=(ListenerPolicy("l", port=80, routes=(route,)),))
