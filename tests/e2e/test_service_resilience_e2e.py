@@ -1,7 +1,8 @@
-"""Issue 8, per service: `outlier_detection` and `circuit_breakers` from the catalog file, through the real
-control plane process, to a real Envoy in front of the harness's fault-playing upstreams. Each test asserts
-on what the client saw and on Envoy's own stats and `/clusters` flags, and checks that Envoy rejected
-nothing and logged no deprecated-field warning (docs/config.md, "Outlier detection", "Circuit breakers")."""
+"""Issue 8, per service: `outlier_detection`, `circuit_breakers` and `health_check` from the catalog file,
+through the real control plane process, to a real Envoy in front of the harness's fault-playing upstreams.
+Each test asserts on what the client saw and on Envoy's own stats and `/clusters` flags, and checks that
+Envoy rejected nothing and logged no deprecated-field warning (docs/config.md, "Outlier detection",
+"Circuit breakers", "Health checks")."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import UpstreamPool, run_requests, wait_until
+import yaml
+
+from harness import (
+    HEALTH_PATH,
+    GrpcHealthServer,
+    LoadResult,
+    UpstreamPool,
+    free_port,
+    run_requests,
+    wait_until,
+)
 
 from .stack import Stack, start_stack
 
@@ -154,3 +165,114 @@ def test_circuit_breaker_max_requests_fails_the_overflow_fast(
     again = run_requests(stack.url, count=10, concurrency=2)
     assert again.by_status == {200: 10}, again.summary()
     _assert_clean(stack)
+
+
+def _failed_check(stack: Stack, cluster: str, address: tuple[str, int]) -> bool:
+    return "failed_active_health_check" in stack.envoy.host_status(cluster, address).flags
+
+
+def _checked_stack(workdir: Path, pool: UpstreamPool, check: dict[str, Any], control_plane_factory: Any,
+                   envoy_factory: Any) -> Stack:
+    settings = {"web": {"health_check": {**check, "interval": "200ms", "timeout": "1s",
+                                         "unhealthy_threshold": 2, "healthy_threshold": 1,
+                                         "no_traffic_interval": "200ms"}}}
+    stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {}), ("b", {})]},
+                        backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
+                        envoy_factory=envoy_factory, settings=settings)
+    wait_until(lambda: len(stack.envoy.cluster_hosts("web")) == 2
+               and all(h.healthy for h in stack.envoy.cluster_hosts("web")), timeout_s=10,
+               message="the endpoints never passed their first health checks")
+    return stack
+
+
+def test_http_health_check_takes_an_endpoint_out_while_the_registry_says_healthy(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    pool = upstreams("a", "b")
+    stack = _checked_stack(workdir, pool, {"http": {"path": HEALTH_PATH, "expected_statuses": [200]}},
+                           control_plane_factory, envoy_factory)
+    (check,) = _dynamic_cluster(stack, "web")["health_checks"]
+    assert check["http_health_check"]["path"] == HEALTH_PATH
+    sick = pool["a"]
+
+    sick.health_status = 503
+    flipped = time.monotonic()
+    wait_until(lambda: _failed_check(stack, "web", sick.address), timeout_s=10,
+               message="Envoy never failed the endpoint's health check")
+    detected = time.monotonic() - flipped
+    print(f"\nhttp health check: endpoint out {detected:.3f} s after /healthz started failing "
+          "(interval 0.2 s; a wrong status fails at once)")
+    # The catalog file still calls it healthy; only Envoy's own check took it out.
+    assert stack.envoy.host_status("web", sick.address).eds_health == "HEALTHY"
+    hits_before = sick.hits
+    result = run_requests(stack.url, count=40, concurrency=2)
+    assert result.by_status == {200: 40} and result.by_upstream == {"b": 40}, result.summary()
+    assert sick.hits == hits_before
+    # A status outside expected_statuses fails the endpoint at once; Envoy applies unhealthy_threshold to
+    # timeouts and connection failures only (docs/config.md, "Health checks").
+    assert stack.envoy.cluster_stat("web", "health_check.failure") >= 1
+
+    sick.health_status = 200
+    wait_until(lambda: stack.envoy.host_status("web", sick.address).healthy, timeout_s=10,
+               message="the endpoint never came back")
+    # Worker threads get the new host set shortly after /clusters shows it: wait for traffic to return.
+    back: list[LoadResult] = []
+    healthy_at = time.monotonic()
+
+    def reached() -> bool:
+        back.append(run_requests(stack.url, count=4, concurrency=1))
+        return "a" in back[-1].by_upstream
+
+    wait_until(reached, timeout_s=10, message="no traffic reached the endpoint again")
+    assert all(r.by_status == {200: 4} for r in back), [r.summary() for r in back]
+    print(f"http health check: traffic back {time.monotonic() - healthy_at:.3f} s after /clusters showed the "
+          f"endpoint healthy ({len(back)} rounds of 4 requests, none failed)")
+    _assert_clean(stack)
+
+
+def test_tcp_health_check_takes_out_an_endpoint_whose_port_closed(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    pool = upstreams("a", "b")
+    stack = _checked_stack(workdir, pool, {"tcp": {}}, control_plane_factory, envoy_factory)
+    gone = pool["a"]
+    address = gone.address
+    gone.stop()  # the port closes; the catalog file still lists the endpoint, healthy
+    wait_until(lambda: _failed_check(stack, "web", address), timeout_s=10,
+               message="Envoy never failed the closed port's health check")
+    result = run_requests(stack.url, count=40, concurrency=2)
+    assert result.by_status == {200: 40} and result.by_upstream == {"b": 40}, result.summary()
+    assert stack.envoy.host_status("web", address).eds_health == "HEALTHY"
+    _assert_clean(stack)
+
+
+def test_grpc_health_check_against_a_real_grpc_health_server(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    pool = upstreams("a")
+    with GrpcHealthServer("g1") as g1, GrpcHealthServer("g2") as g2:
+        stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {})]},
+                            backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
+                            envoy_factory=envoy_factory)
+        # A second listener routes to `orders`, whose endpoints are the gRPC health servers themselves.
+        stack.catalog.extra_listeners = [{"name": "grpc", "address": "127.0.0.1", "port": free_port(),
+                                          "routes": [{"backends": [{"service": "orders"}]}]}]
+        document = stack.catalog.document()
+        document["services"].append({
+            "name": "orders", "protocol": "http2",
+            "health_check": {"grpc": {}, "interval": "200ms", "timeout": "1s", "unhealthy_threshold": 1,
+                             "healthy_threshold": 1, "no_traffic_interval": "200ms"},
+            "endpoints": [{"address": f"127.0.0.1:{g.port}"} for g in (g1, g2)]})
+        stack.catalog.write_text(yaml.safe_dump(document, sort_keys=False))
+        wait_until(lambda: len(stack.envoy.cluster_hosts("orders")) == 2
+                   and all(h.healthy for h in stack.envoy.cluster_hosts("orders")), timeout_s=10,
+                   message="gRPC health checks never passed", ignore=(KeyError,))
+        g1.set_serving(False)
+        wait_until(lambda: _failed_check(stack, "orders", ("127.0.0.1", g1.port)), timeout_s=10,
+                   message="Envoy never saw NOT_SERVING")
+        assert not _failed_check(stack, "orders", ("127.0.0.1", g2.port))
+        assert g1.checks > 0 and g2.checks > 0
+        g1.set_serving(True)
+        wait_until(lambda: not _failed_check(stack, "orders", ("127.0.0.1", g1.port)), timeout_s=10,
+                   message="never recovered")
+        _assert_clean(stack)

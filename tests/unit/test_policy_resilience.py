@@ -1,5 +1,6 @@
-"""A service's `outlier_detection` and `circuit_breakers` (issue 8): located errors, defaults (unset is
-Envoy's default: nothing emitted), what reaches ClusterSpec, and the Envoy fields translate emits."""
+"""A service's `outlier_detection`, `circuit_breakers` and `health_check` (issue 8): located errors,
+defaults (unset is Envoy's default: nothing emitted), what reaches ClusterSpec, and the Envoy fields
+translate emits."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from google.protobuf import json_format
 
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
-from xds.policy.desired import CircuitBreakersSpec, ClusterSpec, OutlierDetectionSpec, RetryBudgetSpec
+from xds.policy.desired import (
+    CircuitBreakersSpec,
+    ClusterSpec,
+    GrpcHealthCheckSpec,
+    HealthCheckSpec,
+    HttpHealthCheckSpec,
+    OutlierDetectionSpec,
+    RetryBudgetSpec,
+    TcpHealthCheckSpec,
+)
 from xds.policy.errors import PolicyError
 from xds.policy.load import parse_document
 from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
@@ -150,6 +160,87 @@ def test_cluster_key_covers_the_new_settings() -> None:
      "replaces it; remove one of them"),
 ])
 def test_located_errors(settings: str, expected: str) -> None:
+    assert _problems(settings) == [expected]
+
+
+def test_health_check_defaults_and_output() -> None:
+    assert _service("lb_policy: random").health_check is None
+    tcp = _service("health_check: {tcp: {}}").health_check
+    assert tcp == HealthCheckSpec(tcp=TcpHealthCheckSpec())
+    assert tcp is not None
+    cluster = build_cluster(ClusterSpec(name="web", service="web", health_check=tcp))
+    (check,) = cluster.health_checks
+    # Envoy requires all four; the defaults are Envoy Gateway's (docs/config.md, "Health checks").
+    assert json_format.MessageToDict(check) == {
+        "interval": "3s", "timeout": "1s", "unhealthyThreshold": 3, "healthyThreshold": 1,
+        "tcpHealthCheck": {}}
+    assert not build_cluster(ClusterSpec(name="web", service="web")).health_checks
+
+
+def test_http_health_check_with_every_key() -> None:
+    spec = _service("""
+        health_check:
+          http: {path: /healthz, expected_statuses: [200, 204], host: web.internal}
+          interval: 250ms
+          timeout: 100ms
+          unhealthy_threshold: 2
+          healthy_threshold: 4
+          no_traffic_interval: 5s
+    """).health_check
+    assert spec == HealthCheckSpec(http=HttpHealthCheckSpec("/healthz", (200, 204), "web.internal"),
+                                   interval_s=0.25, timeout_s=0.1, unhealthy_threshold=2, healthy_threshold=4,
+                                   no_traffic_interval_s=5.0)
+    (check,) = build_cluster(ClusterSpec(name="web", service="web", health_check=spec)).health_checks
+    assert json_format.MessageToDict(check) == {
+        "interval": "0.250s", "timeout": "0.100s", "unhealthyThreshold": 2, "healthyThreshold": 4,
+        "noTrafficInterval": "5s",
+        "httpHealthCheck": {"path": "/healthz", "host": "web.internal", "expectedStatuses": [
+            {"start": "200", "end": "201"}, {"start": "204", "end": "205"}]}}
+
+
+def test_grpc_health_check_needs_http2() -> None:
+    spec = _service("protocol: http2\nhealth_check: {grpc: {service: orders.v1.Orders}}").health_check
+    assert spec == HealthCheckSpec(grpc=GrpcHealthCheckSpec("orders.v1.Orders"))
+    (check,) = build_cluster(ClusterSpec(name="o", service="o", http2=True, health_check=spec)).health_checks
+    assert check.grpc_health_check.service_name == "orders.v1.Orders"
+    assert _service("protocol: http2\nhealth_check: {grpc: {}}").health_check == HealthCheckSpec(
+        grpc=GrpcHealthCheckSpec())
+    assert _problems("health_check: {grpc: {}}") == [
+        "c.yaml:3:26: services[0].health_check.grpc: a gRPC health check needs the service to speak HTTP/2: "
+        "add `protocol: http2`"]
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ("health_check: {}",
+     "c.yaml:3:19: services[0].health_check: health_check needs exactly one of 'http', 'tcp' or 'grpc'"),
+    ("health_check: {tcp: {}, http: {path: /}}",
+     "c.yaml:3:19: services[0].health_check: health_check needs exactly one of 'http', 'tcp' or 'grpc'"),
+    ("health_check: {http: {path: healthz}}",
+     "c.yaml:3:33: services[0].health_check.http.path: must start with '/' and contain no whitespace or "
+     "control characters, got 'healthz'"),
+    ("health_check: {http: {}}",
+     "c.yaml:3:26: services[0].health_check.http: missing required key 'path' in http"),
+    ("health_check: {http: {path: /, expected_statuses: [200, 99]}}",
+     "c.yaml:3:61: services[0].health_check.http.expected_statuses[1]: must be an integer between 100 and "
+     "599, got integer 99"),
+    ("health_check: {http: {path: /, expected_statuses: [204, 204]}}",
+     "c.yaml:3:61: services[0].health_check.http.expected_statuses[1]: duplicate integer 204"),
+    ("health_check: {http: {path: /, expected_statuses: []}}",
+     "c.yaml:3:55: services[0].health_check.http.expected_statuses: must list at least one value"),
+    ("health_check: {http: {path: /, host: 'a b'}}",
+     "c.yaml:3:42: services[0].health_check.http.host: must be a host name, optionally with a port, such as "
+     "web.internal or web.internal:8080, got 'a b'"),
+    ("health_check: {tcp: {}, interval: 0}",
+     "c.yaml:3:39: services[0].health_check.interval: must be more than 0 and at most 3600s, got integer 0"),
+    ("health_check: {tcp: {}, unhealthy_threshold: 0}",
+     "c.yaml:3:50: services[0].health_check.unhealthy_threshold: must be an integer between 1 and 1000, got "
+     "integer 0"),
+    ("health_check: {tcp: true}",
+     "c.yaml:3:25: services[0].health_check.tcp: tcp must be a mapping, got boolean true"),
+    ("health_check: {tcp: {port: 1}}",
+     "c.yaml:3:26: services[0].health_check.tcp.port: unknown key 'port' in tcp"),
+])
+def test_health_check_errors(settings: str, expected: str) -> None:
     assert _problems(settings) == [expected]
 
 

@@ -56,6 +56,7 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> Clus
         dns=any(e.is_dns_name for e in endpoints),
         outlier_detection=settings.outlier_detection,
         circuit_breakers=settings.circuit_breakers,
+        health_check=settings.health_check,
         endpoints=endpoints,
     )
 

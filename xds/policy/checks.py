@@ -23,8 +23,10 @@ from xds.policy.fields import (
     Choice,
     Declared,
     Duration,
+    FieldSpec,
     Integer,
     IpAddress,
+    ListOf,
     Name,
     Nested,
     Pairs,
@@ -298,6 +300,8 @@ class Checker:
                                value_rule=kind.value_rule)
         if isinstance(kind, Nested) and not kind.shape.group:
             return self._nested(kind.shape, node, path, what=field.key, default=default)
+        if isinstance(kind, ListOf) and not isinstance(kind.item, Nested | ListOf):
+            return self._scalars(field, kind, node, path)
         raise TypeError(f"{field.key!r} ({type(kind).__name__}) needs a handler of its own")
 
     def _nested(self, shape: Shape[_T], node: Node | None, path: str, *, what: str,
@@ -310,8 +314,26 @@ class Checker:
         f = self._mapping(node, path, what=what, keys=shape.keys(), required=shape.required())
         if f is None:
             return None
+        if shape.one_of and sum(key in f for key in shape.one_of) != 1:
+            names = [repr(key) for key in shape.one_of]
+            self._bad(node, path, f"{what} needs exactly one of {', '.join(names[:-1])} or {names[-1]}")
         values = self._fields(f, shape)
         return shape.build(values) if self._complete(mark, shape, values) else None
+
+    def _scalars(self, field: Declared, kind: ListOf, node: Node | None, path: str) -> object:
+        """A list of scalars of `kind.item` (`expected_statuses: [200, 204]`); the default when absent."""
+        if node is None:
+            return field.default if field.default is not MISSING else ()
+        mark = self._mark
+        items = self._list(node, path, nonempty="value" if kind.nonempty else None)
+        item = Declared(FieldSpec(field.key, kind.item, kind.item_doc), None)
+        values: list[object] = []
+        for index, item_node in enumerate(items or ()):
+            value = self._check(item, item_node, f"{path}[{index}]")
+            if kind.list_type == "set" and value is not None and value in values:
+                self._bad(item_node, f"{path}[{index}]", f"duplicate {describe(item_node)}")
+            values.append(value)
+        return tuple(values) if items is not None and self._mark == mark else None
 
     def _fields(self, f: Fields, shape: Shape[_T], custom: Mapping[str, Handler] | None = None, *,
                 into: dict[str, object] | None = None) -> dict[str, object]:

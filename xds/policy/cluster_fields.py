@@ -9,9 +9,26 @@ emitted for it.
 
 from __future__ import annotations
 
-from xds.policy.desired import CircuitBreakersSpec, OutlierDetectionSpec, RetryBudgetSpec
-from xds.policy.fields import Boolean, Duration, FieldSpec, Integer, Nested, erase, table
-from xds.policy.rules import MAX_CIRCUIT_LIMIT, MAX_CONSECUTIVE_FAILURES, MAX_OUTLIER_DURATION_S
+from xds.policy.desired import (
+    CircuitBreakersSpec,
+    GrpcHealthCheckSpec,
+    HealthCheckSpec,
+    HttpHealthCheckSpec,
+    OutlierDetectionSpec,
+    RetryBudgetSpec,
+    TcpHealthCheckSpec,
+)
+from xds.policy.fields import Boolean, Duration, FieldSpec, Integer, ListOf, Nested, Text, erase, table
+from xds.policy.rules import (
+    HOST_RE,
+    HOST_RULE,
+    MAX_CIRCUIT_LIMIT,
+    MAX_CONSECUTIVE_FAILURES,
+    MAX_HEALTH_THRESHOLD,
+    MAX_OUTLIER_DURATION_S,
+    PREFIX_RE,
+    PREFIX_RULE,
+)
 
 _MAX_D = f"at most {MAX_OUTLIER_DURATION_S / 3600:g} h"
 
@@ -80,3 +97,49 @@ CIRCUIT_BREAKERS = table(CircuitBreakersSpec, "Limits past which Envoy fails req
         "`{budget_percent, min_retry_concurrency}`: limit retries to a share of the requests in flight "
         "instead of `max_retries`.", shown_default="none")),
 ])
+
+HTTP_HEALTH_CHECK = table(HttpHealthCheckSpec, "An HTTP GET to each endpoint.", [
+    ("path", FieldSpec("path", Text(PREFIX_RE, PREFIX_RULE), "The path to GET, starting with `/`.",
+                       required=True)),
+    ("expected_statuses", FieldSpec(
+        "expected_statuses", ListOf(Integer(100, 599), item_doc="An HTTP status code, 100 to 599.",
+                                    nonempty=True, list_type="set"),
+        "Statuses that count as healthy, each 100 to 599, no duplicates.", shown_default="`[200]`")),
+    ("host", FieldSpec("host", Text(HOST_RE, HOST_RULE), "The `Host` header of the check.",
+                       shown_default="the cluster name")),
+])
+
+TCP_HEALTH_CHECK = table(TcpHealthCheckSpec, "Connect only: healthy while the endpoint accepts connections.",
+                         [])
+
+GRPC_HEALTH_CHECK = table(GrpcHealthCheckSpec, "The grpc.health.v1 Check call; needs `protocol: http2`.", [
+    ("service", FieldSpec("service", Text(), "The service name asked about; empty for the whole server.",
+                          shown_default="empty")),
+])
+
+_MAX_H = f"at most {MAX_OUTLIER_DURATION_S / 3600:g} h"
+
+HEALTH_CHECK = table(HealthCheckSpec, "Envoy probes each endpoint itself: exactly one of `http`, `tcp` and "
+                                      "`grpc`.", [
+    ("http", FieldSpec("http", Nested(erase(HTTP_HEALTH_CHECK)), "`{path, expected_statuses, host}`: an "
+                       "HTTP check (below).", shown_default="")),
+    ("tcp", FieldSpec("tcp", Nested(erase(TCP_HEALTH_CHECK)), "`{}`: a connect-only check.",
+                      shown_default="")),
+    ("grpc", FieldSpec("grpc", Nested(erase(GRPC_HEALTH_CHECK)), "`{service}`: a gRPC health check; the "
+                       "service needs `protocol: http2`.", shown_default="")),
+    ("interval_s", FieldSpec("interval", Duration(MAX_OUTLIER_DURATION_S),
+                             f"Time between checks of one endpoint; {_MAX_H}.")),
+    ("timeout_s", FieldSpec("timeout", Duration(MAX_OUTLIER_DURATION_S),
+                            f"A check not answered within this fails; {_MAX_H}.")),
+    ("unhealthy_threshold", FieldSpec(
+        "unhealthy_threshold", Integer(1, MAX_HEALTH_THRESHOLD),
+        f"Consecutive failed checks that make an endpoint unhealthy, 1 to {MAX_HEALTH_THRESHOLD}. An `http` "
+        "answer with a status outside `expected_statuses` fails the endpoint at once (Envoy's rule).")),
+    ("healthy_threshold", FieldSpec(
+        "healthy_threshold", Integer(1, MAX_HEALTH_THRESHOLD),
+        f"Consecutive passed checks that make it healthy again, 1 to {MAX_HEALTH_THRESHOLD}.")),
+    ("no_traffic_interval_s", FieldSpec(
+        "no_traffic_interval", Duration(MAX_OUTLIER_DURATION_S),
+        f"Time between checks while the service gets no traffic; {_MAX_H}.",
+        shown_default="Envoy's (60 s)")),
+], one_of=("http", "tcp", "grpc"))

@@ -53,6 +53,44 @@ class CircuitBreakersSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpHealthCheckSpec:
+    path: str
+    expected_statuses: tuple[int, ...] = ()  # (): Envoy's default, 200 only
+    host: str | None = None  # None: the cluster's name, as Envoy does
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHealthCheckSpec:
+    """A connect-only check: the endpoint is healthy while it accepts connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcHealthCheckSpec:
+    service: str = ""  # "": the server's overall health (grpc.health.v1)
+
+
+# Envoy has no defaults for these four (health_check.proto marks them required); these are Envoy Gateway's.
+DEFAULT_HEALTH_CHECK_INTERVAL_S = 3.0
+DEFAULT_HEALTH_CHECK_TIMEOUT_S = 1.0
+DEFAULT_UNHEALTHY_THRESHOLD = 3
+DEFAULT_HEALTHY_THRESHOLD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """An active health check (envoy.config.core.v3.HealthCheck): exactly one of http, tcp and grpc."""
+
+    http: HttpHealthCheckSpec | None = None
+    tcp: TcpHealthCheckSpec | None = None
+    grpc: GrpcHealthCheckSpec | None = None
+    interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S
+    timeout_s: float = DEFAULT_HEALTH_CHECK_TIMEOUT_S
+    unhealthy_threshold: int = DEFAULT_UNHEALTHY_THRESHOLD
+    healthy_threshold: int = DEFAULT_HEALTHY_THRESHOLD
+    no_traffic_interval_s: float | None = None  # None: Envoy's 60 s
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
 
@@ -66,6 +104,7 @@ class ClusterSpec:
     dns: bool = False
     outlier_detection: OutlierDetectionSpec | None = None  # None: no outlier detection (Envoy's default)
     circuit_breakers: CircuitBreakersSpec | None = None  # None: Envoy's default thresholds
+    health_check: HealthCheckSpec | None = None  # None: no active health checking
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()

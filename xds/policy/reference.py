@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from xds.policy.catalog_fields import ENDPOINT
-from xds.policy.cluster_fields import CIRCUIT_BREAKERS, OUTLIER_DETECTION, RETRY_BUDGET
+from xds.policy.cluster_fields import (
+    CIRCUIT_BREAKERS,
+    GRPC_HEALTH_CHECK,
+    HEALTH_CHECK,
+    HTTP_HEALTH_CHECK,
+    OUTLIER_DETECTION,
+    RETRY_BUDGET,
+)
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
 from xds.policy.schema import BACKEND, DOCUMENT, HEADER, LISTENER, ROUTE, SERVICE
 
@@ -25,7 +32,8 @@ _T = TypeVar("_T")
 TABLES: dict[str, Shape[object]] = {
     "top-level": erase(DOCUMENT), "services": erase(SERVICE), "endpoints": erase(ENDPOINT),
     "outlier-detection": erase(OUTLIER_DETECTION), "circuit-breakers": erase(CIRCUIT_BREAKERS),
-    "retry-budget": erase(RETRY_BUDGET),
+    "retry-budget": erase(RETRY_BUDGET), "health-check": erase(HEALTH_CHECK),
+    "http-health-check": erase(HTTP_HEALTH_CHECK), "grpc-health-check": erase(GRPC_HEALTH_CHECK),
     "listeners": erase(LISTENER), "routes": erase(ROUTE), "header-conditions": erase(HEADER),
     "backends": erase(BACKEND),
 }

@@ -23,6 +23,7 @@ MAX_CONSECUTIVE_FAILURES = 1000
 MAX_OUTLIER_DURATION_S = 3600.0
 # Circuit breaker thresholds are UInt32Value in Envoy (circuit_breaker.proto).
 MAX_CIRCUIT_LIMIT = 2**32 - 1
+MAX_HEALTH_THRESHOLD = 1000
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 
@@ -45,6 +46,8 @@ HEADER_NAME_RULE = "must be an HTTP header name (letters, digits and !#$%&'*+.^_
 DOMAIN_RE = re.compile(r"\*|(\*[.-])?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?([.-]\*)?(:[0-9]{1,5})?")
 DOMAIN_RULE = "must be a host name, optionally with one leading or trailing '*' wildcard and a port"
 PREFIX_RE = re.compile(r"/[^\s\x00-\x1f\x7f]*")
+HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?")
+HOST_RULE = "must be a host name, optionally with a port, such as web.internal or web.internal:8080"
 PREFIX_RULE = "must start with '/' and contain no whitespace or control characters"
 GROUP_RE = re.compile(r"[^\x00-\x1f\x7f]+")
 PORT_RE = re.compile(r"[0-9]{1,5}")

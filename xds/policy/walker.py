@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from xds.model.service import Endpoint, Locality
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
-from xds.policy.desired import CircuitBreakersSpec
+from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec
 from xds.policy.document import Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.rules import (
     DOMAIN_RE,
@@ -135,9 +135,20 @@ class _Walker(Checker):
             return self._endpoints(node, path, service=name if isinstance(name, str) else what,
                                    source=self._endpoint_source)
 
+        def health_check(node: Node | None, path: str) -> object:
+            check = self._check(SERVICE.field("health_check"), node, path)
+            if (isinstance(check, HealthCheckSpec) and check.grpc is not None and values.get("http2") is False
+                    and node is not None):
+                # Envoy refuses a gRPC health check on a cluster that does not speak HTTP/2.
+                self._report.add(value_pos(node, "grpc"), join(path, "grpc"),
+                                 "a gRPC health check needs the service to speak HTTP/2: add "
+                                 "`protocol: http2`")
+                return None
+            return check
+
         values: dict[str, object] = {}
-        self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers},
-                     into=values)
+        self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
+                                  "health_check": health_check}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
             return None

@@ -1,15 +1,17 @@
-"""A cluster's outlier detection and circuit breakers (issue 8): OutlierDetectionSpec ->
+"""A cluster's outlier detection, circuit breakers and active health check (issue 8): OutlierDetectionSpec ->
 envoy.config.cluster.v3.OutlierDetection, CircuitBreakersSpec -> CircuitBreakers with DEFAULT-priority
-thresholds. A setting left unset is not emitted, so Envoy applies its own default (docs/config.md).
+thresholds, HealthCheckSpec -> one envoy.config.core.v3.HealthCheck. A setting left unset is not emitted, so
+Envoy applies its own default (docs/config.md).
 """
 
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
+from envoy.type.v3 import range_pb2
 from google.protobuf import duration_pb2
 
-from xds.policy.desired import CircuitBreakersSpec, OutlierDetectionSpec
+from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec, OutlierDetectionSpec
 
 _ENFORCED = 100  # Envoy's enforcing_* fields are the percentage of detected outliers actually ejected
 
@@ -59,3 +61,27 @@ def build_circuit_breakers(spec: CircuitBreakersSpec) -> circuit_breaker_pb2.Cir
         if spec.retry_budget.min_retry_concurrency is not None:
             budget.min_retry_concurrency.value = spec.retry_budget.min_retry_concurrency
     return circuit_breaker_pb2.CircuitBreakers(thresholds=[thresholds])
+
+
+def build_health_check(spec: HealthCheckSpec) -> health_check_pb2.HealthCheck:
+    check = health_check_pb2.HealthCheck()
+    check.interval.CopyFrom(_duration(spec.interval_s))
+    check.timeout.CopyFrom(_duration(spec.timeout_s))
+    check.unhealthy_threshold.value = spec.unhealthy_threshold
+    check.healthy_threshold.value = spec.healthy_threshold
+    if spec.no_traffic_interval_s is not None:
+        check.no_traffic_interval.CopyFrom(_duration(spec.no_traffic_interval_s))
+    if spec.http is not None:
+        http = check.http_health_check
+        http.path = spec.http.path
+        if spec.http.host is not None:
+            http.host = spec.http.host
+        # Envoy takes half-open ranges [start, end); one range per status keeps the list as written.
+        http.expected_statuses.extend(range_pb2.Int64Range(start=s, end=s + 1)
+                                      for s in spec.http.expected_statuses)
+    elif spec.grpc is not None:
+        check.grpc_health_check.service_name = spec.grpc.service
+    else:
+        # No send/receive payload: a connect-only check (health_check.proto, TcpHealthCheck).
+        check.tcp_health_check.SetInParent()
+    return check
