@@ -9,6 +9,8 @@ import textwrap
 import pytest
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
@@ -23,9 +25,10 @@ from xds.policy.desired import (
     TcpHealthCheckSpec,
 )
 from xds.policy.errors import PolicyError
-from xds.policy.load import parse_document
+from xds.policy.load import parse_document, policy_from_data
 from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
 from xds.translate.clusters import build_cluster, cluster_key
+from xds.translate.resilience import build_outlier_detection
 
 
 def _document(settings: str) -> str:
@@ -255,3 +258,47 @@ def test_several_problems_are_all_reported() -> None:
 def _policy_with(service: ServicePolicy) -> Policy:
     route = RoutePolicy("r", backends=(BackendRef("web"),))
     return Policy(services=(service,), listeners=(ListenerPolicy("l", port=80, routes=(route,)),))
+
+
+# --- property tests: the bounds are exactly the declared ones (issue 8, section 4) --------------------------
+
+_INTEGER_BOUNDS = {
+    ("outlier_detection", "consecutive_5xx"): (1, 1000),
+    ("outlier_detection", "max_ejection_percent"): (1, 100),
+    ("circuit_breakers", "max_requests"): (1, 2**32 - 1),
+    ("circuit_breakers", "max_retries"): (0, 2**32 - 1),
+    ("health_check", "unhealthy_threshold"): (1, 1000),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(sorted(_INTEGER_BOUNDS)), value=st.integers(-10, 2**33))
+def test_integer_bounds(key: tuple[str, str], value: int) -> None:
+    mapping, field = key
+    low, high = _INTEGER_BOUNDS[key]
+    # A health check needs its kind besides the threshold.
+    body: dict[str, object] = {"tcp": {}} if mapping == "health_check" else {}
+    data = {"services": [{"name": "web", mapping: {**body, field: value}}]}
+    if low <= value <= high:
+        policy_from_data(data, where="p")
+    else:
+        with pytest.raises(PolicyError, match=f"must be an integer between {low} and {high}"):
+            policy_from_data(data, where="p")
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(["interval", "base_ejection_time"]),
+       millis=st.integers(-1000, 4_000_000))
+def test_outlier_durations(field: str, millis: int) -> None:
+    data = {"services": [{"name": "web", "outlier_detection": {field: f"{millis}ms"}}]}
+    if 0 < millis <= 3_600_000:
+        (service,) = policy_from_data(data, where="p").services
+        assert service.outlier_detection is not None
+        seconds = getattr(service.outlier_detection, f"{field}_s")
+        assert seconds == pytest.approx(millis / 1000)
+        out = build_outlier_detection(service.outlier_detection)
+        assert getattr(out, field).ToNanoseconds() == millis * 1_000_000
+    else:
+        with pytest.raises(PolicyError):
+            policy_from_data(data, where="p")
+
