@@ -31,8 +31,9 @@ class Catalog:
     services: dict[str, list[tuple[str, dict[str, str]]]] = field(default_factory=dict)
     backends: list[Backend] = field(default_factory=list)
     extra_listeners: list[dict[str, Any]] = field(default_factory=list)
-    # Issue 8: settings merged into a service's entry (`lb_policy`) and into the catch-all route (`retries`,
-    # `hash_policy`), and routes tried before it.
+    # Issue 8: policy keys merged into a service's entry (`lb_policy`, `outlier_detection`,
+    # `circuit_breakers`, `health_check`) and into the catch-all route (`retries`, `hash_policy`, `fault`),
+    # and routes tried before it.
     service_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     route_settings: dict[str, Any] = field(default_factory=dict)
     extra_routes: list[dict[str, Any]] = field(default_factory=list)

@@ -149,8 +149,19 @@ def value_paths(value: object, path: str = "") -> Iterator[str]:
 EVERY_KEY = yaml.safe_load("""
 version: 1
 services:
-  - {name: web, lb_policy: least_request, connect_timeout: 250ms, protocol: http2}
+  - {name: web, lb_policy: least_request, connect_timeout: 250ms, protocol: http2,
+     outlier_detection: {consecutive_5xx: 3, consecutive_gateway_failure: 2, interval: 1s,
+                         base_ejection_time: 30s, max_ejection_percent: 50, success_rate: false,
+                         split_external_local_origin_errors: true},
+     circuit_breakers: {max_connections: 100, max_pending_requests: 10, max_requests: 50,
+                        retry_budget: {budget_percent: 25, min_retry_concurrency: 2}},
+     health_check: {http: {path: /healthz, expected_statuses: [200, 204], host: web.internal},
+                    interval: 2s, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2,
+                    no_traffic_interval: 30s}}
   - {name: api, connect_timeout: 0.5, lb_policy: ring_hash, protocol: http1}
+  - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}}}
+  - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
+  - {name: stock, protocol: http2, health_check: {grpc: {}}}
 listeners:
   - name: edge
     address: "::"
@@ -356,13 +367,28 @@ def test_every_schema_field_is_exercised_by_an_accepted_document() -> None:
     assert fields - present == set()
 
 
+def _object_at(node: Any, parts: list[str]) -> Any:
+    """The first object in `node` at the schema path `parts`, trying every item of a list ("[]"): keys that
+    exclude each other (a health check's `http`, `tcp` and `grpc`) are in different items of EVERY_KEY."""
+    if not parts:
+        return node
+    head, rest = parts[0], parts[1:]
+    if head == "[]":
+        for item in node:
+            found = _object_at(item, rest)
+            if found is not None:
+                return found
+        return None
+    return _object_at(node[head], rest) if isinstance(node, dict) and head in node else None
+
+
 def test_every_object_of_the_schema_refuses_unknown_keys_like_the_loader() -> None:
     objects = [path for path, node in walk(policy_schema()) if "properties" in node]
     for path in objects:
         document = copy.deepcopy(EVERY_KEY)
-        node: Any = document
-        for part in [p for p in path.replace("[]", ".0").split(".") if p]:
-            node = node[int(part)] if part.isdigit() else node[part]
+        parts = [p for p in path.replace("[]", ".[].").split(".") if p]
+        node = _object_at(document, parts)
+        assert node is not None, f"EVERY_KEY has no object at {path}"
         node["bogus"] = "x"
         with pytest.raises(PolicyError, match="unknown key 'bogus'"):
             policy_from_data(document, where=path or "<root>")

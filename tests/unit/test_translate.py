@@ -26,17 +26,24 @@ from google.protobuf.message import Message
 from xds.cache.snapshot import InconsistentSnapshotError, make_snapshot
 from xds.model.service import Endpoint, Health, Locality
 from xds.policy.desired import (
+    CircuitBreakersSpec,
     ClusterSpec,
     DesiredState,
     FaultSpec,
+    GrpcHealthCheckSpec,
     HashPolicySpec,
     HashSource,
     HeaderMatchSpec,
+    HealthCheckSpec,
+    HttpHealthCheckSpec,
     LbPolicy,
     ListenerSpec,
+    OutlierDetectionSpec,
+    RetryBudgetSpec,
     RetrySpec,
     RouteConfigSpec,
     RouteSpec,
+    TcpHealthCheckSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
 )
@@ -140,6 +147,35 @@ CASES: dict[str, DesiredState] = {
         clusters=(ClusterSpec(name="empty", service="empty"),),
         listeners=(_listener(),),
         route_configs=(_single_route("empty", WeightedClusterSpec("empty", 100)),),
+    ),
+    # Issue 8: outlier detection with every key, circuit breakers with a retry budget; and a cluster with
+    # both turned on at Envoy's defaults (`outlier_detection: {}`, an empty retry budget).
+    "outlier_circuit_breakers": DesiredState(
+        clusters=(
+            ClusterSpec(name="web", service="web",
+                        endpoints=(Endpoint("10.0.5.1", 80), Endpoint("10.0.5.2", 80)),
+                        outlier_detection=OutlierDetectionSpec(
+                            consecutive_5xx=3, consecutive_gateway_failure=2, interval_s=0.5,
+                            base_ejection_time_s=30.0, max_ejection_percent=50, success_rate=False,
+                            split_external_local_origin_errors=True),
+                        circuit_breakers=CircuitBreakersSpec(
+                            max_connections=100, max_pending_requests=10, max_requests=50,
+                            retry_budget=RetryBudgetSpec(budget_percent=25, min_retry_concurrency=2))),
+            ClusterSpec(name="api", service="api", endpoints=(Endpoint("10.0.6.1", 80),),
+                        outlier_detection=OutlierDetectionSpec(),
+                        circuit_breakers=CircuitBreakersSpec(max_retries=0, retry_budget=None),
+                        health_check=HealthCheckSpec(tcp=TcpHealthCheckSpec())),
+            ClusterSpec(name="checked", service="checked", endpoints=(Endpoint("10.0.7.1", 80),),
+                        health_check=HealthCheckSpec(
+                            http=HttpHealthCheckSpec("/healthz", (200, 204), "checked.internal"),
+                            interval_s=0.5, timeout_s=0.25, unhealthy_threshold=2, healthy_threshold=2,
+                            no_traffic_interval_s=5.0)),
+            ClusterSpec(name="orders", service="orders", http2=True, endpoints=(Endpoint("10.0.8.1", 50051),),
+                        health_check=HealthCheckSpec(grpc=GrpcHealthCheckSpec("orders.v1.Orders"))),
+        ),
+        listeners=(_listener(),),
+        route_configs=(_single_route("web", WeightedClusterSpec("web", 25), WeightedClusterSpec("api", 25),
+                                     WeightedClusterSpec("checked", 25), WeightedClusterSpec("orders", 25)),),
     ),
     "two_localities": DesiredState(
         clusters=(ClusterSpec(name="web", service="web", lb_policy=LbPolicy.RING_HASH, endpoints=(

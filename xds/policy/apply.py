@@ -67,6 +67,9 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> Clus
         # HTTP/2 when the policy says so, or when every instance declares it (Kubernetes appProtocol).
         http2=settings.http2 or (bool(endpoints) and all(e.speaks_http2 for e in endpoints)),
         dns=any(e.is_dns_name for e in endpoints),
+        outlier_detection=settings.outlier_detection,
+        circuit_breakers=settings.circuit_breakers,
+        health_check=settings.health_check,
         endpoints=endpoints,
     )
 

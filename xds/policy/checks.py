@@ -299,9 +299,27 @@ class Checker:
         if isinstance(kind, Pairs):
             return self._pairs(node, path, what=field.key, value_pattern=kind.value_pattern,
                                value_rule=kind.value_rule)
+        if isinstance(kind, Nested) and not kind.shape.group:
+            return self._nested(kind.shape, node, path, what=field.key, default=default)
         if isinstance(kind, ListOf) and not isinstance(kind.item, Nested | ListOf | CountOr):
             return self._scalars(field, kind, node, path)
         raise TypeError(f"{field.key!r} ({type(kind).__name__}) needs a handler of its own")
+
+    def _nested(self, shape: Shape[_T], node: Node | None, path: str, *, what: str,
+                default: object) -> object:
+        """A mapping of `shape`'s declared keys, built when none of them has a problem; `default` when absent
+        (None for `outlier_detection`: off, and `{}` is on with every default)."""
+        if node is None:
+            return default
+        mark = self._mark
+        f = self._mapping(node, path, what=what, keys=shape.keys(), required=shape.required())
+        if f is None:
+            return None
+        if shape.one_of and sum(key in f for key in shape.one_of) != 1:
+            names = [repr(key) for key in shape.one_of]
+            self._bad(node, path, f"{what} needs exactly one of {', '.join(names[:-1])} or {names[-1]}")
+        values = self._fields(f, shape)
+        return shape.build(values) if self._complete(mark, shape, values) else None
 
     def _scalars(self, field: Declared, kind: ListOf, node: Node | None,
                  path: str) -> tuple[object, ...] | None:

@@ -21,6 +21,76 @@ class LbPolicy(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierDetectionSpec:
+    """Passive health checking of a cluster's hosts (envoy.config.cluster.v3.OutlierDetection). Every None is
+    Envoy's own default; the keys and bounds are declared in xds/policy/cluster_fields.py (issue 8)."""
+
+    consecutive_5xx: int | None = None
+    consecutive_gateway_failure: int | None = None
+    interval_s: float | None = None
+    base_ejection_time_s: float | None = None
+    max_ejection_percent: int | None = None
+    success_rate: bool | None = None  # None: Envoy's default (enforced, given enough hosts and requests)
+    split_external_local_origin_errors: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetSpec:
+    budget_percent: int | None = None  # None: Envoy's 20%
+    min_retry_concurrency: int | None = None  # None: Envoy's 3
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakersSpec:
+    """The DEFAULT-priority thresholds of a cluster (envoy.config.cluster.v3.CircuitBreakers). None: Envoy's
+    default (1024 connections, pending and requests; 3 retries)."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+    retry_budget: RetryBudgetSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpHealthCheckSpec:
+    path: str
+    expected_statuses: tuple[int, ...] = ()  # (): Envoy's default, 200 only
+    host: str | None = None  # None: the cluster's name, as Envoy does
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHealthCheckSpec:
+    """A connect-only check: the endpoint is healthy while it accepts connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcHealthCheckSpec:
+    service: str = ""  # "": the server's overall health (grpc.health.v1)
+
+
+# Envoy has no defaults for these four (health_check.proto marks them required); these are Envoy Gateway's.
+DEFAULT_HEALTH_CHECK_INTERVAL_S = 3.0
+DEFAULT_HEALTH_CHECK_TIMEOUT_S = 1.0
+DEFAULT_UNHEALTHY_THRESHOLD = 3
+DEFAULT_HEALTHY_THRESHOLD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """An active health check (envoy.config.core.v3.HealthCheck): exactly one of http, tcp and grpc."""
+
+    http: HttpHealthCheckSpec | None = None
+    tcp: TcpHealthCheckSpec | None = None
+    grpc: GrpcHealthCheckSpec | None = None
+    interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S
+    timeout_s: float = DEFAULT_HEALTH_CHECK_TIMEOUT_S
+    unhealthy_threshold: int = DEFAULT_UNHEALTHY_THRESHOLD
+    healthy_threshold: int = DEFAULT_HEALTHY_THRESHOLD
+    no_traffic_interval_s: float | None = None  # None: Envoy's 60 s
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
 
@@ -32,6 +102,9 @@ class ClusterSpec:
     http2: bool = False
     # Endpoints are host names Envoy resolves itself (STRICT_DNS, endpoints inline) instead of EDS.
     dns: bool = False
+    outlier_detection: OutlierDetectionSpec | None = None  # None: no outlier detection (Envoy's default)
+    circuit_breakers: CircuitBreakersSpec | None = None  # None: Envoy's default thresholds
+    health_check: HealthCheckSpec | None = None  # None: no active health checking
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()

@@ -248,12 +248,13 @@ def shape(cls: type[_T], doc: str, *, group: str = "", groups: Mapping[str, Shap
     return Shape(cls, doc, tuple(fields), one_of=one_of, group=group)
 
 
-def table(cls: type[_T], doc: str, rows: Sequence[tuple[str | None, FieldSpec]]) -> Shape[_T]:
+def table(cls: type[_T], doc: str, rows: Sequence[tuple[str | None, FieldSpec]], *,
+          one_of: tuple[str, ...] = ()) -> Shape[_T]:
     """The shape of a class that cannot carry declarations itself (it lives below the policy layer): rows
     of (attribute or None, declaration); defaults are still read from the class."""
     defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return Shape(cls, doc, tuple(Declared(spec, attr, defaults[attr] if attr else MISSING)
-                                 for attr, spec in rows))
+                                 for attr, spec in rows), one_of=one_of)
 
 
 def erase(s: Shape[_T]) -> Shape[object]:

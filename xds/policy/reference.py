@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from xds.policy.catalog_fields import ENDPOINT
+from xds.policy.cluster_fields import (
+    CIRCUIT_BREAKERS,
+    GRPC_HEALTH_CHECK,
+    HEALTH_CHECK,
+    HTTP_HEALTH_CHECK,
+    OUTLIER_DETECTION,
+    RETRY_BUDGET,
+)
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
 from xds.policy.schema import (
     BACKEND,
@@ -36,6 +44,9 @@ _T = TypeVar("_T")
 # The tables by the name their markers use, in the order docs/config.md has them.
 TABLES: dict[str, Shape[object]] = {
     "top-level": erase(DOCUMENT), "services": erase(SERVICE), "endpoints": erase(ENDPOINT),
+    "outlier-detection": erase(OUTLIER_DETECTION), "circuit-breakers": erase(CIRCUIT_BREAKERS),
+    "retry-budget": erase(RETRY_BUDGET), "health-check": erase(HEALTH_CHECK),
+    "http-health-check": erase(HTTP_HEALTH_CHECK), "grpc-health-check": erase(GRPC_HEALTH_CHECK),
     "listeners": erase(LISTENER), "routes": erase(ROUTE), "header-conditions": erase(HEADER),
     "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
     "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),

@@ -21,6 +21,13 @@ MAX_BACKOFF_S = 300.0
 MAX_HOST_SELECTION_ATTEMPTS = 10
 MAX_COOKIE_TTL_S = 366 * 24 * 3600.0
 MAX_FAULT_DELAY_S = 60.0
+# Outlier detection (docs/config.md "Outlier detection"): counts of consecutive failures, and the longest
+# interval or ejection time that is still a plausible setting rather than a unit mistake.
+MAX_CONSECUTIVE_FAILURES = 1000
+MAX_OUTLIER_DURATION_S = 3600.0
+# Circuit breaker thresholds are UInt32Value in Envoy (circuit_breaker.proto).
+MAX_CIRCUIT_LIMIT = 2**32 - 1
+MAX_HEALTH_THRESHOLD = 1000
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 
@@ -43,6 +50,8 @@ HEADER_NAME_RULE = "must be an HTTP header name (letters, digits and !#$%&'*+.^_
 DOMAIN_RE = re.compile(r"\*|(\*[.-])?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?([.-]\*)?(:[0-9]{1,5})?")
 DOMAIN_RULE = "must be a host name, optionally with one leading or trailing '*' wildcard and a port"
 PREFIX_RE = re.compile(r"/[^\s\x00-\x1f\x7f]*")
+HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?")
+HOST_RULE = "must be a host name, optionally with a port, such as web.internal or web.internal:8080"
 PREFIX_RULE = "must start with '/' and contain no whitespace or control characters"
 GROUP_RE = re.compile(r"[^\x00-\x1f\x7f]+")
 PORT_RE = re.compile(r"[0-9]{1,5}")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
 from xds.policy.catalog_fields import ENDPOINT
-from xds.policy.desired import LbPolicy
+from xds.policy.cluster_fields import CIRCUIT_BREAKERS, HEALTH_CHECK, OUTLIER_DETECTION
+from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec, LbPolicy, OutlierDetectionSpec
 from xds.policy.errors import PolicyError, Problem
 from xds.policy.fields import (
     Boolean,
@@ -363,6 +364,17 @@ class ServicePolicy:
     http2: bool = field(default=False, metadata=declare(
         "protocol", Choice(PROTOCOLS),
         "What Envoy speaks to the endpoints: `http1` or `http2` (HTTP/2 without TLS, \"h2c\")."))
+    outlier_detection: OutlierDetectionSpec | None = field(default=None, metadata=declare(
+        "outlier_detection", Nested(erase(OUTLIER_DETECTION)),
+        "Eject endpoints that keep failing (below); `{}` turns it on with Envoy's defaults.",
+        shown_default="off"))
+    circuit_breakers: CircuitBreakersSpec | None = field(default=None, metadata=declare(
+        "circuit_breakers", Nested(erase(CIRCUIT_BREAKERS)),
+        "Limits on connections, requests and retries to the service (below).", shown_default="Envoy's"))
+    health_check: HealthCheckSpec | None = field(default=None, metadata=declare(
+        "health_check", Nested(erase(HEALTH_CHECK)),
+        "Envoy checks each endpoint itself and stops sending traffic to one that fails, even while its "
+        "registry calls it healthy (below).", shown_default="off"))
 
 
 SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",

@@ -19,7 +19,8 @@ from typing import TypeVar
 from xds.model.service import Endpoint, Locality
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
-from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, text_at, value_pos
+from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec
+from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
 from xds.policy.rules import (
     DOMAIN_RE,
@@ -151,12 +152,34 @@ class _Walker(Checker):
             return self._endpoints(node, path, service=name if isinstance(name, str) else what,
                                    source=self._endpoint_source)
 
+        def health_check(node: Node | None, path: str) -> object:
+            check = self._check(SERVICE.field("health_check"), node, path)
+            if (isinstance(check, HealthCheckSpec) and check.grpc is not None and values.get("http2") is False
+                    and node is not None):
+                # Envoy refuses a gRPC health check on a cluster that does not speak HTTP/2.
+                self._report.add(value_pos(node, "grpc"), join(path, "grpc"),
+                                 "a gRPC health check needs the service to speak HTTP/2: add "
+                                 "`protocol: http2`")
+                return None
+            return check
+
         values: dict[str, object] = {}
-        self._fields(f, SERVICE, {"endpoints": endpoints}, into=values)
+        self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
+                                  "health_check": health_check}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
             return None
         return ServiceEntry(SERVICE.build(values), found if isinstance(found, tuple) else None)
+
+    def _circuit_breakers(self, node: Node | None, path: str) -> object:
+        breakers = self._check(SERVICE.field("circuit_breakers"), node, path)
+        if (isinstance(breakers, CircuitBreakersSpec) and breakers.retry_budget is not None
+                and breakers.max_retries is not None and node is not None):
+            # Envoy ignores max_retries once a retry budget is set (circuit_breaker.proto, retry_budget).
+            self._report.add(value_pos(node, "max_retries"), join(path, "max_retries"),
+                             "has no effect with retry_budget, which replaces it; remove one of them")
+            return None
+        return breakers
 
     def _endpoints(self, node: Node | None, path: str, *, service: str,
                    source: str) -> tuple[Endpoint, ...] | None:

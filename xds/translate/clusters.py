@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 
 from xds.policy.desired import ClusterSpec, LbPolicy
 from xds.translate.endpoints import build_load_assignment
+from xds.translate.resilience import build_circuit_breakers, build_health_check, build_outlier_detection
 
 # The key of Cluster.typed_extension_protocol_options is the extension's proto type name
 # (cluster.proto, `typed_extension_protocol_options`).
@@ -78,6 +79,7 @@ def cluster_key(spec: ClusterSpec) -> Hashable:
     cluster carries its endpoints inline, so for it they are in. Keep this in step with build_cluster.
     """
     return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
+            spec.outlier_detection, spec.circuit_breakers, spec.health_check,
             spec.endpoints if spec.dns else ())
 
 
@@ -92,6 +94,12 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
     cluster.lb_policy = _LB_POLICIES[spec.lb_policy]
     if spec.http2:
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(_http2_options())
+    if spec.outlier_detection is not None:
+        cluster.outlier_detection.CopyFrom(build_outlier_detection(spec.outlier_detection))
+    if spec.circuit_breakers is not None:
+        cluster.circuit_breakers.CopyFrom(build_circuit_breakers(spec.circuit_breakers))
+    if spec.health_check is not None:
+        cluster.health_checks.append(build_health_check(spec.health_check))
     if spec.dns:
         # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
         # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).
