@@ -11,12 +11,14 @@ addresses, port 8080) and one route `/<service>/` on a listener; services are de
 The same World is also written as a YAML document, to time the file source's parse.
 
 Each run measures, in this order and on the same data, so per-run ratios compare like with like on a noisy
-machine: parse of the YAML document; policy apply; translate; make_snapshot; the whole build_snapshot; a
-rebuild after a one-endpoint change with `previous=`; store.publish to a SnapshotStore with K watchers of one
-node group; start-up of S ADS streams through StreamProtocol + encode_response (cached bytes); encoding the
-same responses alone; and the naive per-stream path (Any.Pack every message into a DiscoveryResponse and
-SerializeToString it). A first run is a discarded warm-up. The garbage collector stays on, as in the server,
-but is run before every timed step so one step's garbage is not charged to the next.
+machine: parse of the YAML document; policy apply; translate; make_snapshot; the whole build_snapshot; the
+same build with issue 8's resilience settings on every service and route (featured_service,
+featured_route); a rebuild after a one-endpoint change with `previous=`; store.publish to a SnapshotStore
+with K watchers of one node group; start-up of S ADS streams through StreamProtocol + encode_response
+(cached bytes); encoding the same responses alone; and the naive per-stream path (Any.Pack every message
+into a DiscoveryResponse and SerializeToString it). A first run is a discarded warm-up. The garbage
+collector stays on, as in the server, but is run before every timed step so one step's garbage is not
+charged to the next.
 
 Wall time (perf_counter) is the headline; process CPU time is printed beside it, since on a shared machine a
 wall time well above the CPU time means the benchmark was descheduled.
@@ -48,8 +50,27 @@ from xds.cache.store import SnapshotStore
 from xds.model.service import Catalog, Endpoint, Service, ServiceName
 from xds.pipeline import World, build_snapshot
 from xds.policy.apply import apply_policy
+from xds.policy.desired import (
+    CircuitBreakersSpec,
+    HealthCheckSpec,
+    HttpHealthCheckSpec,
+    LbPolicy,
+    LoadBalancerSpec,
+    OutlierDetectionSpec,
+    RetryBudgetSpec,
+    TcpKeepaliveSpec,
+    UpstreamConnectionSpec,
+)
 from xds.policy.load import parse_document
-from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
+from xds.policy.schema import (
+    BackendRef,
+    HashPolicy,
+    ListenerPolicy,
+    Policy,
+    RetryPolicy,
+    RoutePolicy,
+    ServicePolicy,
+)
 from xds.server.encode import encode_response
 from xds.server.protocol import Request, Send, StreamProtocol
 from xds.translate.build import translate
@@ -66,6 +87,7 @@ ENDPOINT_PORT = 8080
 FIRST_LISTENER_PORT = 10000
 _FIRST_HOST = int(ipaddress.IPv4Address("10.0.0.1"))
 _MAX_HOSTS = 1 << 24  # the 10.0.0.0/8 block
+FEATURED_ROW = "total build, resilience features on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +131,49 @@ def _listener_services(sizes: Sizes, listener: int) -> range:
     return range(listener, sizes.services, sizes.listeners)
 
 
-def make_policy(sizes: Sizes) -> Policy:
-    """Default settings per service; one prefix route per service, services dealt over the listeners."""
+def make_policy(sizes: Sizes, *, features: bool = False) -> Policy:
+    """Default settings per service; one prefix route per service, services dealt over the listeners.
+    With `features`, every service and route carries issue 8's resilience settings (featured_service)."""
     listeners = tuple(
         ListenerPolicy(
             listener_name(k), port=FIRST_LISTENER_PORT + k,
-            routes=tuple(RoutePolicy(service_name(i), f"/{service_name(i)}/",
+            routes=tuple(featured_route(i) if features else
+                         RoutePolicy(service_name(i), f"/{service_name(i)}/",
                                      backends=(BackendRef(service_name(i)),))
                          for i in _listener_services(sizes, k)),
         )
         for k in range(sizes.listeners)
     )
-    return Policy(tuple(ServicePolicy(service_name(i)) for i in range(sizes.services)), listeners)
+    services = tuple(featured_service(i) if features else ServicePolicy(service_name(i))
+                     for i in range(sizes.services))
+    return Policy(services, listeners)
+
+
+def featured_service(index: int) -> ServicePolicy:
+    """A service with every per-service setting of issue 8 that changes the Cluster: outlier detection,
+    circuit breakers with a retry budget, an HTTP health check, ring_hash with its ring bounds and a panic
+    threshold, and upstream connection settings (docs/config.md)."""
+    return ServicePolicy(
+        service_name(index), LbPolicy.RING_HASH,
+        outlier_detection=OutlierDetectionSpec(consecutive_5xx=3, interval_s=1.0, base_ejection_time_s=30.0,
+                                               max_ejection_percent=50),
+        circuit_breakers=CircuitBreakersSpec(max_connections=100, max_pending_requests=50, max_requests=200,
+                                             retry_budget=RetryBudgetSpec(25, 3)),
+        health_check=HealthCheckSpec(http=HttpHealthCheckSpec("/healthz", (200,)), interval_s=2.0),
+        load_balancer=LoadBalancerSpec(minimum_ring_size=1024, maximum_ring_size=8192,
+                                       healthy_panic_threshold=25),
+        upstream_connection=UpstreamConnectionSpec(idle_timeout_s=300.0, max_requests_per_connection=1000,
+                                                   tcp_keepalive=TcpKeepaliveSpec(3, 60.0, 10.0)),
+    )
+
+
+def featured_route(index: int) -> RoutePolicy:
+    """The route with a retry policy, a timeout and a header hash policy (session affinity)."""
+    return RoutePolicy(service_name(index), f"/{service_name(index)}/", timeout_s=5.0,
+                       retries=RetryPolicy(num_retries=2, per_try_timeout_s=1.0, backoff_base_s=0.05,
+                                           retriable_status_codes=(503,), different_host=True),
+                       hash_policy=(HashPolicy(header="x-user"),),
+                       backends=(BackendRef(service_name(index)),))
 
 
 def make_document(sizes: Sizes) -> str:
@@ -361,6 +414,8 @@ class _Bench:
         self.sizes = sizes
         policy = make_policy(sizes)
         self.worlds = (World(make_catalog(sizes), policy), World(make_catalog(sizes, extra=1), policy))
+        # The same catalog under the featured policy: the build cost of issue 8's settings.
+        self.featured = World(self.worlds[0].catalog, make_policy(sizes, features=True))
         self.document = make_document(sizes)
         parsed_catalog, parsed_policy = parse_document(self.document, where=WHERE)
         self.document_matches = parsed_catalog == self.worlds[0].catalog and parsed_policy == policy
@@ -391,6 +446,8 @@ class _Bench:
         items = rec.time("translate (cold)", lambda: translate(desired))
         snapshot = rec.time("make_snapshot (serialize+hash+check)", lambda: make_snapshot(GROUP, items))
         full = rec.time("total build (build_snapshot)", lambda: build_snapshot(world, GROUP))
+        rec.time(FEATURED_ROW, lambda: build_snapshot(self.featured, GROUP))
+        rec.ratio("build with resilience features / without", FEATURED_ROW, "total build (build_snapshot)")
         # As in the server: resources whose spec equals the one in previous= are neither translated nor
         # serialized again; only the changed service's are.
         changed = rec.time("rebuild, 1 endpoint changed, previous=",

@@ -20,6 +20,7 @@ STEPS = (
     "translate (cold)",
     "make_snapshot (serialize+hash+check)",
     "total build (build_snapshot)",
+    "total build, resilience features on",
     "rebuild, 1 endpoint changed, previous=",
     "store.publish, 100 watchers",
     "3 streams: protocol + encode",
@@ -46,7 +47,8 @@ def test_snapshot_benchmark_prints_a_table_of_positive_numbers() -> None:
         assert median > 0 and cpu > 0, match.group(0)
         assert low <= median <= high, match.group(0)
 
-    for ratio in ("rebuild with previous= / full build", "naive / (protocol + encode)",
+    for ratio in ("rebuild with previous= / full build", "build with resilience features / without",
+                  "naive / (protocol + encode)",
                   "naive / encode_response only"):
         match = re.search(rf"{re.escape(ratio)}: {_NUMBER}x", text)
         assert match is not None and float(match.group(1)) > 0, ratio

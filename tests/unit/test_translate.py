@@ -38,12 +38,15 @@ from xds.policy.desired import (
     HttpHealthCheckSpec,
     LbPolicy,
     ListenerSpec,
+    LoadBalancerSpec,
     OutlierDetectionSpec,
     RetryBudgetSpec,
     RetrySpec,
     RouteConfigSpec,
     RouteSpec,
     TcpHealthCheckSpec,
+    TcpKeepaliveSpec,
+    UpstreamConnectionSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
 )
@@ -176,6 +179,32 @@ CASES: dict[str, DesiredState] = {
         listeners=(_listener(),),
         route_configs=(_single_route("web", WeightedClusterSpec("web", 25), WeightedClusterSpec("api", 25),
                                      WeightedClusterSpec("checked", 25), WeightedClusterSpec("orders", 25)),),
+    ),
+    # Issue 8: the knobs of each lb_policy, and upstream connection settings merged into the same
+    # HttpProtocolOptions as HTTP/2 (api) or with an explicit HTTP/1.1 (web).
+    "load_balancer_connections": DesiredState(
+        clusters=(
+            ClusterSpec(name="web", service="web", lb_policy=LbPolicy.LEAST_REQUEST,
+                        endpoints=(Endpoint("10.0.9.1", 80),),
+                        load_balancer=LoadBalancerSpec(choice_count=3, slow_start_window_s=30.0,
+                                                       healthy_panic_threshold=25),
+                        upstream_connection=UpstreamConnectionSpec(
+                            idle_timeout_s=300.0, max_requests_per_connection=100,
+                            tcp_keepalive=TcpKeepaliveSpec(probes=3, time_s=60.0, interval_s=10.0))),
+            ClusterSpec(name="api", service="api", lb_policy=LbPolicy.RING_HASH, http2=True,
+                        endpoints=(Endpoint("10.0.9.2", 80),),
+                        load_balancer=LoadBalancerSpec(minimum_ring_size=2048, maximum_ring_size=4096),
+                        upstream_connection=UpstreamConnectionSpec(max_requests_per_connection=1)),
+            ClusterSpec(name="cart", service="cart", lb_policy=LbPolicy.MAGLEV,
+                        endpoints=(Endpoint("10.0.9.3", 80),),
+                        load_balancer=LoadBalancerSpec(table_size=131071),
+                        upstream_connection=UpstreamConnectionSpec(tcp_keepalive=TcpKeepaliveSpec())),
+            ClusterSpec(name="rr", service="rr", endpoints=(Endpoint("10.0.9.4", 80),),
+                        load_balancer=LoadBalancerSpec(slow_start_window_s=10.0, healthy_panic_threshold=0)),
+        ),
+        listeners=(_listener(),),
+        route_configs=(_single_route("web", WeightedClusterSpec("web", 25), WeightedClusterSpec("api", 25),
+                                     WeightedClusterSpec("cart", 25), WeightedClusterSpec("rr", 25)),),
     ),
     "two_localities": DesiredState(
         clusters=(ClusterSpec(name="web", service="web", lb_policy=LbPolicy.RING_HASH, endpoints=(

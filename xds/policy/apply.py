@@ -70,6 +70,8 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> Clus
         outlier_detection=settings.outlier_detection,
         circuit_breakers=settings.circuit_breakers,
         health_check=settings.health_check,
+        load_balancer=settings.load_balancer,
+        upstream_connection=settings.upstream_connection,
         endpoints=endpoints,
     )
 

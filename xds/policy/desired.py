@@ -91,6 +91,37 @@ class HealthCheckSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadBalancerSpec:
+    """Knobs of the service's `lb_policy` (issue 8; keys in xds/policy/lb_fields.py). None: Envoy's default,
+    nothing emitted. Each knob applies to the policies the loader allows it with (walker.py)."""
+
+    choice_count: int | None = None  # least_request: hosts sampled per pick (Envoy's 2)
+    minimum_ring_size: int | None = None  # ring_hash (Envoy's 1024)
+    maximum_ring_size: int | None = None  # ring_hash (Envoy's 8M)
+    table_size: int | None = None  # maglev, a prime (Envoy's 65537)
+    slow_start_window_s: float | None = None  # round_robin, least_request: ramp-up of a new host (off)
+    healthy_panic_threshold: int | None = None  # percent, any policy (Envoy's 50)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpKeepaliveSpec:
+    """SO_KEEPALIVE on upstream connections; None: the operating system's setting."""
+
+    probes: int | None = None
+    time_s: float | None = None  # whole seconds (Envoy counts in seconds; the loader refuses fractions)
+    interval_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConnectionSpec:
+    """Upstream connection settings (issue 8); None: Envoy's default, nothing emitted."""
+
+    idle_timeout_s: float | None = None  # Envoy's 1 h
+    max_requests_per_connection: int | None = None  # Envoy's unlimited
+    tcp_keepalive: TcpKeepaliveSpec | None = None  # None: no keepalive set by Envoy
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
 
@@ -105,6 +136,8 @@ class ClusterSpec:
     outlier_detection: OutlierDetectionSpec | None = None  # None: no outlier detection (Envoy's default)
     circuit_breakers: CircuitBreakersSpec | None = None  # None: Envoy's default thresholds
     health_check: HealthCheckSpec | None = None  # None: no active health checking
+    load_balancer: LoadBalancerSpec | None = None  # None: Envoy's defaults for lb_policy
+    upstream_connection: UpstreamConnectionSpec | None = None  # None: Envoy's defaults
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()

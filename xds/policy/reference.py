@@ -24,6 +24,7 @@ from xds.policy.cluster_fields import (
     RETRY_BUDGET,
 )
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
+from xds.policy.lb_fields import LOAD_BALANCER, TCP_KEEPALIVE, UPSTREAM_CONNECTION
 from xds.policy.schema import (
     BACKEND,
     COOKIE,
@@ -47,6 +48,8 @@ TABLES: dict[str, Shape[object]] = {
     "outlier-detection": erase(OUTLIER_DETECTION), "circuit-breakers": erase(CIRCUIT_BREAKERS),
     "retry-budget": erase(RETRY_BUDGET), "health-check": erase(HEALTH_CHECK),
     "http-health-check": erase(HTTP_HEALTH_CHECK), "grpc-health-check": erase(GRPC_HEALTH_CHECK),
+    "load-balancer": erase(LOAD_BALANCER), "upstream-connection": erase(UPSTREAM_CONNECTION),
+    "tcp-keepalive": erase(TCP_KEEPALIVE),
     "listeners": erase(LISTENER), "routes": erase(ROUTE), "header-conditions": erase(HEADER),
     "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
     "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),

@@ -28,6 +28,16 @@ MAX_OUTLIER_DURATION_S = 3600.0
 # Circuit breaker thresholds are UInt32Value in Envoy (circuit_breaker.proto).
 MAX_CIRCUIT_LIMIT = 2**32 - 1
 MAX_HEALTH_THRESHOLD = 1000
+# Load balancer knobs (docs/config.md "Load balancer"): Envoy's own bounds (cluster.proto) where it has them.
+MAX_CHOICE_COUNT = 100
+MAX_RING_SIZE = 8_388_608
+MAX_MAGLEV_TABLE_SIZE = 5_000_011
+MAX_SLOW_START_WINDOW_S = 3600.0
+# Upstream connections: idle timeouts up to a day; keepalive counts and seconds up to Linux's limits
+# (TCP_KEEPCNT 127, TCP_KEEPIDLE/TCP_KEEPINTVL 32767 s).
+MAX_IDLE_TIMEOUT_S = 24 * 3600.0
+MAX_KEEPALIVE_PROBES = 127
+MAX_KEEPALIVE_S = 32767.0
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 

@@ -14,7 +14,14 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from xds.policy.catalog_fields import ENDPOINT
 from xds.policy.cluster_fields import CIRCUIT_BREAKERS, HEALTH_CHECK, OUTLIER_DETECTION
-from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec, LbPolicy, OutlierDetectionSpec
+from xds.policy.desired import (
+    CircuitBreakersSpec,
+    HealthCheckSpec,
+    LbPolicy,
+    LoadBalancerSpec,
+    OutlierDetectionSpec,
+    UpstreamConnectionSpec,
+)
 from xds.policy.errors import PolicyError, Problem
 from xds.policy.fields import (
     Boolean,
@@ -34,6 +41,7 @@ from xds.policy.fields import (
     erase,
     shape,
 )
+from xds.policy.lb_fields import LOAD_BALANCER, UPSTREAM_CONNECTION
 from xds.policy.rules import (
     COOKIE_NAME_RE,
     COOKIE_NAME_RULE,
@@ -375,6 +383,14 @@ class ServicePolicy:
         "health_check", Nested(erase(HEALTH_CHECK)),
         "Envoy checks each endpoint itself and stops sending traffic to one that fails, even while its "
         "registry calls it healthy (below).", shown_default="off"))
+    load_balancer: LoadBalancerSpec | None = field(default=None, metadata=declare(
+        "load_balancer", Nested(erase(LOAD_BALANCER)),
+        "Knobs of the `lb_policy` (below); the policy itself is still chosen by `lb_policy`.",
+        shown_default="Envoy's"))
+    upstream_connection: UpstreamConnectionSpec | None = field(default=None, metadata=declare(
+        "upstream_connection", Nested(erase(UPSTREAM_CONNECTION)),
+        "Idle timeout, requests per connection and TCP keepalive of Envoy's connections to the endpoints "
+        "(below).", shown_default="Envoy's"))
 
 
 SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",

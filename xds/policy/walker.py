@@ -19,9 +19,16 @@ from typing import TypeVar
 from xds.model.service import Endpoint, Locality
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
-from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec
+from xds.policy.desired import (
+    CircuitBreakersSpec,
+    HealthCheckSpec,
+    LbPolicy,
+    LoadBalancerSpec,
+    UpstreamConnectionSpec,
+)
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
+from xds.policy.lb_checks import check_load_balancer, check_upstream_connection
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
@@ -163,9 +170,17 @@ class _Walker(Checker):
                 return None
             return check
 
+        def load_balancer(node: Node | None, path: str) -> object:
+            spec = self._check(SERVICE.field("load_balancer"), node, path)
+            policy = values.get("lb_policy")
+            if isinstance(spec, LoadBalancerSpec) and isinstance(policy, LbPolicy) and node is not None:
+                return spec if check_load_balancer(spec, policy, node, path, self._report.add) else None
+            return spec
+
         values: dict[str, object] = {}
         self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
-                                  "health_check": health_check}, into=values)
+                                  "health_check": health_check, "load_balancer": load_balancer,
+                                  "upstream_connection": self._upstream_connection}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
             return None
@@ -180,6 +195,12 @@ class _Walker(Checker):
                              "has no effect with retry_budget, which replaces it; remove one of them")
             return None
         return breakers
+
+    def _upstream_connection(self, node: Node | None, path: str) -> object:
+        spec = self._check(SERVICE.field("upstream_connection"), node, path)
+        if isinstance(spec, UpstreamConnectionSpec) and node is not None:
+            return spec if check_upstream_connection(spec, node, path, self._report.add) else None
+        return spec
 
     def _endpoints(self, node: Node | None, path: str, *, service: str,
                    source: str) -> tuple[Endpoint, ...] | None:

@@ -18,6 +18,12 @@ from google.protobuf import any_pb2
 
 from xds.policy.desired import ClusterSpec, LbPolicy
 from xds.translate.endpoints import build_load_assignment
+from xds.translate.lb import (
+    apply_load_balancer,
+    apply_tcp_keepalive,
+    http_protocol_options,
+    needs_http_options,
+)
 from xds.translate.resilience import build_circuit_breakers, build_health_check, build_outlier_detection
 
 # The key of Cluster.typed_extension_protocol_options is the extension's proto type name
@@ -79,7 +85,8 @@ def cluster_key(spec: ClusterSpec) -> Hashable:
     cluster carries its endpoints inline, so for it they are in. Keep this in step with build_cluster.
     """
     return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
-            spec.outlier_detection, spec.circuit_breakers, spec.health_check,
+            spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
+            spec.upstream_connection,
             spec.endpoints if spec.dns else ())
 
 
@@ -92,8 +99,16 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
     # seconds + nanos separately.
     cluster.connect_timeout.FromNanoseconds(round(spec.connect_timeout_s * 1e9))
     cluster.lb_policy = _LB_POLICIES[spec.lb_policy]
-    if spec.http2:
+    if spec.upstream_connection is not None and needs_http_options(spec.upstream_connection):
+        # One HttpProtocolOptions per cluster: the HTTP/2 choice and the connection knobs go in together.
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(
+            http_protocol_options(spec.upstream_connection, http2=spec.http2))
+    elif spec.http2:
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(_http2_options())
+    if spec.upstream_connection is not None:
+        apply_tcp_keepalive(cluster, spec.upstream_connection)
+    if spec.load_balancer is not None:
+        apply_load_balancer(cluster, spec.lb_policy, spec.load_balancer)
     if spec.outlier_detection is not None:
         cluster.outlier_detection.CopyFrom(build_outlier_detection(spec.outlier_detection))
     if spec.circuit_breakers is not None:

@@ -16,7 +16,7 @@ from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec, OutlierDete
 _ENFORCED = 100  # Envoy's enforcing_* fields are the percentage of detected outliers actually ejected
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
+def duration(seconds: float) -> duration_pb2.Duration:
     # From integral nanoseconds, as clusters.py does for connect_timeout: exact on every run.
     out = duration_pb2.Duration()
     out.FromNanoseconds(round(seconds * 1e9))
@@ -33,9 +33,9 @@ def build_outlier_detection(spec: OutlierDetectionSpec) -> outlier_detection_pb2
         # a user who sets the count means it to eject.
         out.enforcing_consecutive_gateway_failure.value = _ENFORCED
     if spec.interval_s is not None:
-        out.interval.CopyFrom(_duration(spec.interval_s))
+        out.interval.CopyFrom(duration(spec.interval_s))
     if spec.base_ejection_time_s is not None:
-        out.base_ejection_time.CopyFrom(_duration(spec.base_ejection_time_s))
+        out.base_ejection_time.CopyFrom(duration(spec.base_ejection_time_s))
     if spec.max_ejection_percent is not None:
         out.max_ejection_percent.value = spec.max_ejection_percent
     if spec.success_rate is not None:
@@ -65,12 +65,12 @@ def build_circuit_breakers(spec: CircuitBreakersSpec) -> circuit_breaker_pb2.Cir
 
 def build_health_check(spec: HealthCheckSpec) -> health_check_pb2.HealthCheck:
     check = health_check_pb2.HealthCheck()
-    check.interval.CopyFrom(_duration(spec.interval_s))
-    check.timeout.CopyFrom(_duration(spec.timeout_s))
+    check.interval.CopyFrom(duration(spec.interval_s))
+    check.timeout.CopyFrom(duration(spec.timeout_s))
     check.unhealthy_threshold.value = spec.unhealthy_threshold
     check.healthy_threshold.value = spec.healthy_threshold
     if spec.no_traffic_interval_s is not None:
-        check.no_traffic_interval.CopyFrom(_duration(spec.no_traffic_interval_s))
+        check.no_traffic_interval.CopyFrom(duration(spec.no_traffic_interval_s))
     if spec.http is not None:
         http = check.http_health_check
         http.path = spec.http.path

@@ -1,0 +1,77 @@
+"""Rules across the fields of `load_balancer` and `upstream_connection` (docs/config.md, issue 8).
+
+The kinds declared in lb_fields.py check each key alone; these check what one key says about another: a
+knob only its own `lb_policy` reads (Envoy would silently ignore it elsewhere), a maglev table size that is
+not prime (Envoy rejects the cluster), ring bounds the wrong way round, and keepalive times in fractions of
+a second (Envoy counts them in whole seconds, address.proto TcpKeepalive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xds.policy.desired import LbPolicy, LoadBalancerSpec, UpstreamConnectionSpec
+from xds.policy.document import Map, Node, Pos, join, value_pos
+
+Add = Callable[[Pos, str, str], None]
+
+# Which policies read each knob (cluster.proto: LeastRequestLbConfig, RingHashLbConfig, MaglevLbConfig,
+# RoundRobinLbConfig.slow_start_config); healthy_panic_threshold applies to every policy.
+KNOB_POLICIES: dict[str, tuple[LbPolicy, ...]] = {
+    "choice_count": (LbPolicy.LEAST_REQUEST,),
+    "minimum_ring_size": (LbPolicy.RING_HASH,),
+    "maximum_ring_size": (LbPolicy.RING_HASH,),
+    "table_size": (LbPolicy.MAGLEV,),
+    "slow_start_window": (LbPolicy.ROUND_ROBIN, LbPolicy.LEAST_REQUEST),
+}
+_ATTRS = {"slow_start_window": "slow_start_window_s"}
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+def check_load_balancer(spec: LoadBalancerSpec, policy: LbPolicy, node: Node, path: str, add: Add) -> bool:
+    """Report every rule `spec` breaks, at the key that breaks it; True when none."""
+    ok = True
+    if spec.table_size is not None and not is_prime(spec.table_size):
+        add(value_pos(node, "table_size"), join(path, "table_size"),
+            f"must be a prime number (Envoy's maglev needs one), got {spec.table_size}")
+        ok = False
+    for key, policies in KNOB_POLICIES.items():
+        if getattr(spec, _ATTRS.get(key, key)) is not None and policy not in policies:
+            names = " and ".join(f"`{p.value}`" for p in policies)
+            add(value_pos(node, key), join(path, key),
+                f"applies to lb_policy {names} only; this service uses `{policy.value}`")
+            ok = False
+    low, high = spec.minimum_ring_size, spec.maximum_ring_size
+    if low is not None and high is not None and low > high:
+        add(value_pos(node, "minimum_ring_size"), join(path, "minimum_ring_size"),
+            f"must be at most maximum_ring_size ({high}), got {low}")
+        ok = False
+    return ok
+
+
+def check_upstream_connection(spec: UpstreamConnectionSpec, node: Node, path: str, add: Add) -> bool:
+    keepalive = spec.tcp_keepalive
+    if keepalive is None:
+        return True
+    inner = _child(node, "tcp_keepalive")
+    inner_path = join(path, "tcp_keepalive")
+    ok = True
+    for key, seconds in (("time", keepalive.time_s), ("interval", keepalive.interval_s)):
+        if seconds is not None and seconds != int(seconds):
+            add(value_pos(inner, key), join(inner_path, key),
+                f"must be whole seconds (Envoy counts keepalive in seconds), got {seconds:g}s")
+            ok = False
+    return ok
+
+
+def _child(node: Node, key: str) -> Node:
+    if isinstance(node, Map):
+        for entry in node.entries:
+            if entry.key == key:
+                return entry.value
+    return node

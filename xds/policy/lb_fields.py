@@ -1,0 +1,80 @@
+"""The declared keys of a service's `load_balancer` and `upstream_connection` (docs/config.md, issue 8).
+
+`load_balancer` holds the knobs of the policy that `lb_policy` picks; it does not pick a policy itself, so
+there is one way to say which policy a service uses, and `lb_policy` works exactly as before. A knob given
+for a policy that has no use for it is a located error (walker.py). As in cluster_fields.py the specs live in
+`desired.py`, so their keys are declared here as rows; unset means Envoy's default and nothing is emitted.
+"""
+
+from __future__ import annotations
+
+from xds.policy.desired import LoadBalancerSpec, TcpKeepaliveSpec, UpstreamConnectionSpec
+from xds.policy.fields import Duration, FieldSpec, Integer, Nested, erase, table
+from xds.policy.rules import (
+    MAX_CHOICE_COUNT,
+    MAX_CIRCUIT_LIMIT,
+    MAX_IDLE_TIMEOUT_S,
+    MAX_KEEPALIVE_PROBES,
+    MAX_KEEPALIVE_S,
+    MAX_MAGLEV_TABLE_SIZE,
+    MAX_RING_SIZE,
+    MAX_SLOW_START_WINDOW_S,
+)
+
+LOAD_BALANCER = table(LoadBalancerSpec, "Knobs of the service's `lb_policy`, which still picks the policy.", [
+    ("choice_count", FieldSpec(
+        "choice_count", Integer(2, MAX_CHOICE_COUNT),
+        f"`least_request` only: hosts sampled per pick, the least loaded wins; 2 to {MAX_CHOICE_COUNT}.",
+        shown_default="Envoy's (2)")),
+    ("minimum_ring_size", FieldSpec(
+        "minimum_ring_size", Integer(1, MAX_RING_SIZE),
+        f"`ring_hash` only: the fewest entries of the hash ring, 1 to {MAX_RING_SIZE}; at most "
+        "`maximum_ring_size`.", shown_default="Envoy's (1024)")),
+    ("maximum_ring_size", FieldSpec(
+        "maximum_ring_size", Integer(1, MAX_RING_SIZE),
+        f"`ring_hash` only: the most entries of the hash ring, 1 to {MAX_RING_SIZE}.",
+        shown_default=f"Envoy's ({MAX_RING_SIZE})")),
+    ("table_size", FieldSpec(
+        "table_size", Integer(2, MAX_MAGLEV_TABLE_SIZE),
+        f"`maglev` only: the lookup table size, a prime number up to {MAX_MAGLEV_TABLE_SIZE}; larger "
+        "tables move fewer keys when hosts change.", shown_default="Envoy's (65537)")),
+    ("slow_start_window_s", FieldSpec(
+        "slow_start_window", Duration(MAX_SLOW_START_WINDOW_S),
+        "`round_robin` and `least_request` only: a new host's share of traffic ramps up over this window; "
+        f"at most {MAX_SLOW_START_WINDOW_S / 3600:g} h.", shown_default="off")),
+    ("healthy_panic_threshold", FieldSpec(
+        "healthy_panic_threshold", Integer(0, 100),
+        "Percent: with fewer healthy hosts than this, Envoy balances over all hosts, healthy or not; 0 to "
+        "100, 0 turns panic mode off.", shown_default="Envoy's (50)")),
+])
+
+_KEEPALIVE = f"whole seconds, at most {MAX_KEEPALIVE_S:g}"
+
+TCP_KEEPALIVE = table(TcpKeepaliveSpec, "TCP keepalive on connections to the service; `{}` turns it on "
+                                        "with the operating system's settings.", [
+    ("probes", FieldSpec(
+        "probes", Integer(1, MAX_KEEPALIVE_PROBES),
+        f"Unanswered probes before the connection is dropped, 1 to {MAX_KEEPALIVE_PROBES}.",
+        shown_default="the OS's (9 on Linux)")),
+    ("time_s", FieldSpec(
+        "time", Duration(MAX_KEEPALIVE_S), f"Idle time before the first probe; {_KEEPALIVE}.",
+        shown_default="the OS's (2 h on Linux)")),
+    ("interval_s", FieldSpec(
+        "interval", Duration(MAX_KEEPALIVE_S), f"Time between probes; {_KEEPALIVE}.",
+        shown_default="the OS's (75 s on Linux)")),
+])
+
+UPSTREAM_CONNECTION = table(UpstreamConnectionSpec, "Settings of Envoy's connections to the service's "
+                                                    "endpoints.", [
+    ("idle_timeout_s", FieldSpec(
+        "idle_timeout", Duration(MAX_IDLE_TIMEOUT_S),
+        f"Close a connection with no request in flight for this long; at most {MAX_IDLE_TIMEOUT_S / 3600:g} "
+        "h.", shown_default="Envoy's (1 h)")),
+    ("max_requests_per_connection", FieldSpec(
+        "max_requests_per_connection", Integer(1, MAX_CIRCUIT_LIMIT),
+        f"Close a connection after this many requests, 1 to {MAX_CIRCUIT_LIMIT}.",
+        shown_default="unlimited")),
+    ("tcp_keepalive", FieldSpec(
+        "tcp_keepalive", Nested(erase(TCP_KEEPALIVE)), "`{probes, time, interval}` (below).",
+        shown_default="off")),
+])
