@@ -159,7 +159,8 @@ services:
                     interval: 2s, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2,
                     no_traffic_interval: 30s}}
   - {name: api, connect_timeout: 0.5, lb_policy: ring_hash, protocol: http1}
-  - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}}}
+  - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}},
+     locality: {failover: true, overprovisioning_factor: 200}}
   - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
 listeners:

@@ -28,6 +28,9 @@ MAX_OUTLIER_DURATION_S = 3600.0
 # Circuit breaker thresholds are UInt32Value in Envoy (circuit_breaker.proto).
 MAX_CIRCUIT_LIMIT = 2**32 - 1
 MAX_HEALTH_THRESHOLD = 1000
+# locality.overprovisioning_factor, percent: 10x already sends nothing to the next tier until 90% of a tier
+# is down.
+MAX_OVERPROVISIONING_FACTOR = 1000
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 

@@ -13,8 +13,19 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
 from xds.policy.catalog_fields import ENDPOINT
-from xds.policy.cluster_fields import CIRCUIT_BREAKERS, HEALTH_CHECK, OUTLIER_DETECTION
-from xds.policy.desired import CircuitBreakersSpec, HealthCheckSpec, LbPolicy, OutlierDetectionSpec
+from xds.policy.cluster_fields import (
+    CIRCUIT_BREAKERS,
+    HEALTH_CHECK,
+    LOCALITY_POLICY,
+    OUTLIER_DETECTION,
+)
+from xds.policy.desired import (
+    CircuitBreakersSpec,
+    HealthCheckSpec,
+    LbPolicy,
+    LocalitySpec,
+    OutlierDetectionSpec,
+)
 from xds.policy.errors import PolicyError, Problem
 from xds.policy.fields import (
     Boolean,
@@ -375,6 +386,10 @@ class ServicePolicy:
         "health_check", Nested(erase(HEALTH_CHECK)),
         "Envoy checks each endpoint itself and stops sending traffic to one that fails, even while its "
         "registry calls it healthy (below).", shown_default="off"))
+    locality: LocalitySpec | None = field(default=None, metadata=declare(
+        "locality", Nested(erase(LOCALITY_POLICY)),
+        "Failover relative to each proxy's own zone and region, and the overprovisioning factor (below).",
+        shown_default="off"))
 
 
 SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",

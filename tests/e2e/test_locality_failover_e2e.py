@@ -1,0 +1,196 @@
+"""Issue 8, zone failover: `locality: {failover: true}` through the real control plane process and real
+Envoys bootstrapped by `xds bootstrap --region/--zone`, in front of the harness's upstreams.
+
+Zone a and zone b are in region r1, zone c in region r2. An Envoy in r1/a keeps its traffic in zone a;
+when zone a fails traffic moves to zone b, then to region r2 when b fails too, and back as they recover.
+Each step prints the requests that failed while traffic moved. A second Envoy of the same node group in
+r2/c gets zone c first: the control plane serves one snapshot per (node group, locality)
+(docs/config.md "Locality failover")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import UpstreamPool, free_port, run_requests, wait_until
+from harness.controlplane import bootstrap_for
+from harness.envoy import AdminError, EnvoyProcess
+
+ZONES = {"a": ("r1", "a"), "b": ("r1", "b"), "c": ("r2", "c")}
+UPSTREAMS = ("a1", "a2", "b1", "b2", "c1", "c2")
+_STARTED_LINE = "starting main dispatch loop"
+
+
+@dataclass
+class _Catalog:
+    path: Path
+    port: int
+    pool: UpstreamPool
+    settings: dict[str, Any]
+    unhealthy: set[str] = field(default_factory=set)  # zones the registry marks unhealthy
+
+    def write(self) -> None:
+        endpoints = [{"address": f"127.0.0.1:{self.pool[name].port}",
+                      "health": "unhealthy" if name[0] in self.unhealthy else "healthy",
+                      "locality": {"region": ZONES[name[0]][0], "zone": name[0]}} for name in UPSTREAMS]
+        document = {"version": 1,
+                    "services": [{"name": "web", "connect_timeout": "1s", "locality": {"failover": True},
+                                  **self.settings, "endpoints": endpoints}],
+                    "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": self.port,
+                                   "routes": [{"name": "all", "match": {"prefix": "/"},
+                                               "backends": [{"service": "web"}]}]}]}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(document, sort_keys=False))
+        tmp.replace(self.path)
+
+
+def _start(workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+           settings: dict[str, Any] | None = None) -> tuple[_Catalog, Any]:
+    catalog = _Catalog(workdir / "catalog.yaml", free_port(), upstreams(*UPSTREAMS), settings or {})
+    catalog.write()
+    return catalog, control_plane_factory(catalog.path)
+
+
+def _envoy(envoy_factory: Any, control_plane: Any, catalog: _Catalog, node_id: str,
+           zone: str) -> EnvoyProcess:
+    region, zone_name = ZONES[zone]
+    envoy: EnvoyProcess = envoy_factory(lambda admin_port: bootstrap_for(
+        node_id, "edge", xds_port=control_plane.xds_port, admin_port=admin_port, region=region,
+        zone=zone_name))
+    wait_until(lambda: envoy.listener_port("ingress") == catalog.port, timeout_s=15,
+               message="Envoy never bound the ingress listener", ignore=(KeyError, AdminError))
+    wait_until(lambda: len(envoy.cluster_hosts("web")) == len(UPSTREAMS), timeout_s=10,
+               message="Envoy never had every endpoint", ignore=(KeyError, AdminError))
+    return envoy
+
+
+def _priorities(envoy: EnvoyProcess) -> dict[str, set[int]]:
+    by_zone: dict[str, set[int]] = {}
+    for host in envoy.cluster_hosts("web"):
+        by_zone.setdefault(host.zone, set()).add(host.priority)
+    return by_zone
+
+
+def _zones(upstreams: dict[str, int]) -> set[str]:
+    return {name[0] for name in upstreams}
+
+
+def _hosts(envoy: EnvoyProcess) -> str:
+    return "; ".join(f"{h.zone}:{h.port} p{h.priority} {h.eds_health} {sorted(h.flags)}"
+                     for h in envoy.cluster_hosts("web"))
+
+
+@dataclass(frozen=True)
+class _Moved:
+    failed: int  # requests that did not get a 200 while traffic moved
+    last_failure_s: float  # when the last of them was answered, after the change; 0 without failures
+
+
+def _move(envoy: EnvoyProcess, url: str, to: str, change: Callable[[], None], *, label: str,
+          timeout_s: float = 15.0) -> _Moved:
+    """Apply `change`, send paced batches until one lands only in zone `to`, then check it stays there."""
+    change()
+    started = time.monotonic()
+    failed = sent = 0
+    last_failure_s = 0.0
+    while True:
+        batch = run_requests(url, count=10, concurrency=2, timeout_s=5)
+        sent += batch.total
+        if batch.ok < batch.total:
+            failed += batch.total - batch.ok
+            last_failure_s = time.monotonic() - started
+        elif batch.total and _zones(batch.by_upstream) == {to}:
+            break
+        assert time.monotonic() - started < timeout_s, (
+            f"{label}: traffic never moved to zone {to}; Envoy's hosts: {_hosts(envoy)}; last batch "
+            f"{batch.summary()}")
+        time.sleep(0.02)  # about 300 requests a second, so the counts below say something about time
+    print(f"{label}: traffic in zone {to} {time.monotonic() - started:.3f} s after the change; {failed} "
+          f"failed of {sent} requests sent meanwhile, the last {last_failure_s:.3f} s after the change")
+    steady = run_requests(url, count=60, concurrency=4, timeout_s=5)
+    assert steady.ok == steady.total == 60 and _zones(steady.by_upstream) == {to}, steady.summary()
+    return _Moved(failed, last_failure_s)
+
+
+def _assert_clean(envoy: EnvoyProcess) -> None:
+    envoy.wait_log_line(_STARTED_LINE)
+    assert envoy.deprecation_warnings() == []
+    assert envoy.update_rejected_total() == 0
+
+
+def test_failover_follows_the_registry_and_each_proxy_gets_its_own_locality(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    catalog, control_plane = _start(workdir, upstreams, control_plane_factory)
+    envoy_a = _envoy(envoy_factory, control_plane, catalog, "envoy-a", "a")
+    url = f"http://127.0.0.1:{catalog.port}/"
+    assert _priorities(envoy_a) == {"a": {0}, "b": {1}, "c": {2}}
+
+    start = run_requests(url, count=100, concurrency=4, timeout_s=5)
+    assert start.ok == start.total == 100 and set(start.by_upstream) == {"a1", "a2"}, start.summary()
+
+    def mark(*zones: str) -> Callable[[], None]:
+        def change() -> None:
+            catalog.unhealthy = set(zones)
+            catalog.write()
+        return change
+
+    # The registry drains a zone: its upstreams still answer, so Envoy moves traffic without an error.
+    steps = [("zone a unhealthy", "b", mark("a")), ("zones a and b unhealthy", "c", mark("a", "b")),
+             ("zone b recovered", "b", mark("a")), ("zone a recovered", "a", mark())]
+    for label, to, change in steps:
+        assert _move(envoy_a, url, to, change, label=f"registry: {label}").failed == 0
+    _assert_clean(envoy_a)
+
+    # A second proxy of the same node group, in region r2: zone c first, then region r1's two zones. The
+    # first one stops first, as both would bind the same listener port.
+    envoy_a.stop()
+    envoy_c = _envoy(envoy_factory, control_plane, catalog, "envoy-c", "c")
+    assert _priorities(envoy_c) == {"c": {0}, "a": {1}, "b": {1}}
+    there = run_requests(url, count=100, concurrency=4, timeout_s=5)
+    assert there.ok == there.total == 100 and set(there.by_upstream) == {"c1", "c2"}, there.summary()
+    _assert_clean(envoy_c)
+
+
+def test_failover_when_active_health_checks_fail_a_zone(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    """The registry still calls zone a healthy; Envoy's own health checks fail it (and it answers 503)."""
+    interval_s = 0.5
+    check = {"health_check": {"http": {"path": "/healthz"}, "interval": f"{interval_s}s", "timeout": "0.5s",
+                              "unhealthy_threshold": 1, "healthy_threshold": 1,
+                              # Envoy checks at this pace too before the cluster has seen traffic.
+                              "no_traffic_interval": f"{interval_s}s"}}
+    catalog, control_plane = _start(workdir, upstreams, control_plane_factory, check)
+    envoy = _envoy(envoy_factory, control_plane, catalog, "envoy-a", "a")
+    url = f"http://127.0.0.1:{catalog.port}/"
+    wait_until(lambda: all(h.healthy for h in envoy.cluster_hosts("web")), timeout_s=10,
+               message="the endpoints never passed their first health checks")
+    pool = catalog.pool
+
+    def fail(*names: str, status: int) -> Callable[[], None]:
+        def change() -> None:
+            for name in names:
+                pool[name].health_status = status
+                pool[name].status = status
+        return change
+
+    steps = [("zone a failing", "b", fail("a1", "a2", status=503)),
+             ("zones a and b failing", "c", fail("b1", "b2", status=503)),
+             ("zone b healthy", "b", fail("b1", "b2", status=200)),
+             ("zone a healthy", "a", fail("a1", "a2", status=200))]
+    for label, to, change in steps:
+        moved = _move(envoy, url, to, change, label=f"health checks: {label}")
+        # Requests fail only until Envoy's checks fail the zone's hosts (one failed check suffices) and
+        # it recomputes the priority loads: measured at about 1.5 s, three intervals, here. Bounded at four
+        # intervals plus a second of slack for a loaded machine. A recovery costs nothing: the healthy
+        # zone keeps serving until the recovered one passes its check.
+        assert moved.last_failure_s <= 4 * interval_s + 1.0, moved
+        if "healthy" in label:
+            assert moved.failed == 0, moved
+    _assert_clean(envoy)
