@@ -16,7 +16,7 @@ from xds.cache.store import GroupLimitError, SnapshotStore
 from xds.cli import main
 from xds.model.service import Catalog, Endpoint, Locality, Service, ServiceName
 from xds.pipeline import World, build_snapshot, builder_for
-from xds.policy.apply import apply_policy, locality_tier
+from xds.policy.apply import apply_policy, explain_warnings, locality_tier
 from xds.policy.desired import DesiredState, LocalitySpec
 from xds.policy.errors import PolicyError
 from xds.policy.load import parse_document
@@ -187,3 +187,12 @@ listeners:
     with pytest.raises(SystemExit):
         main(["bootstrap", "--node-id", "n", "--cluster", "edge", "--zone", "z" * 257])
     assert "at most 256 bytes" in capsys.readouterr().err
+
+
+def test_validate_warns_when_no_endpoint_has_a_locality() -> None:
+    nowhere = (Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80))
+    world = _world(LocalitySpec(failover=True), nowhere)
+    assert explain_warnings(world.catalog, world.policy) == [
+        "service 'web': locality.failover has no effect, since none of its endpoints declares a locality"]
+    located = _world(LocalitySpec(failover=True))
+    assert explain_warnings(located.catalog, located.policy) == []

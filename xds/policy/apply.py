@@ -221,7 +221,8 @@ def hash_policy_ignored(route: RoutePolicy, settings: dict[str, ServicePolicy]) 
 def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
     """Things that are valid but probably not intended, for `xds validate`: backends naming services the
     catalog does not know, services without endpoints, subsets that select no endpoint, and hash policies
-    on services that balance without hashing. Each warning is given once, in policy order."""
+    on services that balance without hashing, and locality failover on services none of whose endpoints
+    declares a locality. Each warning is given once, in policy order."""
     warnings: dict[str, None] = {}
     settings = {s.name: s for s in policy.services}
     for listener in policy.listeners:
@@ -235,4 +236,10 @@ def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
                 warning = _backend_warning(catalog, where, backend)
                 if warning is not None:
                     warnings.setdefault(warning)
+    for entry in policy.services:
+        found = catalog.get(entry.name)
+        if (entry.locality is not None and entry.locality.failover and found is not None
+                and found.endpoints and all(e.locality == _NOWHERE for e in found.endpoints)):
+            warnings.setdefault(f"service {entry.name!r}: locality.failover has no effect, since none of its "
+                                "endpoints declares a locality")
     return list(warnings)
