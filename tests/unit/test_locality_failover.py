@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from envoy.config.core.v3 import base_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xds.bootstrap import BootstrapError, render_bootstrap
 from xds.cache.node import located_key, split_key
@@ -196,3 +198,25 @@ def test_validate_warns_when_no_endpoint_has_a_locality() -> None:
         "service 'web': locality.failover has no effect, since none of its endpoints declares a locality"]
     located = _world(LocalitySpec(failover=True))
     assert explain_warnings(located.catalog, located.policy) == []
+
+
+_PLACES = st.builds(Locality, region=st.sampled_from(["", "r1", "r2"]), zone=st.sampled_from(["", "a", "b"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(places=st.lists(st.tuples(_PLACES, st.integers(0, 3)), min_size=1, max_size=8), proxy=_PLACES)
+def test_priorities_are_contiguous_and_the_closest_tier_comes_first(
+        places: list[tuple[Locality, int]], proxy: Locality) -> None:
+    endpoints = tuple(Endpoint(f"10.0.0.{i}", 80, locality=where, priority=priority)
+                      for i, (where, priority) in enumerate(places, 1))
+    cla = build_load_assignment(_apply(_world(LocalitySpec(failover=True), endpoints), proxy).clusters[0])
+    priorities = sorted({lle.priority for lle in cla.endpoints})
+    assert priorities == list(range(len(priorities)))  # Envoy's rule: contiguous from 0
+    if proxy != Locality():
+        tiers = [(locality_tier(Locality(lle.locality.region, lle.locality.zone), proxy), lle.priority)
+                 for lle in cla.endpoints]
+        # A closer tier always gets an earlier priority than a farther one.
+        for tier_a, priority_a in tiers:
+            for tier_b, priority_b in tiers:
+                if tier_a < tier_b:
+                    assert priority_a < priority_b
