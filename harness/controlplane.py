@@ -115,15 +115,19 @@ class ControlPlaneProcess(StartStop):
 
 
 def bootstrap_for(
-    node_id: str, cluster: str, *, xds_port: int, admin_port: int, timeout_s: float = 30.0
+    node_id: str, cluster: str, *, xds_port: int, admin_port: int, timeout_s: float = 30.0,
+    region: str = "", zone: str = "",
 ) -> str:
-    """The Envoy bootstrap YAML the control plane's own CLI generates for this node."""
+    """The Envoy bootstrap YAML the control plane's own CLI generates for this node (in `region`/`zone`
+    when given: node.locality)."""
     args = [
         sys.executable, "-m", "xds", "bootstrap",
         "--node-id", node_id,
         "--cluster", cluster,
         "--xds-address", f"{LOOPBACK}:{xds_port}",
         "--admin-address", f"{LOOPBACK}:{admin_port}",
+        *(("--region", region) if region else ()),
+        *(("--zone", zone) if zone else ()),
     ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
     if result.returncode != 0:

@@ -81,9 +81,18 @@ def _load_template(template: Path) -> string.Template:
             "pass template=... to use another") from e
 
 
+def _locality_lines(region: str, zone: str, sub_zone: str) -> str:
+    # Placed right after `cluster:` by $node_locality (node is at the top level, two-space indent); empty
+    # without a locality, so such bootstraps stay byte for byte what they were.
+    parts = [f"{key}: {_quote(value)}" for key, value in (("region", region), ("zone", zone),
+                                                          ("sub_zone", sub_zone)) if value]
+    return "\n  locality: { " + ", ".join(parts) + " }" if parts else ""
+
+
 def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
                      admin_address: str = DEFAULT_ADMIN_ADDRESS, template: Path | None = None,
-                     tls: TlsFiles | None = None) -> str:
+                     tls: TlsFiles | None = None, region: str = "", zone: str = "",
+                     sub_zone: str = "") -> str:
     """The bootstrap YAML for one Envoy: its node identity, its admin listener and ADS at `xds_address`.
 
     With `tls`, the default template is the mutual-TLS one; an explicit `template` always wins. The result
@@ -98,6 +107,8 @@ def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
     values: dict[str, str | int] = {
         "node_id": _quote(node_id),
         "node_cluster": _quote(cluster),
+        # node.locality: where this Envoy runs, for `locality.failover` services (issue 8).
+        "node_locality": _locality_lines(region, zone, sub_zone),
         "xds_host": _quote(xds_host),
         "xds_port": xds_port,
         # A STATIC cluster takes only IP addresses; a name has to be resolved (cluster.proto, DiscoveryType).
@@ -125,4 +136,9 @@ def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
         raise BootstrapError(f"bootstrap template {template} does not render to valid YAML: {e}") from e
     if not isinstance(parsed, dict):
         raise BootstrapError(f"bootstrap template {template} does not render to a YAML mapping")
+    wanted = {k: v for k, v in (("region", region), ("zone", zone), ("sub_zone", sub_zone)) if v}
+    node = parsed.get("node")
+    if wanted and (not isinstance(node, dict) or node.get("locality") != wanted):
+        raise BootstrapError(f"bootstrap template {template} does not place $node_locality in `node` (after "
+                             "`cluster: $node_cluster`), so the locality would be lost")
     return text

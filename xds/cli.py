@@ -33,6 +33,22 @@ def _address(value: str) -> str:
     return value
 
 
+def _locality_part(value: str) -> str:
+    from xds.server.limits import StreamLimits
+
+    # The server refuses a longer one (StreamLimits.max_node_locality_bytes): fail here, not at connect.
+    bound = StreamLimits().max_node_locality_bytes
+    if len(value.encode()) > bound:
+        raise argparse.ArgumentTypeError(f"at most {bound} bytes, got {len(value.encode())}")
+    return value
+
+
+def _add_locality_arguments(parser: argparse.ArgumentParser) -> None:
+    # node.locality: services with `locality: {failover: true}` prefer endpoints in this zone, then region.
+    for flag, what in (("--region", "region"), ("--zone", "zone"), ("--sub-zone", "sub-zone")):
+        parser.add_argument(flag, type=_locality_part, default="", help=f"node.locality {what} of the Envoy")
+
+
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xds", description="An Envoy xDS control plane.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +79,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                       default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
     boot.add_argument("--admin-address", type=_address, default="127.0.0.1:9901",
                       help="Envoy's own admin address")
+    _add_locality_arguments(boot)
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
     validate.add_argument("file", type=Path)
@@ -74,6 +91,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="print exactly what an Envoy of a node group would receive")
     render.add_argument("--cluster", required=True, help="node group (node.cluster)")
     render.add_argument("--config", action="append", type=Path)
+    _add_locality_arguments(render)
 
     schema = commands.add_parser("schema", help="print the schema of catalog and policy documents")
     schema.add_argument("--format", choices=("json-schema", "openapi", "crd"), default="json-schema",
@@ -329,7 +347,8 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.bootstrap import render_bootstrap
 
     sys.stdout.write(render_bootstrap(node_id=args.node_id, cluster=args.cluster,
-                                      xds_address=args.xds_address, admin_address=args.admin_address))
+                                      xds_address=args.xds_address, admin_address=args.admin_address,
+                                      region=args.region, zone=args.zone, sub_zone=args.sub_zone))
     return 0
 
 
@@ -384,7 +403,9 @@ def _schema(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.cache.node import located_key
     from xds.model.catalog import merge_catalogs
+    from xds.model.service import Locality
     from xds.pipeline import World, build_snapshot
     from xds.policy.errors import PolicyError
     from xds.policy.load import load_file
@@ -396,7 +417,8 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
         loaded = [load_file(path) for path in _config_files(args.config, env)]
         world = World(catalog=merge_catalogs([c for c, _ in loaded]),
                       policy=merge_policies([p for _, p in loaded]))
-        snapshot = build_snapshot(world, args.cluster)
+        where = Locality(region=args.region, zone=args.zone, sub_zone=args.sub_zone)
+        snapshot = build_snapshot(world, located_key(args.cluster, where))
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from xds.cache.node import split_key
 from xds.cache.snapshot import Snapshot, make_snapshot
 from xds.cache.store import SnapshotBuilder
 from xds.model.catalog import merge_catalogs
@@ -30,12 +31,16 @@ class World:
     policy: Policy
 
 
-def build_snapshot(world: World, group: str, previous: Snapshot | None = None, *,
+def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
                    donor: Snapshot | None = None) -> Snapshot:
+    # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
+    # listeners follow the group, the failover priorities the locality.
+    group, locality = split_key(key)
+    desired = apply_policy(world.catalog, world.policy, group=group, locality=locality)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
-    # translated.
-    return make_snapshot(group, plan(apply_policy(world.catalog, world.policy, group=group)), previous,
-                         donor=donor)
+    # translated, so the snapshots of one group in several localities share every resource but the
+    # failover services' ClusterLoadAssignments.
+    return make_snapshot(key, plan(desired), previous, donor=donor)
 
 
 def builder_for(world: World) -> SnapshotBuilder:

@@ -131,6 +131,8 @@ def nested_metadata(depth: int) -> struct_pb2.Struct:
 @pytest.mark.parametrize(("node", "limit", "message"), [
     (dict(id="i" * 2000, cluster="g"), "max_node_id_bytes", "node.id is 2000 bytes; the limit is 1024"),
     (dict(id="n1", cluster="c" * 1025), "max_node_cluster_bytes", "node.cluster is 1025 bytes"),
+    (dict(id="n1", cluster="g", locality=base_pb2.Locality(region="r1", zone="z" * 257)),
+     "max_node_locality_bytes", "node.locality.zone is 257 bytes; the limit is 256"),
     (dict(id="n1", cluster="g", metadata=struct_pb2.Struct(fields={
         "blob": struct_pb2.Value(string_value="m" * 70_000)})), "max_node_metadata_bytes",
      "node.metadata is 70"),
@@ -331,3 +333,26 @@ async def test_requests_past_the_servers_pending_budget_are_resource_exhausted(
     assert await client.status() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert server.limits_hit == ["max_pending_request_bytes"]
     await server.healthy_client_syncs()  # small requests still fit
+
+
+async def test_each_locality_of_a_group_counts_against_the_cap(start: Callable[..., object]) -> None:
+    # A node's locality makes its own snapshot (issue 8, cache/node.py), so a client that varies its zone
+    # is bounded by the same cap as one that varies its group.
+    built: list[str] = []
+    base = snapshot()
+
+    def build(group: str, previous: Snapshot | None) -> Snapshot:
+        built.append(group)
+        return base
+
+    server: Server = await start(store=SnapshotStore(max_groups=2), builder=build)  # type: ignore[misc]
+    for zone in ("a", "b", "c"):
+        client = server.client(node_id=f"n-{zone}", cluster="ga")
+        client.node.locality.CopyFrom(base_pb2.Locality(region="r1", zone=zone))
+        client.send(CLUSTER)
+        if zone == "c":
+            assert await client.status() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        else:
+            assert (await client.recv()).type_url == CLUSTER
+    assert server.limits_hit == ["node_groups"]
+    assert sorted(built) == ['ga|locality=["r1", "a", ""]', 'ga|locality=["r1", "b", ""]']

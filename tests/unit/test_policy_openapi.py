@@ -164,7 +164,8 @@ services:
   - {name: api, connect_timeout: 0.5, lb_policy: ring_hash, protocol: http1,
      load_balancer: {minimum_ring_size: 2048, maximum_ring_size: 4096}}
   - {name: cart, lb_policy: maglev, load_balancer: {table_size: 131071}}
-  - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}}}
+  - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}},
+     locality: {failover: true, overprovisioning_factor: 200}}
   - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
 listeners:

@@ -269,6 +269,7 @@ _INTEGER_BOUNDS = {
     ("circuit_breakers", "max_requests"): (1, 2**32 - 1),
     ("circuit_breakers", "max_retries"): (0, 2**32 - 1),
     ("health_check", "unhealthy_threshold"): (1, 1000),
+    ("locality", "overprovisioning_factor"): (100, 1000),
 }
 
 

@@ -39,6 +39,7 @@ from xds.policy.desired import (
     LbPolicy,
     ListenerSpec,
     LoadBalancerSpec,
+    LocalitySpec,
     OutlierDetectionSpec,
     RetryBudgetSpec,
     RetrySpec,
@@ -214,6 +215,18 @@ CASES: dict[str, DesiredState] = {
             Endpoint("10.0.0.2", 80, health=Health.UNHEALTHY, locality=Locality("eu-west-1", "eu-west-1a")),
             Endpoint("10.0.0.3", 80, health=Health.DEGRADED, locality=Locality("eu-west-1", "eu-west-1a")),
             Endpoint("10.0.0.4", 80, health=Health.UNKNOWN, locality=Locality("eu-west-1", "eu-west-1a")),
+        )),),
+        listeners=(_listener(),),
+        route_configs=(_single_route("web", WeightedClusterSpec("web", 100)),),
+    ),
+    # Issue 8: what apply_policy makes of `locality: {failover: true, overprovisioning_factor: 200}` for a
+    # proxy in r1/a (the tiers as priorities, the factor in the assignment's policy).
+    "locality_failover": DesiredState(
+        clusters=(ClusterSpec(name="web", service="web", locality=LocalitySpec(
+            failover=True, overprovisioning_factor=200), endpoints=(
+            Endpoint("10.0.0.1", 80, locality=Locality("r1", "a"), priority=0),
+            Endpoint("10.0.1.1", 80, locality=Locality("r1", "b"), priority=1),
+            Endpoint("10.2.0.1", 80, locality=Locality("r2", "c"), priority=2),
         )),),
         listeners=(_listener(),),
         route_configs=(_single_route("web", WeightedClusterSpec("web", 100)),),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from xds.model.service import Locality
 
 DEFAULT_GROUP = "default"
 
@@ -33,3 +36,41 @@ class NodeGrouper:
         else:
             value = metadata.get(self.key.removeprefix("metadata:"), "")
         return value if isinstance(value, str) and value else DEFAULT_GROUP
+
+
+# A node that declares a locality (Envoy's node.locality, `xds bootstrap --zone/--region`) gets its own
+# snapshot per (group, locality): services with `locality.failover` order their EDS priorities relative to
+# it (issue 8). The store key stays a string so the store's lifecycle, idle grace and group cap apply to
+# each (group, locality) as to any group. The locality is JSON after a marker, and the key splits at the
+# first marker followed by exactly such JSON, so group and locality strings may hold any character. Only a
+# plain group that itself ends in marker + JSON reads as located, which merely lets a client pick a
+# locality it could declare anyway (both are client-supplied).
+_LOCALITY_MARKER = "|locality="
+
+
+def located_key(group: str, locality: Locality) -> str:
+    """The store key of `group` seen from `locality`: the group itself when the node declares none."""
+    if locality == Locality():
+        return group
+    return group + _LOCALITY_MARKER + json.dumps([locality.region, locality.zone, locality.sub_zone])
+
+
+def split_key(key: str) -> tuple[str, Locality]:
+    """(group, locality) of a store key made by `located_key`; an empty Locality for a plain group."""
+    at = key.find(_LOCALITY_MARKER)
+    while at >= 0:
+        parts = _locality_json(key[at + len(_LOCALITY_MARKER):])
+        if parts is not None:
+            return key[:at], Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
+        at = key.find(_LOCALITY_MARKER, at + 1)
+    return key, Locality()
+
+
+def _locality_json(text: str) -> list[str] | None:
+    try:
+        parts = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts):
+        return parts
+    return None

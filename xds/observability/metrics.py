@@ -39,7 +39,8 @@ BUILD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _METHODS = ("ads", "cds", "eds", "lds", "rds")
 # The `limit` label values of xds_limit_exceeded_total: StreamLimits fields, plus the decode and group cap.
 LIMIT_NAMES = ("request_decode", "max_field_bytes", "max_resource_names", "max_name_bytes",
-               "max_node_id_bytes", "max_node_cluster_bytes", "max_node_metadata_bytes",
+               "max_node_id_bytes", "max_node_cluster_bytes", "max_node_locality_bytes",
+               "max_node_metadata_bytes",
                "max_node_metadata_depth", "max_placeholders", "request_rate_per_s",
                "max_pending_request_bytes", "max_streams",
                "node_groups")

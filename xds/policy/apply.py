@@ -10,7 +10,9 @@ endpoints appear, without a policy change.
 
 from __future__ import annotations
 
-from xds.model.service import Catalog, Endpoint
+from dataclasses import replace
+
+from xds.model.service import Catalog, Endpoint, Locality
 from xds.policy.desired import (
     ClusterSpec,
     DesiredState,
@@ -38,6 +40,7 @@ from xds.policy.schema import (
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
+_NOWHERE = Locality()  # a proxy that declares no locality
 
 
 def cluster_name(service: str, subset: _Subset) -> str:
@@ -50,7 +53,25 @@ def _subset_text(subset: _Subset) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(subset))
 
 
-def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> ClusterSpec:
+def locality_tier(endpoint: Locality, proxy: Locality) -> int:
+    """0 for the proxy's own zone, 1 for the rest of its region, 2 for anywhere else (issue 8)."""
+    if proxy.region and endpoint.region == proxy.region:
+        return 0 if proxy.zone and endpoint.zone == proxy.zone else 1
+    if not proxy.region and proxy.zone and endpoint.zone == proxy.zone:
+        return 0  # a proxy that names only its zone: zones match only within the (empty) region
+    return 2
+
+
+def _failover(endpoints: tuple[Endpoint, ...], proxy: Locality) -> tuple[Endpoint, ...]:
+    # The locality tier comes first and the catalog's priority orders endpoints within it. The numbers
+    # need not be contiguous: build_load_assignment ranks them (Envoy wants priorities 0, 1, 2, ...).
+    if not endpoints:
+        return endpoints
+    span = max(e.priority for e in endpoints) + 1
+    return tuple(replace(e, priority=locality_tier(e.locality, proxy) * span + e.priority) for e in endpoints)
+
+
+def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality) -> ClusterSpec:
     service = catalog.get(settings.name)
     if service is None:
         endpoints: tuple[Endpoint, ...] = ()
@@ -58,6 +79,8 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> Clus
         endpoints = service.endpoints  # every endpoint matches the empty subset; no copy on every build
     else:
         endpoints = tuple(e for e in service.endpoints if e.matches(subset))
+    if settings.locality is not None and settings.locality.failover and proxy != _NOWHERE:
+        endpoints = _failover(endpoints, proxy)
     return ClusterSpec(
         name=cluster_name(settings.name, subset),
         service=settings.name,
@@ -72,6 +95,7 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset) -> Clus
         health_check=settings.health_check,
         load_balancer=settings.load_balancer,
         upstream_connection=settings.upstream_connection,
+        locality=settings.locality,
         endpoints=endpoints,
     )
 
@@ -135,8 +159,10 @@ def _hash_policy(policy: HashPolicy) -> HashPolicySpec:
     return HashPolicySpec(HashSource.SOURCE_IP, "", policy.terminal)
 
 
-def apply_policy(catalog: Catalog, policy: Policy, *, group: str) -> DesiredState:
-    """What node group `group` should run. Deterministic: equal inputs give equal states, with clusters,
+def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE
+                 ) -> DesiredState:
+    """What node group `group` should run, as seen from a proxy in `locality` (which only matters to
+    services with `locality.failover`). Deterministic: equal inputs give equal states, with clusters,
     listeners and route configurations sorted by name (routes keep the policy's order, which is the order
     Envoy evaluates them in)."""
     settings = {s.name: s for s in policy.services}
@@ -153,7 +179,7 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str) -> DesiredStat
                 name = cluster_name(service, subset)
                 if name not in clusters:
                     service_settings = settings.get(service) or ServicePolicy(service)
-                    clusters[name] = _cluster(catalog, service_settings, subset)
+                    clusters[name] = _cluster(catalog, service_settings, subset, locality)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
                                       route_config=listener.name,
@@ -197,7 +223,8 @@ def hash_policy_ignored(route: RoutePolicy, settings: dict[str, ServicePolicy]) 
 def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
     """Things that are valid but probably not intended, for `xds validate`: backends naming services the
     catalog does not know, services without endpoints, subsets that select no endpoint, and hash policies
-    on services that balance without hashing. Each warning is given once, in policy order."""
+    on services that balance without hashing, and locality failover on services none of whose endpoints
+    declares a locality. Each warning is given once, in policy order."""
     warnings: dict[str, None] = {}
     settings = {s.name: s for s in policy.services}
     for listener in policy.listeners:
@@ -211,4 +238,10 @@ def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
                 warning = _backend_warning(catalog, where, backend)
                 if warning is not None:
                     warnings.setdefault(warning)
+    for entry in policy.services:
+        found = catalog.get(entry.name)
+        if (entry.locality is not None and entry.locality.failover and found is not None
+                and found.endpoints and all(e.locality == _NOWHERE for e in found.endpoints)):
+            warnings.setdefault(f"service {entry.name!r}: locality.failover has no effect, since none of its "
+                                "endpoints declares a locality")
     return list(warnings)

@@ -14,6 +14,7 @@ from xds.policy.desired import (
     GrpcHealthCheckSpec,
     HealthCheckSpec,
     HttpHealthCheckSpec,
+    LocalitySpec,
     OutlierDetectionSpec,
     RetryBudgetSpec,
     TcpHealthCheckSpec,
@@ -26,6 +27,7 @@ from xds.policy.rules import (
     MAX_CONSECUTIVE_FAILURES,
     MAX_HEALTH_THRESHOLD,
     MAX_OUTLIER_DURATION_S,
+    MAX_OVERPROVISIONING_FACTOR,
     PREFIX_RE,
     PREFIX_RULE,
 )
@@ -143,3 +145,18 @@ HEALTH_CHECK = table(HealthCheckSpec, "Envoy probes each endpoint itself: exactl
         f"Time between checks while the service gets no traffic; {_MAX_H}.",
         shown_default="Envoy's (60 s)")),
 ], one_of=("http", "tcp", "grpc"))
+
+LOCALITY_POLICY = table(LocalitySpec, "Endpoints ordered relative to each proxy's own locality (issue 8).", [
+    ("failover", FieldSpec(
+        "failover", Boolean(),
+        "`true`: each proxy sends traffic to endpoints in its own zone (Envoy's `node.locality`, `xds "
+        "bootstrap --zone/--region`), then its region, then anywhere, as EDS priorities computed per proxy "
+        "locality; the catalog's `priority` orders endpoints within each of those tiers. A proxy without a "
+        "locality gets the catalog's priorities.", shown_default="off")),
+    ("overprovisioning_factor", FieldSpec(
+        "overprovisioning_factor", Integer(100, MAX_OVERPROVISIONING_FACTOR),
+        "Percent: a tier takes all the traffic while its healthy share times this is at least 100%, so "
+        "with 140 traffic starts to spill to the next tier when fewer than about 71% of its endpoints are "
+        f"healthy; 100 to {MAX_OVERPROVISIONING_FACTOR}.",
+        shown_default="Envoy's (140)")),
+])

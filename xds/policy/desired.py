@@ -122,6 +122,18 @@ class UpstreamConnectionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalitySpec:
+    """How a cluster's endpoints are ordered by locality (issue 8); keys and bounds are declared in
+    xds/policy/cluster_fields.py."""
+
+    # Order EDS priorities relative to the proxy's own node.locality: same zone first, then same region,
+    # then anywhere (ClusterLoadAssignment priorities, computed per proxy locality).
+    failover: bool = False
+    # ClusterLoadAssignment.Policy.overprovisioning_factor, in percent; None: Envoy's 140.
+    overprovisioning_factor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
 
@@ -138,6 +150,7 @@ class ClusterSpec:
     health_check: HealthCheckSpec | None = None  # None: no active health checking
     load_balancer: LoadBalancerSpec | None = None  # None: Envoy's defaults for lb_policy
     upstream_connection: UpstreamConnectionSpec | None = None  # None: Envoy's defaults
+    locality: LocalitySpec | None = None  # None: priorities as the catalog gives them, Envoy's factor
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()

@@ -20,6 +20,7 @@ from xds.policy.cluster_fields import (
     GRPC_HEALTH_CHECK,
     HEALTH_CHECK,
     HTTP_HEALTH_CHECK,
+    LOCALITY_POLICY,
     OUTLIER_DETECTION,
     RETRY_BUDGET,
 )
@@ -53,7 +54,7 @@ TABLES: dict[str, Shape[object]] = {
     "listeners": erase(LISTENER), "routes": erase(ROUTE), "header-conditions": erase(HEADER),
     "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
     "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),
-    "fault-abort": erase(FAULT_ABORT),
+    "fault-abort": erase(FAULT_ABORT), "locality": erase(LOCALITY_POLICY),
 }
 
 _BEGIN = "<!-- BEGIN generated table {name}: xds schema --update-docs docs/config.md -->"

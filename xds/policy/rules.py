@@ -38,6 +38,9 @@ MAX_SLOW_START_WINDOW_S = 3600.0
 MAX_IDLE_TIMEOUT_S = 24 * 3600.0
 MAX_KEEPALIVE_PROBES = 127
 MAX_KEEPALIVE_S = 32767.0
+# locality.overprovisioning_factor, percent: 10x already sends nothing to the next tier until 90% of a tier
+# is down.
+MAX_OVERPROVISIONING_FACTOR = 1000
 MAX_ENDPOINT_WEIGHT = 10_000
 MAX_NAME_LENGTH = 253
 

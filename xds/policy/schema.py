@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
 from xds.policy.catalog_fields import ENDPOINT
-from xds.policy.cluster_fields import CIRCUIT_BREAKERS, HEALTH_CHECK, OUTLIER_DETECTION
+from xds.policy.cluster_fields import (
+    CIRCUIT_BREAKERS,
+    HEALTH_CHECK,
+    LOCALITY_POLICY,
+    OUTLIER_DETECTION,
+)
 from xds.policy.desired import (
     CircuitBreakersSpec,
     HealthCheckSpec,
     LbPolicy,
     LoadBalancerSpec,
+    LocalitySpec,
     OutlierDetectionSpec,
     UpstreamConnectionSpec,
 )
@@ -391,6 +397,10 @@ class ServicePolicy:
         "upstream_connection", Nested(erase(UPSTREAM_CONNECTION)),
         "Idle timeout, requests per connection and TCP keepalive of Envoy's connections to the endpoints "
         "(below).", shown_default="Envoy's"))
+    locality: LocalitySpec | None = field(default=None, metadata=declare(
+        "locality", Nested(erase(LOCALITY_POLICY)),
+        "Failover relative to each proxy's own zone and region, and the overprovisioning factor (below).",
+        shown_default="off"))
 
 
 SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",

@@ -38,6 +38,10 @@ class StreamLimits:
     # status`. Kubernetes names are at most 253 bytes; Istio's composed ids stay well under 1 KiB.
     max_node_id_bytes: int = 1 * KIB
     max_node_cluster_bytes: int = 1 * KIB
+    # node.locality (region, zone, sub_zone, each): a node with a locality gets a snapshot per (group,
+    # locality) (issue 8, cache/node.py), so it is part of a store key that is kept and logged. Cloud zone
+    # names are under 64 bytes.
+    max_node_locality_bytes: int = 256
     # node.metadata: Istio sends a few KiB of labels and annotations, nested three or four levels. Nesting
     # is bounded separately because a deep Struct costs recursion wherever it is read. (Protobuf's decoder
     # stops at 100 nested messages, about 33 Struct levels; deeper is a decode error.)
@@ -74,7 +78,8 @@ class StreamLimits:
     max_streams: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_node_id_bytes", "max_node_cluster_bytes", "max_node_metadata_bytes",
+        for name in ("max_node_id_bytes", "max_node_cluster_bytes", "max_node_locality_bytes",
+                     "max_node_metadata_bytes",
                      "max_node_metadata_depth", "max_field_bytes", "max_resource_names", "max_name_bytes",
                      "request_burst", "names_per_token", "max_queued_requests", "max_queued_request_bytes",
                      "max_pending_request_bytes", "max_streams"):
@@ -161,6 +166,13 @@ def check_node(node: base_pb2.Node, limits: StreamLimits) -> None:
         size = len(getattr(node, field_name).encode())
         if size > bound:
             raise LimitExceededError(limit, f"node.{field_name} is {size} bytes; the limit is {bound}")
+    if node.HasField("locality"):
+        for part in ("region", "zone", "sub_zone"):
+            size = len(getattr(node.locality, part).encode())
+            bound = limits.max_node_locality_bytes
+            if size > bound:
+                raise LimitExceededError("max_node_locality_bytes",
+                                         f"node.locality.{part} is {size} bytes; the limit is {bound}")
     if node.HasField("metadata"):
         size = node.metadata.ByteSize()
         if size > limits.max_node_metadata_bytes:

@@ -29,9 +29,10 @@ from typing import TypeAlias
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds.cache.node import NodeGrouper
+from xds.cache.node import NodeGrouper, located_key
 from xds.cache.snapshot import Snapshot, empty_endpoints
 from xds.cache.store import GroupLimitError, SnapshotStore
+from xds.model.service import Locality
 from xds.server.callbacks import Callbacks, StreamInfo
 from xds.server.encode import encode_response
 from xds.server.limits import (
@@ -300,6 +301,10 @@ class StreamHandler:
             raise ProtocolError("the first request on a stream must carry node.id (xDS: node identity)")
         metadata = metadata_strings(node.metadata) if node.HasField("metadata") else {}
         group = self._grouper.group_of(node_id=node.id, cluster=node.cluster, metadata=metadata)
+        # A node's locality (bounded by check_node) makes its own store key: `locality.failover` services
+        # order their endpoints relative to it (issue 8; cache/node.py).
+        where = node.locality
+        group = located_key(group, Locality(region=where.region, zone=where.zone, sub_zone=where.sub_zone))
         version = ""
         if node.HasField("user_agent_build_version"):
             v = node.user_agent_build_version.version

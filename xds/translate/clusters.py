@@ -87,7 +87,7 @@ def cluster_key(spec: ClusterSpec) -> Hashable:
     return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
             spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
             spec.upstream_connection,
-            spec.endpoints if spec.dns else ())
+            (spec.endpoints, spec.locality) if spec.dns else ())
 
 
 def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:

@@ -39,6 +39,8 @@ def build_load_assignment(spec: ClusterSpec) -> endpoint_pb2.ClusterLoadAssignme
     `initial_fetch_timeout` (docs/protocol.md R22, envoy #4485).
     """
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=spec.name)
+    if spec.locality is not None and spec.locality.overprovisioning_factor is not None:
+        cla.policy.overprovisioning_factor.value = spec.locality.overprovisioning_factor
     groups = _group_by_locality(spec.endpoints)
     # Priorities must be contiguous from 0 (endpoint_components.proto, LocalityLbEndpoints.priority): when
     # a tier is empty (no local endpoints left), the next one moves up rather than leave a gap Envoy rejects.
