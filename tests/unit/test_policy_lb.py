@@ -12,6 +12,8 @@ from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.service_settings import loaded_service as _service
+from tests.unit.service_settings import service_problems as _problems
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
 from xds.policy.desired import (
@@ -26,22 +28,6 @@ from xds.policy.lb_checks import is_prime
 from xds.policy.load import parse_document, policy_from_data
 from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
 from xds.translate.clusters import HTTP_PROTOCOL_OPTIONS_KEY, build_cluster, cluster_key
-
-
-def _document(settings: str) -> str:
-    body = textwrap.indent(textwrap.dedent(settings).strip("\n"), "    ")
-    return f"services:\n  - name: web\n{body}\n"
-
-
-def _service(settings: str) -> ServicePolicy:
-    _, policy = parse_document(_document(settings), where="c.yaml")
-    return policy.services[0]
-
-
-def _problems(settings: str) -> list[str]:
-    with pytest.raises(PolicyError) as info:
-        parse_document(_document(settings), where="c.yaml")
-    return [str(p) for p in info.value.problems]
 
 
 def _json(spec: ClusterSpec) -> dict[str, object]:

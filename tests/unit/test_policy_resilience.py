@@ -4,14 +4,14 @@ translate emits."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.service_settings import loaded_service as _service
+from tests.unit.service_settings import service_problems as _problems
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
 from xds.policy.desired import (
@@ -25,26 +25,10 @@ from xds.policy.desired import (
     TcpHealthCheckSpec,
 )
 from xds.policy.errors import PolicyError
-from xds.policy.load import parse_document, policy_from_data
+from xds.policy.load import policy_from_data
 from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
 from xds.translate.clusters import build_cluster, cluster_key
 from xds.translate.resilience import build_outlier_detection
-
-
-def _document(settings: str) -> str:
-    body = textwrap.indent(textwrap.dedent(settings).strip("\n"), "    ")
-    return f"services:\n  - name: web\n{body}\n"
-
-
-def _service(settings: str) -> ServicePolicy:
-    _, policy = parse_document(_document(settings), where="c.yaml")
-    return policy.services[0]
-
-
-def _problems(settings: str) -> list[str]:
-    with pytest.raises(PolicyError) as info:
-        parse_document(_document(settings), where="c.yaml")
-    return [str(p) for p in info.value.problems]
 
 
 def test_absent_means_envoys_defaults_and_nothing_emitted() -> None:
