@@ -132,3 +132,29 @@ def start_stack(*, workdir: Path, pool: UpstreamPool, services: dict[str, list[t
     wait_until(lambda: stack.envoy.listener_port("ingress") == catalog.listener_port, timeout_s=15,
                message="Envoy never bound the ingress listener", ignore=(KeyError, AdminError))
     return stack
+
+
+# Envoy's log line once it serves; Envoy flushes its log every 100 ms (harness/envoy.py), so a few flushes
+# are waited for before it is read.
+ENVOY_STARTED_LINE = "starting main dispatch loop"
+LOG_FLUSH_S = 0.5
+
+
+def assert_clean(stack: Stack) -> None:
+    """Nothing the control plane sent was rejected or used a deprecated field (issue 8, section 3)."""
+    stack.envoy.wait_log_line(ENVOY_STARTED_LINE)
+    time.sleep(LOG_FLUSH_S)
+    assert stack.envoy.deprecation_warnings() == []
+    assert stack.envoy.update_rejected_total() == 0
+    assert "NACKED" not in stack.status_text()
+
+
+def route_has(stack: Stack, key: str) -> bool:
+    """Envoy's route `all` carries `key` in its RouteAction (the policy arrived over RDS)."""
+    for config in stack.envoy.config_dump()["configs"]:
+        for dynamic in config.get("dynamic_route_configs", []):
+            for vhost in dynamic["route_config"].get("virtual_hosts", []):
+                for route in vhost.get("routes", []):
+                    if route.get("name") == "all" and key in route.get("route", {}):
+                        return True
+    return False

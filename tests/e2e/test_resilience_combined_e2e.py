@@ -13,32 +13,12 @@ from typing import Any
 from harness import UpstreamPool, run_requests, wait_until
 
 from .stack import Stack, start_stack
+from .stack import assert_clean as _assert_clean
+from .stack import route_has as _route_has
 
-_STARTED_LINE = "starting main dispatch loop"
-# Envoy flushes its log file every 100 ms (harness/envoy.py); wait a few flushes before reading it.
-_LOG_FLUSH_S = 0.5
 KEYS = 50
 CONSECUTIVE_5XX = 3
 CONCURRENCY = 2  # Envoy's default circuit breaker allows 3 retries in flight per cluster (docs/config.md)
-
-
-def _assert_clean(stack: Stack) -> None:
-    """Nothing the control plane sent was rejected or used a deprecated field (issue 8, section 3)."""
-    stack.envoy.wait_log_line(_STARTED_LINE)
-    time.sleep(_LOG_FLUSH_S)
-    assert stack.envoy.deprecation_warnings() == []
-    assert stack.envoy.update_rejected_total() == 0
-    assert "NACKED" not in stack.status_text()
-
-
-def _route_has(stack: Stack, key: str) -> bool:
-    for config in stack.envoy.config_dump()["configs"]:
-        for dynamic in config.get("dynamic_route_configs", []):
-            for vhost in dynamic["route_config"].get("virtual_hosts", []):
-                for route in vhost.get("routes", []):
-                    if route.get("name") == "all" and key in route.get("route", {}):
-                        return True
-    return False
 
 
 def _cluster_lb_policy(stack: Stack, name: str) -> str:

@@ -7,7 +7,6 @@ Envoy's own stats where they say why, and that Envoy rejected nothing and logged
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,29 +14,8 @@ from typing import Any
 from harness import UpstreamPool, run_requests, wait_until
 
 from .stack import Stack, start_stack
-
-_STARTED_LINE = "starting main dispatch loop"
-# Envoy flushes its log file every 100 ms (harness/envoy.py); wait a few flushes before reading it.
-_LOG_FLUSH_S = 0.5
-
-
-def _assert_clean(stack: Stack) -> None:
-    stack.envoy.wait_log_line(_STARTED_LINE)
-    time.sleep(_LOG_FLUSH_S)
-    assert stack.envoy.deprecation_warnings() == []
-    assert stack.envoy.update_rejected_total() == 0
-    assert "NACKED" not in stack.status_text()
-
-
-def _route_has(stack: Stack, key: str) -> bool:
-    """Envoy's route `all` carries `key` in its RouteAction (the policy arrived over RDS)."""
-    for config in stack.envoy.config_dump()["configs"]:
-        for dynamic in config.get("dynamic_route_configs", []):
-            for vhost in dynamic["route_config"].get("virtual_hosts", []):
-                for route in vhost.get("routes", []):
-                    if route.get("name") == "all" and key in route.get("route", {}):
-                        return True
-    return False
+from .stack import assert_clean as _assert_clean
+from .stack import route_has as _route_has
 
 
 def test_retry_on_a_different_host_hides_first_attempt_failures(
