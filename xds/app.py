@@ -27,6 +27,8 @@ from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
 from xds.sources.kubernetes import KubernetesSource
+from xds.workload_ca import CaFileWatcher, ca_files, open_identities, rotate_forever
+from xds.workload_ca import describe as describe_ca
 
 log = logging.getLogger("xds.app")
 
@@ -46,7 +48,13 @@ class App:
         self.store = SnapshotStore(on_build=self.metrics.on_build, max_groups=settings.max_node_groups,
                                    idle_grace_s=settings.node_group_grace_s)
         self.metrics.watch_groups(self.store.counts)
-        self.pipeline = Pipeline([s.name for s in self.sources])
+        # The workload CA (issue 9): loaded or created before anything serves; a bad CA file is fatal here.
+        files = ca_files(settings.ca_cert, settings.ca_key)
+        self.workload = open_identities(files, trust_domain=settings.trust_domain,
+                                        lifetime_s=settings.workload_cert_ttl_s)
+        self._ca_watcher = CaFileWatcher(files, self.workload) if files is not None else None
+        self.pipeline = Pipeline([s.name for s in self.sources], trust_domain=settings.trust_domain,
+                                 workload=self.workload)
         self.health = HealthReporter()
         self.source_errors: dict[str, str] = {}
         self.source_synced_at: dict[str, float] = {}
@@ -144,6 +152,8 @@ class App:
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._sweep_groups(), name="node-group-sweep")
+                tasks.create_task(rotate_forever(self.workload, self._ca_watcher, self._schedule_rebuild),
+                                  name="workload-cert-rotation")
                 for source in self.sources:
                     tasks.create_task(source.run(self), name=f"source:{source.name}")
         finally:
@@ -178,6 +188,8 @@ class App:
             "policy_error": self.policy_error,
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
+            "workload_ca": {**describe_ca(self.workload.ca),
+                            "reload_error": self._ca_watcher.error if self._ca_watcher else ""},
         }
 
 

@@ -69,6 +69,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
     serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
     _add_limit_arguments(serve, env)
+    _add_mesh_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
 
@@ -129,6 +130,32 @@ def _seconds(value: str) -> float:
     if not number >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return number
+
+
+def _workload_cert_ttl(value: str) -> float:
+    from xds.pki.workload import MIN_WORKLOAD_CERT_TTL_S
+
+    number = _seconds(value)
+    if number < MIN_WORKLOAD_CERT_TTL_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_WORKLOAD_CERT_TTL_S:g} seconds, got {value}")
+    return number
+
+
+def _add_mesh_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    """The mesh identity: trust domain and workload CA (docs/security.md, issue 9)."""
+    mesh = serve.add_argument_group("Mesh identity (docs/security.md)")
+    mesh.add_argument("--trust-domain", default=env.get("trust_domain", defaults.DEFAULT_TRUST_DOMAIN),
+                      help=f"SPIFFE trust domain of proxy and workload identities (env "
+                           f"{defaults.ENV_TRUST_DOMAIN})")
+    mesh.add_argument("--ca-cert", type=Path, default=env.get("ca_cert"), metavar="PATH",
+                      help=f"workload CA certificate, PEM (env {defaults.ENV_CA_CERT}); without it and "
+                           "--ca-key a development CA is created in memory")
+    mesh.add_argument("--ca-key", type=Path, default=env.get("ca_key"), metavar="PATH",
+                      help=f"workload CA private key, PEM, unencrypted (env {defaults.ENV_CA_KEY})")
+    mesh.add_argument("--workload-cert-ttl", type=_workload_cert_ttl,
+                      default=env.get("workload_cert_ttl", defaults.DEFAULT_WORKLOAD_CERT_TTL_S),
+                      metavar="SECONDS", help="lifetime of workload certificates, at least 60; they rotate "
+                                              f"at half of it (env {defaults.ENV_WORKLOAD_CERT_TTL})")
 
 
 def _add_limit_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
@@ -323,7 +350,9 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
                         kubernetes=kubernetes, max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
-                        max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes)
+                        max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes,
+                        trust_domain=args.trust_domain, ca_cert=_path(args.ca_cert),
+                        ca_key=_path(args.ca_key), workload_cert_ttl_s=float(args.workload_cert_ttl))
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -335,9 +364,12 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await app.run()
 
+    from xds.model.spiffe import IdentityError
+    from xds.pki.ca import CaError
+
     try:
         asyncio.run(run())
-    except OSError as exc:
+    except (OSError, CaError, IdentityError) as exc:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -415,8 +447,14 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
 
     try:
         loaded = [load_file(path) for path in _config_files(args.config, env)]
+        # Workload certificates (sidecar mTLS) are rendered as issued by a throwaway development CA, with
+        # their private keys redacted (resource_json).
+        from xds.pki.ca import generate_ca
+        from xds.pki.workload import WorkloadIdentities
+
         world = World(catalog=merge_catalogs([c for c, _ in loaded]),
-                      policy=merge_policies([p for _, p in loaded]))
+                      policy=merge_policies([p for _, p in loaded]),
+                      workload=WorkloadIdentities(generate_ca("xds.local")))
         where = Locality(region=args.region, zone=args.zone, sub_zone=args.sub_zone)
         snapshot = build_snapshot(world, located_key(args.cluster, where))
     except PolicyError as exc:

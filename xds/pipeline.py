@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xds.cache.node import split_key
 from xds.cache.snapshot import Snapshot, make_snapshot
 from xds.cache.store import SnapshotBuilder
 from xds.model.catalog import merge_catalogs
 from xds.model.service import Catalog
+from xds.model.spiffe import DEFAULT_TRUST_DOMAIN, group_identity
+from xds.pki.workload import WorkloadIdentities
 from xds.policy.apply import apply_policy
+from xds.policy.desired import (
+    TRUST_BUNDLE_SECRET,
+    WORKLOAD_CERT_SECRET,
+    DesiredState,
+    SecretSpec,
+    TlsCertificateSpec,
+    ValidationContextSpec,
+)
 from xds.policy.schema import Policy, merge_policies
 from xds.sources.base import SourceUpdate
 from xds.translate.build import plan
@@ -29,6 +39,36 @@ class World:
 
     catalog: Catalog
     policy: Policy
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    # The workload CA's certificates (issue 9); None: no group may use sidecar mTLS (a snapshot naming the
+    # workload secrets then fails to build, with a message saying so).
+    workload: WorkloadIdentities | None = None
+
+
+class NoWorkloadCaError(ValueError):
+    """A node group needs a workload certificate and the pipeline has no CA."""
+
+
+def with_workload_secrets(desired: DesiredState, group: str, world: World) -> DesiredState:
+    """`desired` with the group's workload certificate and the trust bundle, if its clusters or listeners
+    name them (sidecar mTLS, issue 9). The certificate is the group's current one: a rebuild after it is
+    due carries a new one, which is a new SDS version (docs/protocol.md R46)."""
+    needed = desired.secret_names() & {WORKLOAD_CERT_SECRET, TRUST_BUNDLE_SECRET}
+    if not needed:
+        return desired
+    if world.workload is None:
+        raise NoWorkloadCaError(f"node group {group!r} needs a workload certificate (sidecar mTLS) and no "
+                                "workload CA is configured")
+    added: list[SecretSpec] = []
+    if WORKLOAD_CERT_SECRET in needed:
+        issued = world.workload.certificate(group_identity(world.trust_domain, group))
+        added.append(SecretSpec(WORKLOAD_CERT_SECRET, tls_certificate=TlsCertificateSpec(
+            certificate_chain_pem=issued.certificate_pem, private_key_pem=issued.private_key_pem)))
+    if TRUST_BUNDLE_SECRET in needed:
+        added.append(SecretSpec(TRUST_BUNDLE_SECRET, validation_context=ValidationContextSpec(
+            trusted_ca_pem=world.workload.trust_bundle_pem())))
+    secrets = sorted([*desired.secrets, *added], key=lambda spec: spec.name)
+    return replace(desired, secrets=tuple(secrets))
 
 
 def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
@@ -36,7 +76,9 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
     # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
     # listeners follow the group, the failover priorities the locality.
     group, locality = split_key(key)
-    desired = apply_policy(world.catalog, world.policy, group=group, locality=locality)
+    desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
+                           trust_domain=world.trust_domain)
+    desired = with_workload_secrets(desired, group, world)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the
     # failover services' ClusterLoadAssignments.
@@ -60,9 +102,12 @@ def builder_for(world: World) -> SnapshotBuilder:
 class Pipeline:
     """Collects source updates; `world()` is None until every expected source has synced once (F2)."""
 
-    def __init__(self, expected_sources: Sequence[str]) -> None:
+    def __init__(self, expected_sources: Sequence[str], *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
+                 workload: WorkloadIdentities | None = None) -> None:
         self._expected = tuple(expected_sources)
         self._latest: dict[str, SourceUpdate] = {}
+        self._trust_domain = trust_domain
+        self._workload = workload
 
     def accept(self, update: SourceUpdate) -> None:
         self._latest[update.source] = update
@@ -81,4 +126,4 @@ class Pipeline:
         catalog = merge_catalogs([u.catalog for u in ordered]) if ordered else Catalog()
         policies = [u.policy for u in ordered if u.policy is not None]
         policy = merge_policies(policies) if policies else Policy(services=(), listeners=())
-        return World(catalog=catalog, policy=policy)
+        return World(catalog=catalog, policy=policy, trust_domain=self._trust_domain, workload=self._workload)

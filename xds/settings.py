@@ -24,6 +24,13 @@ ENV_ADMIN_ADDRESS = "XDS_ADMIN_ADDRESS"
 ENV_NODE_GROUP_KEY = "XDS_NODE_GROUP_KEY"
 ENV_LOG_LEVEL = "XDS_LOG_LEVEL"
 ENV_LOG_FORMAT = "XDS_LOG_FORMAT"
+# Mesh identity (issue 9; docs/security.md): the SPIFFE trust domain, and the workload CA (file paths).
+ENV_TRUST_DOMAIN = "XDS_TRUST_DOMAIN"
+ENV_CA_CERT = "XDS_CA_CERT"
+ENV_CA_KEY = "XDS_CA_KEY"
+ENV_WORKLOAD_CERT_TTL = "XDS_WORKLOAD_CERT_TTL"
+DEFAULT_TRUST_DOMAIN = "xds.local"
+DEFAULT_WORKLOAD_CERT_TTL_S = 3600.0
 
 # Limits (docs/operations.md, "Limits"): what one client, or the set of all clients, may make the server
 # hold. The per-request bounds (node, names, rate) live with StreamLimits in xds/server/limits.py.
@@ -91,6 +98,11 @@ class Settings:
     # The Kubernetes source, when configured; merged after Consul (docs/kubernetes.md).
     kubernetes: KubeConfig | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    # The workload CA (xds/workload_ca.py): both files or neither (a development CA in memory).
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    workload_cert_ttl_s: float = DEFAULT_WORKLOAD_CERT_TTL_S
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -111,7 +123,9 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_KUBE_CONTEXT: "kube_context", ENV_KUBE_NAMESPACE: "kube_namespace",
              ENV_KUBE_LABEL_SELECTOR: "kube_label_selector",
              ENV_KUBE_POLICY_NAMESPACE: "kube_policy_namespace",
-             ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace"}
+             ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace",
+             ENV_TRUST_DOMAIN: "trust_domain", ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key",
+             ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
     token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
     if token:

@@ -13,18 +13,23 @@ from __future__ import annotations
 from dataclasses import replace
 
 from xds.model.service import Catalog, Endpoint, Locality
+from xds.model.spiffe import DEFAULT_TRUST_DOMAIN, group_identity, resolve_identity
 from xds.policy.desired import (
+    AuthorizationRuleSpec,
     ClusterSpec,
     DesiredState,
     FaultSpec,
     HashPolicySpec,
     HashSource,
     HeaderMatchSpec,
+    InboundSpec,
     LbPolicy,
     ListenerSpec,
+    MtlsMode,
     RetrySpec,
     RouteConfigSpec,
     RouteSpec,
+    UpstreamMeshTlsSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
 )
@@ -32,6 +37,7 @@ from xds.policy.schema import (
     BackendRef,
     FaultPolicy,
     HashPolicy,
+    ListenerPolicy,
     Policy,
     RetryPolicy,
     RoutePolicy,
@@ -71,7 +77,8 @@ def _failover(endpoints: tuple[Endpoint, ...], proxy: Locality) -> tuple[Endpoin
     return tuple(replace(e, priority=locality_tier(e.locality, proxy) * span + e.priority) for e in endpoints)
 
 
-def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality) -> ClusterSpec:
+def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality, *,
+             trust_domain: str) -> ClusterSpec:
     service = catalog.get(settings.name)
     if service is None:
         endpoints: tuple[Endpoint, ...] = ()
@@ -96,8 +103,24 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: 
         load_balancer=settings.load_balancer,
         upstream_connection=settings.upstream_connection,
         locality=settings.locality,
+        # Clients of a service with sidecar mTLS originate it and accept only the service's identity
+        # (issue 9, docs/security.md).
+        mesh_tls=(None if settings.mtls is MtlsMode.OFF
+                  else UpstreamMeshTlsSpec(peer_identity=group_identity(trust_domain, settings.name))),
         endpoints=endpoints,
     )
+
+
+def _inbound(listener: ListenerPolicy, settings: dict[str, ServicePolicy], trust_domain: str
+             ) -> InboundSpec | None:
+    if listener.inbound_for is None:
+        return None
+    service = settings.get(listener.inbound_for) or ServicePolicy(listener.inbound_for)
+    rules = tuple(AuthorizationRuleSpec(principals=tuple(resolve_identity(trust_domain, name)
+                                                         for name in rule.identities),
+                                        prefix=rule.prefix, methods=rule.methods)
+                  for rule in service.authorization)
+    return InboundSpec(service=service.name, mtls=service.mtls, rules=rules)
 
 
 def _combined_backends(route: RoutePolicy) -> dict[tuple[str, _Subset], int]:
@@ -159,8 +182,8 @@ def _hash_policy(policy: HashPolicy) -> HashPolicySpec:
     return HashPolicySpec(HashSource.SOURCE_IP, "", policy.terminal)
 
 
-def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE
-                 ) -> DesiredState:
+def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE,
+                 trust_domain: str = DEFAULT_TRUST_DOMAIN) -> DesiredState:
     """What node group `group` should run, as seen from a proxy in `locality` (which only matters to
     services with `locality.failover`). Deterministic: equal inputs give equal states, with clusters,
     listeners and route configurations sorted by name (routes keep the policy's order, which is the order
@@ -179,11 +202,13 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
                 name = cluster_name(service, subset)
                 if name not in clusters:
                     service_settings = settings.get(service) or ServicePolicy(service)
-                    clusters[name] = _cluster(catalog, service_settings, subset, locality)
+                    clusters[name] = _cluster(catalog, service_settings, subset, locality,
+                                              trust_domain=trust_domain)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
                                       route_config=listener.name,
-                                      fault_filter=any(r.fault is not None for r in routes)))
+                                      fault_filter=any(r.fault is not None for r in routes),
+                                      inbound=_inbound(listener, settings, trust_domain)))
         virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
         route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
     return DesiredState(

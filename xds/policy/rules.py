@@ -11,7 +11,7 @@ import ipaddress
 import re
 
 from xds.model.service import Health
-from xds.policy.desired import LbPolicy
+from xds.policy.desired import LbPolicy, MtlsMode
 
 VERSION = 1
 MAX_CONNECT_TIMEOUT_S = 60.0
@@ -87,6 +87,14 @@ QUERY_PARAMETER_RULE = ("must be a query parameter name without whitespace, '&',
 LB_POLICIES = {p.value: p for p in LbPolicy}
 HEALTH_VALUES = {h.value: h for h in Health}
 PROTOCOLS = {"http1": False, "http2": True}  # value: whether to speak HTTP/2 upstream
+MTLS_MODES = {m.value: m for m in MtlsMode}
+# An authorization rule names a caller by SPIFFE ID or by node group (whose workload identity is
+# spiffe://<trust-domain>/group/<group>, xds/model/spiffe.py); a group must be a SPIFFE path segment.
+IDENTITY_RE = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+|[A-Za-z0-9._-]+")
+IDENTITY_RULE = ("must be a SPIFFE ID (spiffe://<trust-domain>/<path>) or a node group name (letters, "
+                 "digits, '.', '-', '_')")
+# RFC 9110 section 9 and PATCH (RFC 5789): the methods an authorization rule can narrow to.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
 def host_port(host: str, port: int) -> str:

@@ -25,6 +25,7 @@ from xds.policy.desired import (
     LbPolicy,
     LoadBalancerSpec,
     LocalitySpec,
+    MtlsMode,
     OutlierDetectionSpec,
     UpstreamConnectionSpec,
 )
@@ -57,6 +58,9 @@ from xds.policy.rules import (
     HEADER_NAME_ANY_CASE_RE,
     HEADER_NAME_RE,
     HEADER_NAME_RULE,
+    HTTP_METHODS,
+    IDENTITY_RE,
+    IDENTITY_RULE,
     LB_POLICIES,
     MAX_BACKOFF_S,
     MAX_CONNECT_TIMEOUT_S,
@@ -66,6 +70,7 @@ from xds.policy.rules import (
     MAX_NAME_LENGTH,
     MAX_RETRIES,
     MAX_ROUTE_TIMEOUT_S,
+    MTLS_MODES,
     PAIR_KEY_RULE,
     PAIR_VALUE_RE,
     PREFIX_RE,
@@ -326,6 +331,31 @@ def per_try_outlasts_route(route: RoutePolicy) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorizationRule:
+    """Who may call a service (issue 9): any of `identities`, narrowed to a path prefix and methods."""
+
+    identities: tuple[str, ...] = field(metadata=declare(
+        "identities", ListOf(Text(IDENTITY_RE, IDENTITY_RULE),
+                             item_doc="A SPIFFE ID, or a node group name for that group's workload identity.",
+                             nonempty=True, list_type="set"),
+        "Callers allowed by this rule: node group names (`frontend` is "
+        "`spiffe://<trust-domain>/group/frontend`) or SPIFFE IDs, matched against the URI SAN of the "
+        "client's mesh certificate.", required=True))
+    prefix: str | None = field(default=None, metadata=declare(
+        "prefix", Text(PREFIX_RE, PREFIX_RULE), "Only paths starting with this prefix.",
+        shown_default="any path"))
+    methods: tuple[str, ...] = field(default=(), metadata=declare(
+        "methods", ListOf(Choice({m: m for m in HTTP_METHODS}), item_doc="An HTTP method.", nonempty=True,
+                          list_type="set"),
+        "Only these HTTP methods: " + ", ".join(f"`{m}`" for m in HTTP_METHODS) + ".",
+        shown_default="any method"))
+
+
+AUTHORIZATION_RULE = shape(AuthorizationRule,
+                           "One rule: who may call, optionally on which paths and methods.")
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """An HTTP listener, served to the node groups in `groups` (every group when None)."""
 
@@ -352,6 +382,18 @@ class ListenerPolicy:
     routes: tuple[RoutePolicy, ...] = field(default=(), metadata=declare(
         "routes", ListOf(Nested(erase(ROUTE)), nonempty=True),
         "At least one route, tried in order; the first that matches wins.", required=True))
+    inbound_for: str | None = field(default=None, metadata=declare(
+        "inbound_for", Name(),
+        "This listener is the inbound side of this service's sidecar (issue 9): it is served to the node "
+        "group of that name (the sidecar's `node.cluster`), presents that group's workload certificate and "
+        "applies the service's `mtls` and `authorization`. Its routes go to the local application, a "
+        "service of its own. `groups`, if given, must be exactly that group.", shown_default="none"))
+
+    def __post_init__(self) -> None:
+        # A sidecar's node group is the service it fronts (docs/security.md): the inbound listener of a
+        # service goes to that group only, which is also what keeps port conflicts within the group.
+        if self.inbound_for is not None and self.groups is None:
+            object.__setattr__(self, "groups", frozenset({self.inbound_for}))
 
     def serves(self, group: str) -> bool:
         return self.groups is None or group in self.groups
@@ -401,6 +443,16 @@ class ServicePolicy:
         "locality", Nested(erase(LOCALITY_POLICY)),
         "Failover relative to each proxy's own zone and region, and the overprovisioning factor (below).",
         shown_default="off"))
+    mtls: MtlsMode = field(default=MtlsMode.OFF, metadata=declare(
+        "mtls", Choice(MTLS_MODES),
+        "Sidecar mTLS with the mesh CA's workload certificates (issue 9): `strict`, the service's inbound "
+        "listener requires a client certificate; `permissive`, it also accepts plaintext; `off`. Unless off, "
+        "clients originate mTLS to the service and accept only its identity "
+        "`spiffe://<trust-domain>/group/<service>`."))
+    authorization: tuple[AuthorizationRule, ...] = field(default=(), metadata=declare(
+        "authorization", ListOf(Nested(erase(AUTHORIZATION_RULE)), nonempty=True),
+        "Who may call the service, enforced on its inbound listener (below); a request no rule allows gets "
+        "403. Needs `mtls: strict` or `permissive`.", shown_default="allow all"))
 
 
 SERVICE = shape(ServicePolicy, "Settings for one service, whichever registry its endpoints come from.",

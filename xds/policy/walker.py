@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from xds.model.service import Endpoint, Locality
+from xds.model.spiffe import valid_segment
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, describe, suggest
 from xds.policy.desired import (
@@ -24,6 +25,7 @@ from xds.policy.desired import (
     HealthCheckSpec,
     LbPolicy,
     LoadBalancerSpec,
+    MtlsMode,
     UpstreamConnectionSpec,
 )
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
@@ -39,6 +41,7 @@ from xds.policy.rules import (
     parse_host_port,
 )
 from xds.policy.schema import (
+    AUTHORIZATION_RULE,
     BACKEND,
     COOKIE,
     DEFAULT_DOMAINS,
@@ -55,6 +58,7 @@ from xds.policy.schema import (
     ROUTE_MATCH,
     ROUTE_TIMEOUTS,
     SERVICE,
+    AuthorizationRule,
     BackendRef,
     CookieHash,
     FaultPolicy,
@@ -177,10 +181,31 @@ class _Walker(Checker):
                 return spec if check_load_balancer(spec, policy, node, path, self._report.add) else None
             return spec
 
+        def authorization(node: Node | None, path: str) -> tuple[AuthorizationRule, ...] | None:
+            rules = self._authorization(node, path)
+            if rules and values.get("mtls") is MtlsMode.OFF and node is not None:
+                # Rules name the identities of client certificates; without mTLS there are none and every
+                # request would get 403.
+                self._bad(node, path, "needs `mtls: strict` or `mtls: permissive`: rules match the identity "
+                                      "of the client's mesh certificate")
+                return None
+            return rules
+
+        def mtls(node: Node | None, path: str) -> object:
+            mode = self._check(SERVICE.field("mtls"), node, path)
+            name = values.get("name")
+            if (mode not in (None, MtlsMode.OFF) and isinstance(name, str) and not valid_segment(name)
+                    and node is not None):
+                self._bad(node, path, f"service {name!r} cannot have mTLS: its SPIFFE identity needs a name "
+                                      "of letters, digits, '.', '-' and '_' only")
+                return None
+            return mode
+
         values: dict[str, object] = {}
         self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
                                   "health_check": health_check, "load_balancer": load_balancer,
-                                  "upstream_connection": self._upstream_connection}, into=values)
+                                  "upstream_connection": self._upstream_connection, "mtls": mtls,
+                                  "authorization": authorization}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
             return None
@@ -201,6 +226,15 @@ class _Walker(Checker):
         if isinstance(spec, UpstreamConnectionSpec) and node is not None:
             return spec if check_upstream_connection(spec, node, path, self._report.add) else None
         return spec
+
+    def _authorization(self, node: Node | None, path: str) -> tuple[AuthorizationRule, ...] | None:
+        if node is None:
+            return ()
+        items = self._list(node, path, nonempty="rule (omit 'authorization' to allow every caller)")
+        found = [self._nested(AUTHORIZATION_RULE, item, f"{path}[{i}]", what="an authorization rule",
+                              default=None) for i, item in enumerate(items or ())]
+        rules = tuple(r for r in found if isinstance(r, AuthorizationRule))
+        return rules if items is not None and len(rules) == len(found) else None
 
     def _endpoints(self, node: Node | None, path: str, *, service: str,
                    source: str) -> tuple[Endpoint, ...] | None:
@@ -281,9 +315,26 @@ class _Walker(Checker):
             name = values.get("name")
             return self._routes(node, path, listener=name if isinstance(name, str) else what)
 
+        def inbound_for(node: Node | None, path: str) -> str | None:
+            service = self._name(node, path) if node is not None else None
+            if service is None or node is None:
+                return None
+            if service not in self._declared:
+                self._bad(node, path, f"unknown service {service!r}: declare it under `services:`"
+                                      f"{suggest(service, sorted(self._declared))}")
+                return None
+            groups = values.get("groups")
+            if isinstance(groups, frozenset) and groups != {service}:
+                # The inbound side presents the workload identity of the group it is served to, which
+                # clients check against the service's identity: any other group would fail every handshake.
+                self._bad(node, path, f"an inbound listener of service {service!r} is served to node group "
+                                      f"{service!r} only; remove `groups` or make it [{service}]")
+                return None
+            return service
+
         values: dict[str, object] = {}
-        self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes},
-                     into=values)
+        self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes,
+                                   "inbound_for": inbound_for}, into=values)
         port_node, _ = f.at("port")
         if not self._complete(mark, LISTENER, values) or port_node is None:
             return None

@@ -42,8 +42,8 @@ def _pack(message: Message) -> any_pb2.Any:
     return packed
 
 
-def _common_context(peer_identity: str | None) -> common_pb2.CommonTlsContext:
-    context = common_pb2.CommonTlsContext()
+def _common_context(peer_identity: str | None) -> tls_pb2.CommonTlsContext:
+    context = tls_pb2.CommonTlsContext()
     context.tls_certificate_sds_secret_configs.append(sds_secret_config(WORKLOAD_CERT_SECRET))
     combined = context.combined_validation_context
     combined.validation_context_sds_secret_config.CopyFrom(sds_secret_config(TRUST_BUNDLE_SECRET))
