@@ -50,11 +50,11 @@ class Mesh:
         return f"http://127.0.0.1:{self.ports[listener]}{path}"
 
 
-def document(ports: dict[str, int], app_port: int) -> dict[str, Any]:
+def document(ports: dict[str, int], app_port: int, mode: str = "strict") -> dict[str, Any]:
     return {
         "version": 1,
         "services": [
-            {"name": "b", "mtls": "strict",
+            {"name": "b", "mtls": mode,
              "authorization": [{"identities": ["a"]}],
              # Short-lived upstream connections: A opens new mTLS connections to B all the time, so the
              # rotation test sees fresh handshakes with each new certificate, not one long-lived connection.
@@ -105,6 +105,13 @@ def plaintext_get(port: int) -> int:
         conn.close()
 
 
+def plaintext_status(port: int) -> int:
+    try:
+        return plaintext_get(port)
+    except (ConnectionError, http.client.HTTPException, OSError):
+        return 0
+
+
 def workload_serials(envoy: EnvoyProcess) -> set[str]:
     """Serial numbers of the workload certificates Envoy holds (admin /certs), by URI SAN."""
     serials: set[str] = set()
@@ -147,6 +154,19 @@ def test_strict_mtls_between_sidecars_with_authorization(
     # A plaintext client straight to B's inbound port gets no HTTP answer at all: strict wants TLS.
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         plaintext_get(mesh.ports["b-in"])
+
+    # Permissive: B's inbound side now also takes plaintext (a second filter chain behind the TLS
+    # inspector). A plaintext request has no identity, so authorization answers it with 403 instead of a
+    # reset, while A keeps getting 200 over mTLS.
+    text = yaml.safe_dump(document(mesh.ports, pool["b-app"].port, mode="permissive"), sort_keys=False)
+    (workdir / "mesh.tmp").write_text(text)
+    (workdir / "mesh.tmp").replace(workdir / "mesh.yaml")
+    wait_until(lambda: plaintext_status(mesh.ports["b-in"]) == 403, timeout_s=20,
+               message="B's inbound side never accepted plaintext in permissive mode")
+    assert status_of(mesh.url("a-out")) == 200
+    wait_until(lambda: any(" 403 " in line and line.rstrip().endswith("peer=-")
+                           for line in mesh.b.access_log_lines()),
+               timeout_s=5, message=lambda: f"no plaintext 403 in B's log: {mesh.b.access_log_lines()[-3:]}")
 
     # Nothing the control plane sent was rejected by any of the three.
     for envoy in (mesh.a, mesh.b, mesh.c):

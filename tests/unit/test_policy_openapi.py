@@ -163,7 +163,9 @@ services:
                            tcp_keepalive: {probes: 3, time: 60s, interval: 10}}}
   - {name: api, connect_timeout: 0.5, lb_policy: ring_hash, protocol: http1,
      load_balancer: {minimum_ring_size: 2048, maximum_ring_size: 4096}}
-  - {name: cart, lb_policy: maglev, load_balancer: {table_size: 131071}}
+  - {name: cart, lb_policy: maglev, load_balancer: {table_size: 131071}, mtls: strict,
+     authorization: [{identities: [edge, "spiffe://xds.local/ns/ops"], prefix: /api, methods: [GET, POST]},
+                     {identities: [web-v1]}]}
   - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}},
      locality: {failover: true, overprovisioning_factor: 200}}
   - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
@@ -197,6 +199,8 @@ listeners:
           - {service: web, subset: {version: v1}, weight: 10}
   - {name: inbound, address: 127.0.0.1, port: 15001, groups: [web-v1],
      routes: [{name: local, timeout: 30, backends: [{service: web}]}]}
+  - {name: cart-in, address: 127.0.0.1, port: 15002, inbound_for: cart,
+     routes: [{backends: [{service: web}]}]}
 """)
 
 

@@ -192,6 +192,9 @@ class _Walker(Checker):
             return rules
 
         def mtls(node: Node | None, path: str) -> object:
+            if isinstance(node, Scalar) and node.value is False:
+                # YAML 1.1 reads an unquoted `off` as false; it can only mean the word here.
+                node = Scalar(MtlsMode.OFF.value, node.pos)
             mode = self._check(SERVICE.field("mtls"), node, path)
             name = values.get("name")
             if (mode not in (None, MtlsMode.OFF) and isinstance(name, str) and not valid_segment(name)
