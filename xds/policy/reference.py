@@ -27,6 +27,7 @@ from xds.policy.cluster_fields import (
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
 from xds.policy.lb_fields import LOAD_BALANCER, TCP_KEEPALIVE, UPSTREAM_CONNECTION
 from xds.policy.schema import (
+    AUTHORIZATION_RULE,
     BACKEND,
     COOKIE,
     DOCUMENT,
@@ -55,6 +56,7 @@ TABLES: dict[str, Shape[object]] = {
     "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
     "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),
     "fault-abort": erase(FAULT_ABORT), "locality": erase(LOCALITY_POLICY),
+    "authorization": erase(AUTHORIZATION_RULE),
 }
 
 _BEGIN = "<!-- BEGIN generated table {name}: xds schema --update-docs docs/config.md -->"
