@@ -14,6 +14,7 @@ from xds.cache.node import NodeGrouper
 from xds.cache.store import SnapshotStore
 from xds.observability.admin import AdminServer
 from xds.observability.metrics import Metrics
+from xds.observability.workload_metrics import WorkloadCaCollector
 from xds.pipeline import Pipeline, builder_for
 from xds.policy.errors import PolicyError
 from xds.server.callbacks import MultiCallbacks
@@ -55,6 +56,11 @@ class App:
         self._ca_watcher = CaFileWatcher(files, self.workload) if files is not None else None
         self.pipeline = Pipeline([s.name for s in self.sources], trust_domain=settings.trust_domain,
                                  workload=self.workload)
+        watcher = self._ca_watcher
+        self.metrics.registry.register(WorkloadCaCollector(
+            issued=lambda: self.workload.issued_total,
+            ca_expiry_unix=lambda: self.workload.ca.not_after.timestamp(),
+            reload_errors=lambda: watcher.reload_errors if watcher is not None else 0))
         self.health = HealthReporter()
         self.source_errors: dict[str, str] = {}
         self.source_synced_at: dict[str, float] = {}

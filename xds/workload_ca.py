@@ -70,6 +70,7 @@ class CaFileWatcher:
         self._identities = identities
         self._seen = self._fingerprint()
         self.error = ""
+        self.reload_errors = 0
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -91,6 +92,7 @@ class CaFileWatcher:
             ca = load_ca(self._files.cert, self._files.key)
         except CaError as exc:
             self.error = str(exc)
+            self.reload_errors += 1
             log.error("workload_ca_reload_failed", extra={"error": self.error,
                                                           "serving": self._identities.ca.origin})
             return False

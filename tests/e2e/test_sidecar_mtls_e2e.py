@@ -14,6 +14,7 @@ Every certificate comes from the control plane's development CA over SDS: nothin
 from __future__ import annotations
 
 import http.client
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,3 +209,6 @@ def test_workload_certificates_rotate_under_load_without_a_failed_request(
     assert mesh.a.cluster_stat("b", "ssl.fail_verify_error") == 0
     for envoy in (mesh.a, mesh.b):
         assert envoy.update_rejected_total() == 0, envoy.name
+    # Groups a and b each got a first certificate and two more; c at least its first.
+    issued = re.search(r"^xds_workload_certs_issued_total (\S+)$", mesh.control_plane.metrics_text(), re.M)
+    assert issued is not None and float(issued.group(1)) >= 7

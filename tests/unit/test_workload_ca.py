@@ -166,3 +166,20 @@ def test_reload_adopts_a_good_ca_and_keeps_the_last_good_one_on_a_bad_file(tmp_p
     assert watcher.check() is True
     assert watcher.error == "" and identities.ca is not first
     assert identities.ca.certificate.public_bytes(serialization.Encoding.PEM) == new_cert
+
+
+def test_serve_refuses_a_bad_ca_at_startup_naming_the_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cert, key = write_ca(tmp_path)
+    key.write_bytes(make_ca("other")[1])
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("services: []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "xds", "serve", "--config", str(catalog), "--xds-address", "127.0.0.1:0",
+         "--admin-address", "127.0.0.1:0", "--ca-cert", str(cert), "--ca-key", str(key)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"xds: error: CA key {key} does not match the CA certificate {cert}" in result.stderr
+    assert "PRIVATE KEY" not in result.stderr + result.stdout
