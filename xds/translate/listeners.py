@@ -47,8 +47,8 @@ def _pack(message: Message) -> any_pb2.Any:
     return packed
 
 
-# Both functools.cache'd builders take no argument, so each holds exactly one message for the life of the
-# process: bounded, unlike a cache keyed by content (issue 7).
+# The functools.cache'd builders take no argument (the access log one a flag), so each holds one or two
+# messages for the life of the process: bounded, unlike a cache keyed by content (issue 7).
 @functools.cache
 def _router_filter() -> hcm_pb2.HttpFilter:
     # The router must be the last HTTP filter (http_connection_manager.proto, `http_filters`); Envoy >= 1.24
