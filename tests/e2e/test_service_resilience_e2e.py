@@ -246,6 +246,31 @@ def test_tcp_health_check_takes_out_an_endpoint_whose_port_closed(
     _assert_clean(stack)
 
 
+def test_health_check_port_probes_a_separate_port_instead_of_the_serving_one(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    """`health_check.port`: every endpoint is probed on that port (here a third upstream standing in for a
+    separate health port), so its verdict, not the serving port's, decides."""
+    pool = upstreams("a", "b", "probe")
+    probe = pool["probe"]
+    # The serving port's own /healthz fails; with the override it is never asked, so `a` stays in.
+    pool["a"].health_status = 503
+    stack = _checked_stack(workdir, pool, {"http": {"path": HEALTH_PATH}, "port": probe.port},
+                           control_plane_factory, envoy_factory)
+    assert stack.envoy.host_status("web", pool["a"].address).healthy
+    assert pool["a"].health_checks == 0 and pool["b"].health_checks == 0
+    assert probe.health_checks >= 2  # one probe per endpoint at least
+    result = run_requests(stack.url, count=40, concurrency=2)
+    assert result.by_status == {200: 40} and set(result.by_upstream) == {"a", "b"}, result.summary()
+    assert probe.hits == 0  # the override moves probes only: traffic still goes to the serving ports
+
+    probe.health_status = 503
+    wait_until(lambda: all(_failed_check(stack, "web", pool[name].address) for name in ("a", "b")),
+               timeout_s=10, message="Envoy never failed the endpoints whose health port failed")
+    assert pool["b"].health_checks == 0
+    _assert_clean(stack)
+
+
 def test_grpc_health_check_against_a_real_grpc_health_server(
         workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
         envoy_factory: Any) -> None:

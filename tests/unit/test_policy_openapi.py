@@ -157,7 +157,7 @@ services:
                         retry_budget: {budget_percent: 25, min_retry_concurrency: 2}},
      health_check: {http: {path: /healthz, expected_statuses: [200, 204], host: web.internal},
                     interval: 2s, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2,
-                    no_traffic_interval: 30s},
+                    no_traffic_interval: 30s, port: 9901},
      load_balancer: {choice_count: 3, slow_start_window: 30s, healthy_panic_threshold: 25},
      upstream_connection: {idle_timeout: 5m, max_requests_per_connection: 100,
                            tcp_keepalive: {probes: 3, time: 60s, interval: 10}}}
@@ -165,7 +165,8 @@ services:
      load_balancer: {minimum_ring_size: 2048, maximum_ring_size: 4096}}
   - {name: cart, lb_policy: maglev, load_balancer: {table_size: 131071}}
   - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}},
-     locality: {failover: true, overprovisioning_factor: 200}}
+     locality: {failover: true, overprovisioning_factor: 200,
+                weights: [{region: r1, zone: a, sub_zone: rack1, weight: 70}, {region: r2, weight: 30}]}}
   - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
 listeners:

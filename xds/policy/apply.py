@@ -223,8 +223,9 @@ def hash_policy_ignored(route: RoutePolicy, settings: dict[str, ServicePolicy]) 
 def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
     """Things that are valid but probably not intended, for `xds validate`: backends naming services the
     catalog does not know, services without endpoints, subsets that select no endpoint, and hash policies
-    on services that balance without hashing, and locality failover on services none of whose endpoints
-    declares a locality. Each warning is given once, in policy order."""
+    on services that balance without hashing, locality failover on services none of whose endpoints
+    declares a locality, and locality weights that match none of the localities the service's endpoints
+    are in (those get weight 1). Each warning is given once, in policy order."""
     warnings: dict[str, None] = {}
     settings = {s.name: s for s in policy.services}
     for listener in policy.listeners:
@@ -244,4 +245,13 @@ def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
                 and found.endpoints and all(e.locality == _NOWHERE for e in found.endpoints)):
             warnings.setdefault(f"service {entry.name!r}: locality.failover has no effect, since none of its "
                                 "endpoints declares a locality")
+        if entry.locality is not None and entry.locality.weights and found is not None:
+            for locality in sorted({e.locality for e in found.endpoints}, key=_locality_text):
+                if not any(weight.matches(locality) for weight in entry.locality.weights):
+                    warnings.setdefault(f"service {entry.name!r}: no locality.weights entry matches locality "
+                                        f"{_locality_text(locality)!r} of its endpoints, which gets weight 1")
     return list(warnings)
+
+
+def _locality_text(locality: Locality) -> str:
+    return "/".join((locality.region, locality.zone, locality.sub_zone)).rstrip("/") or "(none)"

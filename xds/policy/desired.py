@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from xds.model.service import Endpoint
+from xds.model.service import Endpoint, Locality
 
 
 class LbPolicy(enum.Enum):
@@ -88,6 +88,9 @@ class HealthCheckSpec:
     unhealthy_threshold: int = DEFAULT_UNHEALTHY_THRESHOLD
     healthy_threshold: int = DEFAULT_HEALTHY_THRESHOLD
     no_traffic_interval_s: float | None = None  # None: Envoy's 60 s
+    # Probe this port instead of each endpoint's serving port (a separate admin or health port): EDS
+    # LbEndpoint.endpoint.health_check_config.port_value. None: the endpoint's own port.
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,33 @@ class LocalitySpec:
     failover: bool = False
     # ClusterLoadAssignment.Policy.overprovisioning_factor, in percent; None: Envoy's 140.
     overprovisioning_factor: int | None = None
+    # Locality-weighted balancing: each locality's share of a priority's traffic (LocalityLbEndpoints
+    # load_balancing_weight), by the first entry that matches it; (): off.
+    weights: tuple[LocalityWeightSpec, ...] = ()
+
+    def weight_of(self, locality: Locality) -> int:
+        """The weight of the first entry matching `locality`; 1 for a locality no entry names, so a new zone
+        gets a little traffic rather than none (Envoy sends nothing to a locality without a weight)."""
+        for entry in self.weights:
+            if entry.matches(locality):
+                return entry.weight
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityWeightSpec:
+    """One `locality.weights` entry: the parts given must all equal the endpoint's (an entry naming only a
+    region matches every zone of it)."""
+
+    weight: int
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+    def matches(self, locality: Locality) -> bool:
+        return ((not self.region or self.region == locality.region)
+                and (not self.zone or self.zone == locality.zone)
+                and (not self.sub_zone or self.sub_zone == locality.sub_zone))
 
 
 @dataclass(frozen=True, slots=True)

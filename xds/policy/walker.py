@@ -24,11 +24,12 @@ from xds.policy.desired import (
     HealthCheckSpec,
     LbPolicy,
     LoadBalancerSpec,
+    LocalitySpec,
     UpstreamConnectionSpec,
 )
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
-from xds.policy.lb_checks import check_load_balancer, check_upstream_connection
+from xds.policy.lb_checks import check_load_balancer, check_locality, check_upstream_connection
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
@@ -180,7 +181,8 @@ class _Walker(Checker):
         values: dict[str, object] = {}
         self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
                                   "health_check": health_check, "load_balancer": load_balancer,
-                                  "upstream_connection": self._upstream_connection}, into=values)
+                                  "upstream_connection": self._upstream_connection,
+                                  "locality": self._locality_policy}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
             return None
@@ -200,6 +202,12 @@ class _Walker(Checker):
         spec = self._check(SERVICE.field("upstream_connection"), node, path)
         if isinstance(spec, UpstreamConnectionSpec) and node is not None:
             return spec if check_upstream_connection(spec, node, path, self._report.add) else None
+        return spec
+
+    def _locality_policy(self, node: Node | None, path: str) -> object:
+        spec = self._check(SERVICE.field("locality"), node, path)
+        if isinstance(spec, LocalitySpec) and node is not None:
+            return spec if check_locality(spec, node, path, self._report.add) else None
         return spec
 
     def _endpoints(self, node: Node | None, path: str, *, service: str,

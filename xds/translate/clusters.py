@@ -86,7 +86,7 @@ def cluster_key(spec: ClusterSpec) -> Hashable:
     """
     return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
             spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
-            spec.upstream_connection,
+            spec.upstream_connection, spec.locality is not None and bool(spec.locality.weights),
             (spec.endpoints, spec.locality) if spec.dns else ())
 
 
@@ -115,6 +115,9 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
         cluster.circuit_breakers.CopyFrom(build_circuit_breakers(spec.circuit_breakers))
     if spec.health_check is not None:
         cluster.health_checks.append(build_health_check(spec.health_check))
+    if spec.locality is not None and spec.locality.weights:
+        # Locality-weighted balancing reads each LocalityLbEndpoints' load_balancing_weight (endpoints.py).
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     if spec.dns:
         # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
         # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).
