@@ -230,6 +230,42 @@ def test_http_health_check_takes_an_endpoint_out_while_the_registry_says_healthy
     _assert_clean(stack)
 
 
+def test_http_health_check_timeouts_count_against_the_unhealthy_threshold(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    """A /healthz that stops answering in time: each check times out after `timeout`, and the endpoint goes
+    out only after `unhealthy_threshold` of them in a row (unlike a wrong status, which fails it at once)."""
+    timeout_s, threshold = 0.3, 3
+    pool = upstreams("a", "b")
+    settings = {"web": {"health_check": {"http": {"path": HEALTH_PATH}, "interval": "200ms",
+                                         "timeout": f"{timeout_s}s", "unhealthy_threshold": threshold,
+                                         "healthy_threshold": 1, "no_traffic_interval": "200ms"}}}
+    stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {}), ("b", {})]},
+                        backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
+                        envoy_factory=envoy_factory, service_settings=settings)
+    wait_until(lambda: len(stack.envoy.cluster_hosts("web")) == 2
+               and all(h.healthy for h in stack.envoy.cluster_hosts("web")), timeout_s=10,
+               message="the endpoints never passed their first health checks")
+    slow = pool["a"]
+    slow.health_delay_s = 5.0
+    started = time.monotonic()
+    wait_until(lambda: _failed_check(stack, "web", slow.address), timeout_s=10,
+               message="Envoy never failed the endpoint whose checks time out")
+    detected = time.monotonic() - started
+    print(f"\nhealth check timeouts: endpoint out {detected:.3f} s after /healthz stopped answering "
+          f"(timeout {timeout_s}s, unhealthy_threshold {threshold})")
+    # Each of the `threshold` checks needs `timeout` to fail, one after the other.
+    assert detected >= threshold * timeout_s - 0.05, detected
+    assert stack.envoy.cluster_stat("web", "health_check.failure") >= threshold
+    result = run_requests(stack.url, count=20, concurrency=2)
+    assert result.by_status == {200: 20} and result.by_upstream == {"b": 20}, result.summary()
+
+    slow.health_delay_s = 0.0
+    wait_until(lambda: stack.envoy.host_status("web", slow.address).healthy, timeout_s=10,
+               message="the endpoint never came back once its checks answered in time")
+    _assert_clean(stack)
+
+
 def test_tcp_health_check_takes_out_an_endpoint_whose_port_closed(
         workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
         envoy_factory: Any) -> None:
