@@ -16,7 +16,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 # The files are PEM text of a few KiB; a bound keeps a wrong path (a log file, /dev/zero) from being read
@@ -92,7 +91,7 @@ def check_material(paths: TlsPaths, cert_pem: bytes, key_pem: bytes, ca_pem: byt
     chain = _certificates(paths.cert, cert_pem, "server certificate")
     leaf = chain[0]
     key = _private_key(paths.key, key_pem)
-    if isinstance(key, dh.DHPrivateKey) or not _same_public_key(leaf, key):
+    if not _same_public_key(leaf, key):
         raise TlsMaterialError(paths.key, f"this private key does not belong to the certificate in "
                                           f"{paths.cert} (serial {leaf.serial_number:x})")
     names = _san_names(leaf)
@@ -149,15 +148,16 @@ def _private_key(path: Path, data: bytes) -> PrivateKeyTypes:
         raise TlsMaterialError(path, "the private key is encrypted; give an unencrypted PEM key (protect "
                                      "it with file permissions)") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise TlsMaterialError(path, "not a valid PEM private key (expected a '-----BEGIN ... PRIVATE "
-                                     "KEY-----' block)") from None
+        raise TlsMaterialError(path, "not a valid PEM private key (expected an unencrypted PKCS#8, RSA "
+                                     "or EC key in PEM)") from None
 
 
 def _same_public_key(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if isinstance(key, dh.DHPrivateKey):
+    try:
+        return bool(cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return False
-    return bool(cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki))
 
 
 def _san_names(cert: x509.Certificate) -> tuple[str, ...]:
