@@ -88,8 +88,10 @@ async def first_config(address: str, *, node_id: str, cluster: str, ca_pem: byte
             stream.close()
 
 
-async def health_ok(address: str, *, ca_pem: bytes, client: Issued | None, timeout_s: float = 5.0) -> bool:
-    """A new connection, then the gRPC health check: True when it answers at all (handshake passed)."""
+async def health_ok(address: str, *, ca_pem: bytes | None = None, client: Issued | None = None,
+                    timeout_s: float = 5.0) -> bool:
+    """A new connection (mTLS, or plaintext without `ca_pem`), then the gRPC health check: True when it
+    answers at all (the handshake passed)."""
     async with channel(address, ca_pem=ca_pem, client=client) as chan:
         try:
             await health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
