@@ -200,7 +200,7 @@ class App:
             "policy_error": self.policy_error,
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
-            **({"tls": self.tls.status()} if self.tls is not None and self.started.is_set() else {}),
+            **({"tls": self.tls.status()} if self.tls is not None else {}),
         }
 
 

@@ -294,6 +294,12 @@ def _tls_files(args: argparse.Namespace) -> None:
     if missing and len(missing) < len(given):
         raise SystemExit("xds: error: mTLS on the xDS port needs --tls-cert, --tls-key and --client-ca; "
                          f"missing: {', '.join(missing)}")
+    from xds.server.identity import RULE_NAMES
+
+    # argparse checks `choices` on the command line only, not on a default taken from the environment.
+    if args.identity_rule not in RULE_NAMES:
+        raise SystemExit(f"xds: error: {defaults.ENV_IDENTITY_RULE} must be one of {', '.join(RULE_NAMES)}, "
+                         f"got {args.identity_rule!r}")
 
 
 def _env_list(value: str) -> tuple[str, ...]:

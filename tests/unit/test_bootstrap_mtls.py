@@ -69,9 +69,13 @@ def test_cli_renders_mtls_and_names_missing_flags(capsys: pytest.CaptureFixture[
     assert "missing: --tls-cert, --tls-key, --ca" in capsys.readouterr().err
 
 
-def test_serve_names_the_missing_tls_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_names_the_missing_tls_flag_and_a_bad_rule(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDS_CLIENT_CA", raising=False)
     catalog = tmp_path / "c.yaml"
     catalog.write_text("version: 1\nservices: []\n")
     with pytest.raises(SystemExit, match=r"missing: --client-ca \(env XDS_CLIENT_CA\)"):
         main(["serve", "--config", str(catalog), "--tls-cert", "a", "--tls-key", "b"])
+    monkeypatch.setenv("XDS_IDENTITY_RULE", "anything-goes")
+    with pytest.raises(SystemExit, match="XDS_IDENTITY_RULE must be one of spiffe, dns-group"):
+        main(["serve", "--config", str(catalog)])

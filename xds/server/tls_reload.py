@@ -58,7 +58,8 @@ class TlsReloader:
     def __init__(self, paths: TlsPaths, *, interval_s: float = DEFAULT_RELOAD_INTERVAL_S,
                  on_change: Callable[[TlsMaterial | TlsMaterialError], None] = _ignore) -> None:
         self.paths = paths
-        self._interval_s = interval_s
+        # A zero interval would spin the event loop re-reading the files.
+        self._interval_s = max(0.05, interval_s)
         self._on_change = on_change
         self._current: TlsMaterial | None = None
         self._handed_out = ""  # fingerprint of the configuration gRPC last got from _fetch
@@ -138,7 +139,8 @@ class TlsReloader:
         """For /status: what is served, and the rejected files if any. Never key material."""
         problem = None if self.problem is None else {"file": self.problem.path, "error": self.problem.message,
                                                       "since_unix": self.problem.since}
-        return {"serving": self.current.summary(), "reloads": self.reloads, "problem": problem}
+        serving = None if self._current is None else self._current.summary()
+        return {"serving": serving, "reloads": self.reloads, "problem": problem}
 
     def _reject(self, key: str, exc: TlsMaterialError) -> None:
         if key == self._rejected:
