@@ -116,10 +116,10 @@ class ControlPlaneProcess(StartStop):
 
 def bootstrap_for(
     node_id: str, cluster: str, *, xds_port: int, admin_port: int, timeout_s: float = 30.0,
-    region: str = "", zone: str = "",
+    region: str = "", zone: str = "", tls_args: Sequence[str] = (),
 ) -> str:
     """The Envoy bootstrap YAML the control plane's own CLI generates for this node (in `region`/`zone`
-    when given: node.locality)."""
+    when given: node.locality; `tls_args`: `--tls-cert F --tls-key F --ca F [--server-san N]`)."""
     args = [
         sys.executable, "-m", "xds", "bootstrap",
         "--node-id", node_id,
@@ -128,6 +128,7 @@ def bootstrap_for(
         "--admin-address", f"{LOOPBACK}:{admin_port}",
         *(("--region", region) if region else ()),
         *(("--zone", zone) if zone else ()),
+        *tls_args,
     ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
     if result.returncode != 0:

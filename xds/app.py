@@ -14,15 +14,20 @@ from xds.cache.node import NodeGrouper
 from xds.cache.store import SnapshotStore
 from xds.observability.admin import AdminServer
 from xds.observability.metrics import Metrics
+from xds.observability.tls_metrics import TlsMetrics
 from xds.pipeline import Pipeline, builder_for
 from xds.policy.errors import PolicyError
 from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
+from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
 from xds.server.management import ManagementService, SourceState
+from xds.server.peer_auth import PeerAuthorizer
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
-from xds.settings import Settings
+from xds.server.tls_material import TlsPaths
+from xds.server.tls_reload import TlsReloader, is_loopback_host
+from xds.settings import Settings, split_address
 from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
@@ -61,6 +66,10 @@ class App:
         self._build_task: asyncio.Task[None] | None = None
         self._rebuild_pending = False
         self._first_publish = asyncio.Event()
+        # mTLS on the xDS port (issue 9, docs/security.md): all three files or none.
+        self.tls_metrics = TlsMetrics(self.metrics.registry)
+        self.tls = _tls_reloader(settings, self.tls_metrics)
+        self._identity_rule = IdentityRule(settings.identity_rule)
 
     # ---------------------------------------------------------------- SourceSink
 
@@ -125,13 +134,24 @@ class App:
     # -------------------------------------------------------------------- run
 
     async def run(self) -> None:
+        credentials, authorizer = None, None
+        if self.tls is not None:
+            self.tls.load()  # a TlsMaterialError here is fatal: the caller reports it and exits
+            credentials = self.tls.credentials()
+            authorizer = PeerAuthorizer(trust_domain=self.settings.trust_domain, rule=self._identity_rule,
+                                        on_denied=self.tls_metrics.identity_denied)
+        elif not is_loopback_host(split_address(self.settings.xds_address)[0]):
+            log.warning("plaintext_xds_port", extra={
+                "address": self.settings.xds_address,
+                "hint": "any client that reaches this address can claim any node and read its group's "
+                        "config; give --tls-cert, --tls-key and --client-ca (docs/security.md)"})
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
                                 callbacks=MultiCallbacks(self.registry, self.metrics), limits=self._limits,
-                                on_limit=self.metrics.limit_exceeded)
+                                on_limit=self.metrics.limit_exceeded, authorizer=authorizer)
         management = ManagementService(self.registry, self.store, sources=self.source_states)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
-            extra=(self.health.add_to, management.add_to_server))
+            extra=(self.health.add_to, management.add_to_server), credentials=credentials)
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
                             status=self.status)
         await self.health.set_serving(False)
@@ -144,6 +164,8 @@ class App:
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._sweep_groups(), name="node-group-sweep")
+                if self.tls is not None:
+                    tasks.create_task(self.tls.run(), name="tls-reload")
                 for source in self.sources:
                     tasks.create_task(source.run(self), name=f"source:{source.name}")
         finally:
@@ -178,7 +200,21 @@ class App:
             "policy_error": self.policy_error,
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
+            **({"tls": self.tls.status()} if self.tls is not None else {}),
         }
+
+
+def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None:
+    cert, key, ca = settings.tls_cert, settings.tls_key, settings.client_ca
+    if cert is None and key is None and ca is None:
+        return None
+    if cert is None or key is None or ca is None:
+        missing = [name for name, path in (("tls_cert", cert), ("tls_key", key), ("client_ca", ca))
+                   if path is None]
+        raise ValueError(f"mTLS on the xDS port needs tls_cert, tls_key and client_ca; missing: "
+                         f"{', '.join(missing)}")
+    paths = TlsPaths(cert=cert, key=key, client_ca=ca)
+    return TlsReloader(paths, interval_s=settings.tls_reload_interval_s, on_change=metrics.on_change)
 
 
 def _sources_from(settings: Settings) -> tuple[Source, ...]:

@@ -71,6 +71,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     _add_limit_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
+    _add_tls_arguments(serve, env)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
     boot.add_argument("--node-id", required=True)
@@ -79,6 +80,14 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                       default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
     boot.add_argument("--admin-address", type=_address, default="127.0.0.1:9901",
                       help="Envoy's own admin address")
+    # mTLS to the server (docs/security.md): paths as Envoy will read them on its own machine.
+    boot_tls = boot.add_argument_group("mTLS to the control plane (docs/security.md)")
+    boot_tls.add_argument("--tls-cert", type=Path, help="this Envoy's client certificate chain (PEM)")
+    boot_tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    boot_tls.add_argument("--ca", type=Path, help="CA bundle that signed the control plane's certificate")
+    boot_tls.add_argument("--server-san", default="",
+                          help="require this SAN in the server's certificate (DNS name, IP address or "
+                               "spiffe:// URI); without it any certificate from --ca is accepted")
     _add_locality_arguments(boot)
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
@@ -250,6 +259,49 @@ def _add_kube_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> 
                            f"env {defaults.ENV_KUBE_RESYNC_GRACE_S})")
 
 
+def _add_tls_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    """mTLS on the xDS port and node identity binding (issue 9; docs/security.md)."""
+    from xds.server.identity import RULE_NAMES
+
+    tls = serve.add_argument_group("mTLS on the xDS port (docs/security.md)")
+    tls.add_argument("--tls-cert", type=Path, default=env.get("tls_cert"), metavar="FILE",
+                     help=f"server certificate chain, PEM (env {defaults.ENV_TLS_CERT})")
+    tls.add_argument("--tls-key", type=Path, default=env.get("tls_key"), metavar="FILE",
+                     help=f"its private key, PEM, unencrypted (env {defaults.ENV_TLS_KEY})")
+    tls.add_argument("--client-ca", type=Path, default=env.get("client_ca"), metavar="FILE",
+                     help="CA bundle client certificates must chain to; with all three files the xDS port "
+                          f"requires a client certificate (env {defaults.ENV_CLIENT_CA})")
+    tls.add_argument("--trust-domain", default=env.get("trust_domain", defaults.DEFAULT_TRUST_DOMAIN),
+                     help=f"SPIFFE trust domain of proxy identities (env {defaults.ENV_TRUST_DOMAIN})")
+    tls.add_argument("--identity-rule", choices=RULE_NAMES,
+                     default=env.get("identity_rule", defaults.DEFAULT_IDENTITY_RULE),
+                     help="which certificate names may claim a node: spiffe (URI SANs "
+                          "spiffe://<trust-domain>/group/<group>[/node/<id>]) or dns-group (also DNS SANs "
+                          f"<group>.<trust-domain> on certificates without URI SANs) "
+                          f"(env {defaults.ENV_IDENTITY_RULE})")
+    tls.add_argument("--tls-reload-interval", type=_seconds,
+                     default=env.get("tls_reload_interval", defaults.DEFAULT_TLS_RELOAD_INTERVAL_S),
+                     metavar="SECONDS", help="how often the TLS files are checked for changes "
+                                             f"(env {defaults.ENV_TLS_RELOAD_INTERVAL_S})")
+
+
+def _tls_files(args: argparse.Namespace) -> None:
+    """All three TLS files or none: SystemExit naming what is missing."""
+    given = {"--tls-cert": (args.tls_cert, defaults.ENV_TLS_CERT),
+             "--tls-key": (args.tls_key, defaults.ENV_TLS_KEY),
+             "--client-ca": (args.client_ca, defaults.ENV_CLIENT_CA)}
+    missing = [f"{flag} (env {var})" for flag, (value, var) in given.items() if not value]
+    if missing and len(missing) < len(given):
+        raise SystemExit("xds: error: mTLS on the xDS port needs --tls-cert, --tls-key and --client-ca; "
+                         f"missing: {', '.join(missing)}")
+    from xds.server.identity import RULE_NAMES
+
+    # argparse checks `choices` on the command line only, not on a default taken from the environment.
+    if args.identity_rule not in RULE_NAMES:
+        raise SystemExit(f"xds: error: {defaults.ENV_IDENTITY_RULE} must be one of {', '.join(RULE_NAMES)}, "
+                         f"got {args.identity_rule!r}")
+
+
 def _env_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -317,13 +369,18 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                          f"{defaults.ENV_CONFIG}), a Consul agent with --consul-address URL (or "
                          f"{defaults.ENV_CONSUL_ADDRESS}), or a Kubernetes cluster with --kube, "
                          f"--kubeconfig PATH or --kube-in-cluster")
+    _tls_files(args)
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
                         admin_address=args.admin_address, node_group_key=args.node_group_key,
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
                         kubernetes=kubernetes, max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
-                        max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes)
+                        max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes,
+                        trust_domain=args.trust_domain, tls_cert=_path(args.tls_cert),
+                        tls_key=_path(args.tls_key), client_ca=_path(args.client_ca),
+                        identity_rule=args.identity_rule,
+                        tls_reload_interval_s=float(args.tls_reload_interval))
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -335,8 +392,13 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await app.run()
 
+    from xds.server.tls_material import TlsMaterialError
+
     try:
         asyncio.run(run())
+    except TlsMaterialError as exc:
+        print(f"xds: error: TLS on the xDS port: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 1
@@ -344,11 +406,24 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.bootstrap import render_bootstrap
+    from xds.bootstrap import BootstrapError, TlsFiles, render_bootstrap
 
-    sys.stdout.write(render_bootstrap(node_id=args.node_id, cluster=args.cluster,
-                                      xds_address=args.xds_address, admin_address=args.admin_address,
-                                      region=args.region, zone=args.zone, sub_zone=args.sub_zone))
+    given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--ca": args.ca}
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing and (len(missing) < len(given) or args.server_san):
+        print(f"xds: error: an mTLS bootstrap needs --tls-cert, --tls-key and --ca; missing: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return 2
+    tls = None if missing else TlsFiles(ca_file=args.ca, cert_file=args.tls_cert, key_file=args.tls_key,
+                                        server_san=args.server_san)
+    try:
+        text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
+                                admin_address=args.admin_address, tls=tls, region=args.region,
+                                zone=args.zone, sub_zone=args.sub_zone)
+    except BootstrapError as exc:
+        print(f"xds: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 

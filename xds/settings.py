@@ -67,6 +67,18 @@ ENV_KUBE_POLICY_NAMESPACE = "XDS_KUBE_POLICY_NAMESPACE"  # comma-separated; unse
 ENV_KUBE_POLICIES = "XDS_KUBE_POLICIES"  # false: do not watch TrafficPolicy objects
 ENV_KUBE_RESYNC_GRACE_S = "XDS_KUBE_RESYNC_GRACE_S"
 
+# Security (issue 9; docs/security.md). The trust domain is the one of every SPIFFE id the server reads or
+# issues. mTLS on the xDS port needs all three files (paths, re-read when they change).
+ENV_TRUST_DOMAIN = "XDS_TRUST_DOMAIN"
+DEFAULT_TRUST_DOMAIN = "xds.local"
+ENV_TLS_CERT = "XDS_TLS_CERT"
+ENV_TLS_KEY = "XDS_TLS_KEY"
+ENV_CLIENT_CA = "XDS_CLIENT_CA"
+ENV_IDENTITY_RULE = "XDS_IDENTITY_RULE"
+ENV_TLS_RELOAD_INTERVAL_S = "XDS_TLS_RELOAD_INTERVAL_S"
+DEFAULT_IDENTITY_RULE = "spiffe"
+DEFAULT_TLS_RELOAD_INTERVAL_S = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -90,6 +102,14 @@ class Settings:
     consul: ConsulConfig | None = None
     # The Kubernetes source, when configured; merged after Consul (docs/kubernetes.md).
     kubernetes: KubeConfig | None = None
+    # Issue 9 (docs/security.md). With tls_cert, tls_key and client_ca the xDS port is mTLS-only and every
+    # stream's node is bound to its client certificate by `identity_rule`; without them it is plaintext.
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    identity_rule: str = DEFAULT_IDENTITY_RULE
+    tls_reload_interval_s: float = DEFAULT_TLS_RELOAD_INTERVAL_S
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -111,7 +131,10 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_KUBE_CONTEXT: "kube_context", ENV_KUBE_NAMESPACE: "kube_namespace",
              ENV_KUBE_LABEL_SELECTOR: "kube_label_selector",
              ENV_KUBE_POLICY_NAMESPACE: "kube_policy_namespace",
-             ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace"}
+             ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace",
+             ENV_TRUST_DOMAIN: "trust_domain", ENV_TLS_CERT: "tls_cert", ENV_TLS_KEY: "tls_key",
+             ENV_CLIENT_CA: "client_ca", ENV_IDENTITY_RULE: "identity_rule",
+             ENV_TLS_RELOAD_INTERVAL_S: "tls_reload_interval"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
     token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
     if token:
