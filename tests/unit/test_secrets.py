@@ -45,7 +45,8 @@ def test_short_values_are_not_registered_so_logs_stay_readable() -> None:
     ("X-Consul-Token: 1234-unknown", f"X-Consul-Token: {REDACTED}"),
     ("authorization: Bearer abc.def.ghi", f"authorization: Bearer {REDACTED}"),
     ("Proxy-Authorization: Basic dXNlcjpwYXNz", f"Proxy-Authorization: Basic {REDACTED}"),
-    ('{"X-Consul-Token": ["abc"], "Accept": ["*/*"]}', f'{{"X-Consul-Token": ["{REDACTED}"], "Accept": ["*/*"]}}'),
+    ('{"X-Consul-Token": ["abc"], "Accept": ["*/*"]}',
+     f'{{"X-Consul-Token": ["{REDACTED}"], "Accept": ["*/*"]}}'),
     ("{'Authorization': 'Bearer zz'}", f"{{'Authorization': 'Bearer {REDACTED}'}}"),
     ("GET /v1/kv/x?token=abc&recurse=1", f"GET /v1/kv/x?token={REDACTED}&recurse=1"),
     ("https://h/cb?access_token=xyz#frag", f"https://h/cb?access_token={REDACTED}#frag"),
@@ -89,8 +90,9 @@ def test_consul_error_bodies_are_redacted_before_they_are_cut() -> None:
 
 def test_kubernetes_error_messages_are_redacted() -> None:
     register_secret("kube-bearer-token-value")
-    error = error_for_status("GET /api/v1/services", 401, payload=json.dumps(
-        {"kind": "Status", "message": "Unauthorized: Authorization: Bearer kube-bearer-token-value"}).encode())
+    message = "Unauthorized: Authorization: Bearer kube-bearer-token-value"
+    error = error_for_status("GET /api/v1/services", 401,
+                             payload=json.dumps({"kind": "Status", "message": message}).encode())
     assert isinstance(error, KubeForbidden)
     assert "kube-bearer-token-value" not in str(error) and REDACTED in str(error)
 
@@ -147,7 +149,8 @@ def test_consul_token_file_is_read_and_registered(tmp_path: Path) -> None:
     assert redact(TOKEN) == REDACTED
     # From the variable naming the file, and it wins over a token value in the environment.
     env = {"consul_token_file": str(path), "consul_token": "other-token-value"}
-    config = _consul_config(build_parser(env).parse_args(["serve", "--consul-address", "127.0.0.1:8500"]), env)
+    args = build_parser(env).parse_args(["serve", "--consul-address", "127.0.0.1:8500"])
+    config = _consul_config(args, env)
     assert config is not None and config.token == TOKEN
     missing = build_parser({}).parse_args(["serve", "--consul-address", "127.0.0.1:8500",
                                            "--consul-token-file", str(tmp_path / "nope")])
