@@ -17,11 +17,13 @@ from xds.observability.metrics import Metrics
 from xds.observability.tls_metrics import TlsMetrics
 from xds.pipeline import Pipeline, builder_for
 from xds.policy.errors import PolicyError
+from xds.secrets import redact, redact_mapping, register_secret
 from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
 from xds.server.management import ManagementService, SourceState
+from xds.server.management_server import build_management_server
 from xds.server.peer_auth import PeerAuthorizer
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
@@ -58,6 +60,7 @@ class App:
         self.policy_error: str = ""
         self.xds_port: int | None = None
         self.admin_port: int | None = None
+        self.management_port: int | None = None
         self.started = asyncio.Event()
         self._server_options = server_options or ServerOptions(
             max_receive_message_bytes=settings.max_request_bytes)
@@ -70,6 +73,10 @@ class App:
         self.tls_metrics = TlsMetrics(self.metrics.registry)
         self.tls = _tls_reloader(settings, self.tls_metrics)
         self._identity_rule = IdentityRule(settings.identity_rule)
+        # Secrets known from the configuration are redacted from every error, log line and status page
+        # (docs/security.md, "The management API and secrets"); management tokens register when read.
+        if settings.consul is not None:
+            register_secret(settings.consul.token)
 
     # ---------------------------------------------------------------- SourceSink
 
@@ -82,6 +89,8 @@ class App:
         self._schedule_rebuild()
 
     def report_error(self, source: str, message: str) -> None:
+        # Sources redact where errors enter; this is the net for any path that did not (issue 9).
+        message = redact(message)
         self.source_errors[source] = message
         self.metrics.source_error(source, message)
         log.error("source_error", extra={"source": source, "error": message})
@@ -151,15 +160,23 @@ class App:
         management = ManagementService(self.registry, self.store, sources=self.source_states)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
-            extra=(self.health.add_to, management.add_to_server), credentials=credentials)
+            extra=(self.health.add_to,), credentials=credentials)
+        # Its own listener, never the xDS port (issue 9, docs/security.md).
+        management_server, self.management_port = build_management_server(
+            management, address=self.settings.management_address, auth=self.settings.management_auth,
+            on_deny=self.metrics.management_denied)
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
                             status=self.status)
         await self.health.set_serving(False)
         await server.start()
+        await management_server.start()
         try:
             await admin.start()
             self.admin_port = admin.port
             log.info("started", extra={"xds_port": self.xds_port, "admin_port": self.admin_port,
+                                       "management_port": self.management_port,
+                                       "management_auth": bool(self.settings.management_auth
+                                                               and self.settings.management_auth.configured),
                                        "sources": [s.name for s in self.sources]})
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
@@ -175,6 +192,7 @@ class App:
                 self._build_task.cancel()
             with contextlib.suppress(Exception):
                 await admin.stop()
+            await _stop_server(management_server)
             await _stop_server(server)
             handler.close()
 
@@ -192,8 +210,8 @@ class App:
                 for s in self.sources]
 
     def status(self) -> dict[str, object]:
-        """A JSON-able summary for the admin /status page."""
-        return {
+        """A JSON-able summary for the admin /status page; every string redacted (issue 9)."""
+        status: dict[str, object] = {
             "ready": self.ready,
             "sources": {s.name: {"synced": s.name not in self.pipeline.missing(),
                                  "error": self.source_errors.get(s.name, "")} for s in self.sources},
@@ -202,6 +220,7 @@ class App:
             "proxies": [p.node_id for p in self.registry.list()],
             **({"tls": self.tls.status()} if self.tls is not None else {}),
         }
+        return redact_mapping(status)
 
 
 def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None:

@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xds import settings as defaults
+from xds.cli_secrets import (
+    add_consul_token_arguments,
+    add_management_client_arguments,
+    add_management_serve_arguments,
+    client_token,
+    consul_token,
+    management_auth_config,
+)
 from xds.settings import Settings, from_environment, parse_flag, split_address
 
 if TYPE_CHECKING:
@@ -68,6 +76,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                             f"(env {defaults.ENV_NODE_GROUP_KEY})")
     serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
     serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
+    add_management_serve_arguments(serve, env)
     _add_limit_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
@@ -114,8 +123,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                              "(docs/config.md)")
 
     status = commands.add_parser("status", help="connected proxies and their sync state")
-    status.add_argument("--xds-address", type=_address,
-                        default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
+    add_management_client_arguments(status, env)
     status.add_argument("--group", help="also print the snapshot versions of this node group")
     return parser
 
@@ -169,9 +177,7 @@ def _add_consul_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -
     consul.add_argument("--consul-address", default=env.get("consul_address"), metavar="URL",
                         help="Consul agent HTTP API, http(s)://host:port; when unset there is no Consul "
                              f"source (env {defaults.ENV_CONSUL_ADDRESS})")
-    consul.add_argument("--consul-token", default=env.get("consul_token", ""),
-                        help=f"ACL token; prefer the environment (env {defaults.ENV_CONSUL_TOKEN}, or "
-                             f"{defaults.ENV_CONSUL_HTTP_TOKEN})")
+    add_consul_token_arguments(consul, env)
     consul.add_argument("--consul-datacenter", action="append", metavar="DC",
                         help="datacenter to watch (repeatable; the first is local, priority 0, the others "
                              "priority 1); default the agent's own "
@@ -216,7 +222,7 @@ def _consul_config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfi
         include_connect = (args.consul_include_connect if args.consul_include_connect is not None
                            else parse_flag(env.get("consul_include_connect", "")))
         config = ConsulConfig(
-            args.consul_address, token=args.consul_token, datacenters=tuple(datacenters),
+            args.consul_address, token=consul_token(args, env), datacenters=tuple(datacenters),
             consistency=args.consul_consistency, ca_file=_path(args.consul_ca_file),
             cert_file=_path(args.consul_cert_file), key_file=_path(args.consul_key_file),
             tls_server_name=args.consul_tls_server_name or None, kv_prefix=args.consul_kv_prefix or None,
@@ -370,9 +376,17 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                          f"{defaults.ENV_CONSUL_ADDRESS}), or a Kubernetes cluster with --kube, "
                          f"--kubeconfig PATH or --kube-in-cluster")
     _tls_files(args)
+    from xds.server.management_server import ManagementExposureError, check_exposure
+
+    management_auth = management_auth_config(args, env)
+    try:
+        check_exposure(args.management_address, auth=management_auth)
+    except ManagementExposureError as exc:
+        raise SystemExit(f"xds: error: {exc}") from exc
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
-                        admin_address=args.admin_address, node_group_key=args.node_group_key,
+                        admin_address=args.admin_address, management_address=args.management_address,
+                        management_auth=management_auth, node_group_key=args.node_group_key,
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
                         kubernetes=kubernetes, max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
@@ -399,7 +413,7 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     except TlsMaterialError as exc:
         print(f"xds: error: TLS on the xDS port: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # a port taken, a token file missing or malformed
         print(f"xds: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -521,10 +535,17 @@ def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
         format_snapshot,
     )
 
+    try:
+        token = client_token(args, env)
+    except ValueError as exc:
+        print(f"xds: error: {exc}", file=sys.stderr)
+        return 1
+
     async def run() -> str:
-        text = format_proxy_table(await fetch_proxies(args.xds_address))
+        address = args.management_address
+        text = format_proxy_table(await fetch_proxies(address, token=token))
         if args.group:
-            text += "\n\n" + format_snapshot(await fetch_snapshot(args.xds_address, args.group))
+            text += "\n\n" + format_snapshot(await fetch_snapshot(address, args.group, token=token))
         return text
 
     try:

@@ -12,11 +12,14 @@ from xds.policy.reader import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
     # Only for the annotation: settings stay importable without the Consul client (and aiohttp).
+    from xds.server.management_auth import ManagementAuthConfig
     from xds.sources.consul.client import ConsulConfig
     from xds.sources.kubernetes.client import KubeConfig
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:19005"
+# The management API's own listener (issue 9): loopback unless a token authenticates callers.
+DEFAULT_MANAGEMENT_ADDRESS = "127.0.0.1:18001"
 
 ENV_CONFIG = "XDS_CONFIG"
 ENV_XDS_ADDRESS = "XDS_XDS_ADDRESS"
@@ -24,6 +27,14 @@ ENV_ADMIN_ADDRESS = "XDS_ADMIN_ADDRESS"
 ENV_NODE_GROUP_KEY = "XDS_NODE_GROUP_KEY"
 ENV_LOG_LEVEL = "XDS_LOG_LEVEL"
 ENV_LOG_FORMAT = "XDS_LOG_FORMAT"
+
+# The management API (docs/security.md, "The management API and secrets"). Tokens come from files or the
+# environment only: a command-line value is visible to every local user in `ps`.
+ENV_MANAGEMENT_ADDRESS = "XDS_MANAGEMENT_ADDRESS"
+ENV_MANAGEMENT_TOKEN_FILE = "XDS_MANAGEMENT_TOKEN_FILE"  # read-only role; `xds status` reads it too
+ENV_MANAGEMENT_ADMIN_TOKEN_FILE = "XDS_MANAGEMENT_ADMIN_TOKEN_FILE"  # admin role
+ENV_MANAGEMENT_TOKEN = "XDS_MANAGEMENT_TOKEN"  # a read-only token's value
+ENV_MANAGEMENT_ADMIN_TOKEN = "XDS_MANAGEMENT_ADMIN_TOKEN"  # an admin token's value
 
 # Limits (docs/operations.md, "Limits"): what one client, or the set of all clients, may make the server
 # hold. The per-request bounds (node, names, rate) live with StreamLimits in xds/server/limits.py.
@@ -43,6 +54,8 @@ DEFAULT_MAX_CATALOG_BYTES = DEFAULT_MAX_BYTES  # declared with the reader that e
 ENV_CONSUL_ADDRESS = "XDS_CONSUL_ADDRESS"
 ENV_CONSUL_TOKEN = "XDS_CONSUL_TOKEN"
 ENV_CONSUL_HTTP_TOKEN = "CONSUL_HTTP_TOKEN"  # Consul's own CLI variable, honoured when ours is unset
+ENV_CONSUL_TOKEN_FILE = "XDS_CONSUL_TOKEN_FILE"
+ENV_CONSUL_HTTP_TOKEN_FILE = "CONSUL_HTTP_TOKEN_FILE"  # Consul's own CLI variable, as above
 ENV_CONSUL_DATACENTER = "XDS_CONSUL_DATACENTER"  # comma-separated; the first is the local one
 ENV_CONSUL_CONSISTENCY = "XDS_CONSUL_CONSISTENCY"
 ENV_CONSUL_CA_FILE = "XDS_CONSUL_CA_FILE"
@@ -85,6 +98,9 @@ class Settings:
     config_files: tuple[Path, ...] = ()
     xds_address: str = DEFAULT_XDS_ADDRESS
     admin_address: str = DEFAULT_ADMIN_ADDRESS
+    management_address: str = DEFAULT_MANAGEMENT_ADDRESS
+    # Bearer tokens of the management API; None or an empty config: no authentication, loopback only.
+    management_auth: ManagementAuthConfig | None = None
     node_group_key: str = "cluster"
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
@@ -117,6 +133,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings given through XDS_* environment variables, by CLI flag name."""
     env = os.environ if env is None else env
     names = {ENV_CONFIG: "config", ENV_XDS_ADDRESS: "xds_address", ENV_ADMIN_ADDRESS: "admin_address",
+             ENV_MANAGEMENT_ADDRESS: "management_address", ENV_MANAGEMENT_TOKEN_FILE: "management_token_file",
+             ENV_MANAGEMENT_ADMIN_TOKEN_FILE: "management_admin_token_file",
              ENV_NODE_GROUP_KEY: "node_group_key", ENV_LOG_LEVEL: "log_level", ENV_LOG_FORMAT: "log_format",
              ENV_MAX_NODE_GROUPS: "max_node_groups", ENV_NODE_GROUP_GRACE_S: "node_group_grace",
              ENV_MAX_STREAMS: "max_streams", ENV_MAX_REQUEST_BYTES: "max_request_bytes",
@@ -139,6 +157,13 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
     if token:
         found["consul_token"] = token
+    token_file = env.get(ENV_CONSUL_TOKEN_FILE) or env.get(ENV_CONSUL_HTTP_TOKEN_FILE)
+    if token_file:
+        found["consul_token_file"] = token_file
+    for var, name in ((ENV_MANAGEMENT_TOKEN, "management_token"),
+                      (ENV_MANAGEMENT_ADMIN_TOKEN, "management_admin_token")):
+        if env.get(var):
+            found[name] = env[var]
     return found
 
 
@@ -163,3 +188,4 @@ def split_address(address: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError(f"port out of range in {address!r}")
     return host, number
+

@@ -27,6 +27,7 @@ from xds.cache.snapshot import Resource, Snapshot
 from xds.cache.store import SnapshotStore
 from xds.management.v1 import management_pb2 as pb
 from xds.management.v1 import management_pb2_grpc
+from xds.secrets import redact
 from xds.server.registry import ProxyRegistry, ProxyStatus, TypeStatus
 
 MESSAGE_CLASSES: dict[str, type[Message]] = {
@@ -104,7 +105,9 @@ class SourceState:
 
 
 def source_to_proto(source: SourceState) -> pb.SourceStatus:
-    out = pb.SourceStatus(name=source.name, synced=source.synced, stale=source.stale, error=source.error)
+    # Redacted again here: ListProxies is read by operators and scripts (issue 9, docs/security.md).
+    out = pb.SourceStatus(name=source.name, synced=source.synced, stale=source.stale,
+                          error=redact(source.error))
     if source.last_sync_unix is not None:
         out.last_sync.CopyFrom(_timestamp(source.last_sync_unix))
     return out
