@@ -37,6 +37,8 @@ from xds.policy.schema import (
     RoutePolicy,
     ServicePolicy,
 )
+from xds.policy.tls_material import NO_MATERIAL, TlsMaterial
+from xds.policy.tls_specs import UpstreamTlsSpec
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
@@ -71,7 +73,28 @@ def _failover(endpoints: tuple[Endpoint, ...], proxy: Locality) -> tuple[Endpoin
     return tuple(replace(e, priority=locality_tier(e.locality, proxy) * span + e.priority) for e in endpoints)
 
 
-def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality) -> ClusterSpec:
+def _upstream_tls(settings: ServicePolicy, endpoints: tuple[Endpoint, ...],
+                  material: TlsMaterial) -> UpstreamTlsSpec | None:
+    tls = settings.tls
+    if tls is None:
+        return None
+    ca_pem = material.ca_bundles.get(tls.ca_file)
+    if ca_pem is None:
+        # Never plaintext instead: the pipeline resolves every file a policy names before it builds
+        # (xds/sources/tls_files.py), so this is a caller's bug, not an input problem.
+        raise LookupError(f"service {settings.name!r}: tls.ca_file {tls.ca_file} was not loaded")
+    sni = tls.sni
+    if sni is None:
+        # An ExternalName-style service: the one host name its endpoints share is the name the upstream
+        # expects, as a browser would send it (docs/security.md, "Edge TLS").
+        hosts = {e.host for e in endpoints if e.is_dns_name}
+        sni = hosts.pop() if len(hosts) == 1 and all(e.is_dns_name for e in endpoints) else ""
+    sans = tls.subject_alt_names or ((sni,) if sni else ())
+    return UpstreamTlsSpec(ca_file=tls.ca_file, ca_pem=ca_pem, sni=sni, subject_alt_names=sans)
+
+
+def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality,
+             material: TlsMaterial = NO_MATERIAL) -> ClusterSpec:
     service = catalog.get(settings.name)
     if service is None:
         endpoints: tuple[Endpoint, ...] = ()
@@ -96,6 +119,7 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: 
         load_balancer=settings.load_balancer,
         upstream_connection=settings.upstream_connection,
         locality=settings.locality,
+        tls=_upstream_tls(settings, endpoints, material),
         endpoints=endpoints,
     )
 
@@ -159,10 +183,11 @@ def _hash_policy(policy: HashPolicy) -> HashPolicySpec:
     return HashPolicySpec(HashSource.SOURCE_IP, "", policy.terminal)
 
 
-def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE
-                 ) -> DesiredState:
+def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE,
+                 material: TlsMaterial = NO_MATERIAL) -> DesiredState:
     """What node group `group` should run, as seen from a proxy in `locality` (which only matters to
-    services with `locality.failover`). Deterministic: equal inputs give equal states, with clusters,
+    services with `locality.failover`); `material` holds the TLS files the policy names (issue 9).
+    Deterministic: equal inputs give equal states, with clusters,
     listeners and route configurations sorted by name (routes keep the policy's order, which is the order
     Envoy evaluates them in)."""
     settings = {s.name: s for s in policy.services}
@@ -179,7 +204,7 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
                 name = cluster_name(service, subset)
                 if name not in clusters:
                     service_settings = settings.get(service) or ServicePolicy(service)
-                    clusters[name] = _cluster(catalog, service_settings, subset, locality)
+                    clusters[name] = _cluster(catalog, service_settings, subset, locality, material)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
                                       route_config=listener.name,
@@ -204,6 +229,27 @@ def _backend_warning(catalog: Catalog, where: str, backend: BackendRef) -> str |
         return (f"{where}: subset {_subset_text(backend.subset)} of service "
                 f"{backend.service!r} matches none of its {len(service.endpoints)} endpoints")
     return None
+
+
+# HTTPS's port (RFC 9110 section 4.2.2). An endpoint on it almost surely expects TLS, and an ExternalName
+# service naming an external API there went out as plaintext before issue 9 item 7.
+TLS_PORT = 443
+
+
+def _plaintext_to_tls_port(catalog: Catalog, policy: Policy) -> list[str]:
+    """Services routes send traffic to that have an endpoint on port 443 and no `tls` (a warning, not an
+    error: a plaintext server may listen there on purpose)."""
+    settings = {s.name: s for s in policy.services}
+    used = dict.fromkeys(b.service for listener in policy.listeners for route in listener.routes
+                         for b in route.backends)
+    out = []
+    for name in used:
+        service = catalog.get(name)
+        entry = settings.get(name)
+        if (service is not None and (entry is None or entry.tls is None)
+                and any(e.port == TLS_PORT for e in service.endpoints)):
+            out.append(name)
+    return out
 
 
 # The load balancers that use a route's hash policy (route_components.proto, RouteAction.hash_policy).
@@ -238,6 +284,10 @@ def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
                 warning = _backend_warning(catalog, where, backend)
                 if warning is not None:
                     warnings.setdefault(warning)
+    for name in _plaintext_to_tls_port(catalog, policy):
+        warnings.setdefault(f"service {name!r} has endpoints on port {TLS_PORT} but no `tls`: Envoy sends "
+                            "them plaintext HTTP; add `tls: {ca_file: ...}` to originate TLS "
+                            "(docs/security.md)")
     for entry in policy.services:
         found = catalog.get(entry.name)
         if (entry.locality is not None and entry.locality.failover and found is not None

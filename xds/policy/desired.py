@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 
 from xds.model.service import Endpoint
+from xds.policy.tls_specs import UpstreamTlsSpec
 
 
 class LbPolicy(enum.Enum):
@@ -151,6 +152,7 @@ class ClusterSpec:
     load_balancer: LoadBalancerSpec | None = None  # None: Envoy's defaults for lb_policy
     upstream_connection: UpstreamConnectionSpec | None = None  # None: Envoy's defaults
     locality: LocalitySpec | None = None  # None: priorities as the catalog gives them, Envoy's factor
+    tls: UpstreamTlsSpec | None = None  # None: plaintext to the endpoints (issue 9 item 7)
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()

@@ -25,6 +25,7 @@ from xds.translate.lb import (
     needs_http_options,
 )
 from xds.translate.resilience import build_circuit_breakers, build_health_check, build_outlier_detection
+from xds.translate.tls import build_upstream_tls
 
 # The key of Cluster.typed_extension_protocol_options is the extension's proto type name
 # (cluster.proto, `typed_extension_protocol_options`).
@@ -86,7 +87,7 @@ def cluster_key(spec: ClusterSpec) -> Hashable:
     """
     return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
             spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
-            spec.upstream_connection,
+            spec.upstream_connection, spec.tls,
             (spec.endpoints, spec.locality) if spec.dns else ())
 
 
@@ -115,6 +116,8 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
         cluster.circuit_breakers.CopyFrom(build_circuit_breakers(spec.circuit_breakers))
     if spec.health_check is not None:
         cluster.health_checks.append(build_health_check(spec.health_check))
+    if spec.tls is not None:
+        cluster.transport_socket.CopyFrom(build_upstream_tls(spec.tls))
     if spec.dns:
         # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
         # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).
