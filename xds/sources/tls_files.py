@@ -182,6 +182,8 @@ class TlsFiles:
         with self._lock:
             consumed = dict(self._consumed)
         now = time.time_ns()
+        changed = False
+        # Every path is looked at, so that a certificate and its key replaced together are one change.
         for path, (stamp, digest) in consumed.items():
             current = _stamp(path)
             racy = current is not None and now - current.mtime_ns < _RACY_WINDOW_NS
@@ -191,8 +193,8 @@ class TlsFiles:
             with self._lock:
                 if seen != digest and self._noticed.get(path) != seen:
                     self._noticed[path] = seen
-                    return True
-        return False
+                    changed = True
+        return changed
 
     async def watch(self, on_change: Callable[[], None], *, interval_s: float) -> None:
         """Call `on_change` (on the loop) whenever a named file's content changes; runs until cancelled.
@@ -205,4 +207,5 @@ class TlsFiles:
 
 def check_tls_files(policy: Policy) -> None:
     """`xds validate`: raise PolicyError naming each TLS file of `policy` that the server would refuse."""
-    TlsFiles(log_problems=False).resolve(tls_inputs(policy))  # a fresh store has no last good: every bad file is an error
+    # A fresh store has no last good content, so every bad file is an error.
+    TlsFiles(log_problems=False).resolve(tls_inputs(policy))
