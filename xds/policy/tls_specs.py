@@ -20,3 +20,28 @@ class UpstreamTlsSpec:
     # The peer's certificate must carry one of these (DNS names, or URIs when they contain "://"); (): any
     # certificate the CA signed.
     subject_alt_names: tuple[str, ...] = ()
+
+
+# The SDS name of a listener certificate: it names the file, never its content, and is the same for every
+# listener and node group serving that file (docs/security.md, "Edge TLS").
+EDGE_SECRET_PREFIX = "xds-edge-cert:"
+
+
+def edge_secret_name(cert_file: str) -> str:
+    return EDGE_SECRET_PREFIX + cert_file
+
+
+@dataclass(frozen=True, slots=True)
+class IngressChainSpec:
+    """One filter chain of a TLS listener: the certificate (an SDS secret) served for `server_names`."""
+
+    secret: str
+    server_names: tuple[str, ...] = ()  # (): every SNI no other chain claims, and none
+
+
+@dataclass(frozen=True, slots=True)
+class IngressTlsSpec:
+    chains: tuple[IngressChainSpec, ...]
+
+    def secret_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.secret for c in self.chains))
