@@ -414,7 +414,7 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.policy.schema import merge_policies
     from xds.server.management import resource_json
     from xds.sources.tls_files import TlsFiles
-    from xds.typeurls import PUSH_ORDER, short_name
+    from xds.typeurls import PUSH_ORDER, SECRET, short_name
 
     try:
         loaded = [load_file(path) for path in _config_files(args.config, env)]
@@ -434,7 +434,7 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
         "types": [{"type": short_name(t), "type_url": t, "version": snapshot.version(t),
                    "resources": [json.loads(resource_json(r))
                                  for _, r in sorted(snapshot.of_type(t).items())]}
-                  for t in PUSH_ORDER],
+                  for t in PUSH_ORDER if t != SECRET or snapshot.of_type(t)],
     }
     json.dump(rendered, sys.stdout, indent=2)
     sys.stdout.write("\n")
