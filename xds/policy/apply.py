@@ -25,6 +25,8 @@ from xds.policy.desired import (
     RetrySpec,
     RouteConfigSpec,
     RouteSpec,
+    SecretSpec,
+    TlsCertificateSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
 )
@@ -32,13 +34,14 @@ from xds.policy.schema import (
     BackendRef,
     FaultPolicy,
     HashPolicy,
+    ListenerPolicy,
     Policy,
     RetryPolicy,
     RoutePolicy,
     ServicePolicy,
 )
 from xds.policy.tls_material import NO_MATERIAL, TlsMaterial
-from xds.policy.tls_specs import UpstreamTlsSpec
+from xds.policy.tls_specs import IngressChainSpec, IngressTlsSpec, UpstreamTlsSpec, edge_secret_name
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
@@ -91,6 +94,23 @@ def _upstream_tls(settings: ServicePolicy, endpoints: tuple[Endpoint, ...],
         sni = hosts.pop() if len(hosts) == 1 and all(e.is_dns_name for e in endpoints) else ""
     sans = tls.subject_alt_names or ((sni,) if sni else ())
     return UpstreamTlsSpec(ca_file=tls.ca_file, ca_pem=ca_pem, sni=sni, subject_alt_names=sans)
+
+
+def _ingress_tls(listener: ListenerPolicy, material: TlsMaterial,
+                 secrets: dict[str, SecretSpec]) -> IngressTlsSpec | None:
+    """The listener's filter chains by SNI, adding the SDS secret of each certificate to `secrets`."""
+    if listener.tls is None:
+        return None
+    chains = []
+    for cert in listener.tls.certificates:
+        pair = material.key_pairs.get((cert.cert_file, cert.key_file))
+        if pair is None:  # as for a CA bundle: never a listener without its certificate
+            raise LookupError(f"listener {listener.name!r}: tls certificate {cert.cert_file} was not loaded")
+        name = edge_secret_name(cert.cert_file)
+        secrets[name] = SecretSpec(name, tls_certificate=TlsCertificateSpec(
+            certificate_chain_pem=pair.cert_pem.decode(), private_key_pem=pair.key_pem.decode()))
+        chains.append(IngressChainSpec(secret=name, server_names=cert.server_names))
+    return IngressTlsSpec(chains=tuple(chains))
 
 
 def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality,
@@ -194,6 +214,7 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
     clusters: dict[str, ClusterSpec] = {}
     listeners: list[ListenerSpec] = []
     route_configs: list[RouteConfigSpec] = []
+    secrets: dict[str, SecretSpec] = {}
     for listener in policy.listeners:
         if not listener.serves(group):
             continue
@@ -208,13 +229,15 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
                                       route_config=listener.name,
-                                      fault_filter=any(r.fault is not None for r in routes)))
+                                      fault_filter=any(r.fault is not None for r in routes),
+                                      tls=_ingress_tls(listener, material, secrets)))
         virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
         route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
     return DesiredState(
         clusters=tuple(sorted(clusters.values(), key=lambda c: c.name)),
         listeners=tuple(sorted(listeners, key=lambda x: x.name)),
         route_configs=tuple(sorted(route_configs, key=lambda r: r.name)),
+        secrets=tuple(secrets[name] for name in sorted(secrets)),
     )
 
 

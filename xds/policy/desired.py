@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 
 from xds.model.service import Endpoint
-from xds.policy.tls_specs import UpstreamTlsSpec
+from xds.policy.tls_specs import IngressTlsSpec, UpstreamTlsSpec
 
 
 class LbPolicy(enum.Enum):
@@ -288,6 +288,7 @@ class ListenerSpec:
     # Some route of the listener injects faults: its HTTP connection manager gets the fault filter.
     fault_filter: bool = False
     inbound: InboundSpec | None = None  # None: an outbound or edge listener, plaintext
+    tls: IngressTlsSpec | None = None  # edge TLS termination by SNI (issue 9 item 7); wins over inbound mTLS
 
 
 def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:
@@ -299,6 +300,8 @@ def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:
 
 def listener_secret_names(listener: ListenerSpec) -> tuple[str, ...]:
     """The SDS secrets `listener` names (its filter chains' transport sockets)."""
+    if listener.tls is not None:
+        return listener.tls.secret_names()
     if listener.inbound is not None and listener.inbound.mtls is not MtlsMode.OFF:
         return (WORKLOAD_CERT_SECRET, TRUST_BUNDLE_SECRET)
     return ()
