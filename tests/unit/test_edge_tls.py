@@ -16,6 +16,7 @@ from xds.policy.load import parse_document
 from xds.policy.tls_material import TlsInputs, tls_inputs
 from xds.sources.tls_files import TlsFiles
 from xds.translate.clusters import build_cluster, cluster_key
+from xds.translate.listeners import build_listener
 
 CERT_MARK = b"-----BEGIN CERTIFICATE-----"
 
@@ -161,3 +162,38 @@ def test_changed_notices_a_rotation_once(tmp_path: Path, ca: TestCa) -> None:
     assert files.resolve(inputs).key_pairs[(str(cert), str(key))].cert_pem == rotated.cert_pem
     # Within the racy window the files are hashed again on every call, and found unchanged.
     assert not files.changed()
+
+
+def test_listener_tls_becomes_sni_filter_chains_with_sds_certificates(tmp_path: Path, ca: TestCa) -> None:
+    paths = {}
+    for name in ("a.test", "b.test"):
+        cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        ca.issue(name).write(cert, key)
+        paths[name] = (cert, key)
+    certificates = ", ".join(f"{{cert_file: {c}, key_file: {k}, server_names: [{n}]}}"
+                             for n, (c, k) in paths.items())
+    catalog, policy = parse_document(f"""
+version: 1
+services: [{{name: web, endpoints: [{{address: "127.0.0.1:8080"}}]}}]
+listeners:
+  - {{name: edge, port: 8443, tls: {{certificates: [{certificates}]}},
+     routes: [{{backends: [{{service: web}}]}}]}}
+""", where="t.yaml")
+    desired = apply_policy(catalog, policy, group="g", material=TlsFiles().resolve(tls_inputs(policy)))
+    names = [f"xds-edge-cert:{paths[n][0]}" for n in ("a.test", "b.test")]
+    assert [s.name for s in desired.secrets] == sorted(names)
+    assert all(s.tls_certificate is not None and "PRIVATE KEY" in s.tls_certificate.private_key_pem
+               for s in desired.secrets)
+    (spec,) = desired.listeners
+    listener = build_listener(spec)
+    assert [f.name for f in listener.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+    chains = [(list(c.filter_chain_match.server_names), c.transport_socket.name)
+              for c in listener.filter_chains]
+    tls_socket = "envoy.transport_sockets.tls"
+    assert chains == [(["a.test"], tls_socket), (["b.test"], tls_socket)]
+    for chain, secret in zip(listener.filter_chains, names, strict=True):
+        context = tls_pb2.DownstreamTlsContext()
+        assert chain.transport_socket.typed_config.Unpack(context)
+        (sds,) = context.common_tls_context.tls_certificate_sds_secret_configs
+        assert sds.name == secret and sds.sds_config.HasField("ads")
+    assert b"PRIVATE KEY" not in listener.SerializeToString()  # keys travel in Secrets only
