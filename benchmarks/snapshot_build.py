@@ -397,8 +397,9 @@ def _messages_by_type(items: Iterable[Translated]) -> dict[TypeUrl, list[Message
 
 def _reuse(new: Snapshot, old: Snapshot) -> dict[TypeUrl, tuple[int, int]]:
     """Per type: (resources shared by identity with the previous snapshot, resources)."""
+    # Types neither snapshot holds (SDS in a mesh without mTLS) are left out.
     return {t: (sum(1 for name, r in new.of_type(t).items() if old.get(t, name) is r), len(new.of_type(t)))
-            for t in PUSH_ORDER}
+            for t in PUSH_ORDER if new.of_type(t) or old.of_type(t)}
 
 
 @dataclass(slots=True)

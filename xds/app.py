@@ -15,7 +15,7 @@ from xds.cache.store import SnapshotStore
 from xds.observability.admin import AdminServer
 from xds.observability.metrics import Metrics
 from xds.observability.tls_metrics import TlsMetrics
-from xds.pipeline import Pipeline, builder_for
+from xds.pipeline import Pipeline, builder_for, with_tls_material
 from xds.policy.errors import PolicyError
 from xds.secrets import redact, redact_mapping, register_secret
 from xds.server.callbacks import MultiCallbacks
@@ -34,6 +34,7 @@ from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
 from xds.sources.kubernetes import KubernetesSource
+from xds.sources.tls_files import TlsFiles
 
 log = logging.getLogger("xds.app")
 
@@ -55,6 +56,7 @@ class App:
         self.metrics.watch_groups(self.store.counts)
         self.pipeline = Pipeline([s.name for s in self.sources])
         self.health = HealthReporter()
+        self.tls_files = TlsFiles()  # the TLS files policies name, last good of each (issue 9 item 7)
         self.source_errors: dict[str, str] = {}
         self.source_synced_at: dict[str, float] = {}
         self.policy_error: str = ""
@@ -123,6 +125,7 @@ class App:
             return
         try:
             world = self.pipeline.world()
+            world = await asyncio.to_thread(with_tls_material, world, self.tls_files)
         except PolicyError as exc:
             # Conflicting policies from two sources: keep serving the last good world (R38).
             self.policy_error = str(exc)
@@ -183,6 +186,9 @@ class App:
                 tasks.create_task(self._sweep_groups(), name="node-group-sweep")
                 if self.tls is not None:
                     tasks.create_task(self.tls.run(), name="tls-reload")
+                tasks.create_task(self.tls_files.watch(self._schedule_rebuild,
+                                                       interval_s=self.settings.file_poll_interval_s),
+                                  name="tls-files")
                 for source in self.sources:
                     tasks.create_task(source.run(self), name=f"source:{source.name}")
         finally:
@@ -216,6 +222,7 @@ class App:
             "sources": {s.name: {"synced": s.name not in self.pipeline.missing(),
                                  "error": self.source_errors.get(s.name, "")} for s in self.sources},
             "policy_error": self.policy_error,
+            "tls_files": self.tls_files.errors(),  # paths and problems only, never content
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
             **({"tls": self.tls.status()} if self.tls is not None else {}),

@@ -445,6 +445,7 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.policy.apply import explain_warnings
     from xds.policy.errors import PolicyError, escape_control
     from xds.policy.load import DEFAULT_MAX_BYTES, load_file
+    from xds.sources.tls_files import check_tls_files
 
     # The same safe reader as the file source: a FIFO, a device or a huge file is one located error line
     # with status 1, never a hang or a traceback (issue 7).
@@ -455,6 +456,7 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
         return 1
     try:
         catalog, policy = load_file(args.file, max_bytes=max_bytes)
+        check_tls_files(policy)  # the CA bundles and certificates it names (issue 9 item 7)
         warnings = explain_warnings(catalog, policy)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
@@ -495,17 +497,19 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.cache.node import located_key
     from xds.model.catalog import merge_catalogs
     from xds.model.service import Locality
-    from xds.pipeline import World, build_snapshot
+    from xds.pipeline import World, build_snapshot, with_tls_material
     from xds.policy.errors import PolicyError
     from xds.policy.load import load_file
     from xds.policy.schema import merge_policies
     from xds.server.management import resource_json
-    from xds.typeurls import PUSH_ORDER, short_name
+    from xds.sources.tls_files import TlsFiles
+    from xds.typeurls import PUSH_ORDER, SECRET, short_name
 
     try:
         loaded = [load_file(path) for path in _config_files(args.config, env)]
         world = World(catalog=merge_catalogs([c for c, _ in loaded]),
                       policy=merge_policies([p for _, p in loaded]))
+        world = with_tls_material(world, TlsFiles())
         where = Locality(region=args.region, zone=args.zone, sub_zone=args.sub_zone)
         snapshot = build_snapshot(world, located_key(args.cluster, where))
     except PolicyError as exc:
@@ -519,7 +523,7 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
         "types": [{"type": short_name(t), "type_url": t, "version": snapshot.version(t),
                    "resources": [json.loads(resource_json(r))
                                  for _, r in sorted(snapshot.of_type(t).items())]}
-                  for t in PUSH_ORDER],
+                  for t in PUSH_ORDER if t != SECRET or snapshot.of_type(t)],
     }
     json.dump(rendered, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xds.cache.node import split_key
 from xds.cache.snapshot import Snapshot, make_snapshot
@@ -17,7 +17,9 @@ from xds.model.catalog import merge_catalogs
 from xds.model.service import Catalog
 from xds.policy.apply import apply_policy
 from xds.policy.schema import Policy, merge_policies
+from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
+from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
 
 log = logging.getLogger("xds.pipeline")
@@ -29,6 +31,14 @@ class World:
 
     catalog: Catalog
     policy: Policy
+    # The TLS files the policy names, as last read and checked (issue 9 item 7).
+    material: TlsMaterial = NO_MATERIAL
+
+
+def with_tls_material(world: World, files: TlsFiles) -> World:
+    """`world` with the TLS files its policy names. Blocking (reads files); raises PolicyError naming each
+    file that has no good content yet, so the last good world keeps serving (docs/protocol.md R38)."""
+    return replace(world, material=files.resolve(tls_inputs(world.policy)))
 
 
 def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
@@ -36,7 +46,8 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
     # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
     # listeners follow the group, the failover priorities the locality.
     group, locality = split_key(key)
-    desired = apply_policy(world.catalog, world.policy, group=group, locality=locality)
+    desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
+                           material=world.material)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the
     # failover services' ClusterLoadAssignments.

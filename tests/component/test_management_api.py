@@ -140,7 +140,7 @@ async def test_list_proxies_reports_every_stream_and_type(plane: Plane) -> None:
     assert (pa.group, pa.peer, pa.method, pa.envoy_version) == (
         "default", "ipv4:127.0.0.1:4000", "ads", "1.31.0")
     assert pa.connected_at.ToNanoseconds() == 1_700_000_000_250_000_000
-    assert [t.short_name for t in pa.types] == ["cds", "eds", "lds", "rds"]
+    assert [t.short_name for t in pa.types] == ["cds", "eds", "sds", "lds", "rds"]
     eds = pa.types[1]
     assert (eds.version_sent, eds.nonce_sent, eds.version_acked, eds.pushes) == ("v2", "9", "v1", 2)
     [cds] = pb_.types
@@ -151,11 +151,13 @@ async def test_list_proxies_reports_every_stream_and_type(plane: Plane) -> None:
     assert not pa.types[0].HasField("last_nack_at")
 
     table = status_view.format_proxy_table(response).splitlines()
-    assert table[0].split() == ["NODE", "GROUP", "CDS", "EDS", "LDS", "RDS", "METHOD", "ENVOY"]
-    assert table[1].split() == ["node-a", "default", "SYNCED", "STALE", "SYNCED", "SYNCED", "ADS", "1.31.0"]
+    assert table[0].split() == ["NODE", "GROUP", "CDS", "EDS", "SDS", "LDS", "RDS", "METHOD",
+                                 "ENVOY"]
+    assert table[1].split() == ["node-a", "default", "SYNCED", "STALE", "SYNCED", "SYNCED", "SYNCED",
+                                 "ADS", "1.31.0"]
     assert table[2].split("  ")[0] == "node-b"
     assert "NACKED(v2)" in table[2]
-    assert table[2].count("NOT SENT") == 3
+    assert table[2].count("NOT SENT") == 4
     assert "NACKS" in table
     assert "    cluster 'web': unknown field" in table
 

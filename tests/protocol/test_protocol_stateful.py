@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from xds.cache.snapshot import Resource, Snapshot, empty_endpoints, version_of
 from xds.server.protocol import Acked, Ignored, Nacked, Request, Send, StreamProtocol
-from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, LISTENER, PUSH_ORDER, ROUTE, TypeUrl
+from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, LISTENER, ROUTE, TypeUrl
 
 from .world import Config, FakeClient, config_snapshot, names, snapshot
 
@@ -31,6 +31,10 @@ UNIVERSE: dict[TypeUrl, tuple[str, ...]] = {CLUSTER: CLUSTERS, ENDPOINT: CLUSTER
                                             ROUTE: ROUTES}
 # Names a client may ask for that no snapshot ever has: remembered (R16), EDS gets a placeholder (R22).
 GHOST: dict[TypeUrl, str] = {CLUSTER: "cx", ENDPOINT: "cx", LISTENER: "lx", ROUTE: "rx"}
+# The types this model's worlds hold, in push order. Its worlds have no secrets, so SDS (between EDS and
+# LDS in xds.typeurls.PUSH_ORDER, docs/protocol.md R46) never starts; tests/protocol/test_protocol.py covers
+# it.
+PUSH_ORDER: tuple[TypeUrl, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 PARENT: dict[TypeUrl, TypeUrl] = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
 NAMED = (ENDPOINT, ROUTE)
 CHILD: dict[TypeUrl, TypeUrl] = {CLUSTER: ENDPOINT, LISTENER: ROUTE}

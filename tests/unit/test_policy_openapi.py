@@ -169,12 +169,19 @@ services:
                 weights: [{region: r1, zone: a, sub_zone: rack1, weight: 70}, {region: r2, weight: 30}]}}
   - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
+  - {name: payments-api, tls: {ca_file: /etc/xds/ca.pem, sni: api.payments.example,
+                               subject_alt_names: [api.payments.example, "spiffe://example.org/payments"]}}
 listeners:
   - name: edge
     address: "::"
     port: 10000
     groups: [edge, "Edge Group 2"]
     domains: ["*.example.com", "example.com:8080", "*"]
+    tls:
+      certificates:
+        - {cert_file: /etc/xds/shop.pem, key_file: /etc/xds/shop.key,
+           server_names: [shop.example.com, "*.shop.example.com"]}
+        - {cert_file: /etc/xds/default.pem, key_file: /etc/xds/default.key}
     routes:
       - name: api
         match:
@@ -323,6 +330,13 @@ REJECTED: list[tuple[str, Any]] = [
     ("header present false", _edit("listeners.0.routes.0.match.headers.1.present", False)),
     ("header exact with a newline", _edit("listeners.0.routes.0.match.headers.0.exact", "a\nb")),
     ("invert as text", _edit("listeners.0.routes.0.match.headers.1.invert", "yes")),
+    ("relative ca_file", _edit("services.6.tls.ca_file", "ca.pem")),
+    ("tls without ca_file", _edit("services.6.tls.ca_file", ...)),
+    ("sni with a port", _edit("services.6.tls.sni", "api.example:443")),
+    ("empty subject_alt_names", _edit("services.6.tls.subject_alt_names", [])),
+    ("listener tls without certificates", _edit("listeners.0.tls.certificates", ...)),
+    ("certificate without key_file", _edit("listeners.0.tls.certificates.0.key_file", ...)),
+    ("server name with a port", _edit("listeners.0.tls.certificates.0.server_names", ["a.com:443"])),
 ]
 
 # Rejected by the loader only: rules across fields or values that OpenAPI cannot express (openapi.py's
@@ -339,6 +353,8 @@ LOADER_ONLY: list[tuple[str, Any]] = [
     ("zero duration as text", _edit("services.0.connect_timeout", "0s")),
     ("duration as a boolean", _edit("services.0.connect_timeout", True)),
     ("address that is no IP", _edit("listeners.0.address", "1.2.3")),
+    ("two default certificates", _edit("listeners.0.tls.certificates.0.server_names", ...)),
+    ("server name claimed twice", _edit("listeners.0.tls.certificates.1.server_names", ["SHOP.example.com"])),
 ]
 
 

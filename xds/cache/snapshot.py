@@ -100,6 +100,13 @@ class Snapshot:
     def version(self, type_url: TypeUrl) -> str:
         return self.versions.get(type_url, "")
 
+    def without(self, type_url: TypeUrl) -> Snapshot:
+        """This snapshot with no resource of `type_url`: what a stream that may not have them sees (workload
+        secrets on an unauthenticated stream, docs/protocol.md R47). Versions stay, so logs still match."""
+        if not self.resources.get(type_url):
+            return self
+        return Snapshot(group=self.group, resources={**self.resources, type_url: {}}, versions=self.versions)
+
     @property
     def key(self) -> str:
         """One string naming the whole content, for logs and `xds status`."""

@@ -7,9 +7,10 @@ Every collection is a tuple in a deterministic order so equal inputs give byte-i
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xds.model.service import Endpoint, Locality
+from xds.policy.tls_specs import IngressTlsSpec, UpstreamTlsSpec
 
 
 class LbPolicy(enum.Enum):
@@ -163,6 +164,23 @@ class LocalityWeightSpec:
                 and (not self.sub_zone or self.sub_zone == locality.sub_zone))
 
 
+class MtlsMode(enum.Enum):
+    """Sidecar mTLS of a service (issue 9): its inbound side requires (strict) or accepts (permissive) client
+    certificates of the mesh CA, and its clients originate mTLS to it unless it is off."""
+
+    OFF = "off"
+    PERMISSIVE = "permissive"
+    STRICT = "strict"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamMeshTlsSpec:
+    """Originate mTLS with the node group's workload certificate (SDS `WORKLOAD_CERT_SECRET`), trusting the
+    mesh CA (SDS `TRUST_BUNDLE_SECRET`), and accept only a server whose URI SAN is `peer_identity`."""
+
+    peer_identity: str
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
@@ -181,6 +199,8 @@ class ClusterSpec:
     load_balancer: LoadBalancerSpec | None = None  # None: Envoy's defaults for lb_policy
     upstream_connection: UpstreamConnectionSpec | None = None  # None: Envoy's defaults
     locality: LocalitySpec | None = None  # None: priorities as the catalog gives them, Envoy's factor
+    mesh_tls: UpstreamMeshTlsSpec | None = None  # None: plaintext to the endpoints
+    tls: UpstreamTlsSpec | None = None  # edge TLS to an external service (issue 9 item 7); wins over mesh_tls
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()
@@ -267,6 +287,27 @@ class RouteConfigSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorizationRuleSpec:
+    """Requests from any of `principals` (SPIFFE IDs of client certificates) are allowed, narrowed to a path
+    prefix and to methods when given (issue 9)."""
+
+    principals: tuple[str, ...]
+    prefix: str | None = None
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSpec:
+    """The listener is the inbound side of `service`'s sidecar: it presents the group's workload certificate
+    and requires or accepts client certificates per `mtls`; with `rules` only what they allow passes (RBAC,
+    403 otherwise), with none everything does."""
+
+    service: str
+    mtls: MtlsMode = MtlsMode.OFF
+    rules: tuple[AuthorizationRuleSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerSpec:
     """An HTTP listener whose routes come over RDS under `route_config`."""
 
@@ -276,6 +317,61 @@ class ListenerSpec:
     route_config: str
     # Some route of the listener injects faults: its HTTP connection manager gets the fault filter.
     fault_filter: bool = False
+    inbound: InboundSpec | None = None  # None: an outbound or edge listener, plaintext
+    tls: IngressTlsSpec | None = None  # edge TLS termination by SNI (issue 9 item 7); wins over inbound mTLS
+
+
+def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:
+    """The SDS secrets `cluster` names (its transport socket)."""
+    if cluster.mesh_tls is not None:
+        return (WORKLOAD_CERT_SECRET, TRUST_BUNDLE_SECRET)
+    return ()
+
+
+def listener_secret_names(listener: ListenerSpec) -> tuple[str, ...]:
+    """The SDS secrets `listener` names (its filter chains' transport sockets)."""
+    if listener.tls is not None:
+        return listener.tls.secret_names()
+    if listener.inbound is not None and listener.inbound.mtls is not MtlsMode.OFF:
+        return (WORKLOAD_CERT_SECRET, TRUST_BUNDLE_SECRET)
+    return ()
+
+
+# The SDS names of a node group's mesh identity (issue 9; docs/security.md "Workload certificates"): its
+# workload certificate with key, and the mesh CA's trust bundle. Every group uses the same two names, and
+# each group's snapshot holds its own content under them.
+WORKLOAD_CERT_SECRET = "xds-workload-cert"
+TRUST_BUNDLE_SECRET = "xds-trust-bundle"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsCertificateSpec:
+    """A certificate chain and its private key, PEM (Envoy's TlsCertificate). The key is left out of
+    repr so that it never reaches a log line or an error message."""
+
+    certificate_chain_pem: str
+    private_key_pem: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationContextSpec:
+    """CA certificates, PEM, that peers' certificates must chain to (CertificateValidationContext)."""
+
+    trusted_ca_pem: str
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSpec:
+    """One SDS Secret: exactly one of a certificate with key, or a validation context (issue 9)."""
+
+    name: str
+    tls_certificate: TlsCertificateSpec | None = None
+    validation_context: ValidationContextSpec | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_certificate is None) == (self.validation_context is None):
+            raise ValueError(f"secret {self.name!r} needs exactly one of a certificate and a validation "
+                             "context")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,3 +379,15 @@ class DesiredState:
     clusters: tuple[ClusterSpec, ...] = ()
     listeners: tuple[ListenerSpec, ...] = ()
     route_configs: tuple[RouteConfigSpec, ...] = ()
+    # SDS secrets the clusters and listeners name (issue 9); sorted by name.
+    secrets: tuple[SecretSpec, ...] = ()
+
+    def secret_names(self) -> frozenset[str]:
+        """The SDS names the clusters and listeners of this state refer to, whether or not `secrets` has
+        them yet (the pipeline adds the workload identity's secrets, xds/pipeline.py)."""
+        names: set[str] = set()
+        for cluster in self.clusters:
+            names.update(cluster_secret_names(cluster))
+        for listener in self.listeners:
+            names.update(listener_secret_names(listener))
+        return frozenset(names)

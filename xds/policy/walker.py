@@ -70,6 +70,7 @@ from xds.policy.schema import (
     find_port_conflicts,
     per_try_outlasts_route,
 )
+from xds.policy.tls_fields import LISTENER_CERTIFICATE, LISTENER_TLS, ListenerCertificate, ListenerTlsPolicy
 from xds.policy.weights import TOTAL_WEIGHT
 
 _P = TypeVar("_P")
@@ -290,12 +291,45 @@ class _Walker(Checker):
             return self._routes(node, path, listener=name if isinstance(name, str) else what)
 
         values: dict[str, object] = {}
-        self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes},
-                     into=values)
+        self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes,
+                                   "tls": self._listener_tls}, into=values)
         port_node, _ = f.at("port")
         if not self._complete(mark, LISTENER, values) or port_node is None:
             return None
         return _ListenerEntry(LISTENER.build(values), port_node.pos, path)
+
+    def _listener_tls(self, node: Node | None, path: str) -> ListenerTlsPolicy | None:
+        """A listener's `tls` (issue 9 item 7): each SNI name is claimed by one certificate only, and at
+        most one certificate claims none (it becomes the default filter chain), since Envoy refuses two
+        filter chains with the same match (listener.proto, `filter_chains`)."""
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what="tls", keys=LISTENER_TLS.keys(), required=LISTENER_TLS.required())
+        if f is None:
+            return None
+        items_node, items_path = f.at("certificates")
+        certificates: list[ListenerCertificate] = []
+        claimed: dict[str, int | None] = {}
+        default_at: int | None = None
+        for index, item in enumerate(self._list(items_node, items_path, nonempty="certificate") or ()):
+            item_path = f"{items_path}[{index}]"
+            cert = self._part(LISTENER_CERTIFICATE, item, item_path, what="a certificate")
+            if cert is None:
+                continue
+            if not cert.server_names:
+                if default_at is not None:
+                    self._bad(item, item_path, "only one certificate may leave out server_names (it is "
+                                               "served when no other matches); "
+                                               f"certificates[{default_at}] already does")
+                default_at = index
+            for i, name in enumerate(cert.server_names):
+                self._duplicate(claimed, name.lower(), item, f"{item_path}.server_names[{i}]",
+                                field="server_names", what=f"server name {name!r} in listener tls")
+            certificates.append(cert)
+        if self._mark != mark or items_node is None:
+            return None
+        return ListenerTlsPolicy(certificates=tuple(certificates))
 
     def _groups(self, node: Node | None, path: str) -> frozenset[str] | None:
         if node is None:

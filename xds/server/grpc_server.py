@@ -1,4 +1,4 @@
-"""The grpc.aio server: ADS, the four single-type SotW services, health, and the management API.
+"""The grpc.aio server: ADS, the five single-type SotW services, health, and the management API.
 
 Discovery methods are registered through generic handlers whose response serializer is the identity, so
 the pre-encoded bytes from `encode_response` go to the wire untouched.
@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xds.server.stream import StreamHandler
-from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, TypeUrl
+from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TypeUrl
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
@@ -25,6 +25,8 @@ _DISCOVERY_METHODS: tuple[tuple[str, str, TypeUrl | None, str], ...] = (
     ("envoy.service.endpoint.v3.EndpointDiscoveryService", "StreamEndpoints", ENDPOINT, "eds"),
     ("envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", LISTENER, "lds"),
     ("envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", ROUTE, "rds"),
+    # Single-type SDS for clients that do not use ADS for secrets (docs/protocol.md R46).
+    ("envoy.service.secret.v3.SecretDiscoveryService", "StreamSecrets", SECRET, "sds"),
 )
 
 

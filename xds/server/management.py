@@ -18,6 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,12 +30,14 @@ from xds.management.v1 import management_pb2 as pb
 from xds.management.v1 import management_pb2_grpc
 from xds.secrets import redact
 from xds.server.registry import ProxyRegistry, ProxyStatus, TypeStatus
+from xds.translate.secrets import redact as redact_secret
 
 MESSAGE_CLASSES: dict[str, type[Message]] = {
     typeurls.CLUSTER: cluster_pb2.Cluster,
     typeurls.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     typeurls.LISTENER: listener_pb2.Listener,
     typeurls.ROUTE: route_pb2.RouteConfiguration,
+    typeurls.SECRET: secret_pb2.Secret,
 }
 
 
@@ -72,6 +75,8 @@ def resource_json(resource: Resource) -> str:
         if cls is None:
             raise TypeError(f"no message class for {resource.type_url}")
         message = cls.FromString(resource.body)
+        if isinstance(message, secret_pb2.Secret):
+            message = redact_secret(message)  # a private key never leaves in JSON (docs/security.md, issue 9)
         data = json_format.MessageToDict(message, preserving_proto_field_name=True)
     except (TypeError, KeyError, ValueError) as exc:  # json_format raises these for unknown Any types
         data = {"@type": resource.type_url, "@error": f"cannot render as JSON: {exc}",

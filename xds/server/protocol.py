@@ -30,10 +30,11 @@ Rules, with their numbers in docs/protocol.md (xds_protocol.rst sections in brac
 * CDS and LDS responses carry the complete state; EDS and RDS responses carry the changed named resources
   only (R18 ["Grouping resources into responses"]).
 * Only one response per type is outstanding at a time; on ADS a type is sent only once every type before it
-  in CDS -> EDS -> LDS -> RDS has settled (its response ACKed or NACKed, nothing left to send, and, for
+  in CDS -> EDS -> SDS -> LDS -> RDS has settled (its response ACKed or NACKed, nothing left to send, and, for
   EDS/RDS, the client subscribed to every name the earlier type made it need) (R23). The exception is a
-  type's own parent: EDS does not wait for the CDS ACK nor RDS for the LDS ACK, because Envoy holds those
-  ACKs until the children arrive (cluster and listener warming). So routes go out only once the clusters
+  type's own parent: EDS and SDS do not wait for the CDS ACK nor RDS for the LDS ACK, because Envoy holds
+  those ACKs until the children arrive (cluster and listener warming); SDS, named by listeners too, comes
+  before LDS and so never waits for it (R46). So routes go out only once the clusters
   they use have their endpoints, and listeners only once every cluster is warm. A cluster that the
   client's listeners or routes still use is kept in CDS until they stop using it, so removals come last.
 * A changed cluster makes its ClusterLoadAssignment due again even if the endpoints did not change (R21).
@@ -46,14 +47,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from xds.cache.snapshot import Resource, Snapshot, version_of
-from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, KNOWN, LISTENER, PUSH_ORDER, ROUTE, TypeUrl
+from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, KNOWN, LISTENER, PUSH_ORDER, ROUTE, SECRET, TypeUrl
 
 WILDCARD = "*"
 
 # A named type answers what its parent made the client ask for. It does not wait for the parent's ACK:
 # Envoy pauses CDS (and its ACK) while new clusters warm, and warming needs the EDS answer (envoy PRs
 # #5887, #7236), so waiting would deadlock until initial_fetch_timeout.
-_PARENT: dict[TypeUrl, TypeUrl] = {ENDPOINT: CLUSTER, ROUTE: LISTENER}
+# The earlier types a type does not wait for: its parent, and for SDS also EDS, its sibling under CDS (both
+# are what a warming cluster waits for; R46).
+_NOT_AWAITED: dict[TypeUrl, frozenset[TypeUrl]] = {
+    ENDPOINT: frozenset({CLUSTER}), ROUTE: frozenset({LISTENER}), SECRET: frozenset({CLUSTER, ENDPOINT})}
+# The types whose resources name resources of a named type: secrets are named by clusters (client
+# certificates, trust bundles) and by listeners (server certificates) alike (R46). SDS comes before LDS in
+# PUSH_ORDER, so answering a listener's secrets never waits for the LDS ACK either.
+_REFERRERS: dict[TypeUrl, tuple[TypeUrl, ...]] = {ENDPOINT: (CLUSTER,), ROUTE: (LISTENER,),
+                                                  SECRET: (CLUSTER, LISTENER)}
 MAX_ERROR_DETAIL = 1024  # bytes of a NACK message kept for logs and status (R11)
 
 
@@ -226,7 +235,7 @@ class StreamProtocol:
         sends: list[Send] = []
         unsettled: set[TypeUrl] = set()
         for type_url in self._order():
-            if self._ads and (unsettled - {_PARENT.get(type_url)}):
+            if self._ads and (unsettled - _NOT_AWAITED.get(type_url, frozenset())):
                 unsettled.add(type_url)
                 continue
             state = self._types.get(type_url)
@@ -392,9 +401,11 @@ class StreamProtocol:
             previous = state.sent
             state.sent = {r.name: r for r in send.resources}
             state.full_due = False
+            changed = [r for r in send.resources
+                       if (old := previous.get(r.name)) is None or old.hash != r.hash]
             if type_url == CLUSTER:
-                self._clusters_changed(r.name for r in send.resources
-                                       if (old := previous.get(r.name)) is None or old.hash != r.hash)
+                self._clusters_changed(r.name for r in changed)
+            self._secrets_due(changed)
         else:
             for resource in send.resources:
                 state.sent[resource.name] = resource
@@ -412,14 +423,29 @@ class StreamProtocol:
             if name in eds.names:
                 eds.due.add(name)
 
+    def _secrets_due(self, changed: Iterable[Resource]) -> None:
+        # A changed cluster or listener gets the secrets it names again, even unchanged (R46, as R21 does
+        # for endpoints): Envoy builds the new resource's TLS context while it warms and must not wait for
+        # initial_fetch_timeout should it have dropped its copy of the secret with the old resource.
+        sds = self._types.get(SECRET)
+        if sds is None:
+            return
+        for resource in changed:
+            for ref_type, name in resource.refs:
+                if ref_type == SECRET and name in sds.names:
+                    sds.due.add(name)
+
     def _needed(self, type_url: TypeUrl) -> frozenset[str]:
-        """Names of `type_url` (EDS or RDS) that the client's clusters or listeners, as sent, depend on."""
+        """Names of `type_url` (EDS, SDS or RDS) that the client's clusters or listeners, as sent, depend
+        on."""
         cached = self._needed_cache.get(type_url)
         if cached is not None:
             return cached
         needed: set[str] = set()
-        parent = self._types.get(_PARENT[type_url])
-        if parent is not None:
+        for referrer in _REFERRERS[type_url]:
+            parent = self._types.get(referrer)
+            if parent is None:
+                continue
             for resource in parent.sent.values():
                 for ref_type, name in resource.refs:
                     if ref_type == type_url:
@@ -428,7 +454,7 @@ class StreamProtocol:
         return result
 
     def _sent_changed(self, type_url: TypeUrl) -> None:
-        if type_url in _PARENT.values():
+        if type_url in (CLUSTER, LISTENER):
             self._needed_cache.clear()
 
     def _covered(self, type_url: TypeUrl, state: _TypeState) -> bool:

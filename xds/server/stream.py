@@ -48,7 +48,8 @@ from xds.server.limits import (
 )
 from xds.server.peer_auth import IdentityDeniedError, PeerAuthorizer
 from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError, Request, StreamProtocol
-from xds.typeurls import TypeUrl, short_name
+from xds.server.secret_access import secrets_allowed
+from xds.typeurls import SECRET, TypeUrl, short_name
 
 log = logging.getLogger("xds.server")
 
@@ -204,6 +205,11 @@ class StreamHandler:
         loop = asyncio.get_running_loop()
         reader = asyncio.create_task(self._read(requests, inbox, lambda: info))
         cancel_watch = None
+        # Secrets carry private keys: only authenticated or loopback streams get them (R47, secret_access.py).
+        may_have_secrets, why = secrets_allowed(context.auth_context(), context.peer())
+
+        def visible(snapshot: Snapshot) -> Snapshot:
+            return snapshot if may_have_secrets else snapshot.without(SECRET)
         try:
             while True:
                 item = await inbox.get()
@@ -212,7 +218,7 @@ class StreamHandler:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, _Published):
-                    protocol.set_snapshot(item.snapshot)
+                    protocol.set_snapshot(visible(item.snapshot))
                     origin = item.at
                 else:
                     origin = time.monotonic()
@@ -228,9 +234,12 @@ class StreamHandler:
                         info = opening
                         self._callbacks.on_stream_open(info)
                         log.info("stream_opened", extra=_fields(info))
+                        if not may_have_secrets:
+                            log.warning("stream_secrets_withheld", extra={**_fields(info), "reason": why,
+                                                                          "peer": context.peer()})
                         current = self._store.current(info.group)
                         if current is not None:
-                            protocol.set_snapshot(current)
+                            protocol.set_snapshot(visible(current))
                         else:
                             self._build_first(info.group, inbox)
                     elif item.HasField("node") and self._authorizer is not None:

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import functools
 
-from xds.policy.desired import DesiredState, ListenerSpec, RouteConfigSpec
+from xds.policy.desired import (
+    DesiredState,
+    ListenerSpec,
+    RouteConfigSpec,
+    SecretSpec,
+    cluster_secret_names,
+    listener_secret_names,
+)
 from xds.translate.clusters import build_cluster, cluster_key
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.listeners import build_listener
-from xds.translate.resource import Deferred, Translated
+from xds.translate.resource import Deferred, Refs, Translated
 from xds.translate.routes import build_route_configuration, route_clusters
-from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds.translate.secrets import build_secret
+from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 
 def plan(desired: DesiredState) -> list[Deferred]:
-    """Every resource of `desired`, grouped by type in push order (CDS, EDS, LDS, RDS; docs/protocol.md R23),
+    """Every resource of `desired`, grouped by type in push order (CDS, EDS, SDS, LDS, RDS; docs/protocol.md
+    R23, R46),
     each with the key that decides whether the previous snapshot already holds its bytes.
 
     Within a type, resources keep DesiredState's own deterministic order, so equal inputs give equal output.
@@ -24,15 +33,18 @@ def plan(desired: DesiredState) -> list[Deferred]:
     clusters: list[Deferred] = []
     assignments: list[Deferred] = []
     for spec in desired.clusters:
-        clusters.append(Deferred(CLUSTER, spec.name, functools.partial(build_cluster, spec),
-                                 refs=() if spec.dns else ((ENDPOINT, spec.name),), key=cluster_key(spec)))
+        refs: Refs = () if spec.dns else ((ENDPOINT, spec.name),)
+        refs += tuple((SECRET, name) for name in cluster_secret_names(spec))
+        clusters.append(Deferred(CLUSTER, spec.name, functools.partial(build_cluster, spec), refs=refs,
+                                 key=cluster_key(spec)))
         # DNS clusters carry their endpoints inline and have no ClusterLoadAssignment resource.
         if not spec.dns:
             assignments.append(Deferred(ENDPOINT, spec.name, functools.partial(build_load_assignment, spec),
                                         key=spec))
+    secrets = [_secret(spec) for spec in desired.secrets]
     listeners = [_listener(spec) for spec in desired.listeners]
     routes = [_route_configuration(spec) for spec in desired.route_configs]
-    return [*clusters, *assignments, *listeners, *routes]
+    return [*clusters, *assignments, *secrets, *listeners, *routes]
 
 
 def translate(desired: DesiredState) -> list[Translated]:
@@ -41,8 +53,14 @@ def translate(desired: DesiredState) -> list[Translated]:
 
 
 def _listener(spec: ListenerSpec) -> Deferred:
-    return Deferred(LISTENER, spec.name, functools.partial(build_listener, spec),
-                    refs=((ROUTE, spec.route_config),), key=spec)
+    refs = ((ROUTE, spec.route_config), *((SECRET, name) for name in listener_secret_names(spec)))
+    return Deferred(LISTENER, spec.name, functools.partial(build_listener, spec), refs=refs, key=spec)
+
+
+def _secret(spec: SecretSpec) -> Deferred:
+    # The spec holds the PEM itself, so an equal key is an equal Secret: a rotated certificate is a new key
+    # and a new SDS version, an unchanged one is reused unserialized.
+    return Deferred(SECRET, spec.name, functools.partial(build_secret, spec), key=spec)
 
 
 def _route_configuration(spec: RouteConfigSpec) -> Deferred:

@@ -11,12 +11,15 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from xds.policy.desired import ListenerSpec
+from xds.policy.desired import InboundSpec, ListenerSpec, MtlsMode
 from xds.translate.clusters import ads_config_source
+from xds.translate.ingress_tls import add_ingress_tls_chains
+from xds.translate.mesh_tls import RBAC_FILTER_NAME, downstream_transport_socket, rbac_filter
 from xds.translate.routes import FAULT_FILTER_NAME
 
 HCM_FILTER_NAME: Final = "envoy.filters.network.http_connection_manager"
@@ -31,6 +34,10 @@ ACCESS_LOG_FORMAT: Final = (
     "flags=%RESPONSE_FLAGS% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% host=%UPSTREAM_HOST% "
     "duration_ms=%DURATION%\n"
 )
+# The inbound side of a sidecar also logs who called: the URI SAN of the client certificate, "-" for a
+# plaintext request (issue 9).
+INBOUND_ACCESS_LOG_FORMAT: Final = ACCESS_LOG_FORMAT.removesuffix("\n") + " peer=%DOWNSTREAM_PEER_URI_SAN%\n"
+TLS_INSPECTOR_NAME: Final = "envoy.filters.listener.tls_inspector"
 
 
 def _pack(message: Message) -> any_pb2.Any:
@@ -57,9 +64,9 @@ def _fault_filter() -> hcm_pb2.HttpFilter:
 
 
 @functools.cache
-def _access_log() -> accesslog_pb2.AccessLog:
+def _access_log(inbound: bool = False) -> accesslog_pb2.AccessLog:
     log_format = substitution_format_string_pb2.SubstitutionFormatString()
-    log_format.text_format_source.inline_string = ACCESS_LOG_FORMAT
+    log_format.text_format_source.inline_string = INBOUND_ACCESS_LOG_FORMAT if inbound else ACCESS_LOG_FORMAT
     return accesslog_pb2.AccessLog(
         name=STDOUT_ACCESS_LOG_NAME,
         typed_config=_pack(stream_pb2.StdoutAccessLog(log_format=log_format)),
@@ -71,10 +78,20 @@ def build_http_connection_manager(spec: ListenerSpec) -> hcm_pb2.HttpConnectionM
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=spec.name)
     manager.rds.config_source.CopyFrom(ads_config_source())
     manager.rds.route_config_name = spec.route_config
+    inbound = spec.inbound
+    if inbound is not None and inbound.rules:
+        # Authorization first, so a denied request never reaches the fault filter or the upstream (issue 9).
+        manager.http_filters.append(hcm_pb2.HttpFilter(name=RBAC_FILTER_NAME,
+                                                       typed_config=_pack(rbac_filter(inbound.rules))))
     if spec.fault_filter:
         manager.http_filters.append(_fault_filter())
     manager.http_filters.append(_router_filter())
-    manager.access_log.append(_access_log())
+    manager.access_log.append(_access_log(inbound is not None))
+    if inbound is not None and inbound.mtls is not MtlsMode.OFF:
+        # Hand the verified client certificate's identity to the upstream as Envoy does for Istio
+        # (x-forwarded-client-cert), replacing whatever a client sent.
+        manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        manager.set_current_client_cert_details.uri = True
     return manager
 
 
@@ -83,8 +100,32 @@ def build_listener(spec: ListenerSpec) -> listener_pb2.Listener:
     address = listener.address.socket_address
     address.address = spec.address
     address.port_value = spec.port
-    chain = listener.filter_chains.add()
+    manager = _pack(build_http_connection_manager(spec))
+    inbound = spec.inbound
+    if spec.tls is not None:
+        add_ingress_tls_chains(listener, manager, spec.tls)  # edge TLS, one chain per SNI set (issue 9)
+    elif inbound is None or inbound.mtls is MtlsMode.OFF:
+        _chain(listener, manager)
+    elif inbound.mtls is MtlsMode.STRICT:
+        _chain(listener, manager, inbound)
+    else:
+        # Permissive: the TLS inspector tells a TLS handshake from plaintext, and each gets its own chain
+        # (listener_components.proto, FilterChainMatch.transport_protocol "tls" / "raw_buffer").
+        listener.listener_filters.add(name=TLS_INSPECTOR_NAME,
+                                      typed_config=_pack(tls_inspector_pb2.TlsInspector()))
+        _chain(listener, manager, inbound).filter_chain_match.transport_protocol = "tls"
+        _chain(listener, manager).filter_chain_match.transport_protocol = "raw_buffer"
+    return listener
+
+
+def _chain(listener: listener_pb2.Listener, manager: any_pb2.Any,
+           inbound: InboundSpec | None = None) -> listener_pb2.FilterChain:
+    """A filter chain with the HCM; with `inbound`, behind TLS with the workload certificate that requires
+    a client certificate of the mesh CA (strict and permissive alike: a TLS client in the mesh has one)."""
+    chain: listener_pb2.FilterChain = listener.filter_chains.add()
     network_filter = chain.filters.add()
     network_filter.name = HCM_FILTER_NAME
-    network_filter.typed_config.CopyFrom(_pack(build_http_connection_manager(spec)))
-    return listener
+    network_filter.typed_config.CopyFrom(manager)
+    if inbound is not None:
+        chain.transport_socket.CopyFrom(downstream_transport_socket(require_client_certificate=True))
+    return chain
