@@ -177,6 +177,7 @@ class ServerSource:
     path: Path
     revision: str
     has_limits: bool  # knows issue 7's flags (--node-group-grace and friends)
+    has_management_port: bool = False  # serves the management API on its own listener (issue 9)
 
     @property
     def label(self) -> str:
@@ -191,7 +192,7 @@ class ServerSource:
                                   capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         help_text = subprocess.run([sys.executable, "-m", "xds", "serve", "--help"], capture_output=True,
                                    text=True, timeout=60, check=False, cwd=path, env=_env_for(path)).stdout
-        return cls(path, revision, "--node-group-grace" in help_text)
+        return cls(path, revision, "--node-group-grace" in help_text, "--management-address" in help_text)
 
 
 def _env_for(src: Path) -> dict[str, str]:
@@ -212,14 +213,17 @@ class Server:
         self._grace_s = grace_s
         self.xds_port = 0
         self.admin_port = 0
+        self.management_port = 0
         self._process: ManagedProcess | None = None
         self.killed_for_rss = False
 
     def start(self) -> None:
         for attempt in range(3):  # a free port can be taken by another process before the server binds it
-            self.xds_port, self.admin_port = free_ports(2)
+            self.xds_port, self.admin_port, self.management_port = free_ports(3)
             extra = (("--node-group-grace", f"{self._grace_s:g}")
                      if self._grace_s is not None and self.source.has_limits else ())
+            if self.source.has_management_port:
+                extra += ("--management-address", f"{LOOPBACK}:{self.management_port}")
             args = [sys.executable, "-m", "xds", "serve", "--config", str(self._catalog),
                     "--xds-address", f"{LOOPBACK}:{self.xds_port}",
                     "--admin-address", f"{LOOPBACK}:{self.admin_port}", "--log-format", "json", *extra]
@@ -255,6 +259,11 @@ class Server:
     @property
     def address(self) -> str:
         return f"{LOOPBACK}:{self.xds_port}"
+
+    @property
+    def management_address(self) -> str:
+        """The management API: its own port since issue 9, the xDS port before."""
+        return f"{LOOPBACK}:{self.management_port}" if self.source.has_management_port else self.address
 
     def rss_bytes(self) -> int:
         """VmRSS of the server process; 0 once it is gone."""
@@ -571,7 +580,7 @@ def _cluster_names(response: discovery_pb2.DiscoveryResponse) -> list[str]:
 
 
 async def list_proxies_bytes(server: Server) -> int:
-    async with grpc.aio.insecure_channel(server.address, options=_CHANNEL_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(server.management_address, options=_CHANNEL_OPTIONS) as channel:
         method = channel.unary_unary(LIST_PROXIES_METHOD, request_serializer=_identity,
                                      response_deserializer=_identity)
         payload = await method(b"", timeout=_ADMIN_TIMEOUT_S)

@@ -56,6 +56,8 @@ from xds.policy.desired import (
     HttpHealthCheckSpec,
     LbPolicy,
     LoadBalancerSpec,
+    LocalitySpec,
+    LocalityWeightSpec,
     OutlierDetectionSpec,
     RetryBudgetSpec,
     TcpKeepaliveSpec,
@@ -151,19 +153,20 @@ def make_policy(sizes: Sizes, *, features: bool = False) -> Policy:
 
 def featured_service(index: int) -> ServicePolicy:
     """A service with every per-service setting of issue 8 that changes the Cluster: outlier detection,
-    circuit breakers with a retry budget, an HTTP health check, ring_hash with its ring bounds and a panic
-    threshold, and upstream connection settings (docs/config.md)."""
+    circuit breakers with a retry budget, an HTTP health check on a separate port, ring_hash with its ring
+    bounds and a panic threshold, upstream connection settings and locality weights (docs/config.md)."""
     return ServicePolicy(
         service_name(index), LbPolicy.RING_HASH,
         outlier_detection=OutlierDetectionSpec(consecutive_5xx=3, interval_s=1.0, base_ejection_time_s=30.0,
                                                max_ejection_percent=50),
         circuit_breakers=CircuitBreakersSpec(max_connections=100, max_pending_requests=50, max_requests=200,
                                              retry_budget=RetryBudgetSpec(25, 3)),
-        health_check=HealthCheckSpec(http=HttpHealthCheckSpec("/healthz", (200,)), interval_s=2.0),
+        health_check=HealthCheckSpec(http=HttpHealthCheckSpec("/healthz", (200,)), interval_s=2.0, port=9901),
         load_balancer=LoadBalancerSpec(minimum_ring_size=1024, maximum_ring_size=8192,
                                        healthy_panic_threshold=25),
         upstream_connection=UpstreamConnectionSpec(idle_timeout_s=300.0, max_requests_per_connection=1000,
                                                    tcp_keepalive=TcpKeepaliveSpec(3, 60.0, 10.0)),
+        locality=LocalitySpec(weights=(LocalityWeightSpec(70, zone="a"), LocalityWeightSpec(30, zone="b"))),
     )
 
 

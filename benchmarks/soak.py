@@ -132,7 +132,8 @@ class ChurnSource:
 async def serve(options: Options, out: TextIO) -> None:
     """The control plane until --duration plus a margin: its port, then the changes made, every second."""
     source = ChurnSource(options)
-    app = App(Settings(xds_address="127.0.0.1:0", admin_address="127.0.0.1:0"), sources=[source])
+    app = App(Settings(xds_address="127.0.0.1:0", admin_address="127.0.0.1:0",
+                       management_address="127.0.0.1:0"), sources=[source])
     task = asyncio.create_task(app.run())
     deadline = time.monotonic() + options.duration_s + CHILD_MARGIN_S
     try:

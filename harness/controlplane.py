@@ -1,7 +1,8 @@
 """The control plane as a child process, driven through its command line like an operator would.
 
 Commands run (the CLI contract):
-  python -m xds serve --config CATALOG --xds-address 127.0.0.1:P --admin-address 127.0.0.1:Q [extra args]
+  python -m xds serve --config CATALOG --xds-address 127.0.0.1:P --admin-address 127.0.0.1:Q
+                     --management-address 127.0.0.1:M [extra args]
   python -m xds bootstrap --node-id ID --cluster NAME --xds-address 127.0.0.1:P --admin-address 127.0.0.1:Q
 The serve process's admin answers `GET /ready` with 200 once it serves, and `GET /metrics` with
 Prometheus text.
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.ports import LOOPBACK
+from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, StartStop, wait_until
 
 _ADMIN_TIMEOUT_S = 2.0
@@ -35,23 +36,35 @@ class ControlPlaneProcess(StartStop):
         admin_port: int,
         extra_args: Sequence[str] = (),
         name: str = "control-plane",
+        management_port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.xds_port = xds_port
         self.admin_port = admin_port
+        # The management API has its own listener (issue 9); a free port unless the caller picks one.
+        self.management_port = management_port if management_port is not None else free_port()
         args = [
             sys.executable, "-m", "xds", "serve",
             *(("--config", str(config)) if config is not None else ()),
             "--xds-address", f"{LOOPBACK}:{xds_port}",
             "--admin-address", f"{LOOPBACK}:{admin_port}",
+            "--management-address", f"{LOOPBACK}:{self.management_port}",
             *extra_args,
         ]
-        # Unbuffered output: the log file must show what the server did right up to a kill -9.
-        self.process = ManagedProcess(name, args, log_dir=workdir, env={"PYTHONUNBUFFERED": "1"})
+        # Unbuffered output: the log file must show what the server did right up to a kill -9. `env` adds
+        # variables such as XDS_MANAGEMENT_TOKEN_FILE (secrets never go on the command line).
+        self.process = ManagedProcess(name, args, log_dir=workdir,
+                                      env={"PYTHONUNBUFFERED": "1", **(env or {})})
 
     @property
     def xds_address(self) -> str:
         return f"{LOOPBACK}:{self.xds_port}"
+
+    @property
+    def management_address(self) -> str:
+        """Where `xds status` reaches this control plane's management API."""
+        return f"{LOOPBACK}:{self.management_port}"
 
     @property
     def alive(self) -> bool:
@@ -116,10 +129,10 @@ class ControlPlaneProcess(StartStop):
 
 def bootstrap_for(
     node_id: str, cluster: str, *, xds_port: int, admin_port: int, timeout_s: float = 30.0,
-    region: str = "", zone: str = "",
+    region: str = "", zone: str = "", tls_args: Sequence[str] = (),
 ) -> str:
     """The Envoy bootstrap YAML the control plane's own CLI generates for this node (in `region`/`zone`
-    when given: node.locality)."""
+    when given: node.locality; `tls_args`: `--tls-cert F --tls-key F --ca F [--server-san N]`)."""
     args = [
         sys.executable, "-m", "xds", "bootstrap",
         "--node-id", node_id,
@@ -128,6 +141,7 @@ def bootstrap_for(
         "--admin-address", f"{LOOPBACK}:{admin_port}",
         *(("--region", region) if region else ()),
         *(("--zone", zone) if zone else ()),
+        *tls_args,
     ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
     if result.returncode != 0:

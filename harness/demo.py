@@ -194,8 +194,8 @@ def find_web_route(dump: Mapping[str, Any]) -> AppliedRoute | None:
 class ControlPlaneView:
     """The RDS version the control plane serves each node group, read from its management API."""
 
-    def __init__(self, xds_address: str) -> None:
-        self._channel = grpc.insecure_channel(xds_address)
+    def __init__(self, management_address: str) -> None:
+        self._channel = grpc.insecure_channel(management_address)
         self._stub = management_pb2_grpc.ManagementStub(self._channel)
 
     def route_version(self, group: str) -> str | None:
@@ -632,7 +632,7 @@ class Demo:
         for edge in self.edges:
             self.envoys[edge.envoy].wait_live(_STARTUP_TIMEOUT_S)
             self._wait_serving(edge)
-        self.view = ControlPlaneView(control_plane.xds_address)
+        self.view = ControlPlaneView(control_plane.management_address)
         self._print_addresses(ports)
         self.ledger.begin("baseline", BASELINE, at=time.monotonic(), edited=False)
         for edge in self.edges:

@@ -14,7 +14,8 @@ Faults, each switchable from any thread while the server runs (issue 8's resilie
                      Envoy keeps across retries) with a failure status, and later ones normally: every
                      request fails once, so only a retry makes it succeed;
   health_status      the status of `GET /healthz` alone, so an active HTTP health check can fail while
-                     traffic still succeeds, or the other way round.
+                     traffic still succeeds, or the other way round;
+  health_delay_s     seconds `GET /healthz` waits before answering (a health check that times out).
 `/healthz` never sees the traffic faults and is not counted in `hits` or `in_flight`; it has its own counter.
 `in_flight` and `max_in_flight` count traffic requests being handled, to check what a circuit breaker let
 through.
@@ -51,6 +52,7 @@ class UpstreamServer(StartStop):
         # loop thread reads them per request.
         self._status = _check_status(status)
         self._health_status = 200
+        self._health_delay_s = 0.0
         self._delay_s = 0.0
         self._reset = False
         self._first_attempt_header: str | None = None
@@ -102,6 +104,18 @@ class UpstreamServer(StartStop):
     def health_status(self, value: int) -> None:
         with self._lock:
             self._health_status = _check_status(value)
+
+    @property
+    def health_delay_s(self) -> float:
+        with self._lock:
+            return self._health_delay_s
+
+    @health_delay_s.setter
+    def health_delay_s(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"health_delay_s must be >= 0, got {value}")
+        with self._lock:
+            self._health_delay_s = float(value)
 
     @property
     def delay_s(self) -> float:
@@ -260,6 +274,9 @@ class UpstreamServer(StartStop):
         with self._lock:
             self._health_checks += 1
             status = self._health_status
+            delay_s = self._health_delay_s
+        if delay_s:
+            await asyncio.sleep(delay_s)
         return web.Response(status=status, text=self.name, headers={UPSTREAM_HEADER: self.name})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

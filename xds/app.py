@@ -14,20 +14,28 @@ from xds.cache.node import NodeGrouper
 from xds.cache.store import SnapshotStore
 from xds.observability.admin import AdminServer
 from xds.observability.metrics import Metrics
+from xds.observability.tls_metrics import TlsMetrics
 from xds.observability.workload_metrics import WorkloadCaCollector
-from xds.pipeline import Pipeline, builder_for
+from xds.pipeline import Pipeline, builder_for, with_tls_material
 from xds.policy.errors import PolicyError
+from xds.secrets import redact, redact_mapping, register_secret
 from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
+from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
 from xds.server.management import ManagementService, SourceState
+from xds.server.management_server import build_management_server
+from xds.server.peer_auth import PeerAuthorizer
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
-from xds.settings import Settings
+from xds.server.tls_material import TlsPaths
+from xds.server.tls_reload import TlsReloader, is_loopback_host
+from xds.settings import Settings, split_address
 from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
 from xds.sources.kubernetes import KubernetesSource
+from xds.sources.tls_files import TlsFiles
 from xds.workload_ca import CaFileWatcher, ca_files, open_identities, rotate_forever
 from xds.workload_ca import describe as describe_ca
 
@@ -62,11 +70,13 @@ class App:
             ca_expiry_unix=lambda: self.workload.ca.not_after.timestamp(),
             reload_errors=lambda: watcher.reload_errors if watcher is not None else 0))
         self.health = HealthReporter()
+        self.tls_files = TlsFiles()  # the TLS files policies name, last good of each (issue 9 item 7)
         self.source_errors: dict[str, str] = {}
         self.source_synced_at: dict[str, float] = {}
         self.policy_error: str = ""
         self.xds_port: int | None = None
         self.admin_port: int | None = None
+        self.management_port: int | None = None
         self.started = asyncio.Event()
         self._server_options = server_options or ServerOptions(
             max_receive_message_bytes=settings.max_request_bytes)
@@ -75,6 +85,14 @@ class App:
         self._build_task: asyncio.Task[None] | None = None
         self._rebuild_pending = False
         self._first_publish = asyncio.Event()
+        # mTLS on the xDS port (issue 9, docs/security.md): all three files or none.
+        self.tls_metrics = TlsMetrics(self.metrics.registry)
+        self.tls = _tls_reloader(settings, self.tls_metrics)
+        self._identity_rule = IdentityRule(settings.identity_rule)
+        # Secrets known from the configuration are redacted from every error, log line and status page
+        # (docs/security.md, "The management API and secrets"); management tokens register when read.
+        if settings.consul is not None:
+            register_secret(settings.consul.token)
 
     # ---------------------------------------------------------------- SourceSink
 
@@ -87,6 +105,8 @@ class App:
         self._schedule_rebuild()
 
     def report_error(self, source: str, message: str) -> None:
+        # Sources redact where errors enter; this is the net for any path that did not (issue 9).
+        message = redact(message)
         self.source_errors[source] = message
         self.metrics.source_error(source, message)
         log.error("source_error", extra={"source": source, "error": message})
@@ -119,6 +139,7 @@ class App:
             return
         try:
             world = self.pipeline.world()
+            world = await asyncio.to_thread(with_tls_material, world, self.tls_files)
         except PolicyError as exc:
             # Conflicting policies from two sources: keep serving the last good world (R38).
             self.policy_error = str(exc)
@@ -139,25 +160,49 @@ class App:
     # -------------------------------------------------------------------- run
 
     async def run(self) -> None:
+        credentials, authorizer = None, None
+        if self.tls is not None:
+            self.tls.load()  # a TlsMaterialError here is fatal: the caller reports it and exits
+            credentials = self.tls.credentials()
+            authorizer = PeerAuthorizer(trust_domain=self.settings.trust_domain, rule=self._identity_rule,
+                                        on_denied=self.tls_metrics.identity_denied)
+        elif not is_loopback_host(split_address(self.settings.xds_address)[0]):
+            log.warning("plaintext_xds_port", extra={
+                "address": self.settings.xds_address,
+                "hint": "any client that reaches this address can claim any node and read its group's "
+                        "config; give --tls-cert, --tls-key and --client-ca (docs/security.md)"})
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
                                 callbacks=MultiCallbacks(self.registry, self.metrics), limits=self._limits,
-                                on_limit=self.metrics.limit_exceeded)
+                                on_limit=self.metrics.limit_exceeded, authorizer=authorizer)
         management = ManagementService(self.registry, self.store, sources=self.source_states)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
-            extra=(self.health.add_to, management.add_to_server))
+            extra=(self.health.add_to,), credentials=credentials)
+        # Its own listener, never the xDS port (issue 9, docs/security.md).
+        management_server, self.management_port = build_management_server(
+            management, address=self.settings.management_address, auth=self.settings.management_auth,
+            on_deny=self.metrics.management_denied)
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
                             status=self.status)
         await self.health.set_serving(False)
         await server.start()
+        await management_server.start()
         try:
             await admin.start()
             self.admin_port = admin.port
             log.info("started", extra={"xds_port": self.xds_port, "admin_port": self.admin_port,
+                                       "management_port": self.management_port,
+                                       "management_auth": bool(self.settings.management_auth
+                                                               and self.settings.management_auth.configured),
                                        "sources": [s.name for s in self.sources]})
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._sweep_groups(), name="node-group-sweep")
+                if self.tls is not None:
+                    tasks.create_task(self.tls.run(), name="tls-reload")
+                tasks.create_task(self.tls_files.watch(self._schedule_rebuild,
+                                                       interval_s=self.settings.file_poll_interval_s),
+                                  name="tls-files")
                 tasks.create_task(rotate_forever(self.workload, self._ca_watcher, self._schedule_rebuild),
                                   name="workload-cert-rotation")
                 for source in self.sources:
@@ -169,6 +214,7 @@ class App:
                 self._build_task.cancel()
             with contextlib.suppress(Exception):
                 await admin.stop()
+            await _stop_server(management_server)
             await _stop_server(server)
             handler.close()
 
@@ -186,17 +232,33 @@ class App:
                 for s in self.sources]
 
     def status(self) -> dict[str, object]:
-        """A JSON-able summary for the admin /status page."""
-        return {
+        """A JSON-able summary for the admin /status page; every string redacted (issue 9)."""
+        status: dict[str, object] = {
             "ready": self.ready,
             "sources": {s.name: {"synced": s.name not in self.pipeline.missing(),
                                  "error": self.source_errors.get(s.name, "")} for s in self.sources},
             "policy_error": self.policy_error,
+            "tls_files": self.tls_files.errors(),  # paths and problems only, never content
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
+            **({"tls": self.tls.status()} if self.tls is not None else {}),
             "workload_ca": {**describe_ca(self.workload.ca),
                             "reload_error": self._ca_watcher.error if self._ca_watcher else ""},
         }
+        return redact_mapping(status)
+
+
+def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None:
+    cert, key, ca = settings.tls_cert, settings.tls_key, settings.client_ca
+    if cert is None and key is None and ca is None:
+        return None
+    if cert is None or key is None or ca is None:
+        missing = [name for name, path in (("tls_cert", cert), ("tls_key", key), ("client_ca", ca))
+                   if path is None]
+        raise ValueError(f"mTLS on the xDS port needs tls_cert, tls_key and client_ca; missing: "
+                         f"{', '.join(missing)}")
+    paths = TlsPaths(cert=cert, key=key, client_ca=ca)
+    return TlsReloader(paths, interval_s=settings.tls_reload_interval_s, on_change=metrics.on_change)
 
 
 def _sources_from(settings: Settings) -> tuple[Source, ...]:

@@ -33,6 +33,9 @@ class TlsFiles:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    # The name the server's certificate must carry as a SAN (DNS name, IP address or spiffe:// URI). Empty:
+    # any certificate that chains to `ca_file` is accepted as the server (docs/security.md).
+    server_san: str = ""
 
 
 def envoy_configs_dir() -> Path:
@@ -81,6 +84,25 @@ def _load_template(template: Path) -> string.Template:
             "pass template=... to use another") from e
 
 
+def _san_type(name: str) -> str:
+    if _is_ip(name):
+        return "IP_ADDRESS"
+    return "URI" if "://" in name else "DNS"
+
+
+def _server_name_lines(xds_host: str, server_san: str) -> dict[str, str]:
+    """$tls_sni and $server_san_match: whole YAML lines (placed after a fixed line of the template, indented
+    for it) or empty. SNI carries a host name only (RFC 6066 forbids IP literals): the --server-san when it
+    is a DNS name, else the xDS host when that is a name."""
+    sni = server_san if server_san and _san_type(server_san) == "DNS" else (
+        xds_host if not _is_ip(xds_host) else "")
+    san = ""
+    if server_san:
+        matcher = f"{{ san_type: {_san_type(server_san)}, matcher: {{ exact: {_quote(server_san)} }} }}"
+        san = "\n            match_typed_subject_alt_names: [" + matcher + "]"
+    return {"tls_sni": f"\n        sni: {_quote(sni)}" if sni else "", "server_san_match": san}
+
+
 def _locality_lines(region: str, zone: str, sub_zone: str) -> str:
     # Placed right after `cluster:` by $node_locality (node is at the top level, two-space indent); empty
     # without a locality, so such bootstraps stay byte for byte what they were.
@@ -116,6 +138,8 @@ def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
         "admin_host": _quote(admin_host),
         "admin_port": admin_port,
     }
+    # Always provided (empty without TLS), so a TLS template used without files reports $cert_file.
+    values |= _server_name_lines(xds_host, tls.server_san if tls is not None else "")
     if tls is not None:
         values |= {
             "ca_file": _quote(str(tls.ca_file)),

@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xds import settings as defaults
+from xds.cli_secrets import (
+    add_consul_token_arguments,
+    add_management_client_arguments,
+    add_management_serve_arguments,
+    client_token,
+    consul_token,
+    management_auth_config,
+)
 from xds.settings import Settings, from_environment, parse_flag, split_address
 
 if TYPE_CHECKING:
@@ -68,10 +76,12 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                             f"(env {defaults.ENV_NODE_GROUP_KEY})")
     serve.add_argument("--log-level", default=env.get("log_level", "INFO"))
     serve.add_argument("--log-format", choices=("json", "text"), default=env.get("log_format", "json"))
+    add_management_serve_arguments(serve, env)
     _add_limit_arguments(serve, env)
     _add_mesh_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
+    _add_tls_arguments(serve, env)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
     boot.add_argument("--node-id", required=True)
@@ -80,6 +90,14 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                       default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
     boot.add_argument("--admin-address", type=_address, default="127.0.0.1:9901",
                       help="Envoy's own admin address")
+    # mTLS to the server (docs/security.md): paths as Envoy will read them on its own machine.
+    boot_tls = boot.add_argument_group("mTLS to the control plane (docs/security.md)")
+    boot_tls.add_argument("--tls-cert", type=Path, help="this Envoy's client certificate chain (PEM)")
+    boot_tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    boot_tls.add_argument("--ca", type=Path, help="CA bundle that signed the control plane's certificate")
+    boot_tls.add_argument("--server-san", default="",
+                          help="require this SAN in the server's certificate (DNS name, IP address or "
+                               "spiffe:// URI); without it any certificate from --ca is accepted")
     _add_locality_arguments(boot)
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
@@ -106,8 +124,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                              "(docs/config.md)")
 
     status = commands.add_parser("status", help="connected proxies and their sync state")
-    status.add_argument("--xds-address", type=_address,
-                        default=env.get("xds_address", defaults.DEFAULT_XDS_ADDRESS))
+    add_management_client_arguments(status, env)
     status.add_argument("--group", help="also print the snapshot versions of this node group")
     return parser
 
@@ -142,11 +159,10 @@ def _workload_cert_ttl(value: str) -> float:
 
 
 def _add_mesh_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
-    """The mesh identity: trust domain and workload CA (docs/security.md, issue 9)."""
-    mesh = serve.add_argument_group("Mesh identity (docs/security.md)")
-    mesh.add_argument("--trust-domain", default=env.get("trust_domain", defaults.DEFAULT_TRUST_DOMAIN),
-                      help=f"SPIFFE trust domain of proxy and workload identities (env "
-                           f"{defaults.ENV_TRUST_DOMAIN})")
+    """The workload CA (docs/security.md, issue 9)."""
+    # --trust-domain is declared with the xDS port's TLS flags (_add_tls_arguments); it names workload
+    # identities too.
+    mesh = serve.add_argument_group("Workload CA (docs/security.md)")
     mesh.add_argument("--ca-cert", type=Path, default=env.get("ca_cert"), metavar="PATH",
                       help=f"workload CA certificate, PEM (env {defaults.ENV_CA_CERT}); without it and "
                            "--ca-key a development CA is created in memory")
@@ -187,9 +203,7 @@ def _add_consul_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -
     consul.add_argument("--consul-address", default=env.get("consul_address"), metavar="URL",
                         help="Consul agent HTTP API, http(s)://host:port; when unset there is no Consul "
                              f"source (env {defaults.ENV_CONSUL_ADDRESS})")
-    consul.add_argument("--consul-token", default=env.get("consul_token", ""),
-                        help=f"ACL token; prefer the environment (env {defaults.ENV_CONSUL_TOKEN}, or "
-                             f"{defaults.ENV_CONSUL_HTTP_TOKEN})")
+    add_consul_token_arguments(consul, env)
     consul.add_argument("--consul-datacenter", action="append", metavar="DC",
                         help="datacenter to watch (repeatable; the first is local, priority 0, the others "
                              "priority 1); default the agent's own "
@@ -234,7 +248,7 @@ def _consul_config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfi
         include_connect = (args.consul_include_connect if args.consul_include_connect is not None
                            else parse_flag(env.get("consul_include_connect", "")))
         config = ConsulConfig(
-            args.consul_address, token=args.consul_token, datacenters=tuple(datacenters),
+            args.consul_address, token=consul_token(args, env), datacenters=tuple(datacenters),
             consistency=args.consul_consistency, ca_file=_path(args.consul_ca_file),
             cert_file=_path(args.consul_cert_file), key_file=_path(args.consul_key_file),
             tls_server_name=args.consul_tls_server_name or None, kv_prefix=args.consul_kv_prefix or None,
@@ -275,6 +289,49 @@ def _add_kube_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> 
                       metavar="SECONDS",
                       help="after an API server outage, hold removals this long (default 30; "
                            f"env {defaults.ENV_KUBE_RESYNC_GRACE_S})")
+
+
+def _add_tls_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    """mTLS on the xDS port and node identity binding (issue 9; docs/security.md)."""
+    from xds.server.identity import RULE_NAMES
+
+    tls = serve.add_argument_group("mTLS on the xDS port (docs/security.md)")
+    tls.add_argument("--tls-cert", type=Path, default=env.get("tls_cert"), metavar="FILE",
+                     help=f"server certificate chain, PEM (env {defaults.ENV_TLS_CERT})")
+    tls.add_argument("--tls-key", type=Path, default=env.get("tls_key"), metavar="FILE",
+                     help=f"its private key, PEM, unencrypted (env {defaults.ENV_TLS_KEY})")
+    tls.add_argument("--client-ca", type=Path, default=env.get("client_ca"), metavar="FILE",
+                     help="CA bundle client certificates must chain to; with all three files the xDS port "
+                          f"requires a client certificate (env {defaults.ENV_CLIENT_CA})")
+    tls.add_argument("--trust-domain", default=env.get("trust_domain", defaults.DEFAULT_TRUST_DOMAIN),
+                     help=f"SPIFFE trust domain of proxy identities (env {defaults.ENV_TRUST_DOMAIN})")
+    tls.add_argument("--identity-rule", choices=RULE_NAMES,
+                     default=env.get("identity_rule", defaults.DEFAULT_IDENTITY_RULE),
+                     help="which certificate names may claim a node: spiffe (URI SANs "
+                          "spiffe://<trust-domain>/group/<group>[/node/<id>]) or dns-group (also DNS SANs "
+                          f"<group>.<trust-domain> on certificates without URI SANs) "
+                          f"(env {defaults.ENV_IDENTITY_RULE})")
+    tls.add_argument("--tls-reload-interval", type=_seconds,
+                     default=env.get("tls_reload_interval", defaults.DEFAULT_TLS_RELOAD_INTERVAL_S),
+                     metavar="SECONDS", help="how often the TLS files are checked for changes "
+                                             f"(env {defaults.ENV_TLS_RELOAD_INTERVAL_S})")
+
+
+def _tls_files(args: argparse.Namespace) -> None:
+    """All three TLS files or none: SystemExit naming what is missing."""
+    given = {"--tls-cert": (args.tls_cert, defaults.ENV_TLS_CERT),
+             "--tls-key": (args.tls_key, defaults.ENV_TLS_KEY),
+             "--client-ca": (args.client_ca, defaults.ENV_CLIENT_CA)}
+    missing = [f"{flag} (env {var})" for flag, (value, var) in given.items() if not value]
+    if missing and len(missing) < len(given):
+        raise SystemExit("xds: error: mTLS on the xDS port needs --tls-cert, --tls-key and --client-ca; "
+                         f"missing: {', '.join(missing)}")
+    from xds.server.identity import RULE_NAMES
+
+    # argparse checks `choices` on the command line only, not on a default taken from the environment.
+    if args.identity_rule not in RULE_NAMES:
+        raise SystemExit(f"xds: error: {defaults.ENV_IDENTITY_RULE} must be one of {', '.join(RULE_NAMES)}, "
+                         f"got {args.identity_rule!r}")
 
 
 def _env_list(value: str) -> tuple[str, ...]:
@@ -344,15 +401,28 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                          f"{defaults.ENV_CONFIG}), a Consul agent with --consul-address URL (or "
                          f"{defaults.ENV_CONSUL_ADDRESS}), or a Kubernetes cluster with --kube, "
                          f"--kubeconfig PATH or --kube-in-cluster")
+    _tls_files(args)
+    from xds.server.management_server import ManagementExposureError, check_exposure
+
+    management_auth = management_auth_config(args, env)
+    try:
+        check_exposure(args.management_address, auth=management_auth)
+    except ManagementExposureError as exc:
+        raise SystemExit(f"xds: error: {exc}") from exc
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
-                        admin_address=args.admin_address, node_group_key=args.node_group_key,
+                        admin_address=args.admin_address, management_address=args.management_address,
+                        management_auth=management_auth, node_group_key=args.node_group_key,
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
                         kubernetes=kubernetes, max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
                         max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes,
-                        trust_domain=args.trust_domain, ca_cert=_path(args.ca_cert),
-                        ca_key=_path(args.ca_key), workload_cert_ttl_s=float(args.workload_cert_ttl))
+                        trust_domain=args.trust_domain, tls_cert=_path(args.tls_cert),
+                        tls_key=_path(args.tls_key), client_ca=_path(args.client_ca),
+                        identity_rule=args.identity_rule,
+                        tls_reload_interval_s=float(args.tls_reload_interval),
+                        ca_cert=_path(args.ca_cert), ca_key=_path(args.ca_key),
+                        workload_cert_ttl_s=float(args.workload_cert_ttl))
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -364,23 +434,38 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await app.run()
 
-    from xds.model.spiffe import IdentityError
-    from xds.pki.ca import CaError
+    from xds.server.tls_material import TlsMaterialError
 
     try:
         asyncio.run(run())
-    except (OSError, CaError, IdentityError) as exc:
+    except TlsMaterialError as exc:
+        print(f"xds: error: TLS on the xDS port: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:  # a port taken, a token or CA file missing or malformed
         print(f"xds: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.bootstrap import render_bootstrap
+    from xds.bootstrap import BootstrapError, TlsFiles, render_bootstrap
 
-    sys.stdout.write(render_bootstrap(node_id=args.node_id, cluster=args.cluster,
-                                      xds_address=args.xds_address, admin_address=args.admin_address,
-                                      region=args.region, zone=args.zone, sub_zone=args.sub_zone))
+    given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--ca": args.ca}
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing and (len(missing) < len(given) or args.server_san):
+        print(f"xds: error: an mTLS bootstrap needs --tls-cert, --tls-key and --ca; missing: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return 2
+    tls = None if missing else TlsFiles(ca_file=args.ca, cert_file=args.tls_cert, key_file=args.tls_key,
+                                        server_san=args.server_san)
+    try:
+        text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
+                                admin_address=args.admin_address, tls=tls, region=args.region,
+                                zone=args.zone, sub_zone=args.sub_zone)
+    except BootstrapError as exc:
+        print(f"xds: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 
@@ -388,6 +473,7 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.policy.apply import explain_warnings
     from xds.policy.errors import PolicyError, escape_control
     from xds.policy.load import DEFAULT_MAX_BYTES, load_file
+    from xds.sources.tls_files import check_tls_files
 
     # The same safe reader as the file source: a FIFO, a device or a huge file is one located error line
     # with status 1, never a hang or a traceback (issue 7).
@@ -398,6 +484,7 @@ def _validate(args: argparse.Namespace, env: dict[str, str]) -> int:
         return 1
     try:
         catalog, policy = load_file(args.file, max_bytes=max_bytes)
+        check_tls_files(policy)  # the CA bundles and certificates it names (issue 9 item 7)
         warnings = explain_warnings(catalog, policy)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
@@ -438,11 +525,12 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.cache.node import located_key
     from xds.model.catalog import merge_catalogs
     from xds.model.service import Locality
-    from xds.pipeline import World, build_snapshot
+    from xds.pipeline import World, build_snapshot, with_tls_material
     from xds.policy.errors import PolicyError
     from xds.policy.load import load_file
     from xds.policy.schema import merge_policies
     from xds.server.management import resource_json
+    from xds.sources.tls_files import TlsFiles
     from xds.typeurls import PUSH_ORDER, SECRET, short_name
 
     try:
@@ -455,6 +543,7 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
         world = World(catalog=merge_catalogs([c for c, _ in loaded]),
                       policy=merge_policies([p for _, p in loaded]),
                       workload=WorkloadIdentities(generate_ca("xds.local")))
+        world = with_tls_material(world, TlsFiles())
         where = Locality(region=args.region, zone=args.zone, sub_zone=args.sub_zone)
         snapshot = build_snapshot(world, located_key(args.cluster, where))
     except PolicyError as exc:
@@ -484,10 +573,17 @@ def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
         format_snapshot,
     )
 
+    try:
+        token = client_token(args, env)
+    except ValueError as exc:
+        print(f"xds: error: {exc}", file=sys.stderr)
+        return 1
+
     async def run() -> str:
-        text = format_proxy_table(await fetch_proxies(args.xds_address))
+        address = args.management_address
+        text = format_proxy_table(await fetch_proxies(address, token=token))
         if args.group:
-            text += "\n\n" + format_snapshot(await fetch_snapshot(args.xds_address, args.group))
+            text += "\n\n" + format_snapshot(await fetch_snapshot(address, args.group, token=token))
         return text
 
     try:

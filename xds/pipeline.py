@@ -27,7 +27,9 @@ from xds.policy.desired import (
     ValidationContextSpec,
 )
 from xds.policy.schema import Policy, merge_policies
+from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
+from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
 
 log = logging.getLogger("xds.pipeline")
@@ -39,10 +41,18 @@ class World:
 
     catalog: Catalog
     policy: Policy
+    # The TLS files the policy names, as last read and checked (issue 9 item 7).
+    material: TlsMaterial = NO_MATERIAL
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     # The workload CA's certificates (issue 9); None: no group may use sidecar mTLS (a snapshot naming the
     # workload secrets then fails to build, with a message saying so).
     workload: WorkloadIdentities | None = None
+
+
+def with_tls_material(world: World, files: TlsFiles) -> World:
+    """`world` with the TLS files its policy names. Blocking (reads files); raises PolicyError naming each
+    file that has no good content yet, so the last good world keeps serving (docs/protocol.md R38)."""
+    return replace(world, material=files.resolve(tls_inputs(world.policy)))
 
 
 class NoWorkloadCaError(ValueError):
@@ -77,7 +87,7 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
     # listeners follow the group, the failover priorities the locality.
     group, locality = split_key(key)
     desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
-                           trust_domain=world.trust_domain)
+                           material=world.material, trust_domain=world.trust_domain)
     desired = with_workload_secrets(desired, group, world)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the

@@ -12,11 +12,14 @@ from xds.policy.reader import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
     # Only for the annotation: settings stay importable without the Consul client (and aiohttp).
+    from xds.server.management_auth import ManagementAuthConfig
     from xds.sources.consul.client import ConsulConfig
     from xds.sources.kubernetes.client import KubeConfig
 
 DEFAULT_XDS_ADDRESS = "127.0.0.1:18000"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:19005"
+# The management API's own listener (issue 9): loopback unless a token authenticates callers.
+DEFAULT_MANAGEMENT_ADDRESS = "127.0.0.1:18001"
 
 ENV_CONFIG = "XDS_CONFIG"
 ENV_XDS_ADDRESS = "XDS_XDS_ADDRESS"
@@ -24,13 +27,19 @@ ENV_ADMIN_ADDRESS = "XDS_ADMIN_ADDRESS"
 ENV_NODE_GROUP_KEY = "XDS_NODE_GROUP_KEY"
 ENV_LOG_LEVEL = "XDS_LOG_LEVEL"
 ENV_LOG_FORMAT = "XDS_LOG_FORMAT"
-# Mesh identity (issue 9; docs/security.md): the SPIFFE trust domain, and the workload CA (file paths).
-ENV_TRUST_DOMAIN = "XDS_TRUST_DOMAIN"
+# The workload CA (issue 9; docs/security.md "Workload certificates"): file paths, and the lifetime.
 ENV_CA_CERT = "XDS_CA_CERT"
 ENV_CA_KEY = "XDS_CA_KEY"
 ENV_WORKLOAD_CERT_TTL = "XDS_WORKLOAD_CERT_TTL"
-DEFAULT_TRUST_DOMAIN = "xds.local"
 DEFAULT_WORKLOAD_CERT_TTL_S = 3600.0
+
+# The management API (docs/security.md, "The management API and secrets"). Tokens come from files or the
+# environment only: a command-line value is visible to every local user in `ps`.
+ENV_MANAGEMENT_ADDRESS = "XDS_MANAGEMENT_ADDRESS"
+ENV_MANAGEMENT_TOKEN_FILE = "XDS_MANAGEMENT_TOKEN_FILE"  # read-only role; `xds status` reads it too
+ENV_MANAGEMENT_ADMIN_TOKEN_FILE = "XDS_MANAGEMENT_ADMIN_TOKEN_FILE"  # admin role
+ENV_MANAGEMENT_TOKEN = "XDS_MANAGEMENT_TOKEN"  # a read-only token's value
+ENV_MANAGEMENT_ADMIN_TOKEN = "XDS_MANAGEMENT_ADMIN_TOKEN"  # an admin token's value
 
 # Limits (docs/operations.md, "Limits"): what one client, or the set of all clients, may make the server
 # hold. The per-request bounds (node, names, rate) live with StreamLimits in xds/server/limits.py.
@@ -50,6 +59,8 @@ DEFAULT_MAX_CATALOG_BYTES = DEFAULT_MAX_BYTES  # declared with the reader that e
 ENV_CONSUL_ADDRESS = "XDS_CONSUL_ADDRESS"
 ENV_CONSUL_TOKEN = "XDS_CONSUL_TOKEN"
 ENV_CONSUL_HTTP_TOKEN = "CONSUL_HTTP_TOKEN"  # Consul's own CLI variable, honoured when ours is unset
+ENV_CONSUL_TOKEN_FILE = "XDS_CONSUL_TOKEN_FILE"
+ENV_CONSUL_HTTP_TOKEN_FILE = "CONSUL_HTTP_TOKEN_FILE"  # Consul's own CLI variable, as above
 ENV_CONSUL_DATACENTER = "XDS_CONSUL_DATACENTER"  # comma-separated; the first is the local one
 ENV_CONSUL_CONSISTENCY = "XDS_CONSUL_CONSISTENCY"
 ENV_CONSUL_CA_FILE = "XDS_CONSUL_CA_FILE"
@@ -74,12 +85,27 @@ ENV_KUBE_POLICY_NAMESPACE = "XDS_KUBE_POLICY_NAMESPACE"  # comma-separated; unse
 ENV_KUBE_POLICIES = "XDS_KUBE_POLICIES"  # false: do not watch TrafficPolicy objects
 ENV_KUBE_RESYNC_GRACE_S = "XDS_KUBE_RESYNC_GRACE_S"
 
+# Security (issue 9; docs/security.md). The trust domain is the one of every SPIFFE id the server reads or
+# issues. mTLS on the xDS port needs all three files (paths, re-read when they change).
+ENV_TRUST_DOMAIN = "XDS_TRUST_DOMAIN"
+DEFAULT_TRUST_DOMAIN = "xds.local"
+ENV_TLS_CERT = "XDS_TLS_CERT"
+ENV_TLS_KEY = "XDS_TLS_KEY"
+ENV_CLIENT_CA = "XDS_CLIENT_CA"
+ENV_IDENTITY_RULE = "XDS_IDENTITY_RULE"
+ENV_TLS_RELOAD_INTERVAL_S = "XDS_TLS_RELOAD_INTERVAL_S"
+DEFAULT_IDENTITY_RULE = "spiffe"
+DEFAULT_TLS_RELOAD_INTERVAL_S = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     config_files: tuple[Path, ...] = ()
     xds_address: str = DEFAULT_XDS_ADDRESS
     admin_address: str = DEFAULT_ADMIN_ADDRESS
+    management_address: str = DEFAULT_MANAGEMENT_ADDRESS
+    # Bearer tokens of the management API; None or an empty config: no authentication, loopback only.
+    management_auth: ManagementAuthConfig | None = None
     node_group_key: str = "cluster"
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
@@ -97,8 +123,15 @@ class Settings:
     consul: ConsulConfig | None = None
     # The Kubernetes source, when configured; merged after Consul (docs/kubernetes.md).
     kubernetes: KubeConfig | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # Issue 9 (docs/security.md). With tls_cert, tls_key and client_ca the xDS port is mTLS-only and every
+    # stream's node is bound to its client certificate by `identity_rule`; without them it is plaintext.
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    identity_rule: str = DEFAULT_IDENTITY_RULE
+    tls_reload_interval_s: float = DEFAULT_TLS_RELOAD_INTERVAL_S
+    extra: Mapping[str, str] = field(default_factory=dict)
     # The workload CA (xds/workload_ca.py): both files or neither (a development CA in memory).
     ca_cert: Path | None = None
     ca_key: Path | None = None
@@ -109,6 +142,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings given through XDS_* environment variables, by CLI flag name."""
     env = os.environ if env is None else env
     names = {ENV_CONFIG: "config", ENV_XDS_ADDRESS: "xds_address", ENV_ADMIN_ADDRESS: "admin_address",
+             ENV_MANAGEMENT_ADDRESS: "management_address", ENV_MANAGEMENT_TOKEN_FILE: "management_token_file",
+             ENV_MANAGEMENT_ADMIN_TOKEN_FILE: "management_admin_token_file",
              ENV_NODE_GROUP_KEY: "node_group_key", ENV_LOG_LEVEL: "log_level", ENV_LOG_FORMAT: "log_format",
              ENV_MAX_NODE_GROUPS: "max_node_groups", ENV_NODE_GROUP_GRACE_S: "node_group_grace",
              ENV_MAX_STREAMS: "max_streams", ENV_MAX_REQUEST_BYTES: "max_request_bytes",
@@ -124,12 +159,21 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_KUBE_LABEL_SELECTOR: "kube_label_selector",
              ENV_KUBE_POLICY_NAMESPACE: "kube_policy_namespace",
              ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace",
-             ENV_TRUST_DOMAIN: "trust_domain", ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key",
-             ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl"}
+             ENV_TRUST_DOMAIN: "trust_domain", ENV_TLS_CERT: "tls_cert", ENV_TLS_KEY: "tls_key",
+             ENV_CLIENT_CA: "client_ca", ENV_IDENTITY_RULE: "identity_rule",
+             ENV_TLS_RELOAD_INTERVAL_S: "tls_reload_interval",
+             ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key", ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
     token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
     if token:
         found["consul_token"] = token
+    token_file = env.get(ENV_CONSUL_TOKEN_FILE) or env.get(ENV_CONSUL_HTTP_TOKEN_FILE)
+    if token_file:
+        found["consul_token_file"] = token_file
+    for var, name in ((ENV_MANAGEMENT_TOKEN, "management_token"),
+                      (ENV_MANAGEMENT_ADMIN_TOKEN, "management_admin_token")):
+        if env.get(var):
+            found[name] = env[var]
     return found
 
 
@@ -154,3 +198,4 @@ def split_address(address: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError(f"port out of range in {address!r}")
     return host, number
+

@@ -40,25 +40,34 @@ def _translate(exc: grpc.aio.AioRpcError, address: str) -> ManagementQueryError:
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 
 
-async def fetch_proxies(address: str, *, timeout_s: float = 5.0) -> pb.ListProxiesResponse:
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    # docs/security.md, "The management API and secrets": a bearer token, when the server wants one.
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
+async def fetch_proxies(address: str, *, timeout_s: float = 5.0, token: str | None = None
+                        ) -> pb.ListProxiesResponse:
     """Every live stream of the control plane whose management API listens on `address` (host:port)."""
     async with grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
         stub = management_pb2_grpc.ManagementStub(channel)
         try:
             response: pb.ListProxiesResponse = await stub.ListProxies(pb.ListProxiesRequest(),
-                                                                      timeout=timeout_s)
+                                                                      timeout=timeout_s,
+                                                                      metadata=_metadata(token))
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, address) from exc
     return response
 
 
-async def fetch_snapshot(address: str, group: str, *, timeout_s: float = 5.0) -> pb.GetSnapshotResponse:
+async def fetch_snapshot(address: str, group: str, *, timeout_s: float = 5.0, token: str | None = None
+                         ) -> pb.GetSnapshotResponse:
     """The snapshot `group` is served; GroupNotFoundError when there is none."""
     async with grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
         stub = management_pb2_grpc.ManagementStub(channel)
         try:
             response: pb.GetSnapshotResponse = await stub.GetSnapshot(pb.GetSnapshotRequest(group=group),
-                                                                      timeout=timeout_s)
+                                                                      timeout=timeout_s,
+                                                                      metadata=_metadata(token))
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, address) from exc
     return response

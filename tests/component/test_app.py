@@ -36,7 +36,8 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text("services: [oops\n")  # invalid from the start
     instance = App(Settings(config_files=(catalog,), xds_address="127.0.0.1:0",
-                            admin_address="127.0.0.1:0", file_poll_interval_s=0.05))
+                            management_address="127.0.0.1:0", admin_address="127.0.0.1:0",
+                            file_poll_interval_s=0.05))
     task = asyncio.create_task(instance.run())
     await asyncio.wait_for(instance.started.wait(), 10)
     try:
@@ -66,7 +67,7 @@ async def test_nothing_is_served_until_the_source_loads_then_everything_is(app: 
     assert "catalog.yaml:2:1: invalid YAML" in app.source_errors[f"file:{tmp_path / 'catalog.yaml'}"]
     assert await health_status(app.xds_port) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert await ready_code(app.admin_port) == 503
-    (source,) = (await fetch_proxies(f"127.0.0.1:{app.xds_port}")).sources
+    (source,) = (await fetch_proxies(f"127.0.0.1:{app.management_port}")).sources
     assert source.stale and not source.synced and "invalid YAML" in source.error
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.xds_port}") as channel:
@@ -81,7 +82,7 @@ async def test_nothing_is_served_until_the_source_loads_then_everything_is(app: 
     assert await health_status(app.xds_port) == health_pb2.HealthCheckResponse.SERVING
     assert await ready_code(app.admin_port) == 200
     assert app.source_errors == {}
-    listing = await fetch_proxies(f"127.0.0.1:{app.xds_port}")
+    listing = await fetch_proxies(f"127.0.0.1:{app.management_port}")
     (source,) = listing.sources
     assert source.synced and not source.stale and source.HasField("last_sync")
     assert "SYNCED" in format_proxy_table(listing)

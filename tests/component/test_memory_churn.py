@@ -86,7 +86,8 @@ class ChurnSource:
 @pytest.fixture
 async def churn() -> AsyncIterator[tuple[App, ChurnSource]]:
     source = ChurnSource()
-    app = App(Settings(xds_address="127.0.0.1:0", admin_address="127.0.0.1:0", debounce_s=0.001),
+    app = App(Settings(xds_address="127.0.0.1:0", admin_address="127.0.0.1:0",
+                       management_address="127.0.0.1:0", debounce_s=0.001),
               sources=[source])
     task = asyncio.create_task(app.run())
     await asyncio.wait_for(app.started.wait(), 10)

@@ -167,16 +167,19 @@ class ControlPlaneFactory:
         self.instances: list[ControlPlaneProcess] = []
 
     def __call__(
-        self, config: Path | None, *, extra_args: Sequence[str] = (), timeout_s: float = 30.0
+        self, config: Path | None, *, extra_args: Sequence[str] = (), timeout_s: float = 30.0,
+        env: dict[str, str] | None = None,
     ) -> ControlPlaneProcess:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            xds_port, admin_port = free_ports(2)
+            xds_port, admin_port, management_port = free_ports(3)
             control_plane = ControlPlaneProcess(
                 config,
                 workdir=self._workdir,
                 xds_port=xds_port,
                 admin_port=admin_port,
+                management_port=management_port,
                 extra_args=extra_args,
+                env=env,
                 name=f"control-plane-{len(self.instances) + 1}",
             )
             self.instances.append(control_plane)

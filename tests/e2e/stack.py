@@ -94,8 +94,8 @@ class Stack:
         return time.monotonic() - start
 
     def status_text(self) -> str:
-        result = subprocess.run([sys.executable, "-m", "xds", "status", "--xds-address",
-                                 self.control_plane.xds_address], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "xds", "status", "--management-address",
+                                 self.control_plane.management_address], capture_output=True, text=True,
                                 timeout=30, check=False)
         assert result.returncode == 0, result.stderr
         return result.stdout

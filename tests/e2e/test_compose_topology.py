@@ -526,7 +526,7 @@ def loadgen_lines(loadgen: ManagedProcess) -> list[str]:
 
 
 def xds_status(control_plane: ControlPlaneProcess) -> str:
-    argv = [sys.executable, "-m", "xds", "status", "--xds-address", control_plane.xds_address]
+    argv = [sys.executable, "-m", "xds", "status", "--management-address", control_plane.management_address]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

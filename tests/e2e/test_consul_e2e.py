@@ -223,9 +223,9 @@ def test_invalid_kv_policy_is_rejected_naming_the_key_and_previous_policy_kept(
 def _status(stack: ConsulStack) -> str:
     import subprocess
     import sys
-    result = subprocess.run([sys.executable, "-m", "xds", "status", "--xds-address",
-                             stack.control_plane.xds_address], capture_output=True, text=True, timeout=30,
-                            check=False)
+    result = subprocess.run([sys.executable, "-m", "xds", "status", "--management-address",
+                             stack.control_plane.management_address], capture_output=True, text=True,
+                            timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

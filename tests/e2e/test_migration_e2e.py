@@ -59,7 +59,7 @@ def test_consul_and_kubernetes_instances_merge_and_one_policy_splits_them(
                message=lambda: f"Envoy clusters: {hosts()}", ignore=(AdminError, OSError))
     # Both registries are live sources of the one control plane.
     status = subprocess.run(
-        [sys.executable, "-m", "xds", "status", "--xds-address", control_plane.xds_address],
+        [sys.executable, "-m", "xds", "status", "--management-address", control_plane.management_address],
         capture_output=True, text=True, timeout=30, check=True).stdout
     source_rows = [line for line in status.splitlines()
                    if line.startswith(("consul:", "kubernetes:", "file:"))]

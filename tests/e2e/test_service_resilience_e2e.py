@@ -230,6 +230,42 @@ def test_http_health_check_takes_an_endpoint_out_while_the_registry_says_healthy
     _assert_clean(stack)
 
 
+def test_http_health_check_timeouts_count_against_the_unhealthy_threshold(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    """A /healthz that stops answering in time: each check times out after `timeout`, and the endpoint goes
+    out only after `unhealthy_threshold` of them in a row (unlike a wrong status, which fails it at once)."""
+    timeout_s, threshold = 0.3, 3
+    pool = upstreams("a", "b")
+    settings = {"web": {"health_check": {"http": {"path": HEALTH_PATH}, "interval": "200ms",
+                                         "timeout": f"{timeout_s}s", "unhealthy_threshold": threshold,
+                                         "healthy_threshold": 1, "no_traffic_interval": "200ms"}}}
+    stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {}), ("b", {})]},
+                        backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
+                        envoy_factory=envoy_factory, service_settings=settings)
+    wait_until(lambda: len(stack.envoy.cluster_hosts("web")) == 2
+               and all(h.healthy for h in stack.envoy.cluster_hosts("web")), timeout_s=10,
+               message="the endpoints never passed their first health checks")
+    slow = pool["a"]
+    slow.health_delay_s = 5.0
+    started = time.monotonic()
+    wait_until(lambda: _failed_check(stack, "web", slow.address), timeout_s=10,
+               message="Envoy never failed the endpoint whose checks time out")
+    detected = time.monotonic() - started
+    print(f"\nhealth check timeouts: endpoint out {detected:.3f} s after /healthz stopped answering "
+          f"(timeout {timeout_s}s, unhealthy_threshold {threshold})")
+    # Each of the `threshold` checks needs `timeout` to fail, one after the other.
+    assert detected >= threshold * timeout_s - 0.05, detected
+    assert stack.envoy.cluster_stat("web", "health_check.failure") >= threshold
+    result = run_requests(stack.url, count=20, concurrency=2)
+    assert result.by_status == {200: 20} and result.by_upstream == {"b": 20}, result.summary()
+
+    slow.health_delay_s = 0.0
+    wait_until(lambda: stack.envoy.host_status("web", slow.address).healthy, timeout_s=10,
+               message="the endpoint never came back once its checks answered in time")
+    _assert_clean(stack)
+
+
 def test_tcp_health_check_takes_out_an_endpoint_whose_port_closed(
         workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
         envoy_factory: Any) -> None:
@@ -243,6 +279,31 @@ def test_tcp_health_check_takes_out_an_endpoint_whose_port_closed(
     result = run_requests(stack.url, count=40, concurrency=2)
     assert result.by_status == {200: 40} and result.by_upstream == {"b": 40}, result.summary()
     assert stack.envoy.host_status("web", address).eds_health == "HEALTHY"
+    _assert_clean(stack)
+
+
+def test_health_check_port_probes_a_separate_port_instead_of_the_serving_one(
+        workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    """`health_check.port`: every endpoint is probed on that port (here a third upstream standing in for a
+    separate health port), so its verdict, not the serving port's, decides."""
+    pool = upstreams("a", "b", "probe")
+    probe = pool["probe"]
+    # The serving port's own /healthz fails; with the override it is never asked, so `a` stays in.
+    pool["a"].health_status = 503
+    stack = _checked_stack(workdir, pool, {"http": {"path": HEALTH_PATH}, "port": probe.port},
+                           control_plane_factory, envoy_factory)
+    assert stack.envoy.host_status("web", pool["a"].address).healthy
+    assert pool["a"].health_checks == 0 and pool["b"].health_checks == 0
+    assert probe.health_checks >= 2  # one probe per endpoint at least
+    result = run_requests(stack.url, count=40, concurrency=2)
+    assert result.by_status == {200: 40} and set(result.by_upstream) == {"a", "b"}, result.summary()
+    assert probe.hits == 0  # the override moves probes only: traffic still goes to the serving ports
+
+    probe.health_status = 503
+    wait_until(lambda: all(_failed_check(stack, "web", pool[name].address) for name in ("a", "b")),
+               timeout_s=10, message="Envoy never failed the endpoints whose health port failed")
+    assert pool["b"].health_checks == 0
     _assert_clean(stack)
 
 

@@ -35,6 +35,7 @@ from harness import (
 )
 from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError
+from harness.pki import CertificateAuthority, install_set, spiffe_id
 
 A_ID, B_ID, C_ID = "spiffe://xds.local/group/a", "spiffe://xds.local/group/b", "spiffe://xds.local/group/c"
 
@@ -75,7 +76,9 @@ def document(ports: dict[str, int], app_port: int, mode: str = "strict") -> dict
 
 
 def start_mesh(workdir: Path, pool: UpstreamPool, control_plane_factory: Callable[..., ControlPlaneProcess],
-               envoy_factory: Callable[..., EnvoyProcess], *extra_args: str) -> Mesh:
+               envoy_factory: Callable[..., EnvoyProcess], *extra_args: str,
+               tls_args: Callable[[str], tuple[str, ...]] = lambda group: ()) -> Mesh:
+    """The three sidecars and their control plane; `tls_args(group)`: `xds bootstrap` TLS flags."""
     ports = dict(zip(("a-out", "b-in", "c-out"), free_ports(3), strict=True))
     catalog = workdir / "mesh.yaml"
     catalog.write_text(yaml.safe_dump(document(ports, pool["b-app"].port), sort_keys=False))
@@ -83,7 +86,8 @@ def start_mesh(workdir: Path, pool: UpstreamPool, control_plane_factory: Callabl
 
     def sidecar(group: str) -> EnvoyProcess:
         return envoy_factory(lambda admin_port: bootstrap_for(
-            f"{group}-1", group, xds_port=control_plane.xds_port, admin_port=admin_port))
+            f"{group}-1", group, xds_port=control_plane.xds_port, admin_port=admin_port,
+            tls_args=tls_args(group)))
 
     b = sidecar("b")  # first, so its inbound side is up when A and C send traffic
     mesh = Mesh(control_plane, a=sidecar("a"), b=b, c=sidecar("c"), ports=ports)
@@ -212,3 +216,32 @@ def test_workload_certificates_rotate_under_load_without_a_failed_request(
     # Groups a and b each got a first certificate and two more; c at least its first.
     issued = re.search(r"^xds_workload_certs_issued_total (\S+)$", mesh.control_plane.metrics_text(), re.M)
     assert issued is not None and float(issued.group(1)) >= 7
+
+
+def test_sidecars_on_an_mtls_xds_port_get_their_workload_certificates(
+        workdir: Path, upstreams: Callable[..., UpstreamPool],
+        control_plane_factory: Callable[..., ControlPlaneProcess],
+        envoy_factory: Callable[..., EnvoyProcess]) -> None:
+    # The xDS port requires client certificates (docs/security.md "Transport"): each sidecar's stream is
+    # authenticated and bound to its node, so it is sent Secrets from any address (docs/protocol.md R47).
+    ca = CertificateAuthority.create()
+    server_dir = workdir / "server-tls"
+    server = ca.server_cert()
+    install_set(server_dir, {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "ca.crt": ca.cert_pem})
+    server_ca = ca.write_ca(workdir / "clients" / "server-ca.crt")
+
+    def tls_args(group: str) -> tuple[str, ...]:
+        issued = ca.client_cert(spiffe_id("xds.local", group, f"{group}-1"))
+        cert, key = issued.write(workdir / "clients", group)
+        return ("--tls-cert", str(cert), "--tls-key", str(key), "--ca", str(server_ca), "--server-san",
+                "localhost")
+
+    pool = upstreams("b-app")
+    mesh = start_mesh(workdir, pool, control_plane_factory, envoy_factory,
+                      "--tls-cert", str(server_dir / "tls.crt"), "--tls-key", str(server_dir / "tls.key"),
+                      "--client-ca", str(server_dir / "ca.crt"), tls_args=tls_args)
+    wait_until(lambda: status_of(mesh.url("a-out")) == 200, timeout_s=20,
+               message=lambda: f"A never got 200 through B: {status_of(mesh.url('a-out'))}")
+    assert status_of(mesh.url("c-out")) == 403
+    assert workload_serials(mesh.a) and workload_serials(mesh.b)
+    assert "stream_secrets_withheld" not in mesh.control_plane.tail(400)

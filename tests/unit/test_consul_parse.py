@@ -403,8 +403,10 @@ def test_cli_without_an_address_has_no_consul_source() -> None:
     assert _serve_args([], {}) is None
 
 
-def test_cli_builds_the_consul_config_from_flags() -> None:
-    config = _serve_args(["--consul-address", "127.0.0.1:8500", "--consul-token", "tok",
+def test_cli_builds_the_consul_config_from_flags(tmp_path: Path) -> None:
+    token_file = tmp_path / "consul.token"
+    token_file.write_text("tok\n")
+    config = _serve_args(["--consul-address", "127.0.0.1:8500", "--consul-token-file", str(token_file),
                           "--consul-datacenter", "dc1", "--consul-datacenter", "dc2",
                           "--consul-consistency", "stale", "--consul-kv-prefix", "xds",
                           "--consul-warning-as", "degraded", "--consul-include-connect",

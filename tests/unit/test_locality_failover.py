@@ -24,6 +24,7 @@ from xds.policy.errors import PolicyError
 from xds.policy.load import parse_document
 from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
 from xds.server.limits import LimitExceededError, StreamLimits, check_node
+from xds.translate.clusters import build_cluster
 from xds.translate.endpoints import build_load_assignment
 from xds.typeurls import ENDPOINT
 
@@ -220,3 +221,77 @@ def test_priorities_are_contiguous_and_the_closest_tier_comes_first(
             for tier_b, priority_b in tiers:
                 if tier_a < tier_b:
                     assert priority_a < priority_b
+
+
+# --- locality-weighted balancing and the health-check port (issue 8) ---------------------------------------
+
+def _weights(text: str) -> LocalitySpec:
+    document = f"services:\n  - name: web\n    locality: {{weights: {text}}}\n"
+    spec = parse_document(document, where="c.yaml")[1].services[0].locality
+    assert spec is not None
+    return spec
+
+
+def test_locality_weights_parse_with_the_first_match_winning() -> None:
+    spec = _weights("[{region: r1, zone: a, weight: 70}, {region: r1, weight: 20}, {zone: c, weight: 10}]")
+    assert [spec.weight_of(where) for where in (A, B, FAR, Locality("r9", "q"))] == [70, 20, 10, 1]
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[{weight: 5}]", "c.yaml:3:26: services[0].locality.weights[0]: names no locality: give at least one"),
+    ("[{zone: a, weight: 5}, {zone: a, weight: 6}]",
+     "c.yaml:3:48: services[0].locality.weights[1]: repeats weights[0], whose weight always applies first"),
+    ("[{zone: a, weight: 0}]", "c.yaml:3:44: services[0].locality.weights[0].weight: must be an integer "
+                               "between 1 and 10000"),
+    ("[{zone: a}]", "c.yaml:3:26: services[0].locality.weights[0]: missing required key 'weight'"),
+    ("[{zone: a, wieght: 3}]", "c.yaml:3:36: services[0].locality.weights[0].wieght: unknown key 'wieght'"),
+    ("[]", "c.yaml:3:25: services[0].locality.weights: must list at least one weights entry"),
+    ("{zone: a}", "c.yaml:3:25: services[0].locality.weights: must be a list, got a mapping"),
+])
+def test_locality_weight_errors_are_located(text: str, reason: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        _weights(text)
+    assert any(str(p).startswith(reason) for p in info.value.problems), info.value.problems
+
+
+def test_locality_weights_reach_the_assignment_and_the_cluster() -> None:
+    world = _world(_weights("[{zone: a, weight: 70}, {region: r2, weight: 10}]"))
+    desired = _apply(world, A)
+    cla = build_load_assignment(desired.clusters[0])
+    assert {lle.locality.zone: lle.load_balancing_weight.value for lle in cla.endpoints} == {
+        "a": 70, "b": 1, "c": 10}
+    assert build_cluster(desired.clusters[0]).common_lb_config.HasField("locality_weighted_lb_config")
+    plain = _apply(_world(None), A)
+    assert not build_cluster(plain.clusters[0]).common_lb_config.HasField("locality_weighted_lb_config")
+    assert not any(lle.HasField("load_balancing_weight") for lle in build_load_assignment(
+        plain.clusters[0]).endpoints)
+    # Combined with failover, weights split each tier: the proxy's zone alone is priority 0.
+    both = _apply(_world(LocalitySpec(failover=True, weights=_weights("[{zone: b, weight: 5}]").weights)), A)
+    tiers = {(lle.priority, lle.locality.zone): lle.load_balancing_weight.value
+             for lle in build_load_assignment(both.clusters[0]).endpoints}
+    assert tiers == {(0, "a"): 1, (1, "b"): 5, (2, "c"): 1}
+
+
+def test_xds_validate_warns_about_a_locality_no_weight_matches() -> None:
+    world = _world(_weights("[{zone: a, weight: 70}]"))
+    warnings = explain_warnings(world.catalog, world.policy)
+    assert any("'r1/b'" in w and "weight 1" in w for w in warnings), warnings
+    assert any("'r2/c'" in w for w in warnings), warnings
+    assert not any("'r1/a'" in w for w in warnings), warnings
+
+
+def test_health_check_port_overrides_the_probed_port_of_every_endpoint() -> None:
+    _, policy = parse_document("services:\n  - name: web\n    health_check: {tcp: {}, port: 9901}\n",
+                               where="c.yaml")
+    check = policy.services[0].health_check
+    assert check is not None and check.port == 9901
+    world = World(_world(None).catalog, Policy(services=(ServicePolicy("web", health_check=check),),
+                                               listeners=_world(None).policy.listeners))
+    cla = build_load_assignment(_apply(world, A).clusters[0])
+    ports = [(lb.endpoint.address.socket_address.port_value, lb.endpoint.health_check_config.port_value)
+             for lle in cla.endpoints for lb in lle.lb_endpoints]
+    assert ports == [(80, 9901)] * 3
+    with pytest.raises(PolicyError) as info:
+        parse_document("services:\n  - name: web\n    health_check: {tcp: {}, port: 65536}\n", where="c.yaml")
+    assert str(info.value.problems[0]).startswith("c.yaml:3:35: services[0].health_check.port: must be an "
+                                                  "integer between 1 and 65535")

@@ -209,3 +209,18 @@ def _cert_der_text(snapshot: object) -> bytes:
     cert = x509.load_pem_x509_certificate(secret.tls_certificate.certificate_chain.inline_bytes)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return " ".join(san.get_values_for_type(x509.UniformResourceIdentifier)).encode()
+
+
+def test_mtls_and_upstream_tls_on_one_service_are_refused() -> None:
+    problems = service_problems("tls: {ca_file: /etc/ca.pem}\nmtls: strict")
+    assert len(problems) == 1 and problems[0].startswith(
+        "c.yaml:4:11: services[0].mtls: cannot be combined with `tls`"), problems
+
+
+def test_an_inbound_listener_with_ingress_tls_is_refused() -> None:
+    text = ("services: [{name: b, mtls: strict, endpoints: []}]\nlisteners:\n  - name: in\n    port: 9001\n"
+            "    tls: {certificates: [{cert_file: /c.pem, key_file: /k.pem}]}\n    inbound_for: b\n"
+            "    routes: [{backends: [{service: b}]}]\n")
+    with pytest.raises(PolicyError, match=r"c.yaml:6:18: listeners\[0\].inbound_for: an inbound listener "
+                                          r"cannot also have `tls`"):
+        parse_document(text, where="c.yaml")

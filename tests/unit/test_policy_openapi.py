@@ -157,7 +157,7 @@ services:
                         retry_budget: {budget_percent: 25, min_retry_concurrency: 2}},
      health_check: {http: {path: /healthz, expected_statuses: [200, 204], host: web.internal},
                     interval: 2s, timeout: 500ms, unhealthy_threshold: 2, healthy_threshold: 2,
-                    no_traffic_interval: 30s},
+                    no_traffic_interval: 30s, port: 9901},
      load_balancer: {choice_count: 3, slow_start_window: 30s, healthy_panic_threshold: 25},
      upstream_connection: {idle_timeout: 5m, max_requests_per_connection: 100,
                            tcp_keepalive: {probes: 3, time: 60s, interval: 10}}}
@@ -167,15 +167,23 @@ services:
      authorization: [{identities: [edge, "spiffe://xds.local/ns/ops"], prefix: /api, methods: [GET, POST]},
                      {identities: [web-v1]}]}
   - {name: db, outlier_detection: {}, circuit_breakers: {max_retries: 0}, health_check: {tcp: {}},
-     locality: {failover: true, overprovisioning_factor: 200}}
+     locality: {failover: true, overprovisioning_factor: 200,
+                weights: [{region: r1, zone: a, sub_zone: rack1, weight: 70}, {region: r2, weight: 30}]}}
   - {name: orders, protocol: http2, health_check: {grpc: {service: orders.v1.Orders}}}
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
+  - {name: payments-api, tls: {ca_file: /etc/xds/ca.pem, sni: api.payments.example,
+                               subject_alt_names: [api.payments.example, "spiffe://example.org/payments"]}}
 listeners:
   - name: edge
     address: "::"
     port: 10000
     groups: [edge, "Edge Group 2"]
     domains: ["*.example.com", "example.com:8080", "*"]
+    tls:
+      certificates:
+        - {cert_file: /etc/xds/shop.pem, key_file: /etc/xds/shop.key,
+           server_names: [shop.example.com, "*.shop.example.com"]}
+        - {cert_file: /etc/xds/default.pem, key_file: /etc/xds/default.key}
     routes:
       - name: api
         match:
@@ -326,6 +334,13 @@ REJECTED: list[tuple[str, Any]] = [
     ("header present false", _edit("listeners.0.routes.0.match.headers.1.present", False)),
     ("header exact with a newline", _edit("listeners.0.routes.0.match.headers.0.exact", "a\nb")),
     ("invert as text", _edit("listeners.0.routes.0.match.headers.1.invert", "yes")),
+    ("relative ca_file", _edit("services.6.tls.ca_file", "ca.pem")),
+    ("tls without ca_file", _edit("services.6.tls.ca_file", ...)),
+    ("sni with a port", _edit("services.6.tls.sni", "api.example:443")),
+    ("empty subject_alt_names", _edit("services.6.tls.subject_alt_names", [])),
+    ("listener tls without certificates", _edit("listeners.0.tls.certificates", ...)),
+    ("certificate without key_file", _edit("listeners.0.tls.certificates.0.key_file", ...)),
+    ("server name with a port", _edit("listeners.0.tls.certificates.0.server_names", ["a.com:443"])),
 ]
 
 # Rejected by the loader only: rules across fields or values that OpenAPI cannot express (openapi.py's
@@ -342,6 +357,8 @@ LOADER_ONLY: list[tuple[str, Any]] = [
     ("zero duration as text", _edit("services.0.connect_timeout", "0s")),
     ("duration as a boolean", _edit("services.0.connect_timeout", True)),
     ("address that is no IP", _edit("listeners.0.address", "1.2.3")),
+    ("two default certificates", _edit("listeners.0.tls.certificates.0.server_names", ...)),
+    ("server name claimed twice", _edit("listeners.0.tls.certificates.1.server_names", ["SHOP.example.com"])),
 ]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from xds.addresses import is_loopback_host
 from xds.observability.metrics import Metrics
 from xds.settings import split_address
 
@@ -72,6 +73,12 @@ class AdminServer:
         sockname = runner.addresses[0]
         self._port = int(sockname[1])
         log.info("admin_listening", extra={"address": f"{self._host}:{self._port}"})
+        if not is_loopback_host(self._host):
+            # /status names every proxy and source error, /metrics the node groups; neither is authenticated
+            # (docs/security.md, "The management API and secrets").
+            log.warning("admin_not_loopback", extra={
+                "address": f"{self._host}:{self._port}",
+                "hint": "the admin HTTP server has no authentication; keep it on 127.0.0.1 or firewall it"})
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -15,6 +15,8 @@ import logging
 import sys
 from typing import TextIO
 
+from xds.secrets import redact
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 # Marks the handler configure_logging installed, so a second call replaces it instead of adding another.
@@ -45,7 +47,8 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         # default=str: an extra that JSON cannot encode (a path, an enum) must not lose the whole line.
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # redact: the safety net for secrets that reached a log call unredacted (issue 9).
+        return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class HumanFormatter(logging.Formatter):
@@ -61,7 +64,7 @@ class HumanFormatter(logging.Formatter):
             line = f"{line} {fields}"
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
-        return line
+        return redact(line)  # the safety net for secrets that reached a log call unredacted (issue 9)
 
 
 def configure_logging(*, level: str = "INFO", json_format: bool = True, stream: TextIO | None = None) -> None:

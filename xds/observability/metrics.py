@@ -26,6 +26,7 @@ from prometheus_client import (
 
 from xds.cache.store import BuildReport, GroupCounts
 from xds.server.callbacks import StreamInfo
+from xds.server.management_auth import DENY_REASONS
 from xds.typeurls import PUSH_ORDER, short_name
 
 # Config size buckets after Istio's pilot_xds_config_size_bytes, in binary units: 4 MiB is gRPC's default
@@ -94,6 +95,12 @@ class Metrics:
         # Series exist at 0 from the start, so rate() and absent-series alerts work before the first event.
         for limit in LIMIT_NAMES:
             self._limits.labels(limit)
+        # Management API calls refused by the bearer-token check (issue 9, docs/security.md).
+        self._management_denied = Counter(
+            "xds_management_denied_total", "Management API calls refused: no token, a wrong token, or a "
+            "token whose role does not allow the method.", ["reason"], registry=r)
+        for reason in DENY_REASONS:
+            self._management_denied.labels(reason)
         for method in _METHODS:
             self._streams.labels(method)
         for type_url in PUSH_ORDER:
@@ -135,6 +142,10 @@ class Metrics:
     def limit_exceeded(self, limit: str) -> None:
         """A client was refused or slowed down by `limit` (a name from LIMIT_NAMES)."""
         self._limits.labels(limit).inc()
+
+    def management_denied(self, reason: str) -> None:
+        """A management API call was refused; `reason` is one of DENY_REASONS (never the token)."""
+        self._management_denied.labels(reason).inc()
 
     def watch_groups(self, counts: Callable[[], GroupCounts]) -> None:
         """Read the node-group gauges from `counts` at every scrape."""

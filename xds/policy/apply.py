@@ -29,6 +29,8 @@ from xds.policy.desired import (
     RetrySpec,
     RouteConfigSpec,
     RouteSpec,
+    SecretSpec,
+    TlsCertificateSpec,
     UpstreamMeshTlsSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
@@ -43,6 +45,8 @@ from xds.policy.schema import (
     RoutePolicy,
     ServicePolicy,
 )
+from xds.policy.tls_material import NO_MATERIAL, TlsMaterial
+from xds.policy.tls_specs import IngressChainSpec, IngressTlsSpec, UpstreamTlsSpec, edge_secret_name
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
@@ -77,8 +81,45 @@ def _failover(endpoints: tuple[Endpoint, ...], proxy: Locality) -> tuple[Endpoin
     return tuple(replace(e, priority=locality_tier(e.locality, proxy) * span + e.priority) for e in endpoints)
 
 
-def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality, *,
-             trust_domain: str) -> ClusterSpec:
+def _upstream_tls(settings: ServicePolicy, endpoints: tuple[Endpoint, ...],
+                  material: TlsMaterial) -> UpstreamTlsSpec | None:
+    tls = settings.tls
+    if tls is None:
+        return None
+    ca_pem = material.ca_bundles.get(tls.ca_file)
+    if ca_pem is None:
+        # Never plaintext instead: the pipeline resolves every file a policy names before it builds
+        # (xds/sources/tls_files.py), so this is a caller's bug, not an input problem.
+        raise LookupError(f"service {settings.name!r}: tls.ca_file {tls.ca_file} was not loaded")
+    sni = tls.sni
+    if sni is None:
+        # An ExternalName-style service: the one host name its endpoints share is the name the upstream
+        # expects, as a browser would send it (docs/security.md, "Edge TLS").
+        hosts = {e.host for e in endpoints if e.is_dns_name}
+        sni = hosts.pop() if len(hosts) == 1 and all(e.is_dns_name for e in endpoints) else ""
+    sans = tls.subject_alt_names or ((sni,) if sni else ())
+    return UpstreamTlsSpec(ca_file=tls.ca_file, ca_pem=ca_pem, sni=sni, subject_alt_names=sans)
+
+
+def _ingress_tls(listener: ListenerPolicy, material: TlsMaterial,
+                 secrets: dict[str, SecretSpec]) -> IngressTlsSpec | None:
+    """The listener's filter chains by SNI, adding the SDS secret of each certificate to `secrets`."""
+    if listener.tls is None:
+        return None
+    chains = []
+    for cert in listener.tls.certificates:
+        pair = material.key_pairs.get((cert.cert_file, cert.key_file))
+        if pair is None:  # as for a CA bundle: never a listener without its certificate
+            raise LookupError(f"listener {listener.name!r}: tls certificate {cert.cert_file} was not loaded")
+        name = edge_secret_name(cert.cert_file)
+        secrets[name] = SecretSpec(name, tls_certificate=TlsCertificateSpec(
+            certificate_chain_pem=pair.cert_pem.decode(), private_key_pem=pair.key_pem.decode()))
+        chains.append(IngressChainSpec(secret=name, server_names=cert.server_names))
+    return IngressTlsSpec(chains=tuple(chains))
+
+
+def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality,
+             material: TlsMaterial = NO_MATERIAL, *, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> ClusterSpec:
     service = catalog.get(settings.name)
     if service is None:
         endpoints: tuple[Endpoint, ...] = ()
@@ -103,6 +144,7 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: 
         load_balancer=settings.load_balancer,
         upstream_connection=settings.upstream_connection,
         locality=settings.locality,
+        tls=_upstream_tls(settings, endpoints, material),
         # Clients of a service with sidecar mTLS originate it and accept only the service's identity
         # (issue 9, docs/security.md).
         mesh_tls=(None if settings.mtls is MtlsMode.OFF
@@ -183,15 +225,19 @@ def _hash_policy(policy: HashPolicy) -> HashPolicySpec:
 
 
 def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE,
-                 trust_domain: str = DEFAULT_TRUST_DOMAIN) -> DesiredState:
+                 material: TlsMaterial = NO_MATERIAL, trust_domain: str = DEFAULT_TRUST_DOMAIN
+                 ) -> DesiredState:
     """What node group `group` should run, as seen from a proxy in `locality` (which only matters to
-    services with `locality.failover`). Deterministic: equal inputs give equal states, with clusters,
+    services with `locality.failover`); `material` holds the TLS files the policy names, `trust_domain`
+    makes the SPIFFE identities of sidecar mTLS (issue 9).
+    Deterministic: equal inputs give equal states, with clusters,
     listeners and route configurations sorted by name (routes keep the policy's order, which is the order
     Envoy evaluates them in)."""
     settings = {s.name: s for s in policy.services}
     clusters: dict[str, ClusterSpec] = {}
     listeners: list[ListenerSpec] = []
     route_configs: list[RouteConfigSpec] = []
+    secrets: dict[str, SecretSpec] = {}
     for listener in policy.listeners:
         if not listener.serves(group):
             continue
@@ -202,12 +248,13 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
                 name = cluster_name(service, subset)
                 if name not in clusters:
                     service_settings = settings.get(service) or ServicePolicy(service)
-                    clusters[name] = _cluster(catalog, service_settings, subset, locality,
+                    clusters[name] = _cluster(catalog, service_settings, subset, locality, material,
                                               trust_domain=trust_domain)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
                                       route_config=listener.name,
                                       fault_filter=any(r.fault is not None for r in routes),
+                                      tls=_ingress_tls(listener, material, secrets),
                                       inbound=_inbound(listener, settings, trust_domain)))
         virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
         route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
@@ -215,6 +262,7 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
         clusters=tuple(sorted(clusters.values(), key=lambda c: c.name)),
         listeners=tuple(sorted(listeners, key=lambda x: x.name)),
         route_configs=tuple(sorted(route_configs, key=lambda r: r.name)),
+        secrets=tuple(secrets[name] for name in sorted(secrets)),
     )
 
 
@@ -229,6 +277,27 @@ def _backend_warning(catalog: Catalog, where: str, backend: BackendRef) -> str |
         return (f"{where}: subset {_subset_text(backend.subset)} of service "
                 f"{backend.service!r} matches none of its {len(service.endpoints)} endpoints")
     return None
+
+
+# HTTPS's port (RFC 9110 section 4.2.2). An endpoint on it almost surely expects TLS, and an ExternalName
+# service naming an external API there went out as plaintext before issue 9 item 7.
+TLS_PORT = 443
+
+
+def _plaintext_to_tls_port(catalog: Catalog, policy: Policy) -> list[str]:
+    """Services routes send traffic to that have an endpoint on port 443 and no `tls` (a warning, not an
+    error: a plaintext server may listen there on purpose)."""
+    settings = {s.name: s for s in policy.services}
+    used = dict.fromkeys(b.service for listener in policy.listeners for route in listener.routes
+                         for b in route.backends)
+    out = []
+    for name in used:
+        service = catalog.get(name)
+        entry = settings.get(name)
+        if (service is not None and (entry is None or entry.tls is None)
+                and any(e.port == TLS_PORT for e in service.endpoints)):
+            out.append(name)
+    return out
 
 
 # The load balancers that use a route's hash policy (route_components.proto, RouteAction.hash_policy).
@@ -248,8 +317,9 @@ def hash_policy_ignored(route: RoutePolicy, settings: dict[str, ServicePolicy]) 
 def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
     """Things that are valid but probably not intended, for `xds validate`: backends naming services the
     catalog does not know, services without endpoints, subsets that select no endpoint, and hash policies
-    on services that balance without hashing, and locality failover on services none of whose endpoints
-    declares a locality. Each warning is given once, in policy order."""
+    on services that balance without hashing, locality failover on services none of whose endpoints
+    declares a locality, and locality weights that match none of the localities the service's endpoints
+    are in (those get weight 1). Each warning is given once, in policy order."""
     warnings: dict[str, None] = {}
     settings = {s.name: s for s in policy.services}
     for listener in policy.listeners:
@@ -263,10 +333,23 @@ def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
                 warning = _backend_warning(catalog, where, backend)
                 if warning is not None:
                     warnings.setdefault(warning)
+    for name in _plaintext_to_tls_port(catalog, policy):
+        warnings.setdefault(f"service {name!r} has endpoints on port {TLS_PORT} but no `tls`: Envoy sends "
+                            "them plaintext HTTP; add `tls: {ca_file: ...}` to originate TLS "
+                            "(docs/security.md)")
     for entry in policy.services:
         found = catalog.get(entry.name)
         if (entry.locality is not None and entry.locality.failover and found is not None
                 and found.endpoints and all(e.locality == _NOWHERE for e in found.endpoints)):
             warnings.setdefault(f"service {entry.name!r}: locality.failover has no effect, since none of its "
                                 "endpoints declares a locality")
+        if entry.locality is not None and entry.locality.weights and found is not None:
+            for locality in sorted({e.locality for e in found.endpoints}, key=_locality_text):
+                if not any(weight.matches(locality) for weight in entry.locality.weights):
+                    warnings.setdefault(f"service {entry.name!r}: no locality.weights entry matches locality "
+                                        f"{_locality_text(locality)!r} of its endpoints, which gets weight 1")
     return list(warnings)
+
+
+def _locality_text(locality: Locality) -> str:
+    return "/".join((locality.region, locality.zone, locality.sub_zone)).rstrip("/") or "(none)"

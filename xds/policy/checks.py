@@ -303,6 +303,8 @@ class Checker:
             return self._nested(kind.shape, node, path, what=field.key, default=default)
         if isinstance(kind, ListOf) and not isinstance(kind.item, Nested | ListOf | CountOr):
             return self._scalars(field, kind, node, path)
+        if isinstance(kind, ListOf) and isinstance(kind.item, Nested) and not kind.item.shape.group:
+            return self._mappings(field, kind, kind.item.shape, node, path)
         raise TypeError(f"{field.key!r} ({type(kind).__name__}) needs a handler of its own")
 
     def _nested(self, shape: Shape[_T], node: Node | None, path: str, *, what: str,
@@ -342,6 +344,20 @@ class Checker:
                 self._bad(item, f"{path}[{i}]", f"duplicate {describe(item)}")
                 continue
             values.append(value)
+        return tuple(values) if self._mark == mark else None
+
+    def _mappings(self, field: Declared, kind: ListOf, shape: Shape[_T], node: Node | None,
+                  path: str) -> tuple[object, ...] | None:
+        """A list of mappings of one declared shape (`locality.weights`), each checked as `_nested` does;
+        None when any item has a problem, so a half-read list is never used."""
+        if node is None:
+            return field.default if isinstance(field.default, tuple) else ()
+        items = self._list(node, path, nonempty=f"{field.key} entry" if kind.nonempty else None)
+        if items is None:
+            return None
+        mark = self._mark
+        values = [self._nested(shape, item, f"{path}[{i}]", what=f"a {field.key} entry", default=None)
+                  for i, item in enumerate(items)]
         return tuple(values) if self._mark == mark else None
 
     def _fields(self, f: Fields, shape: Shape[_T], custom: Mapping[str, Handler] | None = None, *,

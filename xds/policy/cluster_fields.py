@@ -15,6 +15,7 @@ from xds.policy.desired import (
     HealthCheckSpec,
     HttpHealthCheckSpec,
     LocalitySpec,
+    LocalityWeightSpec,
     OutlierDetectionSpec,
     RetryBudgetSpec,
     TcpHealthCheckSpec,
@@ -25,6 +26,7 @@ from xds.policy.rules import (
     HOST_RULE,
     MAX_CIRCUIT_LIMIT,
     MAX_CONSECUTIVE_FAILURES,
+    MAX_ENDPOINT_WEIGHT,
     MAX_HEALTH_THRESHOLD,
     MAX_OUTLIER_DURATION_S,
     MAX_OVERPROVISIONING_FACTOR,
@@ -144,7 +146,19 @@ HEALTH_CHECK = table(HealthCheckSpec, "Envoy probes each endpoint itself: exactl
         "no_traffic_interval", Duration(MAX_OUTLIER_DURATION_S),
         f"Time between checks while the service gets no traffic; {_MAX_H}.",
         shown_default="Envoy's (60 s)")),
+    ("port", FieldSpec(
+        "port", Integer(1, 65535),
+        "Probe this port of each endpoint instead of its serving port (a separate health or admin "
+        "port), 1 to 65535.", shown_default="the endpoint's port")),
 ], one_of=("http", "tcp", "grpc"))
+
+LOCALITY_WEIGHT = table(LocalityWeightSpec, "A locality's share of traffic; the parts given must match.", [
+    ("region", FieldSpec("region", Text(), "Region to match.", shown_default="any")),
+    ("zone", FieldSpec("zone", Text(), "Zone to match.", shown_default="any")),
+    ("sub_zone", FieldSpec("sub_zone", Text(), "Sub-zone to match.", shown_default="any")),
+    ("weight", FieldSpec("weight", Integer(1, MAX_ENDPOINT_WEIGHT),
+                         f"The locality's weight, 1 to {MAX_ENDPOINT_WEIGHT}.", required=True)),
+])
 
 LOCALITY_POLICY = table(LocalitySpec, "Endpoints ordered relative to each proxy's own locality (issue 8).", [
     ("failover", FieldSpec(
@@ -159,4 +173,11 @@ LOCALITY_POLICY = table(LocalitySpec, "Endpoints ordered relative to each proxy'
         "with 140 traffic starts to spill to the next tier when fewer than about 71% of its endpoints are "
         f"healthy; 100 to {MAX_OVERPROVISIONING_FACTOR}.",
         shown_default="Envoy's (140)")),
+    ("weights", FieldSpec(
+        "weights", ListOf(Nested(erase(LOCALITY_WEIGHT)), nonempty=True),
+        "`[{region, zone, sub_zone, weight}]`: locality-weighted balancing. Within each priority, a locality "
+        "gets traffic in proportion to the weight of the first entry matching it (list specific entries "
+        "first), whatever its number of endpoints; endpoint weights then apply inside it. A locality no "
+        "entry matches gets weight 1. Each entry names at least one part, and no two entries name the same "
+        "locality.", shown_default="off")),
 ])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from xds.model.service import Endpoint
+from xds.model.service import Endpoint, Locality
+from xds.policy.tls_specs import IngressTlsSpec, UpstreamTlsSpec
 
 
 class LbPolicy(enum.Enum):
@@ -88,6 +89,9 @@ class HealthCheckSpec:
     unhealthy_threshold: int = DEFAULT_UNHEALTHY_THRESHOLD
     healthy_threshold: int = DEFAULT_HEALTHY_THRESHOLD
     no_traffic_interval_s: float | None = None  # None: Envoy's 60 s
+    # Probe this port instead of each endpoint's serving port (a separate admin or health port): EDS
+    # LbEndpoint.endpoint.health_check_config.port_value. None: the endpoint's own port.
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,33 @@ class LocalitySpec:
     failover: bool = False
     # ClusterLoadAssignment.Policy.overprovisioning_factor, in percent; None: Envoy's 140.
     overprovisioning_factor: int | None = None
+    # Locality-weighted balancing: each locality's share of a priority's traffic (LocalityLbEndpoints
+    # load_balancing_weight), by the first entry that matches it; (): off.
+    weights: tuple[LocalityWeightSpec, ...] = ()
+
+    def weight_of(self, locality: Locality) -> int:
+        """The weight of the first entry matching `locality`; 1 for a locality no entry names, so a new zone
+        gets a little traffic rather than none (Envoy sends nothing to a locality without a weight)."""
+        for entry in self.weights:
+            if entry.matches(locality):
+                return entry.weight
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityWeightSpec:
+    """One `locality.weights` entry: the parts given must all equal the endpoint's (an entry naming only a
+    region matches every zone of it)."""
+
+    weight: int
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+    def matches(self, locality: Locality) -> bool:
+        return ((not self.region or self.region == locality.region)
+                and (not self.zone or self.zone == locality.zone)
+                and (not self.sub_zone or self.sub_zone == locality.sub_zone))
 
 
 class MtlsMode(enum.Enum):
@@ -169,6 +200,7 @@ class ClusterSpec:
     upstream_connection: UpstreamConnectionSpec | None = None  # None: Envoy's defaults
     locality: LocalitySpec | None = None  # None: priorities as the catalog gives them, Envoy's factor
     mesh_tls: UpstreamMeshTlsSpec | None = None  # None: plaintext to the endpoints
+    tls: UpstreamTlsSpec | None = None  # edge TLS to an external service (issue 9 item 7); wins over mesh_tls
     # The endpoints to serve for this cluster (already filtered by subset); may be empty: an empty
     # ClusterLoadAssignment is still sent so the cluster leaves warming (docs/protocol.md R22).
     endpoints: tuple[Endpoint, ...] = ()
@@ -286,6 +318,7 @@ class ListenerSpec:
     # Some route of the listener injects faults: its HTTP connection manager gets the fault filter.
     fault_filter: bool = False
     inbound: InboundSpec | None = None  # None: an outbound or edge listener, plaintext
+    tls: IngressTlsSpec | None = None  # edge TLS termination by SNI (issue 9 item 7); wins over inbound mTLS
 
 
 def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:
@@ -297,6 +330,8 @@ def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:
 
 def listener_secret_names(listener: ListenerSpec) -> tuple[str, ...]:
     """The SDS secrets `listener` names (its filter chains' transport sockets)."""
+    if listener.tls is not None:
+        return listener.tls.secret_names()
     if listener.inbound is not None and listener.inbound.mtls is not MtlsMode.OFF:
         return (WORKLOAD_CERT_SECRET, TRUST_BUNDLE_SECRET)
     return ()

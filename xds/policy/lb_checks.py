@@ -1,17 +1,18 @@
-"""Rules across the fields of `load_balancer` and `upstream_connection` (docs/config.md, issue 8).
+"""Rules across the fields of `load_balancer`, `upstream_connection` and `locality` (docs/config.md, issue 8).
 
 The kinds declared in lb_fields.py check each key alone; these check what one key says about another: a
 knob only its own `lb_policy` reads (Envoy would silently ignore it elsewhere), a maglev table size that is
-not prime (Envoy rejects the cluster), ring bounds the wrong way round, and keepalive times in fractions of
-a second (Envoy counts them in whole seconds, address.proto TcpKeepalive).
+not prime (Envoy rejects the cluster), ring bounds the wrong way round, keepalive times in fractions of
+a second (Envoy counts them in whole seconds, address.proto TcpKeepalive), and locality weight entries that
+match every locality or repeat an earlier one (the first match wins, so a repeat could never apply).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from xds.policy.desired import LbPolicy, LoadBalancerSpec, UpstreamConnectionSpec
-from xds.policy.document import Map, Node, Pos, join, value_pos
+from xds.policy.desired import LbPolicy, LoadBalancerSpec, LocalitySpec, UpstreamConnectionSpec
+from xds.policy.document import Map, Node, Pos, Seq, join, value_pos
 
 Add = Callable[[Pos, str, str], None]
 
@@ -66,6 +67,25 @@ def check_upstream_connection(spec: UpstreamConnectionSpec, node: Node, path: st
             add(value_pos(inner, key), join(inner_path, key),
                 f"must be whole seconds (Envoy counts keepalive in seconds), got {seconds:g}s")
             ok = False
+    return ok
+
+
+def check_locality(spec: LocalitySpec, node: Node, path: str, add: Add) -> bool:
+    listed = _child(node, "weights")
+    items = listed.items if isinstance(listed, Seq) else ()
+    seen: dict[tuple[str, str, str], int] = {}
+    ok = True
+    for index, (entry, item) in enumerate(zip(spec.weights, items, strict=False)):
+        where = f"{join(path, 'weights')}[{index}]"
+        parts = (entry.region, entry.zone, entry.sub_zone)
+        if parts == ("", "", ""):
+            add(item.pos, where, "names no locality: give at least one of region, zone and sub_zone")
+            ok = False
+        elif parts in seen:
+            add(item.pos, where, f"repeats weights[{seen[parts]}], whose weight always applies first")
+            ok = False
+        else:
+            seen[parts] = index
     return ok
 
 

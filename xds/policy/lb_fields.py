@@ -40,8 +40,10 @@ LOAD_BALANCER = table(LoadBalancerSpec, "Knobs of the service's `lb_policy`, whi
         "tables move fewer keys when hosts change.", shown_default="Envoy's (65537)")),
     ("slow_start_window_s", FieldSpec(
         "slow_start_window", Duration(MAX_SLOW_START_WINDOW_S),
-        "`round_robin` and `least_request` only: a new host's share of traffic ramps up over this window; "
-        f"at most {MAX_SLOW_START_WINDOW_S / 3600:g} h.", shown_default="off")),
+        "`round_robin` and `least_request` only: a new host's share of traffic ramps up over this window "
+        "(from 10% of its weight), counted from when it joins or, with a `health_check`, from when it "
+        "passes; the hosts of a newly created cluster ramp up together, so they keep equal shares; at most "
+        f"{MAX_SLOW_START_WINDOW_S / 3600:g} h.", shown_default="off")),
     ("healthy_panic_threshold", FieldSpec(
         "healthy_panic_threshold", Integer(0, 100),
         "Percent: with fewer healthy hosts than this, Envoy balances over all hosts, healthy or not; 0 to "

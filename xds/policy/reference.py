@@ -21,6 +21,7 @@ from xds.policy.cluster_fields import (
     HEALTH_CHECK,
     HTTP_HEALTH_CHECK,
     LOCALITY_POLICY,
+    LOCALITY_WEIGHT,
     OUTLIER_DETECTION,
     RETRY_BUDGET,
 )
@@ -56,6 +57,7 @@ TABLES: dict[str, Shape[object]] = {
     "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
     "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),
     "fault-abort": erase(FAULT_ABORT), "locality": erase(LOCALITY_POLICY),
+    "locality-weights": erase(LOCALITY_WEIGHT),
     "authorization": erase(AUTHORIZATION_RULE),
 }
 

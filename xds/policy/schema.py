@@ -81,6 +81,7 @@ from xds.policy.rules import (
     RETRY_ON_CONDITIONS,
     VERSION,
 )
+from xds.policy.tls_fields import LISTENER_TLS, UPSTREAM_TLS, ListenerTlsPolicy, UpstreamTlsPolicy
 
 # Each YAML key is declared once, in the `metadata` of the field it fills (fields.py, issue 8): its kind and
 # bounds, its one-line doc (docs/config.md and the schemas), and its default, which is the field's default.
@@ -382,6 +383,9 @@ class ListenerPolicy:
     routes: tuple[RoutePolicy, ...] = field(default=(), metadata=declare(
         "routes", ListOf(Nested(erase(ROUTE)), nonempty=True),
         "At least one route, tried in order; the first that matches wins.", required=True))
+    tls: ListenerTlsPolicy | None = field(default=None, metadata=declare(
+        "tls", Nested(erase(LISTENER_TLS)),
+        "Terminate TLS with these certificates, chosen by the client's SNI (below).", shown_default="off"))
     inbound_for: str | None = field(default=None, metadata=declare(
         "inbound_for", Name(),
         "This listener is the inbound side of this service's sidecar (issue 9): it is served to the node "
@@ -443,6 +447,10 @@ class ServicePolicy:
         "locality", Nested(erase(LOCALITY_POLICY)),
         "Failover relative to each proxy's own zone and region, and the overprovisioning factor (below).",
         shown_default="off"))
+    tls: UpstreamTlsPolicy | None = field(default=None, metadata=declare(
+        "tls", Nested(erase(UPSTREAM_TLS)),
+        "Envoy speaks TLS to the endpoints, checking their certificate against a CA bundle and names "
+        "(below).", shown_default="off (plaintext)"))
     mtls: MtlsMode = field(default=MtlsMode.OFF, metadata=declare(
         "mtls", Choice(MTLS_MODES),
         "Sidecar mTLS with the mesh CA's workload certificates (issue 9): `strict`, the service's inbound "

@@ -25,12 +25,13 @@ from xds.policy.desired import (
     HealthCheckSpec,
     LbPolicy,
     LoadBalancerSpec,
+    LocalitySpec,
     MtlsMode,
     UpstreamConnectionSpec,
 )
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
-from xds.policy.lb_checks import check_load_balancer, check_upstream_connection
+from xds.policy.lb_checks import check_load_balancer, check_locality, check_upstream_connection
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
@@ -73,6 +74,7 @@ from xds.policy.schema import (
     find_port_conflicts,
     per_try_outlasts_route,
 )
+from xds.policy.tls_fields import LISTENER_CERTIFICATE, LISTENER_TLS, ListenerCertificate, ListenerTlsPolicy
 from xds.policy.weights import TOTAL_WEIGHT
 
 _P = TypeVar("_P")
@@ -196,6 +198,12 @@ class _Walker(Checker):
                 # YAML 1.1 reads an unquoted `off` as false; it can only mean the word here.
                 node = Scalar(MtlsMode.OFF.value, node.pos)
             mode = self._check(SERVICE.field("mtls"), node, path)
+            if mode not in (None, MtlsMode.OFF) and values.get("tls") is not None and node is not None:
+                # One transport socket per cluster: the mesh's workload certificate or the `tls` of an
+                # external service, not both.
+                self._bad(node, path, "cannot be combined with `tls` (TLS to an external service); mesh "
+                                      "services use mtls, external ones tls")
+                return None
             name = values.get("name")
             if (mode not in (None, MtlsMode.OFF) and isinstance(name, str) and not valid_segment(name)
                     and node is not None):
@@ -207,7 +215,8 @@ class _Walker(Checker):
         values: dict[str, object] = {}
         self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
                                   "health_check": health_check, "load_balancer": load_balancer,
-                                  "upstream_connection": self._upstream_connection, "mtls": mtls,
+                                  "upstream_connection": self._upstream_connection,
+                                  "locality": self._locality_policy, "mtls": mtls,
                                   "authorization": authorization}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
@@ -228,6 +237,12 @@ class _Walker(Checker):
         spec = self._check(SERVICE.field("upstream_connection"), node, path)
         if isinstance(spec, UpstreamConnectionSpec) and node is not None:
             return spec if check_upstream_connection(spec, node, path, self._report.add) else None
+        return spec
+
+    def _locality_policy(self, node: Node | None, path: str) -> object:
+        spec = self._check(SERVICE.field("locality"), node, path)
+        if isinstance(spec, LocalitySpec) and node is not None:
+            return spec if check_locality(spec, node, path, self._report.add) else None
         return spec
 
     def _authorization(self, node: Node | None, path: str) -> tuple[AuthorizationRule, ...] | None:
@@ -326,6 +341,10 @@ class _Walker(Checker):
                 self._bad(node, path, f"unknown service {service!r}: declare it under `services:`"
                                       f"{suggest(service, sorted(self._declared))}")
                 return None
+            if values.get("tls") is not None:
+                self._bad(node, path, "an inbound listener cannot also have `tls` (ingress certificates): "
+                                      "it presents the sidecar's workload certificate")
+                return None
             groups = values.get("groups")
             if isinstance(groups, frozenset) and groups != {service}:
                 # The inbound side presents the workload identity of the group it is served to, which
@@ -337,11 +356,44 @@ class _Walker(Checker):
 
         values: dict[str, object] = {}
         self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes,
-                                   "inbound_for": inbound_for}, into=values)
+                                   "tls": self._listener_tls, "inbound_for": inbound_for}, into=values)
         port_node, _ = f.at("port")
         if not self._complete(mark, LISTENER, values) or port_node is None:
             return None
         return _ListenerEntry(LISTENER.build(values), port_node.pos, path)
+
+    def _listener_tls(self, node: Node | None, path: str) -> ListenerTlsPolicy | None:
+        """A listener's `tls` (issue 9 item 7): each SNI name is claimed by one certificate only, and at
+        most one certificate claims none (it becomes the default filter chain), since Envoy refuses two
+        filter chains with the same match (listener.proto, `filter_chains`)."""
+        if node is None:
+            return None
+        mark = self._mark
+        f = self._mapping(node, path, what="tls", keys=LISTENER_TLS.keys(), required=LISTENER_TLS.required())
+        if f is None:
+            return None
+        items_node, items_path = f.at("certificates")
+        certificates: list[ListenerCertificate] = []
+        claimed: dict[str, int | None] = {}
+        default_at: int | None = None
+        for index, item in enumerate(self._list(items_node, items_path, nonempty="certificate") or ()):
+            item_path = f"{items_path}[{index}]"
+            cert = self._part(LISTENER_CERTIFICATE, item, item_path, what="a certificate")
+            if cert is None:
+                continue
+            if not cert.server_names:
+                if default_at is not None:
+                    self._bad(item, item_path, "only one certificate may leave out server_names (it is "
+                                               "served when no other matches); "
+                                               f"certificates[{default_at}] already does")
+                default_at = index
+            for i, name in enumerate(cert.server_names):
+                self._duplicate(claimed, name.lower(), item, f"{item_path}.server_names[{i}]",
+                                field="server_names", what=f"server name {name!r} in listener tls")
+            certificates.append(cert)
+        if self._mark != mark or items_node is None:
+            return None
+        return ListenerTlsPolicy(certificates=tuple(certificates))
 
     def _groups(self, node: Node | None, path: str) -> frozenset[str] | None:
         if node is None:

@@ -108,13 +108,18 @@ class HealthReporter:
 
 
 def build_server(handler: StreamHandler, *, address: str, options: ServerOptions,
-                 extra: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> tuple[grpc.aio.Server, int]:
-    """A grpc.aio server bound to `address` (port 0 picks one); returns it with the bound port."""
+                 extra: Sequence[Callable[[grpc.aio.Server], None]] = (),
+                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server bound to `address` (port 0 picks one); returns it with the bound port.
+
+    With `credentials` the port speaks TLS only (mTLS on the xDS port, issue 9: tls_reload.py makes them);
+    without, plaintext."""
     server = grpc.aio.server(options=options.channel_options())
     server.add_generic_rpc_handlers(discovery_handlers(handler))
     for add in extra:
         add(server)
-    port = server.add_insecure_port(address)
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"could not bind the xDS server to {address}")
     return server, port

@@ -28,8 +28,9 @@ from xds.cache.snapshot import Resource, Snapshot
 from xds.cache.store import SnapshotStore
 from xds.management.v1 import management_pb2 as pb
 from xds.management.v1 import management_pb2_grpc
+from xds.secrets import redact
 from xds.server.registry import ProxyRegistry, ProxyStatus, TypeStatus
-from xds.translate.secrets import redact
+from xds.translate.secrets import redact as redact_secret
 
 MESSAGE_CLASSES: dict[str, type[Message]] = {
     typeurls.CLUSTER: cluster_pb2.Cluster,
@@ -75,7 +76,7 @@ def resource_json(resource: Resource) -> str:
             raise TypeError(f"no message class for {resource.type_url}")
         message = cls.FromString(resource.body)
         if isinstance(message, secret_pb2.Secret):
-            message = redact(message)  # a private key never leaves in JSON (docs/security.md, issue 9)
+            message = redact_secret(message)  # a private key never leaves in JSON (docs/security.md, issue 9)
         data = json_format.MessageToDict(message, preserving_proto_field_name=True)
     except (TypeError, KeyError, ValueError) as exc:  # json_format raises these for unknown Any types
         data = {"@type": resource.type_url, "@error": f"cannot render as JSON: {exc}",
@@ -109,7 +110,9 @@ class SourceState:
 
 
 def source_to_proto(source: SourceState) -> pb.SourceStatus:
-    out = pb.SourceStatus(name=source.name, synced=source.synced, stale=source.stale, error=source.error)
+    # Redacted again here: ListProxies is read by operators and scripts (issue 9, docs/security.md).
+    out = pb.SourceStatus(name=source.name, synced=source.synced, stale=source.stale,
+                          error=redact(source.error))
     if source.last_sync_unix is not None:
         out.last_sync.CopyFrom(_timestamp(source.last_sync_unix))
     return out

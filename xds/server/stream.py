@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -46,6 +46,7 @@ from xds.server.limits import (
     metadata_strings,
     request_cost,
 )
+from xds.server.peer_auth import IdentityDeniedError, PeerAuthorizer
 from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError, Request, StreamProtocol
 from xds.server.secret_access import secrets_allowed
 from xds.typeurls import SECRET, TypeUrl, short_name
@@ -150,8 +151,12 @@ class StreamHandler:
     """Serves SotW xDS streams from a SnapshotStore."""
 
     def __init__(self, store: SnapshotStore, *, grouper: NodeGrouper, callbacks: Callbacks,
-                 limits: StreamLimits | None = None, on_limit: LimitHook = _ignore_limit) -> None:
+                 limits: StreamLimits | None = None, on_limit: LimitHook = _ignore_limit,
+                 authorizer: PeerAuthorizer | None = None) -> None:
         self._store = store
+        # With mTLS on the xDS port, every node a stream claims is checked against the connection's client
+        # certificate (issue 9; docs/security.md). None: plaintext, no identity to bind.
+        self._authorizer = authorizer
         self._grouper = grouper
         self._callbacks = callbacks
         self._limits = limits or StreamLimits()
@@ -237,6 +242,10 @@ class StreamHandler:
                             protocol.set_snapshot(visible(current))
                         else:
                             self._build_first(info.group, inbox)
+                    elif item.HasField("node") and self._authorizer is not None:
+                        # Later requests normally carry no node (R1); one that does is checked again, so a
+                        # stream cannot start as its own node and continue as another.
+                        self._claimed_group(item.node, context)
                     event = protocol.on_request(to_request(item))
                     answered = event.nonce if isinstance(event, Acked | Nacked) else None
                     since = content_since.pop(answered, None) if answered is not None else None
@@ -265,6 +274,11 @@ class StreamHandler:
                                                   "error": str(exc)})
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.exhausted else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(exc))
+        except IdentityDeniedError as exc:
+            log.warning("stream_denied", extra={
+                **(_fields(info) if info else {}), "claimed_node_id": exc.node_id, "claimed_group": exc.group,
+                "peer": context.peer(), "reason": exc.denial.reason.value, "error": str(exc)})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ProtocolError as exc:
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "error": str(exc)})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -308,8 +322,7 @@ class StreamHandler:
         node = first.node
         if not first.HasField("node") or not node.id:
             raise ProtocolError("the first request on a stream must carry node.id (xDS: node identity)")
-        metadata = metadata_strings(node.metadata) if node.HasField("metadata") else {}
-        group = self._grouper.group_of(node_id=node.id, cluster=node.cluster, metadata=metadata)
+        group = self._claimed_group(node, context)
         # A node's locality (bounded by check_node) makes its own store key: `locality.failover` services
         # order their endpoints relative to it (issue 8; cache/node.py).
         where = node.locality
@@ -320,6 +333,15 @@ class StreamHandler:
             version = f"{v.major_number}.{v.minor_number}.{v.patch}"
         return StreamInfo(stream_id=next(_stream_ids), node_id=node.id, group=group, peer=context.peer(),
                           method=method, envoy_version=version)
+
+    def _claimed_group(self, node: Any, context: grpc.aio.ServicerContext[object, object]) -> str:
+        """The node group `node` selects; IdentityDeniedError when the peer's certificate may not claim it
+        (checked on the group before a locality is attached: the locality is not a boundary)."""
+        metadata = metadata_strings(node.metadata) if node.HasField("metadata") else {}
+        group = self._grouper.group_of(node_id=node.id, cluster=node.cluster, metadata=metadata)
+        if self._authorizer is not None:
+            self._authorizer.require(context, node_id=node.id, group=group)
+        return group
 
     def _limit_hit(self, limit: str, info: StreamInfo | None) -> None:
         self._on_limit(limit)

@@ -32,6 +32,7 @@ from xds.policy.errors import PolicyError, Problem
 from xds.policy.load import decode_document, parse_document
 from xds.policy.reader import DEFAULT_MAX_BYTES, read_document_file, refused
 from xds.policy.schema import Policy
+from xds.secrets import redact
 from xds.sources.base import SourceSink, SourceUpdate
 from xds.sources.blocking import BlockingCall
 
@@ -164,6 +165,9 @@ class FileSource:
         if outcome is None:
             return
         if isinstance(outcome, str):
+            # A parse error may quote the file, and a catalog can hold a key or a token by mistake: redact
+            # where the message enters (issue 9, docs/security.md).
+            outcome = redact(outcome)
             if outcome != self._error:  # the same problem is reported once, not on every poll
                 self._error = outcome
                 _log.warning("source_rejected", extra={"source": self.name, "error": outcome})

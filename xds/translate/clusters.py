@@ -26,6 +26,7 @@ from xds.translate.lb import (
 )
 from xds.translate.mesh_tls import upstream_transport_socket
 from xds.translate.resilience import build_circuit_breakers, build_health_check, build_outlier_detection
+from xds.translate.tls import build_upstream_tls
 
 # The key of Cluster.typed_extension_protocol_options is the extension's proto type name
 # (cluster.proto, `typed_extension_protocol_options`).
@@ -87,7 +88,8 @@ def cluster_key(spec: ClusterSpec) -> Hashable:
     """
     return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
             spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
-            spec.upstream_connection, spec.mesh_tls,
+            spec.upstream_connection, spec.locality is not None and bool(spec.locality.weights),
+            spec.tls, spec.mesh_tls,
             (spec.endpoints, spec.locality) if spec.dns else ())
 
 
@@ -116,7 +118,13 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
         cluster.circuit_breakers.CopyFrom(build_circuit_breakers(spec.circuit_breakers))
     if spec.health_check is not None:
         cluster.health_checks.append(build_health_check(spec.health_check))
-    if spec.mesh_tls is not None:
+    if spec.locality is not None and spec.locality.weights:
+        # Locality-weighted balancing reads each LocalityLbEndpoints' load_balancing_weight (endpoints.py).
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    if spec.tls is not None:
+        # Edge TLS to an external service (issue 9 item 7): the operator's own CA and names win over the mesh.
+        cluster.transport_socket.CopyFrom(build_upstream_tls(spec.tls))
+    elif spec.mesh_tls is not None:
         # Sidecar mTLS (issue 9): workload certificate and trust bundle over SDS, the server's SAN checked.
         cluster.transport_socket.CopyFrom(upstream_transport_socket(spec.mesh_tls))
     if spec.dns:

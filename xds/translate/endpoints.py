@@ -41,6 +41,8 @@ def build_load_assignment(spec: ClusterSpec) -> endpoint_pb2.ClusterLoadAssignme
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=spec.name)
     if spec.locality is not None and spec.locality.overprovisioning_factor is not None:
         cla.policy.overprovisioning_factor.value = spec.locality.overprovisioning_factor
+    weights = spec.locality if spec.locality is not None and spec.locality.weights else None
+    check_port = spec.health_check.port if spec.health_check is not None else None
     groups = _group_by_locality(spec.endpoints)
     # Priorities must be contiguous from 0 (endpoint_components.proto, LocalityLbEndpoints.priority): when
     # a tier is empty (no local endpoints left), the next one moves up rather than leave a gap Envoy rejects.
@@ -54,11 +56,17 @@ def build_load_assignment(spec: ClusterSpec) -> endpoint_pb2.ClusterLoadAssignme
             group.locality.region = locality.region
             group.locality.zone = locality.zone
             group.locality.sub_zone = locality.sub_zone
+        if weights is not None:
+            # Read only with the cluster's locality_weighted_lb_config (clusters.py); a locality without a
+            # weight would get no traffic at all (endpoint_components.proto, LocalityLbEndpoints).
+            group.load_balancing_weight.value = weights.weight_of(locality)
         for endpoint in members:
             lb_endpoint = group.lb_endpoints.add()
             address = lb_endpoint.endpoint.address.socket_address
             address.address = endpoint.host
             address.port_value = endpoint.port
+            if check_port is not None:
+                lb_endpoint.endpoint.health_check_config.port_value = check_port
             lb_endpoint.health_status = _HEALTH[endpoint.health]
             # Always explicit so the weight Envoy uses is visible in config dumps. It must be >= 1
             # (endpoint_components.proto, LbEndpoint.load_balancing_weight); policy rejects smaller ones.

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from xds.policy.desired import InboundSpec, ListenerSpec, MtlsMode
 from xds.translate.clusters import ads_config_source
+from xds.translate.ingress_tls import add_ingress_tls_chains
 from xds.translate.mesh_tls import RBAC_FILTER_NAME, downstream_transport_socket, rbac_filter
 from xds.translate.routes import FAULT_FILTER_NAME
 
@@ -101,7 +102,9 @@ def build_listener(spec: ListenerSpec) -> listener_pb2.Listener:
     address.port_value = spec.port
     manager = _pack(build_http_connection_manager(spec))
     inbound = spec.inbound
-    if inbound is None or inbound.mtls is MtlsMode.OFF:
+    if spec.tls is not None:
+        add_ingress_tls_chains(listener, manager, spec.tls)  # edge TLS, one chain per SNI set (issue 9)
+    elif inbound is None or inbound.mtls is MtlsMode.OFF:
         _chain(listener, manager)
     elif inbound.mtls is MtlsMode.STRICT:
         _chain(listener, manager, inbound)

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
+from xds.secrets import redact
+
 DEFAULT_ADDRESS = "http://127.0.0.1:8500"
 # Consul's own default is 5 min, capped at 10 min (api-docs/features/blocking). One minute keeps idle
 # connections fresh through NATs and load balancers that drop quiet connections after a few minutes.
@@ -63,7 +65,9 @@ class ConsulError(Exception):
     """A Consul request failed. `str()` says what was asked and why it failed, never the token."""
 
     def __init__(self, message: str, *, path: str = "") -> None:
-        super().__init__(message)
+        # Redacted where the error enters: a body or an aiohttp message can echo the X-Consul-Token header
+        # or a `token=` query (issue 9, docs/security.md).
+        super().__init__(redact(message))
         self.path = path
 
 
@@ -349,7 +353,9 @@ class ConsulClient:
                    ) -> ConsulResponse:
         what = f"GET {path}"
         index = _parse_index(headers.get("X-Consul-Index"))
-        detail = payload[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+        # Redact the whole body before cutting it: a cut through the token would leave a prefix that no
+        # longer matches the registered value (issue 9).
+        detail = redact(payload.decode("utf-8", "replace"))[:_MAX_ERROR_BODY].strip()
         if status == 200:
             try:
                 body: object = json.loads(payload) if payload.strip() else None
@@ -358,7 +364,7 @@ class ConsulClient:
                                         path=path) from e
             return ConsulResponse(index, body, headers)
         if status == 403:
-            hint = ("set --consul-token (or XDS_CONSUL_TOKEN)" if not self._config.token else
+            hint = ("set --consul-token-file PATH (or XDS_CONSUL_TOKEN)" if not self._config.token else
                     "the token needs service:read and node:read on the watched services"
                     + (", and key:read on the KV prefix" if self._config.kv_prefix else ""))
             raise ConsulForbidden(f"{what}: Consul denied access (403: {detail or 'permission denied'}); "

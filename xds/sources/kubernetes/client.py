@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yaml
 
+from xds.secrets import redact, register_secret
+
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
@@ -74,6 +76,11 @@ _MAX_EVENT_BYTES = 64 * 1024 * 1024  # one watch event; etcd's own request limit
 
 class KubeError(Exception):
     """A Kubernetes API request failed. `str()` says what was asked and why, never the credentials."""
+
+    def __init__(self, message: str) -> None:
+        # Redacted where the error enters: a Status message or a proxy's error page can echo the
+        # Authorization header (issue 9, docs/security.md).
+        super().__init__(redact(message))
 
 
 class KubeConfigError(KubeError):
@@ -299,9 +306,10 @@ def _status_message(payload: bytes) -> str:
         status = json.loads(payload)
     except ValueError:
         status = None
+    # Redact before cutting: a cut through a token would leave a prefix the registry no longer matches.
     if isinstance(status, Mapping) and isinstance(status.get("message"), str):
-        return str(status["message"])[:_MAX_ERROR_BODY]
-    return payload[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+        return redact(str(status["message"]))[:_MAX_ERROR_BODY]
+    return redact(payload.decode("utf-8", "replace"))[:_MAX_ERROR_BODY].strip()
 
 
 def error_for_status(what: str, status: int, *, payload: bytes = b"",
@@ -359,6 +367,10 @@ class KubeClient:
                                        client_configuration=configuration, persist_config=False)
         except (ConfigException, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
             raise KubeConfigError(f"cannot load the Kubernetes configuration: {e}") from e
+        # The bearer token (kubeconfig, exec plugin or service account) is redacted from every error and log
+        # line from now on (issue 9). A token refreshed later is still caught by the Authorization pattern.
+        for value in (configuration.api_key or {}).values():
+            register_secret(str(value).removeprefix("Bearer ").strip())
         # Each watch holds a connection for minutes; no pool limit, so a status patch never waits for one.
         configuration.connection_pool_maxsize = 0
         try:
