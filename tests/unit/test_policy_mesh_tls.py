@@ -70,6 +70,8 @@ def test_mesh_settings_load() -> None:
 
 @pytest.mark.parametrize(("settings", "expected"), [
     ("mtls: on", "c.yaml:3:11: services[0].mtls: must be a string, got boolean true"),
+    # YAML 1.1 reads unquoted off as false: the message says to quote it, as the schemas expect a string.
+    ("mtls: off", "c.yaml:3:11: services[0].mtls: must be a string, got boolean false; quote it"),
     ("mtls: lax", "c.yaml:3:11: services[0].mtls: must be one of"),
     ("authorization: [{identities: [a]}]",
      "c.yaml:3:20: services[0].authorization: needs `mtls: strict` or `mtls: permissive`"),
@@ -129,9 +131,8 @@ def test_clients_originate_mtls_checking_the_service_identity() -> None:
 
 
 def test_mtls_off_keeps_clusters_plaintext() -> None:
-    # Unquoted `off` is YAML 1.1's false, read as the word.
-    catalog, policy = parse_document("services: [{name: b, mtls: off, endpoints: []}]\nlisteners: [{name: l, "
-                                     "port: 1, routes: [{backends: [{service: b}]}]}]\n", where="x")
+    catalog, policy = parse_document("services: [{name: b, mtls: 'off', endpoints: []}]\nlisteners: [{name: "
+                                     "l, port: 1, routes: [{backends: [{service: b}]}]}]\n", where="x")
     [cluster] = apply_policy(catalog, policy, group="a").clusters
     assert cluster.mesh_tls is None and not build_cluster(cluster).HasField("transport_socket")
 

@@ -194,9 +194,6 @@ class _Walker(Checker):
             return rules
 
         def mtls(node: Node | None, path: str) -> object:
-            if isinstance(node, Scalar) and node.value is False:
-                # YAML 1.1 reads an unquoted `off` as false; it can only mean the word here.
-                node = Scalar(MtlsMode.OFF.value, node.pos)
             mode = self._check(SERVICE.field("mtls"), node, path)
             if mode not in (None, MtlsMode.OFF) and values.get("tls") is not None and node is not None:
                 # One transport socket per cluster: the mesh's workload certificate or the `tls` of an
