@@ -54,10 +54,12 @@ WAIT_S = 10.0
 def break_path(path: Path, kind: str) -> None:
     tmp = path.with_name(path.name + ".broken")
     if kind == "directory":
-        path.unlink()
-        path.mkdir()
-        return
-    if kind == "fifo":
+        # Swapped in atomically, as for the other kinds: an unlink-then-mkdir would let the watcher see a
+        # missing file in between and report that instead.
+        target = path.with_name(path.name + ".dir")
+        target.mkdir(exist_ok=True)
+        os.symlink(target, tmp)
+    elif kind == "fifo":
         os.mkfifo(tmp)  # no writer ever opens it: a blocking open() would wait forever
     elif kind == "dev-zero-symlink":
         os.symlink("/dev/zero", tmp)  # reading it never ends
