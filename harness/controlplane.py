@@ -14,11 +14,13 @@ listening socket is released as soon as its process dies, so rebinding right aft
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.ports import LOOPBACK, free_port
 from harness.processes import ManagedProcess, StartStop, wait_until
@@ -99,6 +101,14 @@ class ControlPlaneProcess(StartStop):
         if status != 200:
             raise RuntimeError(f"GET /metrics returned {status}: {body[:200]}")
         return body
+
+    def status(self) -> dict[str, Any]:
+        """The admin `/status` document (sources, policy error, TLS state, proxies)."""
+        code, body = self._admin_get("/status")
+        if code != 200:
+            raise RuntimeError(f"GET /status returned {code}: {body[:200]}")
+        result: dict[str, Any] = json.loads(body)
+        return result
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         return self.process.stop(timeout_s)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from xds.addresses import is_loopback_host
 from xds.cache.node import NodeGrouper
 from xds.cache.store import SnapshotStore
 from xds.observability.admin import AdminServer
@@ -29,7 +30,7 @@ from xds.server.peer_auth import PeerAuthorizer
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
 from xds.server.tls_material import TlsPaths
-from xds.server.tls_reload import TlsReloader, is_loopback_host
+from xds.server.tls_reload import TlsReloader
 from xds.settings import Settings, split_address
 from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -101,15 +100,7 @@ class Stack:
         return result.stdout
 
     def admin_status(self) -> dict[str, Any]:
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", self.control_plane.admin_port, timeout=5)
-        try:
-            conn.request("GET", "/status")
-            body = conn.getresponse().read()
-        finally:
-            conn.close()
-        result: dict[str, Any] = json.loads(body)
-        return result
+        return self.control_plane.status()
 
 
 def start_stack(*, workdir: Path, pool: UpstreamPool, services: dict[str, list[tuple[str, dict[str, str]]]],

@@ -14,7 +14,6 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 from cryptography import x509
@@ -51,15 +50,6 @@ def _https_get(port: int, server_name: str, ca: TestCa) -> tuple[int, str]:
         response.begin()
         return response.status, response.read().decode()
 
-
-def _status(admin_port: int) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
-    try:
-        conn.request("GET", "/status")
-        result: dict[str, Any] = json.loads(conn.getresponse().read())
-        return result
-    finally:
-        conn.close()
 
 
 def test_two_host_names_on_one_port_rotation_and_bad_files(
@@ -113,23 +103,23 @@ def test_two_host_names_on_one_port_rotation_and_bad_files(
     # 3. Bad files: each named in /status, while the last good certificate keeps serving.
     cert_a, key_a = files[A]
     write_atomically(cert_a, b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
-    wait_until(lambda: str(cert_a) in _status(control_plane.admin_port)["tls_files"], timeout_s=10,
-               message=lambda: f"malformed certificate not reported: {_status(control_plane.admin_port)}")
-    assert "malformed PEM" in _status(control_plane.admin_port)["tls_files"][str(cert_a)]
+    wait_until(lambda: str(cert_a) in control_plane.status()["tls_files"], timeout_s=10,
+               message=lambda: f"malformed certificate not reported: {control_plane.status()}")
+    assert "malformed PEM" in control_plane.status()["tls_files"][str(cert_a)]
     assert _handshake(port, A, ca)[0] == rotated.serial
 
     write_atomically(cert_a, rotated.cert_pem)
     write_atomically(key_a, other_key_pem())
-    wait_until(lambda: str(key_a) in _status(control_plane.admin_port)["tls_files"], timeout_s=10,
-               message=lambda: f"mismatched key not reported: {_status(control_plane.admin_port)}")
-    assert (_status(control_plane.admin_port)["tls_files"][str(key_a)]
+    wait_until(lambda: str(key_a) in control_plane.status()["tls_files"], timeout_s=10,
+               message=lambda: f"mismatched key not reported: {control_plane.status()}")
+    assert (control_plane.status()["tls_files"][str(key_a)]
             == f"the private key does not match the certificate in {cert_a}")
     assert _handshake(port, A, ca)[0] == rotated.serial
 
     ca.issue(A, san=False).write(cert_a, key_a)
 
     def problem(path: Path) -> str:
-        result: str = _status(control_plane.admin_port)["tls_files"].get(str(path), "")
+        result: str = control_plane.status()["tls_files"].get(str(path), "")
         return result
 
     wait_until(lambda: "no subjectAltName" in problem(cert_a), timeout_s=10,
@@ -139,6 +129,6 @@ def test_two_host_names_on_one_port_rotation_and_bad_files(
     assert envoy.update_rejected_total() == 0
 
     # No key material anywhere the operator looks.
-    status_text = json.dumps(_status(control_plane.admin_port))
+    status_text = json.dumps(control_plane.status())
     assert "PRIVATE" not in status_text and "BEGIN" not in status_text
     assert "PRIVATE KEY" not in control_plane.tail(1000)

@@ -58,15 +58,6 @@ def _get(port: int) -> tuple[int, str]:
         conn.close()
 
 
-def _status(admin_port: int) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
-    try:
-        conn.request("GET", "/status")
-        result: dict[str, Any] = json.loads(conn.getresponse().read())
-        return result
-    finally:
-        conn.close()
-
 
 def test_upstream_tls_origination_checks_ca_and_san_and_keeps_last_good(
         workdir: Path, tls_upstream: tuple[TestCa, TlsUpstream], control_plane_factory: ControlPlaneFactory,
@@ -97,24 +88,24 @@ def test_upstream_tls_origination_checks_ca_and_san_and_keeps_last_good(
     # 2. Bad input, each with a located error naming the file, while the last good config keeps serving.
     served = upstream.requests
     write({"ca_file": str(workdir / "missing-ca.pem"), "sni": SERVER_NAME})
-    wait_until(lambda: "missing-ca.pem" in _status(control_plane.admin_port)["policy_error"], timeout_s=10,
-               message=lambda: f"no error for the missing CA file: {_status(control_plane.admin_port)}")
-    error = _status(control_plane.admin_port)["policy_error"]
+    wait_until(lambda: "missing-ca.pem" in control_plane.status()["policy_error"], timeout_s=10,
+               message=lambda: f"no error for the missing CA file: {control_plane.status()}")
+    error = control_plane.status()["policy_error"]
     assert f"{workdir / 'missing-ca.pem'}: cannot read the file" in error
     assert "service 'secure' tls.ca_file" in error
     assert _get(listener_port) == (200, "secure-1")
 
     write({"ca_file": str(ca_file), "sni": SERVER_NAME})  # back to the good file...
-    wait_until(lambda: _status(control_plane.admin_port)["policy_error"] == "", timeout_s=10,
+    wait_until(lambda: control_plane.status()["policy_error"] == "", timeout_s=10,
                message="the policy error did not clear")
     write_atomically(ca_file, b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
-    wait_until(lambda: str(ca_file) in _status(control_plane.admin_port)["tls_files"], timeout_s=10,
-               message=lambda: f"malformed CA not reported: {_status(control_plane.admin_port)}")
-    assert "malformed PEM" in _status(control_plane.admin_port)["tls_files"][str(ca_file)]
+    wait_until(lambda: str(ca_file) in control_plane.status()["tls_files"], timeout_s=10,
+               message=lambda: f"malformed CA not reported: {control_plane.status()}")
+    assert "malformed PEM" in control_plane.status()["tls_files"][str(ca_file)]
     assert _get(listener_port) == (200, "secure-1")  # ...whose last good content still serves
     assert envoy.update_rejected_total() == 0
     write_atomically(ca_file, ca.cert_pem)
-    wait_until(lambda: _status(control_plane.admin_port)["tls_files"] == {}, timeout_s=10,
+    wait_until(lambda: control_plane.status()["tls_files"] == {}, timeout_s=10,
                message="the CA file error did not clear")
     assert upstream.requests > served
 
@@ -136,6 +127,6 @@ def test_upstream_tls_origination_checks_ca_and_san_and_keeps_last_good(
     wait_until(verify_failed, timeout_s=10, message="no chain verification error with another CA")
     assert envoy.update_rejected_total() == 0
     # Nothing of the PEM files reaches the status page or the log.
-    assert "BEGIN" not in json.dumps(_status(control_plane.admin_port))
+    assert "BEGIN" not in json.dumps(control_plane.status())
     assert "BEGIN" not in control_plane.tail(400)
     os.remove(other_ca)

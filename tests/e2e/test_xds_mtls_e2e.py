@@ -119,15 +119,6 @@ def _metric(cp: ControlPlaneProcess, name: str, **labels: str) -> float:
     return 0.0
 
 
-def _status(cp: ControlPlaneProcess) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", cp.admin_port, timeout=5)
-    try:
-        conn.request("GET", "/status")
-        result: dict[str, Any] = json.loads(conn.getresponse().read())
-        return result
-    finally:
-        conn.close()
-
 
 def _dynamic_names(envoy: EnvoyProcess) -> tuple[set[str], set[str]]:
     """Clusters and listeners Envoy received over xDS."""
@@ -229,7 +220,7 @@ def test_only_a_certificate_allowed_to_claim_its_node_gets_config(
     # The good Envoy has its own group's config and nothing of the payments group.
     clusters, listeners = _dynamic_names(good)
     assert "web" in clusters and listeners == {"ingress"}
-    assert _status(cp)["proxies"] == ["envoy-1"]
+    assert cp.status()["proxies"] == ["envoy-1"]
     assert _metric(cp, "xds_identity_denied_total", reason="no_certificate") == 0
 
     # What Envoy cannot express: a node id the certificate does not name, another trust domain, and a
@@ -332,7 +323,7 @@ def test_server_certificate_and_client_ca_reload_under_load_without_dropping_str
     assert envoy.counter("cluster.xds_cluster.upstream_cx_total") == connections
     assert _metric(cp, "xds_tls_reloads_total", result="ok") == 2  # the first load and the swap
     assert _metric(cp, "xds_tls_reloads_total", result="error") == 0
-    assert _status(cp)["tls"]["serving"]["serial"] == format(renewed.serial, "x")
+    assert cp.status()["tls"]["serving"]["serial"] == format(renewed.serial, "x")
 
 
 def test_bad_tls_files_are_rejected_by_name_and_the_last_good_keep_serving(
@@ -361,10 +352,10 @@ def test_bad_tls_files_are_rejected_by_name_and_the_last_good_keep_serving(
         pki.publish(**files)
 
         def reported(path: Path = path, text: str = text) -> bool:
-            problem = _status(cp)["tls"]["problem"]
+            problem = cp.status()["tls"]["problem"]
             return bool(problem) and problem["file"] == str(path) and text in problem["error"]
 
-        wait_until(reported, timeout_s=10, message=lambda what=what: f"{what}: not reported: {_status(cp)}")
+        wait_until(reported, timeout_s=10, message=lambda what=what: f"{what}: not reported: {cp.status()}")
         assert _metric(cp, "xds_tls_reloads_total", result="error") == number, what
         assert _metric(cp, "xds_tls_material_rejected") == 1, what
         # The last good material keeps serving new handshakes and streams.
@@ -376,13 +367,13 @@ def test_bad_tls_files_are_rejected_by_name_and_the_last_good_keep_serving(
 
     renewed = pki.ca.server_cert()
     pki.publish(renewed, ca)
-    wait_until(lambda: _status(cp)["tls"]["problem"] is None, timeout_s=10, message="problem never cleared")
+    wait_until(lambda: cp.status()["tls"]["problem"] is None, timeout_s=10, message="problem never cleared")
     assert _metric(cp, "xds_tls_material_rejected") == 0
     assert presented_certificate(cp.xds_port, ca_file=ca_file, cert_file=cert_file,
                                  key_file=key_file).serial_number == renewed.serial
     rejected = [json.loads(line) for line in _log(cp).splitlines() if '"tls_rejected"' in line]
     assert [r["file"] for r in rejected] == [str(path) for _, path, _, _ in cases]
-    assert "PRIVATE KEY" not in _log(cp) and "PRIVATE KEY" not in json.dumps(_status(cp))
+    assert "PRIVATE KEY" not in _log(cp) and "PRIVATE KEY" not in json.dumps(cp.status())
 
 
 def _serve(catalog: Path, *args: str) -> subprocess.CompletedProcess[str]:

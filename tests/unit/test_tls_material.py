@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.pki import CertificateAuthority, Issued, install_set, spiffe_id
+from xds.addresses import is_loopback_host
 from xds.server.tls_material import MAX_FILE_BYTES, TlsMaterialError, TlsPaths, load_material
-from xds.server.tls_reload import TlsReloader, is_loopback_host
+from xds.server.tls_reload import TlsReloader
 
 
 @pytest.fixture

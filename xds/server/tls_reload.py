@@ -15,7 +15,6 @@ mismatched pair, reports it, and the next poll serves the complete new set (docs
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -169,11 +168,3 @@ def _configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration
         [(material.key_pem, material.cert_chain_pem)], root_certificates=material.client_ca_pem)
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for an address only this machine can reach: `localhost`, 127.0.0.0/8, ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
