@@ -123,6 +123,12 @@ def test_cluster_key_sees_the_policy_and_its_knobs() -> None:
     ("lb_policy: client_side_weighted\nload_balancer: {error_utilization_penalty: yes}",
      "c.yaml:4:48: services[0].load_balancer.error_utilization_penalty: must be a number from 0 to 100, got "
      "boolean true"),
+    # Envoy 1.40 rejects the cluster: "load_balancing_policy cannot be combined with partial fields
+    # (zone_aware_lb_config, locality_weighted_lb_config, ...) of common_lb_config".
+    ("lb_policy: client_side_weighted\nlocality: {weights: [{zone: a, weight: 80}]}",
+     "c.yaml:4:25: services[0].locality.weights: cannot be combined with lb_policy `client_side_weighted`: "
+     "Envoy rejects locality-weighted balancing next to a typed load balancing policy; use failover, or "
+     "another lb_policy"),
     ("lb_policy: client_side_weighted\nload_balancer: {weight_expiration_period: 61m}",
      "c.yaml:4:47: services[0].load_balancer.weight_expiration_period: must be more than 0 and at most "
      "3600s, got '61m'"),
@@ -131,11 +137,20 @@ def test_located_errors(settings: str, expected: str) -> None:
     assert _problems(settings) == [expected]
 
 
+def test_locality_failover_works_with_the_policy() -> None:
+    # Failover is EDS priorities, which every load balancer reads; only locality weights are refused.
+    service = _service("lb_policy: client_side_weighted\nlocality: {failover: true}")
+    assert service.locality is not None and service.locality.failover
+
+
 @given(st.floats(min_value=0.0, max_value=100.0, allow_nan=False))
 def test_error_penalty_within_bounds_is_accepted(penalty: float) -> None:
-    service = _service(f"lb_policy: client_side_weighted\nload_balancer: {{error_utilization_penalty: "
-                       f"{penalty!r}}}")
-    assert service.load_balancer == LoadBalancerSpec(error_utilization_penalty=penalty)
+    # Fixed-point text: PyYAML reads an exponent without a dot ("1e-05") as a string, which a number key
+    # refuses, as the published schema does.
+    text = f"{penalty:.6f}"
+    service = _service("lb_policy: client_side_weighted\n"
+                       f"load_balancer: {{error_utilization_penalty: {text}}}")
+    assert service.load_balancer == LoadBalancerSpec(error_utilization_penalty=float(text))
 
 
 def test_a_hash_policy_on_a_client_side_weighted_service_is_a_warning() -> None:
