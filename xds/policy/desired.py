@@ -21,6 +21,13 @@ class LbPolicy(enum.Enum):
     MAGLEV = "maglev"
 
 
+class WeightsMode(enum.Enum):
+    """Where a service's endpoint weights come from (issue 10; docs/load-aware.md)."""
+
+    STATIC = "static"  # the catalog's weights, as given by the file, Consul or Kubernetes
+    LOAD_AWARE = "load_aware"  # the catalog's weights scaled by the control plane from load reports
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierDetectionSpec:
     """Passive health checking of a cluster's hosts (envoy.config.cluster.v3.OutlierDetection). Every None is
@@ -105,6 +112,10 @@ class LoadBalancerSpec:
     table_size: int | None = None  # maglev, a prime (Envoy's 65537)
     slow_start_window_s: float | None = None  # round_robin, least_request: ramp-up of a new host (off)
     healthy_panic_threshold: int | None = None  # percent, any policy (Envoy's 50)
+    # Issue 10, control-plane mode (docs/load-aware.md): not an Envoy knob; the pipeline scales the EDS
+    # weights of the service's endpoints, and `orca_port` opts its endpoints in to ORCA out-of-band reports.
+    weights: WeightsMode = WeightsMode.STATIC
+    orca_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
