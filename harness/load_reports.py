@@ -40,6 +40,11 @@ class LoadReporter(StartStop):
         with self._lock:
             self._loads[endpoint] = (cpu, memory)
 
+    def set_jitter(self, jitter: float) -> None:
+        """Noise of this amplitude on every value from the next round on."""
+        with self._lock:
+            self._jitter = jitter
+
     def forget(self, endpoint: str) -> None:
         with self._lock:
             self._loads.pop(endpoint, None)
@@ -62,18 +67,18 @@ class LoadReporter(StartStop):
             self._thread = None
         self._channel.close()
 
-    def _noisy(self, value: float) -> float:
-        if not self._jitter:
+    def _noisy(self, value: float, jitter: float) -> float:
+        if not jitter:
             return value
-        return min(1.0, max(0.0, value + self._random.uniform(-self._jitter, self._jitter)))
+        return min(1.0, max(0.0, value + self._random.uniform(-jitter, jitter)))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             with self._lock:
-                loads = dict(self._loads)
+                loads, jitter = dict(self._loads), self._jitter
             for endpoint, (cpu, memory) in sorted(loads.items()):
                 try:
-                    self.report(endpoint, self._noisy(cpu), self._noisy(memory))
+                    self.report(endpoint, self._noisy(cpu, jitter), self._noisy(memory, jitter))
                     self.sent += 1
                 except grpc.RpcError:
                     self.errors += 1  # the server restarting, say: the next round tries again
