@@ -24,6 +24,7 @@ from xds.data.orca.v3 import orca_load_report_pb2
 from xds.model.service import Catalog
 from xds.policy.apply import explain_warnings
 from xds.policy.desired import ClusterSpec, LbPolicy, LoadBalancerSpec
+from xds.policy.errors import PolicyError
 from xds.policy.load import parse_document
 from xds.translate.client_side_weighted import POLICY_NAME
 from xds.translate.clusters import build_cluster, cluster_key
@@ -208,3 +209,13 @@ def test_weight_formula() -> None:
     shares = expected_shares({"a": 333, "b": 333, "hot": 111})
     assert shares["hot"] == pytest.approx(100 * 111 / 777)
     assert sum(shares.values()) == pytest.approx(100)
+
+
+def test_load_aware_weights_are_refused_with_client_side_weighted() -> None:
+    document = ("services:\n  - name: web\n    lb_policy: client_side_weighted\n"
+                "    load_balancer: {weights: load_aware}\n")
+    with pytest.raises(PolicyError) as info:
+        parse_document(document, where="c.yaml")
+    assert str(info.value.problems[0]).startswith(
+        "c.yaml:4:30: services[0].load_balancer.weights: `load_aware` has no effect with lb_policy "
+        "`client_side_weighted`"), info.value.problems
