@@ -30,6 +30,7 @@ from xds.policy.fields import (
     ListOf,
     Name,
     Nested,
+    Number,
     Pairs,
     Shape,
     Text,
@@ -202,6 +203,20 @@ class Checker:
         self._bad(node, path, f"must be an integer {bound}, got {describe(node)}")
         return None
 
+    def _number(self, node: Node | None, path: str, *, default: float | None, low: float,
+                high: float) -> float | None:
+        if node is None:
+            return default
+        if isinstance(node, Broken):
+            return None
+        value = node.value if isinstance(node, Scalar) else None
+        # bool is an int in Python, but `penalty: yes` is certainly a mistake; NaN and inf fail the bounds.
+        if (isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300
+                and low <= float(value) <= high):
+            return float(value)
+        self._bad(node, path, f"must be a number from {low:g} to {high:g}, got {describe(node)}")
+        return None
+
     def _boolean(self, node: Node | None, path: str, *, default: bool | None = None) -> bool | None:
         if node is None:
             return default
@@ -285,6 +300,8 @@ class Checker:
             return self._duration(node, path, default=_float_or_none(default), max_s=kind.max_s)
         if isinstance(kind, Integer):
             return self._integer(node, path, default=_int_or_none(default), low=kind.low, high=kind.high)
+        if isinstance(kind, Number):
+            return self._number(node, path, default=_float_or_none(default), low=kind.low, high=kind.high)
         if isinstance(kind, Choice):
             return self._choice(node, path, default=default, choices=kind.choices)
         if isinstance(kind, Boolean):

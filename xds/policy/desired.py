@@ -19,6 +19,9 @@ class LbPolicy(enum.Enum):
     RANDOM = "random"
     RING_HASH = "ring_hash"
     MAGLEV = "maglev"
+    # Envoy's client-side weighted round robin: weights from the endpoints' own ORCA load reports (issue 10,
+    # docs/load-aware.md); a typed `load_balancing_policy` rather than an `lb_policy` enum value.
+    CLIENT_SIDE_WEIGHTED = "client_side_weighted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,13 @@ class LoadBalancerSpec:
     table_size: int | None = None  # maglev, a prime (Envoy's 65537)
     slow_start_window_s: float | None = None  # round_robin, least_request: ramp-up of a new host (off)
     healthy_panic_threshold: int | None = None  # percent, any policy (Envoy's 50)
+    # client_side_weighted only (issue 10, docs/load-aware.md); None: Envoy's default.
+    blackout_period_s: float | None = None  # reports needed this long before a weight is used (10 s)
+    weight_expiration_period_s: float | None = None  # a weight without reports this long is dropped (3 min)
+    weight_update_period_s: float | None = None  # how often weights are recomputed (1 s, at least 100 ms)
+    error_utilization_penalty: float | None = None  # eps/qps multiplier added to utilization (1.0)
+    oob_reporting: bool | None = None  # ORCA out-of-band stream instead of response headers (off)
+    oob_reporting_period_s: float | None = None  # report interval asked for on that stream (10 s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,15 @@ class Integer:
     high: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A real number from `low` to `high`, both included (a multiplier such as issue 10's
+    `error_utilization_penalty`)."""
+
+    low: float
+    high: float
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Choice:
     """One of a few words, each standing for a value (`http2` for True)."""
@@ -122,8 +131,8 @@ class CountOr:
     shape: Shape[object]
 
 
-Kind: TypeAlias = ("Duration | Integer | Choice | Boolean | Text | Name | IpAddress | HostPort | Pairs | "
-                   "Exactly | ListOf | Nested | CountOr")
+Kind: TypeAlias = ("Duration | Integer | Number | Choice | Boolean | Text | Name | IpAddress | HostPort | "
+                   "Pairs | Exactly | ListOf | Nested | CountOr")
 
 # --- the declaration ----------------------------------------------------------------------------------------
 

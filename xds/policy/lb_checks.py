@@ -13,19 +13,31 @@ from collections.abc import Callable
 
 from xds.policy.desired import LbPolicy, LoadBalancerSpec, LocalitySpec, UpstreamConnectionSpec
 from xds.policy.document import Map, Node, Pos, Seq, join, value_pos
+from xds.policy.rules import MIN_WEIGHT_UPDATE_PERIOD_S
 
 Add = Callable[[Pos, str, str], None]
 
 # Which policies read each knob (cluster.proto: LeastRequestLbConfig, RingHashLbConfig, MaglevLbConfig,
-# RoundRobinLbConfig.slow_start_config); healthy_panic_threshold applies to every policy.
+# RoundRobinLbConfig.slow_start_config); healthy_panic_threshold applies to every policy. The knobs of
+# client_side_weighted are those of Envoy's ClientSideWeightedRoundRobin (issue 10, docs/load-aware.md);
+# slow start is not among them: that policy balances by reported load, and its blackout period is its ramp.
+_CSWRR = (LbPolicy.CLIENT_SIDE_WEIGHTED,)
 KNOB_POLICIES: dict[str, tuple[LbPolicy, ...]] = {
     "choice_count": (LbPolicy.LEAST_REQUEST,),
     "minimum_ring_size": (LbPolicy.RING_HASH,),
     "maximum_ring_size": (LbPolicy.RING_HASH,),
     "table_size": (LbPolicy.MAGLEV,),
     "slow_start_window": (LbPolicy.ROUND_ROBIN, LbPolicy.LEAST_REQUEST),
+    "blackout_period": _CSWRR,
+    "weight_expiration_period": _CSWRR,
+    "weight_update_period": _CSWRR,
+    "error_utilization_penalty": _CSWRR,
+    "oob_reporting": _CSWRR,
+    "oob_reporting_period": _CSWRR,
 }
-_ATTRS = {"slow_start_window": "slow_start_window_s"}
+_ATTRS = {"slow_start_window": "slow_start_window_s", "blackout_period": "blackout_period_s",
+          "weight_expiration_period": "weight_expiration_period_s",
+          "weight_update_period": "weight_update_period_s", "oob_reporting_period": "oob_reporting_period_s"}
 
 
 def is_prime(n: int) -> bool:
@@ -47,10 +59,27 @@ def check_load_balancer(spec: LoadBalancerSpec, policy: LbPolicy, node: Node, pa
             add(value_pos(node, key), join(path, key),
                 f"applies to lb_policy {names} only; this service uses `{policy.value}`")
             ok = False
+    ok = _check_client_side_weighted(spec, node, path, add) and ok
     low, high = spec.minimum_ring_size, spec.maximum_ring_size
     if low is not None and high is not None and low > high:
         add(value_pos(node, "minimum_ring_size"), join(path, "minimum_ring_size"),
             f"must be at most maximum_ring_size ({high}), got {low}")
+        ok = False
+    return ok
+
+
+def _check_client_side_weighted(spec: LoadBalancerSpec, node: Node, path: str, add: Add) -> bool:
+    """Knob values Envoy would change or ignore without a word (client_side_weighted_round_robin.proto)."""
+    ok = True
+    update = spec.weight_update_period_s
+    if update is not None and update < MIN_WEIGHT_UPDATE_PERIOD_S:
+        add(value_pos(node, "weight_update_period"), join(path, "weight_update_period"),
+            f"must be at least {MIN_WEIGHT_UPDATE_PERIOD_S * 1000:g}ms (Envoy raises shorter periods to it), "
+            f"got {update * 1000:g}ms")
+        ok = False
+    if spec.oob_reporting_period_s is not None and spec.oob_reporting is not True:
+        add(value_pos(node, "oob_reporting_period"), join(path, "oob_reporting_period"),
+            "applies only with `oob_reporting: true` (reports come in response headers otherwise)")
         ok = False
     return ok
 

@@ -9,10 +9,12 @@ for a policy that has no use for it is a located error (walker.py). As in cluste
 from __future__ import annotations
 
 from xds.policy.desired import LoadBalancerSpec, TcpKeepaliveSpec, UpstreamConnectionSpec
-from xds.policy.fields import Duration, FieldSpec, Integer, Nested, erase, table
+from xds.policy.fields import Boolean, Duration, FieldSpec, Integer, Nested, Number, erase, table
 from xds.policy.rules import (
     MAX_CHOICE_COUNT,
     MAX_CIRCUIT_LIMIT,
+    MAX_CSWRR_PERIOD_S,
+    MAX_ERROR_UTILIZATION_PENALTY,
     MAX_IDLE_TIMEOUT_S,
     MAX_KEEPALIVE_PROBES,
     MAX_KEEPALIVE_S,
@@ -20,6 +22,39 @@ from xds.policy.rules import (
     MAX_RING_SIZE,
     MAX_SLOW_START_WINDOW_S,
 )
+
+# `client_side_weighted` only (issue 10, docs/load-aware.md "Proxy-side mode"): the knobs of Envoy's
+# ClientSideWeightedRoundRobin, each row's key the proto field's name except `oob_reporting`
+# (enable_oob_load_report).
+_CSWRR = "`client_side_weighted` only: "
+_PERIOD = f"at most {MAX_CSWRR_PERIOD_S / 3600:g} h"
+CLIENT_SIDE_WEIGHTED_ROWS: list[tuple[str | None, FieldSpec]] = [
+    ("blackout_period_s", FieldSpec(
+        "blackout_period", Duration(MAX_CSWRR_PERIOD_S),
+        f"{_CSWRR}an endpoint must report load this long before its weight is used (until then it gets the "
+        f"median weight); {_PERIOD}.", shown_default="Envoy's (10s)")),
+    ("weight_expiration_period_s", FieldSpec(
+        "weight_expiration_period", Duration(MAX_CSWRR_PERIOD_S),
+        f"{_CSWRR}an endpoint without a report for this long loses its weight and gets the median again; "
+        f"{_PERIOD}.", shown_default="Envoy's (3m)")),
+    ("weight_update_period_s", FieldSpec(
+        "weight_update_period", Duration(MAX_CSWRR_PERIOD_S),
+        f"{_CSWRR}how often Envoy recomputes the weights from the latest reports; 100ms to "
+        f"{MAX_CSWRR_PERIOD_S / 3600:g} h.", shown_default="Envoy's (1s)")),
+    ("error_utilization_penalty", FieldSpec(
+        "error_utilization_penalty", Number(0.0, MAX_ERROR_UTILIZATION_PENALTY),
+        f"{_CSWRR}weight = qps / (utilization + eps/qps x this): how much an endpoint's error rate lowers "
+        f"its weight; 0 to {MAX_ERROR_UTILIZATION_PENALTY:g}, 0 ignores errors.",
+        shown_default="Envoy's (1.0)")),
+    ("oob_reporting", FieldSpec(
+        "oob_reporting", Boolean(),
+        f"{_CSWRR}Envoy asks each endpoint for a stream of ORCA reports (OpenRcaService.StreamCoreMetrics) "
+        "instead of reading them from response headers.", shown_default="`false`")),
+    ("oob_reporting_period_s", FieldSpec(
+        "oob_reporting_period", Duration(MAX_CSWRR_PERIOD_S),
+        f"{_CSWRR}with `oob_reporting: true`, the report interval Envoy asks for; {_PERIOD}.",
+        shown_default="Envoy's (10s)")),
+]
 
 LOAD_BALANCER = table(LoadBalancerSpec, "Knobs of the service's `lb_policy`, which still picks the policy.", [
     ("choice_count", FieldSpec(
@@ -48,6 +83,7 @@ LOAD_BALANCER = table(LoadBalancerSpec, "Knobs of the service's `lb_policy`, whi
         "healthy_panic_threshold", Integer(0, 100),
         "Percent: with fewer healthy hosts than this, Envoy balances over all hosts, healthy or not; 0 to "
         "100, 0 turns panic mode off.", shown_default="Envoy's (50)")),
+    *CLIENT_SIDE_WEIGHTED_ROWS,
 ])
 
 _KEEPALIVE = f"whole seconds, at most {MAX_KEEPALIVE_S:g}"

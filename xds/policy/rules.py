@@ -33,6 +33,13 @@ MAX_CHOICE_COUNT = 100
 MAX_RING_SIZE = 8_388_608
 MAX_MAGLEV_TABLE_SIZE = 5_000_011
 MAX_SLOW_START_WINDOW_S = 3600.0
+# client_side_weighted (issue 10, docs/load-aware.md): its periods up to an hour (Envoy's defaults are 10 s
+# to 3 min); Envoy raises a weight update period under 100 ms to 100 ms, so the loader refuses one instead
+# of letting it be changed silently. The error penalty multiplies eps/qps, a fraction: 100 already lets one
+# error in a hundred requests count as fully busy.
+MAX_CSWRR_PERIOD_S = 3600.0
+MIN_WEIGHT_UPDATE_PERIOD_S = 0.1
+MAX_ERROR_UTILIZATION_PENALTY = 100.0
 # Upstream connections: idle timeouts up to a day; keepalive counts and seconds up to Linux's limits
 # (TCP_KEEPCNT 127, TCP_KEEPIDLE/TCP_KEEPINTVL 32767 s).
 MAX_IDLE_TIMEOUT_S = 24 * 3600.0

@@ -40,6 +40,7 @@ from xds.policy.fields import (
     Kind,
     ListOf,
     Name,
+    Number,
     Pairs,
     Shape,
     Text,
@@ -112,6 +113,8 @@ def _kind(kind: Kind, doc: str, dialect: Dialect, file_format: bool) -> Schema:
         if kind.high is not None:
             schema["maximum"] = kind.high
         return schema
+    if isinstance(kind, Number):
+        return {"type": "number", "description": doc, "minimum": kind.low, "maximum": kind.high}
     if isinstance(kind, Choice):
         return _string(doc, enum_=sorted(kind.choices))
     if isinstance(kind, Boolean):

@@ -17,6 +17,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2
 
 from xds.policy.desired import ClusterSpec, LbPolicy
+from xds.translate.client_side_weighted import apply_client_side_weighted
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.lb import (
     apply_load_balancer,
@@ -101,7 +102,11 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
     # Duration from integral nanoseconds: exact and identical on every run, unlike float arithmetic on
     # seconds + nanos separately.
     cluster.connect_timeout.FromNanoseconds(round(spec.connect_timeout_s * 1e9))
-    cluster.lb_policy = _LB_POLICIES[spec.lb_policy]
+    if spec.lb_policy is LbPolicy.CLIENT_SIDE_WEIGHTED:
+        # A typed policy only, with no enum value (issue 10, client_side_weighted.py).
+        apply_client_side_weighted(cluster, spec.load_balancer)
+    else:
+        cluster.lb_policy = _LB_POLICIES[spec.lb_policy]
     if spec.upstream_connection is not None and needs_http_options(spec.upstream_connection):
         # One HttpProtocolOptions per cluster: the HTTP/2 choice and the connection knobs go in together.
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].CopyFrom(
