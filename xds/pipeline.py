@@ -26,6 +26,7 @@ from xds.policy.desired import (
     TlsCertificateSpec,
     ValidationContextSpec,
 )
+from xds.policy.load_weights import NO_LOADS, LoadFactors
 from xds.policy.schema import Policy, merge_policies
 from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
@@ -47,6 +48,9 @@ class World:
     # The workload CA's certificates (issue 9); None: no group may use sidecar mTLS (a snapshot naming the
     # workload secrets then fails to build, with a message saying so).
     workload: WorkloadIdentities | None = None
+    # Factors of load-aware endpoint weights (issue 10, docs/load-aware.md), replaced by the load engine at
+    # most once per --load-interval.
+    loads: LoadFactors = NO_LOADS
 
 
 def with_tls_material(world: World, files: TlsFiles) -> World:
@@ -87,7 +91,7 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
     # listeners follow the group, the failover priorities the locality.
     group, locality = split_key(key)
     desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
-                           material=world.material, trust_domain=world.trust_domain)
+                           material=world.material, trust_domain=world.trust_domain, loads=world.loads)
     desired = with_workload_secrets(desired, group, world)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the

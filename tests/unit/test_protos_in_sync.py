@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTO = "protos/xds/management/v1/management.proto"
-GENERATED = [f"xds/management/v1/management_pb2{suffix}" for suffix in (".py", ".pyi", "_grpc.py")]
+PROTOS = ["protos/xds/management/v1/management.proto", "protos/xds/load/v1/load.proto"]
+GENERATED = [f"xds/{api}/v1/{api}_pb2{suffix}" for api in ("management", "load")
+             for suffix in (".py", ".pyi", "_grpc.py")]
 FIX = "run scripts/gen-protos from the repository root and commit the result"
 
 
@@ -21,7 +22,7 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # generated files embed the proto's path relative to -I, so anything else would differ.
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-Iprotos", f"--python_out={out}", f"--pyi_out={out}",
-         f"--grpc_python_out={out}", PROTO],
+         f"--grpc_python_out={out}", *PROTOS],
         cwd=ROOT, check=True, capture_output=True, timeout=60,
     )
     return out

@@ -34,7 +34,9 @@ from xds.policy.desired import (
     UpstreamMeshTlsSpec,
     VirtualHostSpec,
     WeightedClusterSpec,
+    WeightsMode,
 )
+from xds.policy.load_weights import NO_LOADS, LoadFactors, endpoint_address, scaled_weight
 from xds.policy.schema import (
     BackendRef,
     FaultPolicy,
@@ -118,8 +120,20 @@ def _ingress_tls(listener: ListenerPolicy, material: TlsMaterial,
     return IngressTlsSpec(chains=tuple(chains))
 
 
+def _load_aware(endpoints: tuple[Endpoint, ...], settings: ServicePolicy, loads: LoadFactors
+                ) -> tuple[Endpoint, ...]:
+    """The endpoints with their weights scaled by the load tracker's factors (issue 10, docs/load-aware.md).
+    Per endpoint, inside the cluster: a route's split between clusters is untouched."""
+    lb = settings.load_balancer
+    if lb is None or lb.weights is not WeightsMode.LOAD_AWARE:
+        return endpoints
+    return tuple(replace(e, weight=scaled_weight(e.weight, loads.factor(settings.name, endpoint_address(e))))
+                 for e in endpoints)
+
+
 def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality,
-             material: TlsMaterial = NO_MATERIAL, *, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> ClusterSpec:
+             material: TlsMaterial = NO_MATERIAL, *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
+             loads: LoadFactors = NO_LOADS) -> ClusterSpec:
     service = catalog.get(settings.name)
     if service is None:
         endpoints: tuple[Endpoint, ...] = ()
@@ -127,6 +141,7 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: 
         endpoints = service.endpoints  # every endpoint matches the empty subset; no copy on every build
     else:
         endpoints = tuple(e for e in service.endpoints if e.matches(subset))
+    endpoints = _load_aware(endpoints, settings, loads)
     if settings.locality is not None and settings.locality.failover and proxy != _NOWHERE:
         endpoints = _failover(endpoints, proxy)
     return ClusterSpec(
@@ -225,11 +240,12 @@ def _hash_policy(policy: HashPolicy) -> HashPolicySpec:
 
 
 def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Locality = _NOWHERE,
-                 material: TlsMaterial = NO_MATERIAL, trust_domain: str = DEFAULT_TRUST_DOMAIN
-                 ) -> DesiredState:
+                 material: TlsMaterial = NO_MATERIAL, trust_domain: str = DEFAULT_TRUST_DOMAIN,
+                 loads: LoadFactors = NO_LOADS) -> DesiredState:
     """What node group `group` should run, as seen from a proxy in `locality` (which only matters to
     services with `locality.failover`); `material` holds the TLS files the policy names, `trust_domain`
-    makes the SPIFFE identities of sidecar mTLS (issue 9).
+    makes the SPIFFE identities of sidecar mTLS (issue 9), `loads` scales the endpoint weights of
+    load-aware services (issue 10).
     Deterministic: equal inputs give equal states, with clusters,
     listeners and route configurations sorted by name (routes keep the policy's order, which is the order
     Envoy evaluates them in)."""
@@ -249,7 +265,7 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
                 if name not in clusters:
                     service_settings = settings.get(service) or ServicePolicy(service)
                     clusters[name] = _cluster(catalog, service_settings, subset, locality, material,
-                                              trust_domain=trust_domain)
+                                              trust_domain=trust_domain, loads=loads)
             routes.append(_route(route, targets))
         listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
                                       route_config=listener.name,

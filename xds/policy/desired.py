@@ -24,6 +24,13 @@ class LbPolicy(enum.Enum):
     CLIENT_SIDE_WEIGHTED = "client_side_weighted"
 
 
+class WeightsMode(enum.Enum):
+    """Where a service's endpoint weights come from (issue 10; docs/load-aware.md)."""
+
+    STATIC = "static"  # the catalog's weights, as given by the file, Consul or Kubernetes
+    LOAD_AWARE = "load_aware"  # the catalog's weights scaled by the control plane from load reports
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierDetectionSpec:
     """Passive health checking of a cluster's hosts (envoy.config.cluster.v3.OutlierDetection). Every None is
@@ -115,6 +122,10 @@ class LoadBalancerSpec:
     error_utilization_penalty: float | None = None  # eps/qps multiplier added to utilization (1.0)
     oob_reporting: bool | None = None  # ORCA out-of-band stream instead of response headers (off)
     oob_reporting_period_s: float | None = None  # report interval asked for on that stream (10 s)
+    # Issue 10, control-plane mode (docs/load-aware.md): not an Envoy knob; the pipeline scales the EDS
+    # weights of the service's endpoints, and `orca_port` opts its endpoints in to ORCA out-of-band reports.
+    weights: WeightsMode = WeightsMode.STATIC
+    orca_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

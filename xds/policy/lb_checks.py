@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xds.policy.desired import LbPolicy, LoadBalancerSpec, LocalitySpec, UpstreamConnectionSpec
+from xds.policy.desired import LbPolicy, LoadBalancerSpec, LocalitySpec, UpstreamConnectionSpec, WeightsMode
 from xds.policy.document import Map, Node, Pos, Seq, join, value_pos
 from xds.policy.rules import MIN_WEIGHT_UPDATE_PERIOD_S
 
@@ -60,6 +60,11 @@ def check_load_balancer(spec: LoadBalancerSpec, policy: LbPolicy, node: Node, pa
                 f"applies to lb_policy {names} only; this service uses `{policy.value}`")
             ok = False
     ok = _check_client_side_weighted(spec, node, path, add) and ok
+    if spec.orca_port is not None and spec.weights is not WeightsMode.LOAD_AWARE:
+        # ORCA reports only move the weights of a load-aware service (docs/load-aware.md).
+        add(value_pos(node, "orca_port"), join(path, "orca_port"),
+            "applies with `weights: load_aware` only; this service uses `weights: static`")
+        ok = False
     low, high = spec.minimum_ring_size, spec.maximum_ring_size
     if low is not None and high is not None and low > high:
         add(value_pos(node, "minimum_ring_size"), join(path, "minimum_ring_size"),

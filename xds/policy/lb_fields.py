@@ -8,8 +8,8 @@ for a policy that has no use for it is a located error (walker.py). As in cluste
 
 from __future__ import annotations
 
-from xds.policy.desired import LoadBalancerSpec, TcpKeepaliveSpec, UpstreamConnectionSpec
-from xds.policy.fields import Boolean, Duration, FieldSpec, Integer, Nested, Number, erase, table
+from xds.policy.desired import LoadBalancerSpec, TcpKeepaliveSpec, UpstreamConnectionSpec, WeightsMode
+from xds.policy.fields import Boolean, Choice, Duration, FieldSpec, Integer, Nested, Number, erase, table
 from xds.policy.rules import (
     MAX_CHOICE_COUNT,
     MAX_CIRCUIT_LIMIT,
@@ -84,6 +84,16 @@ LOAD_BALANCER = table(LoadBalancerSpec, "Knobs of the service's `lb_policy`, whi
         "Percent: with fewer healthy hosts than this, Envoy balances over all hosts, healthy or not; 0 to "
         "100, 0 turns panic mode off.", shown_default="Envoy's (50)")),
     *CLIENT_SIDE_WEIGHTED_ROWS,
+    ("weights", FieldSpec(
+        "weights", Choice({m.value: m for m in WeightsMode}),
+        "Where endpoint weights come from: `static`, the catalog's; `load_aware`, the catalog's scaled by "
+        "the control plane from each endpoint's CPU and memory reports, pushed over EDS "
+        "(docs/load-aware.md).")),
+    ("orca_port", FieldSpec(
+        "orca_port", Integer(1, 65535),
+        "`weights: load_aware` only: the control plane subscribes to ORCA out-of-band load reports "
+        "(`OpenRcaService/StreamCoreMetrics`) on this port of each endpoint's host; an endpoint's metadata "
+        "`orca_port` overrides it.", shown_default="off")),
 ])
 
 _KEEPALIVE = f"whole seconds, at most {MAX_KEEPALIVE_S:g}"

@@ -118,3 +118,37 @@ class SnapshotResource(_message.Message):
     version: str
     json: str
     def __init__(self, type_url: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
+
+class ListLoadsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLoadsResponse(_message.Message):
+    __slots__ = ("endpoints",)
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointLoad]
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[EndpointLoad, _Mapping]]] = ...) -> None: ...
+
+class EndpointLoad(_message.Message):
+    __slots__ = ("service", "address", "reported", "cpu_utilization", "memory_utilization", "utilization", "report_age_seconds", "source", "base_weight", "weight")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    CPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    REPORT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BASE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    address: str
+    reported: bool
+    cpu_utilization: float
+    memory_utilization: float
+    utilization: float
+    report_age_seconds: float
+    source: str
+    base_weight: int
+    weight: int
+    def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., reported: _Optional[bool] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., utilization: _Optional[float] = ..., report_age_seconds: _Optional[float] = ..., source: _Optional[str] = ..., base_weight: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...

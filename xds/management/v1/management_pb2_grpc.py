@@ -46,6 +46,11 @@ class ManagementStub:
                 request_serializer=xds_dot_management_dot_v1_dot_management__pb2.GetSnapshotRequest.SerializeToString,
                 response_deserializer=xds_dot_management_dot_v1_dot_management__pb2.GetSnapshotResponse.FromString,
                 _registered_method=True)
+        self.ListLoads = channel.unary_unary(
+                '/xds.management.v1.Management/ListLoads',
+                request_serializer=xds_dot_management_dot_v1_dot_management__pb2.ListLoadsRequest.SerializeToString,
+                response_deserializer=xds_dot_management_dot_v1_dot_management__pb2.ListLoadsResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServicer:
@@ -68,6 +73,14 @@ class ManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLoads(self, request, context):
+        """Every endpoint of every service with load-aware weights (issue 10): its last reported load, the age
+        of that report and the weight it is served with, sorted by service then address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +93,11 @@ def add_ManagementServicer_to_server(servicer, server):
                     servicer.GetSnapshot,
                     request_deserializer=xds_dot_management_dot_v1_dot_management__pb2.GetSnapshotRequest.FromString,
                     response_serializer=xds_dot_management_dot_v1_dot_management__pb2.GetSnapshotResponse.SerializeToString,
+            ),
+            'ListLoads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLoads,
+                    request_deserializer=xds_dot_management_dot_v1_dot_management__pb2.ListLoadsRequest.FromString,
+                    response_serializer=xds_dot_management_dot_v1_dot_management__pb2.ListLoadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +156,33 @@ class Management:
             '/xds.management.v1.Management/GetSnapshot',
             xds_dot_management_dot_v1_dot_management__pb2.GetSnapshotRequest.SerializeToString,
             xds_dot_management_dot_v1_dot_management__pb2.GetSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLoads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xds.management.v1.Management/ListLoads',
+            xds_dot_management_dot_v1_dot_management__pb2.ListLoadsRequest.SerializeToString,
+            xds_dot_management_dot_v1_dot_management__pb2.ListLoadsResponse.FromString,
             options,
             channel_credentials,
             insecure,
