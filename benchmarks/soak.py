@@ -50,6 +50,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from benchmarks.snapshot_build import Sizes, make_policy, service_name
 from xds.app import App
+from xds.load_settings import LoadSettings
 from xds.model.service import Catalog, Endpoint, Health, Service, ServiceName
 from xds.settings import Settings
 from xds.sources.base import SourceSink, SourceUpdate
@@ -133,7 +134,8 @@ async def serve(options: Options, out: TextIO) -> None:
     """The control plane until --duration plus a margin: its port, then the changes made, every second."""
     source = ChurnSource(options)
     app = App(Settings(xds_address="127.0.0.1:0", admin_address="127.0.0.1:0",
-                       management_address="127.0.0.1:0"), sources=[source])
+                       management_address="127.0.0.1:0", load=LoadSettings(report_address="127.0.0.1:0")),
+              sources=[source])
     task = asyncio.create_task(app.run())
     deadline = time.monotonic() + options.duration_s + CHILD_MARGIN_S
     try:

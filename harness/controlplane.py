@@ -40,18 +40,22 @@ class ControlPlaneProcess(StartStop):
         name: str = "control-plane",
         management_port: int | None = None,
         env: dict[str, str] | None = None,
+        load_report_port: int | None = None,
     ) -> None:
         self.config = config
         self.xds_port = xds_port
         self.admin_port = admin_port
         # The management API has its own listener (issue 9); a free port unless the caller picks one.
         self.management_port = management_port if management_port is not None else free_port()
+        # The load report API's own listener (issue 10): a free port too, so processes never collide.
+        self.load_report_port = load_report_port if load_report_port is not None else free_port()
         args = [
             sys.executable, "-m", "xds", "serve",
             *(("--config", str(config)) if config is not None else ()),
             "--xds-address", f"{LOOPBACK}:{xds_port}",
             "--admin-address", f"{LOOPBACK}:{admin_port}",
             "--management-address", f"{LOOPBACK}:{self.management_port}",
+            "--load-report-address", f"{LOOPBACK}:{self.load_report_port}",
             *extra_args,
         ]
         # Unbuffered output: the log file must show what the server did right up to a kill -9. `env` adds

@@ -7,13 +7,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import grpc
 
 from xds.addresses import is_loopback_host
 from xds.cache.node import NodeGrouper
 from xds.cache.store import SnapshotStore
+from xds.load_engine import LoadEngine
 from xds.observability.admin import AdminServer
+from xds.observability.load_metrics import LoadCollector
 from xds.observability.metrics import Metrics
 from xds.observability.tls_metrics import TlsMetrics
 from xds.observability.workload_metrics import WorkloadCaCollector
@@ -24,6 +27,7 @@ from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
+from xds.server.load_report import LoadReportService, build_load_report_server
 from xds.server.management import ManagementService, SourceState
 from xds.server.management_server import build_management_server
 from xds.server.peer_auth import PeerAuthorizer
@@ -70,6 +74,11 @@ class App:
             issued=lambda: self.workload.issued_total,
             ca_expiry_unix=lambda: self.workload.ca.not_after.timestamp(),
             reload_errors=lambda: watcher.reload_errors if watcher is not None else 0))
+        # Load-aware weights (issue 10, docs/load-aware.md): reports in, factors into every build's World.
+        self.load = LoadEngine(settings.load, on_change=self._schedule_rebuild)
+        self.metrics.registry.register(LoadCollector(rows=self.load.rows, accepted=self.load.accepted,
+                                                     rejected=self.load.rejected, updates=self.load.updates))
+        self.load_report_port: int | None = None
         self.health = HealthReporter()
         self.tls_files = TlsFiles()  # the TLS files policies name, last good of each (issue 9 item 7)
         self.source_errors: dict[str, str] = {}
@@ -147,6 +156,8 @@ class App:
             log.error("policy_rejected", extra={"error": str(exc)})
             return
         self.policy_error = ""
+        self.load.set_world(world.catalog, world.policy)
+        world = replace(world, loads=self.load.factors())
         # Translation and serialization are CPU work proportional to the catalog (36 ms at 1000 services,
         # benchmarks/README.md): a worker thread keeps streams' ACKs and keepalives moving meanwhile. The
         # store is thread-safe and wakes streams through call_soon_threadsafe.
@@ -175,7 +186,8 @@ class App:
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
                                 callbacks=MultiCallbacks(self.registry, self.metrics), limits=self._limits,
                                 on_limit=self.metrics.limit_exceeded, authorizer=authorizer)
-        management = ManagementService(self.registry, self.store, sources=self.source_states)
+        management = ManagementService(self.registry, self.store, sources=self.source_states,
+                                       loads=self.load.rows)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
             extra=(self.health.add_to,), credentials=credentials)
@@ -183,22 +195,28 @@ class App:
         management_server, self.management_port = build_management_server(
             management, address=self.settings.management_address, auth=self.settings.management_auth,
             on_deny=self.metrics.management_denied)
+        load_server, self.load_report_port = build_load_report_server(
+            LoadReportService(self.load.submit), address=self.settings.load.report_address,
+            auth=self.settings.management_auth, on_deny=self.metrics.management_denied)
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
                             status=self.status)
         await self.health.set_serving(False)
         await server.start()
         await management_server.start()
+        await load_server.start()
         try:
             await admin.start()
             self.admin_port = admin.port
             log.info("started", extra={"xds_port": self.xds_port, "admin_port": self.admin_port,
                                        "management_port": self.management_port,
+                                       "load_report_port": self.load_report_port,
                                        "management_auth": bool(self.settings.management_auth
                                                                and self.settings.management_auth.configured),
                                        "sources": [s.name for s in self.sources]})
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._sweep_groups(), name="node-group-sweep")
+                tasks.create_task(self.load.run(), name="load-weights")
                 if self.tls is not None:
                     tasks.create_task(self.tls.run(), name="tls-reload")
                 tasks.create_task(self.tls_files.watch(self._schedule_rebuild,
@@ -215,6 +233,7 @@ class App:
                 self._build_task.cancel()
             with contextlib.suppress(Exception):
                 await admin.stop()
+            await _stop_server(load_server)
             await _stop_server(management_server)
             await _stop_server(server)
             handler.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xds import settings as defaults
+from xds.cli_load import add_load_arguments, load_settings
 from xds.cli_secrets import (
     add_consul_token_arguments,
     add_management_client_arguments,
@@ -82,6 +83,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
     _add_tls_arguments(serve, env)
+    add_load_arguments(serve)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
     boot.add_argument("--node-id", required=True)
@@ -126,6 +128,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="connected proxies and their sync state")
     add_management_client_arguments(status, env)
     status.add_argument("--group", help="also print the snapshot versions of this node group")
+    status.add_argument("--loads", action="store_true",
+                        help="also print every load-aware endpoint: its load, report age and weight")
     return parser
 
 
@@ -405,9 +409,13 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.server.management_server import ManagementExposureError, check_exposure
 
     management_auth = management_auth_config(args, env)
+    from xds.server.load_report import LoadReportExposureError
+    from xds.server.load_report import check_exposure as check_load_exposure
+
     try:
         check_exposure(args.management_address, auth=management_auth)
-    except ManagementExposureError as exc:
+        check_load_exposure(args.load_report_address, auth=management_auth)
+    except (ManagementExposureError, LoadReportExposureError) as exc:
         raise SystemExit(f"xds: error: {exc}") from exc
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
@@ -422,7 +430,7 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         identity_rule=args.identity_rule,
                         tls_reload_interval_s=float(args.tls_reload_interval),
                         ca_cert=_path(args.ca_cert), ca_key=_path(args.ca_key),
-                        workload_cert_ttl_s=float(args.workload_cert_ttl))
+                        workload_cert_ttl_s=float(args.workload_cert_ttl), load=load_settings(args))
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -567,8 +575,10 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
 def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.status_view import (
         ManagementQueryError,
+        fetch_loads,
         fetch_proxies,
         fetch_snapshot,
+        format_loads,
         format_proxy_table,
         format_snapshot,
     )
@@ -584,6 +594,8 @@ def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
         text = format_proxy_table(await fetch_proxies(address, token=token))
         if args.group:
             text += "\n\n" + format_snapshot(await fetch_snapshot(address, args.group, token=token))
+        if args.loads:
+            text += "\n\n" + format_loads(await fetch_loads(address, token=token))
         return text
 
     try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xds.load_settings import LoadSettings
 from xds.policy.reader import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ class Settings:
     ca_cert: Path | None = None
     ca_key: Path | None = None
     workload_cert_ttl_s: float = DEFAULT_WORKLOAD_CERT_TTL_S
+    # Load-aware weights (issue 10; flags and XDS_LOAD_* variables in xds/cli_load.py).
+    load: LoadSettings = field(default_factory=LoadSettings)
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:

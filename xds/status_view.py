@@ -141,3 +141,32 @@ def format_snapshot(resp: pb.GetSnapshotResponse) -> str:
         body = json.dumps(json.loads(r.json), indent=2, sort_keys=True)
         lines.append(f"\n# {short_name(r.type_url)} {r.name} ({r.version})\n{body}")
     return "\n".join(lines)
+
+
+async def fetch_loads(address: str, *, timeout_s: float = 5.0, token: str | None = None
+                      ) -> pb.ListLoadsResponse:
+    """Every load-aware endpoint with its load and weight (issue 10, docs/load-aware.md)."""
+    async with grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
+        stub = management_pb2_grpc.ManagementStub(channel)
+        try:
+            response: pb.ListLoadsResponse = await stub.ListLoads(pb.ListLoadsRequest(), timeout=timeout_s,
+                                                                  metadata=_metadata(token))
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, address) from exc
+    return response
+
+
+def format_loads(resp: pb.ListLoadsResponse) -> str:
+    """One row per load-aware endpoint: its last CPU and memory, the smoothed value the weight follows,
+    the report's age and source, and its base and served weights."""
+    if not resp.endpoints:
+        return "no load-aware endpoints (no service has `load_balancer: {weights: load_aware}`)"
+    rows = [["SERVICE", "ENDPOINT", "CPU", "MEMORY", "SMOOTHED", "AGE", "SOURCE", "BASE", "WEIGHT"]]
+    for e in resp.endpoints:
+        if e.reported:
+            load = [f"{e.cpu_utilization:.2f}", f"{e.memory_utilization:.2f}", f"{e.utilization:.2f}",
+                    f"{e.report_age_seconds:.1f}s", e.source]
+        else:
+            load = ["-", "-", "-", "-", "-"]
+        rows.append([e.service, e.address, *load, str(e.base_weight), str(e.weight)])
+    return _rows_to_text(rows)

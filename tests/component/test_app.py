@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xds.app import App
+from xds.load_settings import LoadSettings
 from xds.settings import Settings
 from xds.status_view import fetch_proxies, format_proxy_table
 from xds.typeurls import CLUSTER
@@ -37,7 +38,7 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
     catalog.write_text("services: [oops\n")  # invalid from the start
     instance = App(Settings(config_files=(catalog,), xds_address="127.0.0.1:0",
                             management_address="127.0.0.1:0", admin_address="127.0.0.1:0",
-                            file_poll_interval_s=0.05))
+                            file_poll_interval_s=0.05, load=LoadSettings(report_address="127.0.0.1:0")))
     task = asyncio.create_task(instance.run())
     await asyncio.wait_for(instance.started.wait(), 10)
     try:

@@ -28,6 +28,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds.app import App
+from xds.load_settings import LoadSettings
 from xds.model.service import Catalog, Endpoint, Service, ServiceName
 from xds.policy.schema import BackendRef, ListenerPolicy, Policy, RoutePolicy, ServicePolicy
 from xds.settings import Settings
@@ -87,7 +88,8 @@ class ChurnSource:
 async def churn() -> AsyncIterator[tuple[App, ChurnSource]]:
     source = ChurnSource()
     app = App(Settings(xds_address="127.0.0.1:0", admin_address="127.0.0.1:0",
-                       management_address="127.0.0.1:0", debounce_s=0.001),
+                       management_address="127.0.0.1:0", debounce_s=0.001,
+                       load=LoadSettings(report_address="127.0.0.1:0")),
               sources=[source])
     task = asyncio.create_task(app.run())
     await asyncio.wait_for(app.started.wait(), 10)

@@ -173,6 +173,7 @@ services:
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
   - {name: payments-api, tls: {ca_file: /etc/xds/ca.pem, sni: api.payments.example,
                                subject_alt_names: [api.payments.example, "spiffe://example.org/payments"]}}
+  - {name: inventory, load_balancer: {weights: load_aware, orca_port: 9000}}
 listeners:
   - name: edge
     address: "::"

@@ -170,9 +170,9 @@ class LoadTracker:
             reports.pending_sum, reports.pending_count = 0.0, 0
         by_service: dict[str, dict[str, float | None]] = {}
         for endpoint in self._endpoints:
-            reports = self._reports.get(endpoint.address)
+            latest = self._reports.get(endpoint.address)
             by_service.setdefault(endpoint.service, {})[endpoint.address] = (
-                reports.smoothed if reports is not None else None)
+                latest.smoothed if latest is not None else None)
         changed: set[str] = set()
         published: dict[str, dict[str, float]] = {}
         for service, utilization in by_service.items():

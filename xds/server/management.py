@@ -28,6 +28,7 @@ from xds.cache.snapshot import Resource, Snapshot
 from xds.cache.store import SnapshotStore
 from xds.management.v1 import management_pb2 as pb
 from xds.management.v1 import management_pb2_grpc
+from xds.policy.load_tracker import LoadRow
 from xds.secrets import redact
 from xds.server.registry import ProxyRegistry, ProxyStatus, TypeStatus
 from xds.translate.secrets import redact as redact_secret
@@ -118,14 +119,24 @@ def source_to_proto(source: SourceState) -> pb.SourceStatus:
     return out
 
 
+def load_to_proto(row: LoadRow) -> pb.EndpointLoad:
+    reported = row.age_s is not None
+    return pb.EndpointLoad(service=row.service, address=row.address, reported=reported,
+                           cpu_utilization=row.cpu or 0.0, memory_utilization=row.memory or 0.0,
+                           utilization=row.utilization or 0.0, report_age_seconds=row.age_s or 0.0,
+                           source=row.source, base_weight=row.base_weight, weight=row.weight)
+
+
 class ManagementService:
     """Implements xds.management.v1.Management over a ProxyRegistry and a SnapshotStore."""
 
     def __init__(self, registry: ProxyRegistry, store: SnapshotStore, *,
-                 sources: Callable[[], Sequence[SourceState]] = tuple) -> None:
+                 sources: Callable[[], Sequence[SourceState]] = tuple,
+                 loads: Callable[[], Sequence[LoadRow]] = tuple) -> None:
         self._registry = registry
         self._store = store
         self._sources = sources
+        self._loads = loads
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         management_pb2_grpc.add_ManagementServicer_to_server(self, server)
@@ -154,3 +165,8 @@ class ManagementService:
         # clusters); a worker thread keeps xDS streams on the event loop moving meanwhile. The snapshot is
         # immutable, so sharing it with the thread is safe.
         return await asyncio.to_thread(snapshot_to_proto, snapshot, error=error)
+
+    async def ListLoads(  # noqa: N802 (the generated handler table calls it by its proto name)
+        self, request: pb.ListLoadsRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.ListLoadsResponse:
+        return pb.ListLoadsResponse(endpoints=[load_to_proto(row) for row in self._loads()])

@@ -48,6 +48,7 @@ class Role(enum.IntEnum):
 METHOD_ROLES: dict[str, Role] = {
     f"/{SERVICE}/ListProxies": Role.READ,
     f"/{SERVICE}/GetSnapshot": Role.READ,
+    f"/{SERVICE}/ListLoads": Role.READ,  # issue 10: loads and weights, read-only
 }
 
 # Values of the `reason` label of xds_management_denied_total.
