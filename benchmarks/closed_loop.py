@@ -58,6 +58,7 @@ from typing import Any, TextIO
 
 import aiohttp
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import AdminError, ControlPlaneProcess, EnvoyProcess, bootstrap_for, free_ports, wait_until
 from harness.capacity_upstream import ORCA_HEADER, STATS_PATH, Capacity
@@ -72,6 +73,8 @@ MODES = ("round_robin", "least_request", "client_side_weighted", "load_aware")
 _STARTUP_TIMEOUT_S = 60.0
 _DRAIN_TIMEOUT_S = 60.0
 _ADMIN_TIMEOUT_S = 2.0
+_LOAD_COUNTERS = ("xds_load_reports_total", "xds_load_reports_rejected_total",
+                  "xds_load_weight_updates_total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,8 @@ class Options:
                 for (name, t), port in zip(names_and_times, ports, strict=True)]
 
 
+# The control plane runs with its default weight function (docs/load-aware.md): the benchmark measures
+# what an operator gets without tuning.
 QUICK = dict(rate_fraction=0.3, warmup_s=1.0, duration_s=2.0, timeout_s=5.0)
 
 
@@ -218,8 +223,9 @@ class ModeResult:
     utilization: dict[str, float]
     weights: dict[str, int]
     max_lag_s: float
-    error: str | None = None
     statuses: dict[str, int] = field(default_factory=dict)
+    # The control plane's own counters at the end of the mode (docs/load-aware.md, metrics).
+    control_plane: dict[str, float] = field(default_factory=dict)
 
     @property
     def latencies(self) -> list[float]:
@@ -244,10 +250,10 @@ class Run:
     def __init__(self, options: Options, workdir: Path) -> None:
         self.options = options
         self.workdir = workdir
-        ports = free_ports(7)
+        ports = free_ports(8)
         self.capacities = options.capacities(ports[:3])
         self.listener_port = ports[3]
-        self.xds_port, self.admin_port, self.management_port = ports[4:7]
+        self.xds_port, self.admin_port, self.management_port, self.report_port = ports[4:8]
         self.catalog = workdir / "catalog.yaml"
         self.upstreams: ManagedProcess | None = None
         self.control_plane: ControlPlaneProcess | None = None
@@ -255,15 +261,14 @@ class Run:
 
     @property
     def report_target(self) -> str:
-        """Where the control plane serves the report API (docs/load-aware.md)."""
-        return f"{LOOPBACK}:{self.xds_port}"
+        """Where the control plane serves the report API (`--load-report-address`, docs/load-aware.md)."""
+        return f"{LOOPBACK}:{self.report_port}"
 
     def start_upstreams(self) -> None:
         args = [sys.executable, "-m", "harness.capacity_upstream",
                 *(arg for c in self.capacities for arg in ("--upstream", c.argument())),
-                "--tau", str(self.options.tau_s), "--report-period", str(self.options.report_period_s)]
-        if "load_aware" in self.options.modes:
-            args += ["--report-to", self.report_target]
+                "--tau", str(self.options.tau_s), "--report-period", str(self.options.report_period_s),
+                "--report-to", self.report_target]
         self.upstreams = ManagedProcess("upstreams", args, log_dir=self.workdir,
                                         env={"PYTHONUNBUFFERED": "1"})
         self.upstreams.start()
@@ -282,7 +287,7 @@ class Run:
         self.control_plane = ControlPlaneProcess(
             self.catalog, workdir=self.workdir, xds_port=self.xds_port, admin_port=self.admin_port,
             management_port=self.management_port, name=f"control-plane-{mode}",
-            extra_args=control_plane_args(mode))
+            extra_args=("--log-level", "INFO", "--load-report-address", self.report_target))
         self.control_plane.start()
         self.control_plane.wait_ready(_STARTUP_TIMEOUT_S)
         bootstrap = bootstrap_for(NODE_ID, NODE_GROUP, xds_port=self.xds_port, admin_port=0)
@@ -304,6 +309,18 @@ class Run:
         by_port = {c.port: c.name for c in self.capacities}
         return {by_port.get(h.port, str(h.port)): h.weight for h in self.envoy.cluster_hosts(SERVICE)}
 
+    def load_counters(self) -> dict[str, float]:
+        """Reports the control plane took and refused, and its weight updates for the service (each one
+        EDS push caused by load), summed over labels, from its /metrics."""
+        if self.control_plane is None:
+            return {}
+        totals = dict.fromkeys(_LOAD_COUNTERS, 0.0)
+        for family in text_string_to_metric_families(self.control_plane.metrics_text()):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+        return totals
+
     def stop_mode(self) -> None:
         if self.envoy is not None:
             self.envoy.stop()
@@ -324,11 +341,6 @@ class Run:
             self.upstreams.stop()
 
 
-def control_plane_args(mode: str) -> tuple[str, ...]:
-    """Server flags for the mode: the weight function is set by server flags (docs/load-aware.md)."""
-    return ("--log-level", "INFO")
-
-
 def run_mode(run: Run, mode: str, schedule: Sequence[float], out: TextIO) -> ModeResult:
     options = run.options
     print(f"  {mode}: starting", file=sys.stderr, flush=True)
@@ -340,6 +352,7 @@ def run_mode(run: Run, mode: str, schedule: Sequence[float], out: TextIO) -> Mod
         answers, before, after = asyncio.run(drive(url, schedule, timeout_s=options.timeout_s, window=window,
                                                    snapshot=lambda: read_stats_async(run.capacities)))
         weights = run.host_weights()
+        counters = run.load_counters()
     finally:
         run.stop_mode()
     measured = [a for a in answers if a.scheduled_s >= options.warmup_s]
@@ -351,7 +364,8 @@ def run_mode(run: Run, mode: str, schedule: Sequence[float], out: TextIO) -> Mod
         utilization[c.name] = busy / (c.workers * elapsed) if elapsed > 0 else 0.0
     statuses = Counter("raised" if a.status is None else str(a.status) for a in measured)
     result = ModeResult(mode, measured, utilization, weights,
-                        max_lag_s=max((a.lag_s for a in answers), default=0.0), statuses=dict(statuses))
+                        max_lag_s=max((a.lag_s for a in answers), default=0.0), statuses=dict(statuses),
+                        control_plane=counters)
     print(f"  {mode}: {len(measured)} requests in the {options.duration_s:g} s window, "
           f"p99 {result.percentile(0.99) * 1e3:.1f} ms, errors {result.errors}", file=sys.stderr, flush=True)
     return result
@@ -394,6 +408,11 @@ def print_table(results: Sequence[ModeResult], capacities: Sequence[Capacity], o
     for r in results:
         if any(k != "200" for k in r.statuses):
             print(f"{r.mode}: answers by status {dict(sorted(r.statuses.items()))}", file=out)
+    for r in results:
+        c = r.control_plane
+        print(f"{r.mode}: control plane took {c.get(_LOAD_COUNTERS[0], 0):.0f} load reports, refused "
+              f"{c.get(_LOAD_COUNTERS[1], 0):.0f}, changed weights {c.get(_LOAD_COUNTERS[2], 0):.0f} times",
+              file=out)
     lag = max((r.max_lag_s for r in results), default=0.0)
     print(f"load generator: latest send {lag * 1e3:.1f} ms after its scheduled time (counted in latency)",
           file=out)
@@ -437,7 +456,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate-fraction", type=float, default=0.75,
                         help="request rate as a fraction of the fleet's total capacity")
-    parser.add_argument("--warmup", type=float, default=10.0, help="seconds per mode before measuring")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds per mode before measuring")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per mode")
     parser.add_argument("--workers", type=int, default=4, help="workers per upstream")
     parser.add_argument("--service-ms", type=float, default=20.0,
