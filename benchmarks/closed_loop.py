@@ -2,7 +2,7 @@
 
     python -m benchmarks.closed_loop [--rate-fraction 0.75] [--warmup 10] [--duration 30] [--seed 1]
                                      [--modes round_robin,least_request,client_side_weighted,load_aware]
-                                     [--quick] [--workdir DIR] [--keep]
+                                     [--load-args '--load-interval 1'] [--quick] [--workdir DIR] [--keep]
 
 Theory of operation
 -------------------
@@ -31,9 +31,10 @@ the slow upstream more than it can serve, while the fleet as a whole has headroo
 Only the last `--duration` seconds are measured; the first `--warmup` seconds (same rate) let the
 load-aware modes converge. Per mode the table gives p50/p99/max latency over every request scheduled in the
 window (a failed request counts with the time it took to fail), errors (non-2xx answers plus requests that
-raised or timed out), and per upstream its share of the answered requests and its mean utilization over the
-window (busy worker-seconds from its own counters / workers / window). Ratios are against round_robin in the
-same run. Envoy's host weights at the end of the window show what each mode converged to.
+raised or timed out), and per upstream its share of the window's requests and its mean utilization over the
+window, both from its own counters (arrivals; busy worker-seconds / workers / window). Ratios are against
+round_robin in the same run. Envoy's host weights at the end of the window show what each mode converged
+to, and the control plane's counters how many load reports it took and how often load changed weights.
 
 None of this is a test: it asserts nothing about speed. `tests/e2e/test_closed_loop_bench.py` runs
 `--quick` to check that the code works end to end.
@@ -47,6 +48,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import sys
 import tempfile
@@ -89,6 +91,7 @@ class Options:
     timeout_s: float
     report_period_s: float
     tau_s: float
+    load_args: tuple[str, ...]
     workdir: Path | None
     keep: bool
 
@@ -223,6 +226,7 @@ class ModeResult:
     utilization: dict[str, float]
     weights: dict[str, int]
     max_lag_s: float
+    arrivals: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     # The control plane's own counters at the end of the mode (docs/load-aware.md, metrics).
     control_plane: dict[str, float] = field(default_factory=dict)
@@ -236,8 +240,15 @@ class ModeResult:
         return sum(1 for a in self.answers if a.status is None or not 200 <= a.status < 300)
 
     def share(self, name: str) -> float:
-        answered = [a for a in self.answers if a.upstream is not None]
-        return sum(1 for a in answered if a.upstream == name) / len(answered) if answered else 0.0
+        """The fraction of the window's requests that reached `name`, by the upstreams' own counters (so a
+        request that timed out in a queue counts where it was sent)."""
+        total = sum(self.arrivals.values())
+        return self.arrivals.get(name, 0) / total if total else 0.0
+
+    @property
+    def lag_p99_s(self) -> float:
+        lags = sorted(a.lag_s for a in self.answers)
+        return lags[max(0, math.ceil(0.99 * len(lags)) - 1)] if lags else math.nan
 
     def percentile(self, q: float) -> float:
         values = self.latencies
@@ -286,8 +297,9 @@ class Run:
         self.catalog.write_text(catalog_text(mode, self.capacities, self.listener_port))
         self.control_plane = ControlPlaneProcess(
             self.catalog, workdir=self.workdir, xds_port=self.xds_port, admin_port=self.admin_port,
-            management_port=self.management_port, name=f"control-plane-{mode}",
-            extra_args=("--log-level", "INFO", "--load-report-address", self.report_target))
+            management_port=self.management_port, load_report_port=self.report_port,
+            name=f"control-plane-{mode}",
+            extra_args=("--log-level", "INFO", *(self.options.load_args if mode == "load_aware" else ())))
         self.control_plane.start()
         self.control_plane.wait_ready(_STARTUP_TIMEOUT_S)
         bootstrap = bootstrap_for(NODE_ID, NODE_GROUP, xds_port=self.xds_port, admin_port=0)
@@ -319,6 +331,9 @@ class Run:
             for sample in family.samples:
                 if sample.name in totals:
                     totals[sample.name] += sample.value
+                if sample.name == _LOAD_COUNTERS[1]:
+                    reason = f"refused: {sample.labels.get('reason', '?')}"
+                    totals[reason] = totals.get(reason, 0.0) + sample.value
         return totals
 
     def stop_mode(self) -> None:
@@ -356,16 +371,17 @@ def run_mode(run: Run, mode: str, schedule: Sequence[float], out: TextIO) -> Mod
     finally:
         run.stop_mode()
     measured = [a for a in answers if a.scheduled_s >= options.warmup_s]
-    utilization = {}
+    utilization, arrivals = {}, {}
     for c in run.capacities:
         b, a = before[c.name], after[c.name]
         elapsed = a["now"] - b["now"]
         busy = a["busy_seconds"] - b["busy_seconds"]
+        arrivals[c.name] = int(a["arrived"] - b["arrived"])
         utilization[c.name] = busy / (c.workers * elapsed) if elapsed > 0 else 0.0
     statuses = Counter("raised" if a.status is None else str(a.status) for a in measured)
     result = ModeResult(mode, measured, utilization, weights,
                         max_lag_s=max((a.lag_s for a in answers), default=0.0), statuses=dict(statuses),
-                        control_plane=counters)
+                        control_plane=counters, arrivals=arrivals)
     print(f"  {mode}: {len(measured)} requests in the {options.duration_s:g} s window, "
           f"p99 {result.percentile(0.99) * 1e3:.1f} ms, errors {result.errors}", file=sys.stderr, flush=True)
     return result
@@ -410,12 +426,13 @@ def print_table(results: Sequence[ModeResult], capacities: Sequence[Capacity], o
             print(f"{r.mode}: answers by status {dict(sorted(r.statuses.items()))}", file=out)
     for r in results:
         c = r.control_plane
+        reasons = ", ".join(f"{k.split(': ', 1)[1]} {v:.0f}" for k, v in sorted(c.items())
+                            if k.startswith("refused: ") and v)
         print(f"{r.mode}: control plane took {c.get(_LOAD_COUNTERS[0], 0):.0f} load reports, refused "
-              f"{c.get(_LOAD_COUNTERS[1], 0):.0f}, changed weights {c.get(_LOAD_COUNTERS[2], 0):.0f} times",
-              file=out)
-    lag = max((r.max_lag_s for r in results), default=0.0)
-    print(f"load generator: latest send {lag * 1e3:.1f} ms after its scheduled time (counted in latency)",
-          file=out)
+              f"{c.get(_LOAD_COUNTERS[1], 0):.0f}{f' ({reasons})' if reasons else ''}, changed weights "
+              f"{c.get(_LOAD_COUNTERS[2], 0):.0f} times", file=out)
+    print("load generator, sends after their scheduled time (counted in latency): " + ", ".join(
+        f"{r.mode} p99 {r.lag_p99_s * 1e3:.1f} ms max {r.max_lag_s * 1e3:.1f} ms" for r in results), file=out)
 
 
 def run(options: Options, out: TextIO) -> int:
@@ -467,6 +484,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--report-period", type=float, default=0.5,
                         help="seconds between the upstreams' reports to the control plane")
     parser.add_argument("--tau", type=float, default=1.0, help="the upstreams' smoothing time constant, s")
+    parser.add_argument("--load-args", default="",
+                        help="extra `xds serve` flags in load_aware mode, e.g. '--load-interval 1' "
+                             "(default: none, the weight function's defaults)")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds per mode at a light rate: checks the code, measures nothing")
     parser.add_argument("--workdir", type=Path, help="where to put the catalog and the logs (kept)")
@@ -483,7 +503,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if not 0 < values["rate_fraction"] <= 2 or values["duration_s"] <= 0 or values["warmup_s"] < 0:
         parser.error("--rate-fraction must be in (0, 2], --duration positive, --warmup >= 0")
     return Options(workers=args.workers, service_ms=args.service_ms, seed=args.seed, modes=modes,
-                   report_period_s=args.report_period, tau_s=args.tau, workdir=args.workdir, keep=args.keep,
+                   report_period_s=args.report_period, tau_s=args.tau,
+                   load_args=tuple(shlex.split(args.load_args)), workdir=args.workdir, keep=args.keep,
                    **values)
 
 
