@@ -19,6 +19,10 @@ Faults, each switchable from any thread while the server runs (issue 8's resilie
 `/healthz` never sees the traffic faults and is not counted in `hits` or `in_flight`; it has its own counter.
 `in_flight` and `max_in_flight` count traffic requests being handled, to check what a circuit breaker let
 through.
+
+Load reports (issue 10): `set_orca(OrcaLoad(...), fmt)` makes every traffic answer carry that load in ORCA's
+`endpoint-load-metrics` header (harness/orca_report.py), for Envoy's client-side weighted round robin;
+`set_orca(None)` stops it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Iterator, Sequence
 
 from aiohttp import web
 
+from harness.orca_report import ORCA_HEADER, OrcaFormat, OrcaLoad
 from harness.ports import LOOPBACK
 from harness.processes import StartStop
 
@@ -59,6 +64,7 @@ class UpstreamServer(StartStop):
         self._first_attempt_status = 503
         self._seen_attempts: OrderedDict[str, None] = OrderedDict()
         self._hanging = False
+        self._orca_header: str | None = None
         self._hits = 0
         self._health_checks = 0
         self._in_flight = 0
@@ -170,6 +176,12 @@ class UpstreamServer(StartStop):
     def hanging(self) -> bool:
         with self._lock:
             return self._hanging
+
+    def set_orca(self, load: OrcaLoad | None, fmt: OrcaFormat = "TEXT") -> None:
+        """Report `load` in the ORCA header of every traffic answer from now on; None: no header."""
+        header = load.header_value(fmt) if load is not None else None
+        with self._lock:
+            self._orca_header = header
 
     # -- counters --------------------------------------------------------------------------------------------
 
@@ -299,11 +311,15 @@ class UpstreamServer(StartStop):
             delay_s = self._delay_s
             held = self._released if self._hanging else None
             status = self._first_attempt_failure(request) or self._status
+            orca = self._orca_header
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         if held is not None:
             await held.wait()
-        return web.Response(status=status, text=self.name, headers={UPSTREAM_HEADER: self.name})
+        headers = {UPSTREAM_HEADER: self.name}
+        if orca is not None:
+            headers[ORCA_HEADER] = orca
+        return web.Response(status=status, text=self.name, headers=headers)
 
     def _first_attempt_failure(self, request: web.Request) -> int | None:
         """The failure status if this request is a first attempt to fail; call with _lock held."""

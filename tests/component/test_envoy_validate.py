@@ -44,6 +44,7 @@ from xds.policy.desired import (
     HeaderMatchSpec,
     LbPolicy,
     ListenerSpec,
+    LoadBalancerSpec,
     RetrySpec,
     RouteConfigSpec,
     RouteSpec,
@@ -161,6 +162,13 @@ def _rich_state() -> DesiredState:
                     endpoints=(Endpoint("10.0.3.1", 80),)),
         ClusterSpec(name="maglev", service="maglev", lb_policy=LbPolicy.MAGLEV, connect_timeout_s=5.0,
                     endpoints=(Endpoint("10.0.4.1", 80),)),
+        # Issue 10: the typed client-side weighted round robin with every knob, beside the panic threshold.
+        ClusterSpec(name="orca", service="orca", lb_policy=LbPolicy.CLIENT_SIDE_WEIGHTED, http2=True,
+                    load_balancer=LoadBalancerSpec(
+                        blackout_period_s=1.0, weight_expiration_period_s=60.0, weight_update_period_s=0.2,
+                        error_utilization_penalty=0.5, oob_reporting=True, oob_reporting_period_s=2.0,
+                        healthy_panic_threshold=0),
+                    endpoints=(Endpoint("10.0.5.1", 8080),)),
         ClusterSpec(name="empty", service="empty"),
         # A Kubernetes ExternalName: a DNS cluster, endpoints inline (never resolved in validate mode).
         ClusterSpec(name="external", service="external", dns=True,

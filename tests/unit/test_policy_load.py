@@ -301,8 +301,8 @@ ERROR_CASES = {
           - name: web
             lb_policy: roundrobin
         """,
-        3, "must be one of round_robin, least_request, random, ring_hash, maglev; got 'roundrobin'; "
-           "did you mean 'round_robin'?",
+        3, "must be one of round_robin, least_request, random, ring_hash, maglev, client_side_weighted; got "
+           "'roundrobin'; did you mean 'round_robin'?",
     ),
     "bad service name": (
         """

@@ -174,6 +174,10 @@ services:
   - {name: payments-api, tls: {ca_file: /etc/xds/ca.pem, sni: api.payments.example,
                                subject_alt_names: [api.payments.example, "spiffe://example.org/payments"]}}
   - {name: inventory, load_balancer: {weights: load_aware, orca_port: 9000}}
+  - {name: search, lb_policy: client_side_weighted,
+     load_balancer: {blackout_period: 2s, weight_expiration_period: 1m, weight_update_period: 250ms,
+                     error_utilization_penalty: 0.5, oob_reporting: true, oob_reporting_period: 5s,
+                     healthy_panic_threshold: 20}}
 listeners:
   - name: edge
     address: "::"
@@ -342,6 +346,9 @@ REJECTED: list[tuple[str, Any]] = [
     ("listener tls without certificates", _edit("listeners.0.tls.certificates", ...)),
     ("certificate without key_file", _edit("listeners.0.tls.certificates.0.key_file", ...)),
     ("server name with a port", _edit("listeners.0.tls.certificates.0.server_names", ["a.com:443"])),
+    ("error penalty above its bound", _edit("services.7.load_balancer.error_utilization_penalty", 101)),
+    ("error penalty as text", _edit("services.7.load_balancer.error_utilization_penalty", "1")),
+    ("oob_reporting as text", _edit("services.7.load_balancer.oob_reporting", "yes")),
 ]
 
 # Rejected by the loader only: rules across fields or values that OpenAPI cannot express (openapi.py's
@@ -360,6 +367,8 @@ LOADER_ONLY: list[tuple[str, Any]] = [
     ("address that is no IP", _edit("listeners.0.address", "1.2.3")),
     ("two default certificates", _edit("listeners.0.tls.certificates.0.server_names", ...)),
     ("server name claimed twice", _edit("listeners.0.tls.certificates.1.server_names", ["SHOP.example.com"])),
+    ("weight update period under 100ms", _edit("services.7.load_balancer.weight_update_period", "50ms")),
+    ("client-side knob on round robin", _edit("services.7.lb_policy", "round_robin")),
 ]
 
 

@@ -89,6 +89,18 @@ def _check_client_side_weighted(spec: LoadBalancerSpec, node: Node, path: str, a
     return ok
 
 
+def check_locality_for_policy(spec: LocalitySpec, policy: LbPolicy, node: Node, path: str, add: Add) -> bool:
+    """Locality weights need `common_lb_config.locality_weighted_lb_config`, which Envoy refuses next to a
+    typed `load_balancing_policy` ("load_balancing_policy cannot be combined with partial fields ... of
+    common_lb_config", seen from Envoy 1.40 in issue 10): the cluster would be rejected, so the loader is."""
+    if spec.weights and policy is LbPolicy.CLIENT_SIDE_WEIGHTED:
+        add(value_pos(node, "weights"), join(path, "weights"),
+            "cannot be combined with lb_policy `client_side_weighted`: Envoy rejects locality-weighted "
+            "balancing next to a typed load balancing policy; use failover, or another lb_policy")
+        return False
+    return True
+
+
 def check_upstream_connection(spec: UpstreamConnectionSpec, node: Node, path: str, add: Add) -> bool:
     keepalive = spec.tcp_keepalive
     if keepalive is None:

@@ -31,7 +31,12 @@ from xds.policy.desired import (
 )
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
-from xds.policy.lb_checks import check_load_balancer, check_locality, check_upstream_connection
+from xds.policy.lb_checks import (
+    check_load_balancer,
+    check_locality,
+    check_locality_for_policy,
+    check_upstream_connection,
+)
 from xds.policy.rules import (
     DOMAIN_RE,
     DOMAIN_RULE,
@@ -209,11 +214,18 @@ class _Walker(Checker):
                 return None
             return mode
 
+        def locality(node: Node | None, path: str) -> object:
+            spec = self._locality_policy(node, path)
+            policy = values.get("lb_policy")
+            if isinstance(spec, LocalitySpec) and isinstance(policy, LbPolicy) and node is not None:
+                return spec if check_locality_for_policy(spec, policy, node, path, self._report.add) else None
+            return spec
+
         values: dict[str, object] = {}
         self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
                                   "health_check": health_check, "load_balancer": load_balancer,
                                   "upstream_connection": self._upstream_connection,
-                                  "locality": self._locality_policy, "mtls": mtls,
+                                  "locality": locality, "mtls": mtls,
                                   "authorization": authorization}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):
