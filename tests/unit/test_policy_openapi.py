@@ -173,11 +173,12 @@ services:
   - {name: stock, protocol: http2, health_check: {grpc: {}}}
   - {name: payments-api, tls: {ca_file: /etc/xds/ca.pem, sni: api.payments.example,
                                subject_alt_names: [api.payments.example, "spiffe://example.org/payments"]}}
-  - {name: inventory, load_balancer: {weights: load_aware, orca_port: 9000}}
   - {name: search, lb_policy: client_side_weighted,
      load_balancer: {blackout_period: 2s, weight_expiration_period: 1m, weight_update_period: 250ms,
                      error_utilization_penalty: 0.5, oob_reporting: true, oob_reporting_period: 5s,
                      healthy_panic_threshold: 20}}
+  # Last: the rules below name `search` as services.7.
+  - {name: inventory, load_balancer: {weights: load_aware, orca_port: 9000}}
 listeners:
   - name: edge
     address: "::"
