@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -52,6 +53,8 @@ import shlex
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +78,8 @@ MODES = ("round_robin", "least_request", "client_side_weighted", "load_aware")
 _STARTUP_TIMEOUT_S = 60.0
 _DRAIN_TIMEOUT_S = 60.0
 _ADMIN_TIMEOUT_S = 2.0
+_WEIGHT_SAMPLE_S = 0.5
+_TIMELINE_STEP_S = 3.0
 _LOAD_COUNTERS = ("xds_load_reports_total", "xds_load_reports_rejected_total",
                   "xds_load_weight_updates_total")
 
@@ -227,6 +232,8 @@ class ModeResult:
     weights: dict[str, int]
     max_lag_s: float
     arrivals: dict[str, int] = field(default_factory=dict)
+    settled_s: float | None = None  # when the slow upstream's relative weight reached its final value
+    relative: list[tuple[float, float]] = field(default_factory=list)  # (t, slow weight / fast weight)
     statuses: dict[str, int] = field(default_factory=dict)
     # The control plane's own counters at the end of the mode (docs/load-aware.md, metrics).
     control_plane: dict[str, float] = field(default_factory=dict)
@@ -364,14 +371,17 @@ def run_mode(run: Run, mode: str, schedule: Sequence[float], out: TextIO) -> Mod
         run.drain()
         url = f"http://{LOOPBACK}:{run.listener_port}/"
         window = (options.warmup_s, options.warmup_s + options.duration_s)
-        answers, before, after = asyncio.run(drive(url, schedule, timeout_s=options.timeout_s, window=window,
-                                                   snapshot=lambda: read_stats_async(run.capacities)))
+        with WeightSampler(run) as sampler:
+            answers, before, after = asyncio.run(drive(url, schedule, timeout_s=options.timeout_s,
+                                                       window=window,
+                                                       snapshot=lambda: read_stats_async(run.capacities)))
         weights = run.host_weights()
         counters = run.load_counters()
     finally:
         run.stop_mode()
     measured = [a for a in answers if a.scheduled_s >= options.warmup_s]
     utilization, arrivals = {}, {}
+    names = [c.name for c in run.capacities]
     for c in run.capacities:
         b, a = before[c.name], after[c.name]
         elapsed = a["now"] - b["now"]
@@ -381,10 +391,64 @@ def run_mode(run: Run, mode: str, schedule: Sequence[float], out: TextIO) -> Mod
     statuses = Counter("raised" if a.status is None else str(a.status) for a in measured)
     result = ModeResult(mode, measured, utilization, weights,
                         max_lag_s=max((a.lag_s for a in answers), default=0.0), statuses=dict(statuses),
-                        control_plane=counters, arrivals=arrivals)
+                        control_plane=counters, arrivals=arrivals,
+                        settled_s=settle_time(sampler.samples, names),
+                        relative=relative_weights(sampler.samples, names))
     print(f"  {mode}: {len(measured)} requests in the {options.duration_s:g} s window, "
           f"p99 {result.percentile(0.99) * 1e3:.1f} ms, errors {result.errors}", file=sys.stderr, flush=True)
     return result
+
+
+class WeightSampler:
+    """Envoy's host weights every `_WEIGHT_SAMPLE_S` from a thread while the load runs, for `settle_time`."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="weight-sampler", daemon=True)
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, AdminError, KeyError, ValueError):
+                self.samples.append((time.monotonic() - start, self._run.host_weights()))
+            self._stop.wait(_WEIGHT_SAMPLE_S)
+
+    def __enter__(self) -> WeightSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def relative_weights(samples: Sequence[tuple[float, dict[str, int]]], names: Sequence[str]
+                     ) -> list[tuple[float, float]]:
+    """(time, the last upstream's weight over the mean weight of the others) for each sample."""
+    series = []
+    for t, weights in samples:
+        others = [weights.get(n, 0) for n in names[:-1]]
+        mean = sum(others) / len(others) if others else 0
+        if mean:
+            series.append((t, weights.get(names[-1], 0) / mean))
+    return series
+
+
+def settle_time(samples: Sequence[tuple[float, dict[str, int]]], names: Sequence[str]) -> float | None:
+    """The first sample time from which the last upstream's weight relative to the mean of the others
+    stays within 10% of its final value; None without samples."""
+    series = relative_weights(samples, names)
+    if not series:
+        return None
+    final = series[-1][1]
+    settled = series[-1][0]
+    for t, r in reversed(series):
+        if abs(r - final) > 0.1 * final:
+            break
+        settled = t
+    return settled
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -431,6 +495,17 @@ def print_table(results: Sequence[ModeResult], capacities: Sequence[Capacity], o
         print(f"{r.mode}: control plane took {c.get(_LOAD_COUNTERS[0], 0):.0f} load reports, refused "
               f"{c.get(_LOAD_COUNTERS[1], 0):.0f}{f' ({reasons})' if reasons else ''}, changed weights "
               f"{c.get(_LOAD_COUNTERS[2], 0):.0f} times", file=out)
+    print("Envoy's weight of the slow upstream settled (within 10% of its end value, relative to the others) "
+          "after: " + ", ".join(f"{r.mode} {'-' if r.settled_s is None else f'{r.settled_s:.1f} s'}"
+                                for r in results), file=out)
+    for r in results:
+        if len({round(v, 3) for _, v in r.relative}) > 1:
+            marks, shown = [], -math.inf
+            for t, v in r.relative:
+                if t - shown >= _TIMELINE_STEP_S:
+                    marks.append(f"{t:.0f}s {v:.2f}")
+                    shown = t
+            print(f"{r.mode}: slow's weight / fast's weight over time: {', '.join(marks)}", file=out)
     print("load generator, sends after their scheduled time (counted in latency): " + ", ".join(
         f"{r.mode} p99 {r.lag_p99_s * 1e3:.1f} ms max {r.max_lag_s * 1e3:.1f} ms" for r in results), file=out)
 
