@@ -107,5 +107,8 @@ class OrcaSubscriber:
             except grpc.aio.AioRpcError as exc:
                 log.info("orca_stream_failed", extra={"endpoint": address, "orca_port": port,
                                                       "code": exc.code().name, "details": exc.details()})
+            except Exception as exc:  # never let one endpoint's odd failure end its reconnect loop
+                log.warning("orca_stream_error", extra={"endpoint": address, "orca_port": port,
+                                                        "error": f"{type(exc).__name__}: {exc}"})
             self.connected.discard(target)
             await asyncio.sleep(max(backoff.next_delay_s(), _BACKOFF_INITIAL_S / 2))
