@@ -35,7 +35,7 @@ func memoryUtilization() float64 {
 }
 
 func main() {
-	target := flag.String("control-plane", "127.0.0.1:18005", "the control plane's --load-report-address")
+	target := flag.String("control-plane", "127.0.0.1:18002", "the control plane's --load-report-address")
 	endpoint := flag.String("address", "", "this instance's endpoint, host:port exactly as the catalog has it")
 	every := flag.Float64("every", 5, "seconds between reports")
 	once := flag.Bool("once", false, "send one report, then exit: 0 if it was accepted, 1 if not")
