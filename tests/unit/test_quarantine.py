@@ -1,0 +1,87 @@
+"""The closed NACK loop's pure core (xds/cache/quarantine.py; docs/protocol.md R50-R53)."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_pb2
+
+from xds.cache.quarantine import SERVING_LAST_ACKED, SERVING_WITHHELD, Quarantine, quarantined, rejected_names
+from xds.cache.snapshot import Snapshot, make_snapshot
+from xds.policy.schema import ListenerPolicy, Policy
+from xds.sources.consul.status import wanted_statuses
+from xds.sources.rejections import produced_by
+from xds.translate.resource import Translated
+from xds.typeurls import LISTENER
+
+GROUP = "edge"
+
+
+def _listener(name: str, port: int) -> Translated:
+    message = listener_pb2.Listener(name=name, address=address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port)))
+    return Translated(type_url=LISTENER, name=name, message=message)
+
+
+def _snap(**ports: int) -> Snapshot:
+    return make_snapshot(GROUP, [_listener(n, p) for n, p in ports.items()])
+
+
+def _port(snapshot: Snapshot, name: str) -> int | None:
+    res = snapshot.get(LISTENER, name)
+    if res is None:
+        return None
+    return listener_pb2.Listener.FromString(res.body).address.socket_address.port_value
+
+
+def test_names_come_from_envoys_error_detail() -> None:
+    message = ("Error adding/updating listener(s) web: cannot bind '127.0.0.1:80': Address already in use\n"
+               "web2-admin: other\n")
+    assert rejected_names(message, ["web", "web2", "web2-admin", "api"]) == ["web", "web2-admin"]
+    assert rejected_names("Unknown cluster 'api'", ["web", "api"]) == ["api"]
+    assert rejected_names("no name here", ["web"]) == []
+
+
+def test_rejected_listener_falls_back_to_its_last_acked_version_and_the_rest_goes_through() -> None:
+    q = Quarantine(clock=lambda: 100.0)
+    first = q.apply(_snap(a=1000, b=2000))
+    q.acked(GROUP, LISTENER, first.version(LISTENER))
+    second = q.apply(_snap(a=1001, b=2001))
+    added = q.nacked(GROUP, LISTENER, rejected_version=second.version(LISTENER), node_id="envoy-1",
+                     message="Error adding/updating listener(s) a: cannot bind: Address already in use")
+    assert [(r.name, r.node_ids) for r in added] == [("a", ("envoy-1",))]
+    third = q.apply(_snap(a=1001, b=2001))
+    assert _port(third, "a") == 1000 and _port(third, "b") == 2001  # a held back, b goes through
+    assert third.version(LISTENER) != second.version(LISTENER)
+    (entry,) = q.rejections()
+    assert entry.serving == SERVING_LAST_ACKED and entry.quarantined_at == 100.0
+    # The same content is never re-sent; a second node joining is recorded.
+    assert q.nacked(GROUP, LISTENER, rejected_version=second.version(LISTENER), node_id="envoy-2",
+                    message="Error adding/updating listener(s) a: x")[0].node_ids == ("envoy-1", "envoy-2")
+    assert _port(q.apply(_snap(a=1001, b=2002)), "a") == 1000
+
+
+def test_new_input_is_tried_once_and_a_never_accepted_resource_is_withheld() -> None:
+    q = Quarantine()
+    first = q.apply(_snap(b=2000))
+    q.acked(GROUP, LISTENER, first.version(LISTENER))
+    bad = q.apply(_snap(a=1001, b=2000))
+    # No name in the message: the resources that differ from the last ACKed version are the suspects.
+    q.nacked(GROUP, LISTENER, rejected_version=bad.version(LISTENER), node_id="n", message="bad config")
+    held = q.apply(_snap(a=1001, b=2000))
+    assert _port(held, "a") is None and q.rejections()[0].serving == SERVING_WITHHELD
+    retried = q.apply(_snap(a=1002, b=2000))  # the input changed: try it
+    assert _port(retried, "a") == 1002 and q.rejections() == [] and q.retried_total == 1
+
+
+def test_builder_wrapper_and_source_status() -> None:
+    q = Quarantine()
+    build = quarantined(lambda group, previous: _snap(a=1), q)
+    snap = build(GROUP, None)
+    q.nacked(GROUP, LISTENER, rejected_version=snap.version(LISTENER), node_id="n",
+             message="Error adding/updating listener(s) a: no")
+    (entry,) = q.rejections()
+    policy = Policy(listeners=(ListenerPolicy("a", port=1),))
+    assert produced_by(policy, entry)
+    assert not produced_by(Policy(listeners=(ListenerPolicy("b", port=1),)), entry)
+    statuses = wanted_statuses({"xds/a": policy}, [entry])
+    assert list(statuses) == ["xds/a.status"] and b'"programmed": false' in statuses["xds/a.status"]
