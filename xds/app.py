@@ -214,7 +214,7 @@ class App:
                                 limits=self._limits,
                                 on_limit=self.metrics.limit_exceeded, authorizer=authorizer)
         management = ManagementService(self.registry, self.store, sources=self.source_states,
-                                       loads=self.load.rows)
+                                       loads=self.load.rows, quarantined=self.quarantine.rejections)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
             extra=(self.health.add_to,), credentials=credentials)
