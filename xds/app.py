@@ -29,8 +29,8 @@ from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
-from xds.server.load_report import LoadReportService, build_load_report_server
-from xds.server.management import ManagementService, SourceState
+from xds.server.load_report import LOAD_REPORT_SERVICE, LoadReportService, build_load_report_server
+from xds.server.management import MANAGEMENT_SERVICE, ManagementService, SourceState
 from xds.server.management_server import build_management_server
 from xds.server.nack_loop import NackLoop
 from xds.server.peer_auth import PeerAuthorizer
@@ -217,17 +217,23 @@ class App:
                                        loads=self.load.rows, quarantined=self.quarantine.rejections)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
-            extra=(self.health.add_to,), credentials=credentials)
+            extra=(self.health.add_to,), credentials=credentials,
+            on_unimplemented=self.metrics.unimplemented_call, reflection=self.settings.grpc_reflection)
+        # Health on every port, for the services each one serves (issue 11 item 3): these serve at once.
+        management_health, load_health = HealthReporter(), HealthReporter()
         # Its own listener, never the xDS port (issue 9, docs/security.md).
         management_server, self.management_port = build_management_server(
             management, address=self.settings.management_address, auth=self.settings.management_auth,
-            on_deny=self.metrics.management_denied)
+            on_deny=self.metrics.management_denied, extra=(management_health.add_to,))
         load_server, self.load_report_port = build_load_report_server(
             LoadReportService(self.load.submit), address=self.settings.load.report_address,
-            auth=self.settings.management_auth, on_deny=self.metrics.management_denied)
+            auth=self.settings.management_auth, on_deny=self.metrics.management_denied,
+            extra=(load_health.add_to,))
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
                             status=self.status)
         await self.health.set_serving(False)
+        await management_health.set_serving(True, ("", MANAGEMENT_SERVICE))
+        await load_health.set_serving(True, ("", LOAD_REPORT_SERVICE))
         await server.start()
         await management_server.start()
         await load_server.start()

@@ -34,6 +34,8 @@ from xds.secrets import redact
 from xds.server.registry import ProxyRegistry, ProxyStatus, TypeStatus
 from xds.translate.secrets import redact as redact_secret
 
+MANAGEMENT_SERVICE: str = pb.DESCRIPTOR.services_by_name["Management"].full_name
+
 MESSAGE_CLASSES: dict[str, type[Message]] = {
     typeurls.CLUSTER: cluster_pb2.Cluster,
     typeurls.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
