@@ -159,8 +159,8 @@ def test_deliberate_nack_is_shown_by_status_and_old_config_keeps_serving(canary:
             text = canary.status_text()
             return text if "QUARANTINED" in text and "NACKS" in text else ""
 
-        # The closed NACK loop (issue 11 item 4, R50): the rejected listener is quarantined, the stream
-        # ACKs the snapshot without it, and the NACK stays on record.
+        # The closed NACK loop (issue 11 item 4, docs/protocol.md NL1): the rejected listener is
+        # quarantined, the stream ACKs the snapshot without it, and the NACK stays on record.
         text = wait_until(nack_shown, timeout_s=10, message="xds status never showed the NACK")
         assert "envoy-1" in text and str(taken) in text
         # The NACK is not answered with the same content again (R10): LDS pushes stay put.

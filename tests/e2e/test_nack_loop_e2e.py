@@ -1,4 +1,4 @@
-"""The closed NACK loop with real Envoy (issue 11 item 4; docs/protocol.md R50-R53).
+"""The closed NACK loop with real Envoy (issue 11 item 4; docs/protocol.md NL1-NL4).
 
 Two rejections Envoy really makes and our validation cannot foresee: a new listener on a port another
 process holds (EADDRINUSE; no version of it was ever accepted, so it is withheld), and an existing listener

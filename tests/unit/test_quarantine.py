@@ -1,4 +1,4 @@
-"""The closed NACK loop's pure core (xds/cache/quarantine.py; docs/protocol.md R50-R53)."""
+"""The closed NACK loop's pure core (xds/cache/quarantine.py; docs/protocol.md NL1-NL4)."""
 
 from __future__ import annotations
 

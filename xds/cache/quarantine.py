@@ -1,6 +1,6 @@
 """Quarantine: resources a proxy rejected, held back from its node group (issue 11 item 4).
 
-The closed NACK loop (docs/protocol.md R50-R53):
+The closed NACK loop (docs/protocol.md NL1-NL4):
 
 * Every snapshot a group is served is remembered by (type, version) for a few versions, so a NACK of
   version V names the exact resources V held, and an ACK of V names the resources the proxies now run.
@@ -165,7 +165,7 @@ class Quarantine:
                 type_url = TypeUrl(entry.type_url)
                 fresh = snapshot.get(type_url, entry.name)
                 if fresh is None or fresh.hash != entry.rejected_hash:
-                    # The input changed (or the resource is gone): try the new content once (R52).
+                    # The input changed (or the resource is gone): try the new content once (NL3).
                     del self._entries[key]
                     self.retried_total += 1
                     self._generation += 1

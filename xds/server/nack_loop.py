@@ -1,4 +1,4 @@
-"""NackLoop: the Callbacks implementation that closes the NACK loop (issue 11 item 4, docs/protocol.md R50).
+"""NackLoop: the Callbacks implementation closing the NACK loop (issue 11 item 4, docs/protocol.md NL1).
 
 It feeds ACKs and NACKs of every stream to the Quarantine (xds/cache/quarantine.py), and tells the app when
 the set of quarantined resources changed, so it rebuilds (the rebuilt snapshots carry the last ACKed
