@@ -85,3 +85,28 @@ def test_builder_wrapper_and_source_status() -> None:
     assert not produced_by(Policy(listeners=(ListenerPolicy("b", port=1),)), entry)
     statuses = wanted_statuses({"xds/a": policy}, [entry])
     assert list(statuses) == ["xds/a.status"] and b'"programmed": false' in statuses["xds/a.status"]
+
+
+def test_a_nack_naming_nothing_is_bisected_down_to_the_one_rejected_resource() -> None:
+    q = Quarantine()
+    base = q.apply(_snap(keep=1))
+    q.acked(GROUP, LISTENER, base.version(LISTENER))
+    wanted = {"keep": 1, "a": 11, "b": 12, "c": 13, "d": 14, "e": 15}
+    rounds = 0
+    snapshot = q.apply(_snap(**wanted))
+    # A client that rejects any update holding listener c on port 13, and says nothing useful about why.
+    while rounds < 10:
+        rounds += 1
+        version = snapshot.version(LISTENER)
+        if _port(snapshot, "c") == 13:
+            q.nacked(GROUP, LISTENER, rejected_version=version, node_id="n", message="invalid config")
+        else:
+            q.acked(GROUP, LISTENER, version)
+        if q.rejections():
+            break
+        snapshot = q.apply(_snap(**wanted))
+    assert [r.name for r in q.rejections()] == ["c"]
+    assert rounds <= 4  # five suspects: log2 rounds, not one per resource
+    final = q.apply(_snap(**wanted))
+    assert {n: _port(final, n) for n in wanted} == {**wanted, "c": None}
+    assert q.rejections()[0].serving == SERVING_WITHHELD

@@ -5,8 +5,11 @@ The closed NACK loop (docs/protocol.md NL1-NL4):
 * Every snapshot a group is served is remembered by (type, version) for a few versions, so a NACK of
   version V names the exact resources V held, and an ACK of V names the resources the proxies now run.
 * A NACK is narrowed to the resources it rejected: Envoy names them in `error_detail` ("Error
-  adding/updating listener(s) NAME: ..."); when it names none, the resources that differ from the last
-  ACKed version of the type are taken (the only ones that can have caused a rejection of that update).
+  adding/updating listener(s) NAME: ..."). When it names none, the suspects are the resources that differ
+  from the last ACKed version of the type (the only ones that can have caused the rejection); one suspect
+  is quarantined at once, several are bisected: half of them is sent with its new content while the rest
+  is held back, an ACK clears the half sent and a NACK keeps only it, until one resource is left and
+  rejected alone (docs/protocol.md NL1).
 * `apply` then builds every snapshot of that group with the last ACKed bytes of each rejected resource
   (or without the resource, when no version of it was ever accepted), so the rest of the update goes
   through instead of being re-sent and re-rejected with every later change of the type.
@@ -40,6 +43,19 @@ MAX_GROUPS = 4096
 
 SERVING_LAST_ACKED = "last-acked"
 SERVING_WITHHELD = "withheld"
+
+
+@dataclass(slots=True)
+class _Bisection:
+    """Suspects of a NACK that named no resource, narrowed one probe at a time."""
+
+    pending: list[tuple[str, str]]  # (name, rejected content hash): the culprit is among them
+    trying: tuple[str, ...]  # the suspects the current probe sends with their new content
+    version: str = ""  # the version the probe was served as (set by `apply`); "" until then
+
+
+def _half(pending: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(name for name, _ in pending[:max(1, len(pending) // 2)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +107,11 @@ class Quarantine:
             collections.OrderedDict()
         self._acked: dict[str, dict[TypeUrl, Mapping[str, Resource]]] = {}
         self._entries: dict[tuple[str, str, str], Rejection] = {}
+        self._bisections: dict[tuple[str, TypeUrl], _Bisection] = {}
         self._generation = 0
         self.quarantined_total = 0  # resources put in quarantine (a re-rejection after a retry counts again)
         self.retried_total = 0  # entries lifted because their input changed
+        self.probes_total = 0  # bisection probes answered (ACK or NACK)
 
     @property
     def generation(self) -> int:
@@ -115,6 +133,16 @@ class Quarantine:
             resources = self._served_version(group, type_url, version)
             if resources is not None:
                 self._acked.setdefault(group, {})[TypeUrl(type_url)] = resources
+            probe = self._bisections.get((group, TypeUrl(type_url)))
+            if probe is not None and probe.version == version:
+                # The half sent was accepted: the culprit is in the half held back.
+                self.probes_total += 1
+                probe.pending = [p for p in probe.pending if p[0] not in probe.trying]
+                if probe.pending:
+                    probe.trying, probe.version = _half(probe.pending), ""
+                else:  # nothing left to suspect (the rejection did not repeat): done
+                    del self._bisections[(group, TypeUrl(type_url))]
+                self._generation += 1
 
     def nacked(self, group: str, type_url: str, *, rejected_version: str, node_id: str, message: str,
                sent_names: Sequence[str] | None = None) -> list[Rejection]:
@@ -127,9 +155,7 @@ class Quarantine:
             candidates = [n for n in (sent_names if sent_names is not None else sent) if n in sent]
             names = rejected_names(message, candidates)
             if not names:
-                acked = self._acked_of(group, type_url)
-                names = sorted(n for n in candidates
-                               if n not in acked or acked[n].hash != sent[n].hash)
+                names = self._narrow(group, TypeUrl(type_url), rejected_version, sent, candidates)
             now = self._clock()
             changed: list[Rejection] = []
             for name in names:
@@ -149,6 +175,32 @@ class Quarantine:
             if changed:
                 self._generation += 1
             return changed
+
+    def _narrow(self, group: str, type_url: TypeUrl, rejected_version: str, sent: Mapping[str, Resource],
+                candidates: Sequence[str]) -> list[str]:
+        """The resources to quarantine for a NACK that named none (lock held): a confirmed culprit, or none
+        while a bisection goes on (its next probe is cued through the generation)."""
+        key = (group, type_url)
+        probe = self._bisections.get(key)
+        if probe is not None and probe.version and probe.version == rejected_version:
+            self.probes_total += 1
+            if len(probe.trying) == 1:
+                del self._bisections[key]
+                return list(probe.trying)  # rejected alone: the culprit
+            probe.pending = [p for p in probe.pending if p[0] in probe.trying]
+            probe.trying, probe.version = _half(probe.pending), ""
+            self._generation += 1
+            return []
+        if probe is not None:
+            return []  # a late answer to an earlier version: the running bisection already covers it
+        acked = self._acked_of(group, type_url)
+        suspects = sorted(n for n in candidates if n not in acked or acked[n].hash != sent[n].hash)
+        if len(suspects) <= 1:
+            return suspects
+        pending = [(n, sent[n].hash) for n in suspects]
+        self._bisections[key] = _Bisection(pending=pending, trying=_half(pending))
+        self._generation += 1
+        return []
 
     # ------------------------------------------------------------------------------ from builds
 
@@ -170,27 +222,47 @@ class Quarantine:
                     self.retried_total += 1
                     self._generation += 1
                     continue
-                bucket = dict(resources.get(type_url, {}))
-                last_good = self._acked_of(group, type_url).get(entry.name)
-                if last_good is not None and last_good.hash != entry.rejected_hash:
-                    bucket[entry.name] = last_good
-                    serving = SERVING_LAST_ACKED
-                else:
-                    bucket.pop(entry.name, None)
-                    serving = SERVING_WITHHELD
-                resources[type_url] = bucket
+                serving = self._hold(resources, group, type_url, entry.name, entry.rejected_hash)
                 touched.add(type_url)
                 if entry.quarantined_at is None or entry.serving != serving:
                     self._entries[key] = replace(entry, quarantined_at=entry.quarantined_at or now,
                                                  serving=serving)
                     self._generation += 1
+            probes = [(t, p) for (g, t), p in self._bisections.items() if g == group]
+            for type_url, probe in probes:
+                if any((fresh := snapshot.get(type_url, name)) is None or fresh.hash != content
+                       for name, content in probe.pending):
+                    del self._bisections[(group, type_url)]  # the input changed: start over from it
+                    self._generation += 1
+                    continue
+                for name, content in probe.pending:
+                    if name not in probe.trying:
+                        self._hold(resources, group, type_url, name, content)
+                        touched.add(type_url)
             if touched:
                 versions = dict(snapshot.versions)
                 for type_url in touched:
                     versions[type_url] = version_of(resources[type_url].values())
                 snapshot = Snapshot(group=group, resources=resources, versions=versions)
+            for type_url, probe in probes:
+                if self._bisections.get((group, type_url)) is probe:
+                    probe.version = snapshot.version(type_url)
             self._remember(snapshot)
         return snapshot
+
+    def _hold(self, resources: dict[TypeUrl, Mapping[str, Resource]], group: str, type_url: TypeUrl,
+              name: str, rejected_hash: str) -> str:
+        """Put the last ACKed version of `name` in `resources`, or take it out; returns which it did."""
+        bucket = dict(resources.get(type_url, {}))
+        last_good = self._acked_of(group, type_url).get(name)
+        if last_good is not None and last_good.hash != rejected_hash:
+            bucket[name] = last_good
+            serving = SERVING_LAST_ACKED
+        else:
+            bucket.pop(name, None)
+            serving = SERVING_WITHHELD
+        resources[type_url] = bucket
+        return serving
 
     def _served_version(self, group: str, type_url: str, version: str) -> Mapping[str, Resource] | None:
         by_type = self._served.get(group)

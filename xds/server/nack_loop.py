@@ -41,11 +41,17 @@ class NackLoop:
 
     def on_ack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                convergence_s: float | None = None) -> None:
+        before = self._quarantine.generation
         self._quarantine.acked(stream.group, type_url, version)
+        if self._quarantine.generation != before:  # a bisection probe was accepted: send the next one
+            log.info("nack_bisection_step", extra={"group": stream.group, "type_url": type_url,
+                                                   "accepted_version": version})
+            self._on_change(())
 
     def on_nack(self, stream: StreamInfo, *, type_url: str, version: str, nonce: str,
                 rejected_version: str, message: str) -> None:
         # The NACK's version_info is what the proxy still runs (R8): that is its last ACKed version.
+        before = self._quarantine.generation
         self._quarantine.acked(stream.group, type_url, version)
         last = self._sent.get(stream.stream_id, {}).get(type_url)
         names = last[1] if last is not None and last[0] == nonce else None
@@ -53,6 +59,10 @@ class NackLoop:
                                           node_id=stream.node_id, message=truncate_message(message),
                                           sent_names=names)
         if not changed:
+            if self._quarantine.generation != before:  # a bisection started or narrowed: next probe
+                log.info("nack_bisection_step", extra={"group": stream.group, "type_url": type_url,
+                                                       "rejected_version": rejected_version})
+                self._on_change(())
             return
         for entry in changed:
             log.warning("resource_quarantined", extra={
