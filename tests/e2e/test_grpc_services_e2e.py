@@ -81,3 +81,20 @@ def test_reflection_lists_the_xds_services(control_plane: ControlPlaneProcess) -
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
         assert set(XDS_SERVICES) <= services
         assert "grpc.health.v1.Health" in services
+
+
+def test_health_needs_no_token_where_the_management_api_does(workdir: Path, control_plane_factory: Any
+                                                              ) -> None:
+    catalog = workdir / "catalog.yaml"
+    catalog.write_text("version: 1\nservices:\n  - name: web\n    endpoints: [{address: '127.0.0.1:9'}]\n")
+    token_file = workdir / "read.token"
+    token_file.write_text("a-management-token-of-enough-length-0123456789\n")
+    control_plane = control_plane_factory(catalog, env={"XDS_MANAGEMENT_TOKEN_FILE": str(token_file)})
+    # Probes cannot send a token; health says SERVING and nothing else, so it answers without one.
+    assert _health(control_plane.management_address, "xds.management.v1.Management") == SERVING
+    assert _health(f"127.0.0.1:{control_plane.load_report_port}", "") == SERVING
+    address = control_plane.management_address
+    with pytest.raises(grpc.RpcError) as raised, grpc.insecure_channel(address) as ch:
+        ch.unary_unary("/xds.management.v1.Management/ListProxies", request_serializer=None,
+                       response_deserializer=None)(b"", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
