@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_pb2
 
@@ -30,7 +32,7 @@ def _port(snapshot: Snapshot, name: str) -> int | None:
     res = snapshot.get(LISTENER, name)
     if res is None:
         return None
-    return listener_pb2.Listener.FromString(res.body).address.socket_address.port_value
+    return int(listener_pb2.Listener.FromString(res.body).address.socket_address.port_value)
 
 
 def test_names_come_from_envoys_error_detail() -> None:
@@ -110,3 +112,35 @@ def test_a_nack_naming_nothing_is_bisected_down_to_the_one_rejected_resource() -
     final = q.apply(_snap(**wanted))
     assert {n: _port(final, n) for n in wanted} == {**wanted, "c": None}
     assert q.rejections()[0].serving == SERVING_WITHHELD
+
+
+def test_traffic_policy_programmed_condition_follows_the_quarantine() -> None:
+    from xds.cache.quarantine import Rejection
+    from xds.sources.kubernetes.policies import TrafficPolicies, parse_traffic_policy
+
+    def obj(conditions: list[dict[str, object]] | None = None) -> Any:
+        spec = {"services": [{"name": "web"}], "listeners": [
+            {"name": "edge", "port": 10000, "routes": [{"backends": [{"service": "web"}]}]}]}
+        raw: dict[str, object] = {"metadata": {"name": "edge", "namespace": "shop", "generation": 3},
+                                  "spec": spec, "status": {"conditions": conditions or []}}
+        return parse_traffic_policy(raw)
+
+    policies = TrafficPolicies(source="kube", clock=lambda: 0.0)
+    policies.update({("shop", "edge"): obj()})
+    (patch,) = policies.status_patches()
+    assert patch.programmed is None  # never rejected: no Programmed condition at all
+    rejection = Rejection(group="edge", type_url=LISTENER, name="edge", message="cannot bind: in use",
+                          node_ids=("envoy-1", "envoy-2"), rejected_hash="h", nacked_at=1.0,
+                          quarantined_at=1.0, serving=SERVING_LAST_ACKED)
+    policies.set_rejections([rejection])
+    (patch,) = policies.status_patches()
+    assert patch.programmed is not None and patch.programmed.status == "False"
+    assert patch.programmed.reason == "Rejected" and patch.programmed.observed_generation == 3
+    message = patch.programmed.message
+    assert "envoy-1, envoy-2" in message and "cannot bind: in use" in message
+    # Written and seen back through the watch: no further patch.
+    policies.update({("shop", "edge"): obj(patch.body()["conditions"])})  # type: ignore[arg-type]
+    assert policies.status_patches() == ()
+    policies.set_rejections([])
+    (patch,) = policies.status_patches()
+    assert patch.programmed is not None and patch.programmed.status == "True"
