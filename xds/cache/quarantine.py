@@ -35,8 +35,9 @@ from xds.cache.store import SnapshotBuilder
 from xds.typeurls import TypeUrl, short_name
 
 # Versions of one type remembered per group: a NACK or ACK answers one of the last few responses (a
-# stream has at most one outstanding response per type, docs/protocol.md R37), so a handful is plenty.
-HISTORY_PER_TYPE = 8
+# stream has at most one outstanding response per type, docs/protocol.md R37), so a handful is plenty; each
+# kept version holds its resources alive, so more would cost memory under churn (issue 7).
+HISTORY_PER_TYPE = 4
 # Groups whose served history is kept; the least recently built is forgotten first (issue 7: every
 # per-group structure is bounded).
 MAX_GROUPS = 4096

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from xds.cache.quarantine import Quarantine, Rejection
+from xds.secrets import redact
 from xds.server.callbacks import StreamInfo
 from xds.server.registry import truncate_message
 
@@ -56,7 +57,10 @@ class NackLoop:
         last = self._sent.get(stream.stream_id, {}).get(type_url)
         names = last[1] if last is not None and last[0] == nonce else None
         changed = self._quarantine.nacked(stream.group, type_url, rejected_version=rejected_version,
-                                          node_id=stream.node_id, message=truncate_message(message),
+                                          node_id=stream.node_id,
+                                          # It reaches Kubernetes and Consul status: bounded (R11) and
+                                          # redacted like every error the app shows (issue 9).
+                                          message=redact(truncate_message(message)),
                                           sent_names=names)
         if not changed:
             if self._quarantine.generation != before:  # a bisection started or narrowed: next probe
