@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from xds.cache.node import split_key
+from xds.cache.node import split_client, split_key
 from xds.cache.snapshot import Snapshot, make_snapshot
 from xds.cache.store import SnapshotBuilder
 from xds.model.catalog import merge_catalogs
@@ -32,6 +32,7 @@ from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
 from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER, delivery_for, for_client
 
 log = logging.getLogger("xds.pipeline")
 
@@ -51,6 +52,8 @@ class World:
     # Factors of load-aware endpoint weights (issue 10, docs/load-aware.md), replaced by the load engine at
     # most once per --load-interval.
     loads: LoadFactors = NO_LOADS
+    # The bootstrap cluster of single-type Envoys that reaches this server (translate/delivery.py, issue 11).
+    xds_cluster: str = DEFAULT_XDS_CLUSTER
 
 
 def with_tls_material(world: World, files: TlsFiles) -> World:
@@ -89,14 +92,16 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
                    donor: Snapshot | None = None) -> Snapshot:
     # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
     # listeners follow the group, the failover priorities the locality.
+    # The kind of client picks the snapshot variant (cache/node.py client_key, issue 11).
     group, locality = split_key(key)
+    group, kind = split_client(group)
     desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
                            material=world.material, trust_domain=world.trust_domain, loads=world.loads)
-    desired = with_workload_secrets(desired, group, world)
+    desired = with_workload_secrets(for_client(desired, kind), group, world)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the
     # failover services' ClusterLoadAssignments.
-    return make_snapshot(key, plan(desired), previous, donor=donor)
+    return make_snapshot(key, plan(desired, delivery_for(kind, world.xds_cluster)), previous, donor=donor)
 
 
 def builder_for(world: World) -> SnapshotBuilder:

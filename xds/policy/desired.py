@@ -340,6 +340,9 @@ class ListenerSpec:
     fault_filter: bool = False
     inbound: InboundSpec | None = None  # None: an outbound or edge listener, plaintext
     tls: IngressTlsSpec | None = None  # edge TLS termination by SNI (issue 9 item 7); wins over inbound mTLS
+    # A listener for proxyless gRPC clients (`kind: grpc`, issue 11): an api_listener without address and
+    # port, served only to gRPC clients, while Envoys never get it (translate/delivery.py).
+    grpc: bool = False
 
 
 def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:

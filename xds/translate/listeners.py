@@ -1,4 +1,8 @@
-"""ListenerSpec -> envoy.config.listener.v3.Listener: one HTTP connection manager, routes over RDS."""
+"""ListenerSpec -> envoy.config.listener.v3.Listener: one HTTP connection manager, routes over RDS.
+
+An Envoy listener binds an address; a gRPC listener (`kind: grpc`, issue 11) is an `api_listener` that a
+proxyless gRPC client looks up by its `xds:///<name>` target, holding only the HCM with RDS and the router.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from xds.policy.desired import InboundSpec, ListenerSpec, MtlsMode
-from xds.translate.clusters import ads_config_source
+from xds.translate.delivery import ADS, Delivery, config_source
 from xds.translate.ingress_tls import add_ingress_tls_chains
 from xds.translate.mesh_tls import RBAC_FILTER_NAME, downstream_transport_socket, rbac_filter
 from xds.translate.routes import FAULT_FILTER_NAME
@@ -73,11 +77,17 @@ def _access_log(inbound: bool = False) -> accesslog_pb2.AccessLog:
     )
 
 
-def build_http_connection_manager(spec: ListenerSpec) -> hcm_pb2.HttpConnectionManager:
-    """The HCM for `spec`, with its RouteConfiguration fetched over ADS by name."""
+def build_http_connection_manager(spec: ListenerSpec, delivery: Delivery = ADS
+                                  ) -> hcm_pb2.HttpConnectionManager:
+    """The HCM for `spec`, with its RouteConfiguration fetched by name as `delivery` says (delivery.py)."""
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=spec.name)
-    manager.rds.config_source.CopyFrom(ads_config_source())
+    manager.rds.config_source.CopyFrom(config_source(delivery))
     manager.rds.route_config_name = spec.route_config
+    if spec.grpc:
+        # A proxyless client NACKs an HTTP filter it does not know unless marked optional, and ignores
+        # access logs, listener TLS and RBAC of a sidecar: the router alone (issue 11).
+        manager.http_filters.append(_router_filter())
+        return manager
     inbound = spec.inbound
     if inbound is not None and inbound.rules:
         # Authorization first, so a denied request never reaches the fault filter or the upstream (issue 9).
@@ -95,12 +105,16 @@ def build_http_connection_manager(spec: ListenerSpec) -> hcm_pb2.HttpConnectionM
     return manager
 
 
-def build_listener(spec: ListenerSpec) -> listener_pb2.Listener:
+def build_listener(spec: ListenerSpec, delivery: Delivery = ADS) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(name=spec.name)
+    if spec.grpc:
+        # No address: gRPC clients read `api_listener` only (listener.proto, Listener.api_listener).
+        listener.api_listener.api_listener.CopyFrom(_pack(build_http_connection_manager(spec, ADS)))
+        return listener
     address = listener.address.socket_address
     address.address = spec.address
     address.port_value = spec.port
-    manager = _pack(build_http_connection_manager(spec))
+    manager = _pack(build_http_connection_manager(spec, delivery))
     inbound = spec.inbound
     if spec.tls is not None:
         add_ingress_tls_chains(listener, manager, spec.tls)  # edge TLS, one chain per SNI set (issue 9)
