@@ -101,6 +101,12 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                           help="require this SAN in the server's certificate (DNS name, IP address or "
                                "spiffe:// URI); without it any certificate from --ca is accepted")
     _add_locality_arguments(boot)
+    # Other xDS clients (issue 11; docs/operations.md "Single-type Envoy and proxyless gRPC").
+    boot_kind = boot.add_mutually_exclusive_group()
+    boot_kind.add_argument("--no-ads", action="store_true",
+                           help="an Envoy bootstrap with per-type gRPC sources instead of ADS")
+    boot_kind.add_argument("--grpc", action="store_true",
+                           help="a gRPC xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for proxyless clients")
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
     validate.add_argument("file", type=Path)
@@ -457,6 +463,7 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.bootstrap import BootstrapError, TlsFiles, render_bootstrap
+    from xds.bootstrap_clients import grpc_bootstrap, single_type
 
     given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--ca": args.ca}
     missing = [flag for flag, value in given.items() if value is None]
@@ -467,9 +474,15 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
     tls = None if missing else TlsFiles(ca_file=args.ca, cert_file=args.tls_cert, key_file=args.tls_key,
                                         server_san=args.server_san)
     try:
-        text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
-                                admin_address=args.admin_address, tls=tls, region=args.region,
-                                zone=args.zone, sub_zone=args.sub_zone)
+        if args.grpc:
+            text = grpc_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
+                                  tls=tls, region=args.region, zone=args.zone, sub_zone=args.sub_zone)
+        else:
+            text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
+                                    admin_address=args.admin_address, tls=tls, region=args.region,
+                                    zone=args.zone, sub_zone=args.sub_zone)
+            if args.no_ads:
+                text = single_type(text)
     except BootstrapError as exc:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 2
