@@ -25,7 +25,8 @@ def single_type(bootstrap_yaml: str) -> str:
     dynamic = document.get("dynamic_resources") if isinstance(document, dict) else None
     ads = dynamic.pop("ads_config", None) if isinstance(dynamic, dict) else None
     if not isinstance(ads, dict):
-        raise BootstrapError("the bootstrap has no dynamic_resources.ads_config to turn into per-type sources")
+        raise BootstrapError("the bootstrap has no dynamic_resources.ads_config to turn into per-type "
+                             "sources")
     source = {"api_config_source": ads, "resource_api_version": "V3"}
     for key in ("cds_config", "lds_config"):
         dynamic[key] = copy.deepcopy(source)  # two plain mappings, no YAML anchor

@@ -33,7 +33,8 @@ def test_single_type_envoy_serves_traffic_and_follows_an_edit(
         "envoy-single", "edge", xds_port=control_plane.xds_port, mode="--no-ads", admin_port=admin_port))
     stack = Stack(catalog=catalog, control_plane=control_plane, envoy=envoy)
     wait_until(lambda: envoy.listener_port("ingress") == catalog.listener_port, timeout_s=15,
-               message="the single-type Envoy never bound the ingress listener", ignore=(KeyError, AdminError))
+               message="the single-type Envoy never bound the ingress listener",
+               ignore=(KeyError, AdminError))
 
     result = run_requests(stack.url, count=1000, concurrency=8)
     assert result.non_2xx == 0 and result.failures == 0, result.summary()
