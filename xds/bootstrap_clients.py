@@ -24,7 +24,7 @@ def single_type(bootstrap_yaml: str) -> str:
     document: Any = yaml.safe_load(bootstrap_yaml)
     dynamic = document.get("dynamic_resources") if isinstance(document, dict) else None
     ads = dynamic.pop("ads_config", None) if isinstance(dynamic, dict) else None
-    if not isinstance(ads, dict):
+    if not isinstance(dynamic, dict) or not isinstance(ads, dict):
         raise BootstrapError("the bootstrap has no dynamic_resources.ads_config to turn into per-type "
                              "sources")
     source = {"api_config_source": ads, "resource_api_version": "V3"}
