@@ -24,6 +24,13 @@ class LbPolicy(enum.Enum):
     CLIENT_SIDE_WEIGHTED = "client_side_weighted"
 
 
+class ListenerKind(enum.Enum):
+    """An Envoy listener on an address and port, or an api_listener for proxyless gRPC (issue 11)."""
+
+    HTTP = "http"
+    GRPC = "grpc"
+
+
 class WeightsMode(enum.Enum):
     """Where a service's endpoint weights come from (issue 10; docs/load-aware.md)."""
 
@@ -292,6 +299,8 @@ class RouteSpec:
     idle_timeout_s: float | None = None
     hash_policy: tuple[HashPolicySpec, ...] = ()
     fault: FaultSpec | None = None
+    # A route of a gRPC listener (issue 11): gRPC semantics for the timeout and retries (translate/routes.py).
+    grpc: bool = False
 
 
 @dataclass(frozen=True, slots=True)

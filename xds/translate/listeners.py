@@ -84,8 +84,10 @@ def build_http_connection_manager(spec: ListenerSpec, delivery: Delivery = ADS
     manager.rds.config_source.CopyFrom(config_source(delivery))
     manager.rds.route_config_name = spec.route_config
     if spec.grpc:
-        # A proxyless client NACKs an HTTP filter it does not know unless marked optional, and ignores
-        # access logs, listener TLS and RBAC of a sidecar: the router alone (issue 11).
+        # A proxyless client NACKs an HTTP filter it does not know unless marked optional, and has no access
+        # log or sidecar RBAC: the fault filter (gRFC A33) when a route injects faults, then the router.
+        if spec.fault_filter:
+            manager.http_filters.append(_fault_filter())
         manager.http_filters.append(_router_filter())
         return manager
     inbound = spec.inbound
