@@ -1,6 +1,8 @@
 """Proxyless gRPC clients (issue 11 item 3): a real client with an `xds:///greeter` target, bootstrapped by
 `xds bootstrap --grpc`, calls two real grpcio servers through the split of a `kind: grpc` listener and
-follows an edit of it. No Envoy is involved: the client balances itself from what the server sends."""
+follows an edit of it. No Envoy is involved: the client balances itself from what the server sends. Two
+clients: grpcio (Python, gRPC C-core) and grpc-go (tools/testbin/grpc-xds-client, built once from the Go
+module proxy and cached by harness/testbin.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from harness.grpc_named import NamedGrpcServer, ProxylessClient
+from harness.testbin import ensure_binary
 from harness.xds_clients import bootstrap_text
 
 CALLS = 1000
@@ -49,19 +52,28 @@ def _share(counts: dict[str, int]) -> float:
     return counts.get("greeter-v1", 0) / sum(counts.values())
 
 
-def test_grpcio_client_follows_an_80_20_split_and_an_edit(
-        workdir: Path, servers: dict[str, NamedGrpcServer], control_plane_factory: Any) -> None:
+def _command(client: str, target: str) -> list[str]:
+    if client == "grpcio":
+        return [sys.executable, "-m", "harness.grpc_named", target]
+    return [str(ensure_binary("grpc-xds-client")), target]
+
+
+@pytest.mark.parametrize("client_kind", ["grpcio", "grpc-go"])
+def test_proxyless_client_follows_an_80_20_split_and_an_edit(
+        client_kind: str, workdir: Path, servers: dict[str, NamedGrpcServer],
+        control_plane_factory: Any) -> None:
     catalog = workdir / "catalog.yaml"
     _write(catalog, _document(servers, 80, 20))
     control_plane = control_plane_factory(catalog)
     bootstrap = workdir / "grpc-bootstrap.json"
-    bootstrap.write_text(bootstrap_text("grpc-py-1", "edge", xds_port=control_plane.xds_port, mode="--grpc"))
-    client = ProxylessClient([sys.executable, "-m", "harness.grpc_named", "xds:///greeter"],
-                             bootstrap=bootstrap, log_path=workdir / "grpcio-client.log")
+    bootstrap.write_text(bootstrap_text(f"{client_kind}-1", "edge", xds_port=control_plane.xds_port,
+                                        mode="--grpc"))
+    client = ProxylessClient(_command(client_kind, "xds:///greeter"), bootstrap=bootstrap,
+                             log_path=workdir / f"{client_kind}-client.log")
     try:
         before = client.calls(CALLS)
         # 1000 weighted picks: one standard deviation is 1.3 points, +-5 points is a 3.9-sigma band.
-        print(f"grpcio 80/20: {before}")
+        print(f"{client_kind} 80/20: {before}")
         assert 0.75 <= _share(before) <= 0.85, before
         assert set(control_plane.status()["groups"]) == {"edge|client=grpc"}
 
@@ -72,9 +84,9 @@ def test_grpcio_client_follows_an_80_20_split_and_an_edit(
             if _share(client.calls(200)) <= 0.65:
                 break
         else:
-            pytest.fail("the grpcio client never followed the edit to 50/50")
+            pytest.fail(f"the {client_kind} client never followed the edit to 50/50")
         after = client.calls(CALLS)
-        print(f"grpcio 50/50: {after}")
+        print(f"{client_kind} 50/50: {after}")
         assert 0.45 <= _share(after) <= 0.55, after
     finally:
         client.stop()
