@@ -101,7 +101,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                           help="require this SAN in the server's certificate (DNS name, IP address or "
                                "spiffe:// URI); without it any certificate from --ca is accepted")
     _add_locality_arguments(boot)
-    # Other xDS clients (issue 11; docs/operations.md "Single-type Envoy and proxyless gRPC").
+    # Other xDS clients (issue 11; docs/operations.md "Other xDS clients").
     boot_kind = boot.add_mutually_exclusive_group()
     boot_kind.add_argument("--no-ads", action="store_true",
                            help="an Envoy bootstrap with per-type gRPC sources instead of ADS")

@@ -5,6 +5,7 @@ and carries traffic through an edit."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,4 +55,24 @@ def test_single_type_envoy_serves_traffic_and_follows_an_edit(
     after = run_requests(stack.url, count=1000, concurrency=8)
     assert after.non_2xx == 0 and after.failures == 0, after.summary()
     assert 0.45 <= after.share("web-v1") <= 0.55, after.summary()
+
+    # A changed cluster (a new lb_policy) on the CDS stream needs its endpoints again on an EDS stream that
+    # knows nothing of CDS (docs/protocol.md R21): it must finish warming well before Envoy's 15 s
+    # initial_fetch_timeout, and serve.
+    catalog.service_settings = {"web": {"lb_policy": "least_request"}}
+    written = catalog.write()
+    wait_until(lambda: _lb_policies(stack) == {"LEAST_REQUEST"}, timeout_s=10,
+               message=lambda: f"Envoy's clusters still use {_lb_policies(stack)}")
+    wait_until(lambda: envoy.stat("cluster_manager.warming_clusters") == 0, timeout_s=10,
+               message="a changed cluster stayed warming")
+    warmed_s = time.monotonic() - written
+    print(f"single-type cluster change applied and warmed in {warmed_s:.2f} s")
+    assert warmed_s < 5.0
+    final = run_requests(stack.url, count=200, concurrency=4)
+    assert final.non_2xx == 0 and final.failures == 0, final.summary()
     assert_clean(stack)
+
+
+def _lb_policies(stack: Stack) -> set[str]:
+    dump = stack.envoy.admin_json("/config_dump?resource=dynamic_active_clusters")
+    return {entry["cluster"].get("lb_policy", "ROUND_ROBIN") for entry in dump.get("configs", [])}

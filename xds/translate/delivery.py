@@ -8,7 +8,7 @@ A Cluster names where its endpoints come from (EDS) and a Listener where its rou
   configured to support an ADS config source") and needs an `api_config_source` naming its gRPC cluster
   of the control plane (`xds_cluster` in the bootstrap `xds bootstrap --no-ads` prints);
 * a proxyless gRPC client always uses ADS and only accepts `ads` (or `self`) sources; it is also the only
-  client that gets `api_listener` listeners, and never gets the Envoy ones (docs/protocol.md R60).
+  client that gets `api_listener` listeners, and never gets the Envoy ones (docs/protocol.md C2).
 
 Each kind of client is its own snapshot variant of a node group (cache/node.py `client_key`), so every
 variant is serialized once and fanned out as bytes to all the streams of that kind.
@@ -30,7 +30,7 @@ DEFAULT_XDS_CLUSTER: Final = "xds_cluster"
 
 
 class ClientKind(enum.Enum):
-    """What kind of xDS client a stream belongs to (docs/protocol.md R60)."""
+    """What kind of xDS client a stream belongs to (docs/protocol.md C2)."""
 
     ENVOY_ADS = "envoy"
     ENVOY_SINGLE = "envoy-single"
@@ -90,7 +90,7 @@ def config_source(delivery: Delivery = ADS) -> config_source_pb2.ConfigSource:
 
 def for_client(desired: DesiredState, kind: ClientKind) -> DesiredState:
     """`desired` as a client of `kind` gets it: gRPC clients only the gRPC listeners (api_listener), Envoys
-    only the others, each with the route configurations of its own listeners (docs/protocol.md R60)."""
+    only the others, each with the route configurations of its own listeners (docs/protocol.md C2)."""
     grpc = kind is ClientKind.GRPC
     listeners = tuple(spec for spec in desired.listeners if spec.grpc is grpc)
     if len(listeners) == len(desired.listeners):
