@@ -32,7 +32,7 @@ from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
 from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
-from xds.translate.delivery import DEFAULT_XDS_CLUSTER, delivery_for, for_client
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER, ClientKind, delivery_for, for_client
 
 log = logging.getLogger("xds.pipeline")
 
@@ -105,14 +105,20 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
 
 
 def builder_for(world: World) -> SnapshotBuilder:
-    # The snapshot this builder made last, of whichever group: the next group's build shares the resources
-    # it has in common with it. One reference, replaced at every build, so it holds at most one snapshot
-    # that no group uses any more.
-    last: list[Snapshot] = []
+    # The snapshot this builder made last for each client kind, of whichever group. The next build shares
+    # the resources it has in common with the last one of its own kind, or else with one whose Clusters
+    # point at the same source (an ADS Envoy's and a gRPC client's do, docs/protocol.md C2), or else with
+    # any. One reference per kind, replaced at every build, so it holds at most three snapshots that no
+    # group uses any more.
+    last: dict[ClientKind, Snapshot] = {}
 
     def build(group: str, previous: Snapshot | None) -> Snapshot:
-        snapshot = build_snapshot(world, group, previous, donor=last[0] if last else None)
-        last[:] = [snapshot]
+        kind = split_client(split_key(group)[0])[1]
+        delivery = delivery_for(kind, world.xds_cluster)
+        alike = [s for k, s in last.items() if delivery_for(k, world.xds_cluster) == delivery]
+        donor = last.get(kind) or next(iter(alike), None) or next(iter(last.values()), None)
+        snapshot = build_snapshot(world, group, previous, donor=donor)
+        last[kind] = snapshot
         return snapshot
 
     return build

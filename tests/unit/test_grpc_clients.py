@@ -134,3 +134,15 @@ def test_bootstraps_for_other_clients() -> None:
     server = document["xds_servers"][0]
     assert server["server_uri"] == "127.0.0.1:18000" and server["channel_creds"] == [{"type": "insecure"}]
     assert document["node"] == {"id": "n", "cluster": "c", "locality": {"zone": "z"}}
+
+
+def test_variant_benchmark_shows_each_variant_serialized_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.client_variants import main
+
+    assert main(["--services", "20", "--endpoints", "2", "--streams", "3"]) == 0
+    lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines()}
+    # Endpoints are shared by every variant; a second group's variants serialize nothing at all.
+    assert "eds 0/20" in lines["edge|client=envoy-single"] and "eds 0/20" in lines["edge|client=grpc"]
+    assert "cds 0/20" in lines["edge|client=grpc"]  # ADS Envoy and gRPC clients share Clusters
+    for kind in ("other", "other|client=envoy-single", "other|client=grpc"):
+        assert "cds 0/20, eds 0/20, lds 0/1, rds 0/1" in lines[kind], lines[kind]
