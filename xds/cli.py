@@ -28,6 +28,7 @@ from xds.cli_secrets import (
     management_auth_config,
 )
 from xds.settings import Settings, from_environment, parse_flag, split_address
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER
 
 if TYPE_CHECKING:
     from xds.sources.consul.client import ConsulConfig
@@ -82,6 +83,11 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     _add_mesh_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
+    serve.add_argument("--xds-cluster-name", default=env.get("xds_cluster_name", DEFAULT_XDS_CLUSTER),
+                       metavar="NAME",
+                       help="the bootstrap cluster through which single-type Envoys reach this server, named "
+                            "in their EDS and RDS sources (default xds_cluster, as `xds bootstrap --no-ads` "
+                            f"prints; env {defaults.ENV_XDS_CLUSTER_NAME})")
     _add_tls_arguments(serve, env)
     add_load_arguments(serve)
 
@@ -436,7 +442,8 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         identity_rule=args.identity_rule,
                         tls_reload_interval_s=float(args.tls_reload_interval),
                         ca_cert=_path(args.ca_cert), ca_key=_path(args.ca_key),
-                        workload_cert_ttl_s=float(args.workload_cert_ttl), load=load_settings(args))
+                        workload_cert_ttl_s=float(args.workload_cert_ttl), load=load_settings(args),
+                        xds_cluster_name=args.xds_cluster_name)
 
     async def run() -> None:
         task = asyncio.current_task()

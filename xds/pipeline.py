@@ -128,8 +128,9 @@ class Pipeline:
     """Collects source updates; `world()` is None until every expected source has synced once (F2)."""
 
     def __init__(self, expected_sources: Sequence[str], *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
-                 workload: WorkloadIdentities | None = None) -> None:
+                 workload: WorkloadIdentities | None = None, xds_cluster: str = DEFAULT_XDS_CLUSTER) -> None:
         self._expected = tuple(expected_sources)
+        self._xds_cluster = xds_cluster
         self._latest: dict[str, SourceUpdate] = {}
         self._trust_domain = trust_domain
         self._workload = workload
@@ -151,4 +152,5 @@ class Pipeline:
         catalog = merge_catalogs([u.catalog for u in ordered]) if ordered else Catalog()
         policies = [u.policy for u in ordered if u.policy is not None]
         policy = merge_policies(policies) if policies else Policy(services=(), listeners=())
-        return World(catalog=catalog, policy=policy, trust_domain=self._trust_domain, workload=self._workload)
+        return World(catalog=catalog, policy=policy, trust_domain=self._trust_domain, workload=self._workload,
+                     xds_cluster=self._xds_cluster)

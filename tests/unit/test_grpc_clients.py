@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -146,3 +147,11 @@ def test_variant_benchmark_shows_each_variant_serialized_once(capsys: pytest.Cap
     assert "cds 0/20" in lines["edge|client=grpc"]  # ADS Envoy and gRPC clients share Clusters
     for kind in ("other", "other|client=envoy-single", "other|client=grpc"):
         assert "cds 0/20, eds 0/20, lds 0/1, rds 0/1" in lines[kind], lines[kind]
+
+
+def test_single_type_sources_name_the_configured_xds_cluster() -> None:
+    world = replace(_world(), xds_cluster="control-plane")
+    snapshot = build_snapshot(world, client_key("edge", ClientKind.ENVOY_SINGLE))
+    cluster = cluster_pb2.Cluster.FromString(snapshot.get(CLUSTER, "greeter").body)
+    source = cluster.eds_cluster_config.eds_config.api_config_source
+    assert source.grpc_services[0].envoy_grpc.cluster_name == "control-plane"

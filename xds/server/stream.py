@@ -224,7 +224,7 @@ class StreamHandler:
                 else:
                     origin = time.monotonic()
                     if info is None:
-                        opening = self._open(item, context, method=method)
+                        opening = self._open(item, context, method=method, aggregated=stream_type is None)
                         try:
                             cancel_watch = self._watch(opening.group, inbox, loop)
                         except GroupLimitError as exc:
@@ -319,7 +319,7 @@ class StreamHandler:
         pending.add_done_callback(deliver)
 
     def _open(self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[object, object],
-              *, method: str) -> StreamInfo:
+              *, method: str, aggregated: bool = True) -> StreamInfo:
         node = first.node
         if not first.HasField("node") or not node.id:
             raise ProtocolError("the first request on a stream must carry node.id (xDS: node identity)")
@@ -328,7 +328,7 @@ class StreamHandler:
         # order their endpoints relative to it (issue 8; cache/node.py).
         where = node.locality
         # Single-type Envoys and proxyless gRPC clients get their own snapshot variant (issue 11).
-        group = client_key(group, client_kind(aggregated=method == "ads", user_agent=node.user_agent_name))
+        group = client_key(group, client_kind(aggregated=aggregated, user_agent=node.user_agent_name))
         group = located_key(group, Locality(region=where.region, zone=where.zone, sub_zone=where.sub_zone))
         version = ""
         if node.HasField("user_agent_build_version"):
