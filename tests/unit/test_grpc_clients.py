@@ -155,3 +155,18 @@ def test_single_type_sources_name_the_configured_xds_cluster() -> None:
     cluster = cluster_pb2.Cluster.FromString(snapshot.get(CLUSTER, "greeter").body)
     source = cluster.eds_cluster_config.eds_config.api_config_source
     assert source.grpc_services[0].envoy_grpc.cluster_name == "control-plane"
+
+
+def test_single_type_sds_references_name_the_per_type_source() -> None:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    from xds.policy.desired import UpstreamMeshTlsSpec
+    from xds.translate.delivery import delivery_for
+    from xds.translate.mesh_tls import upstream_transport_socket
+
+    socket = upstream_transport_socket(UpstreamMeshTlsSpec(peer_identity="spiffe://x/group/web"),
+                                       delivery_for(ClientKind.ENVOY_SINGLE))
+    context = tls_pb2.UpstreamTlsContext()
+    socket.typed_config.Unpack(context)
+    sds = context.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config
+    assert sds.api_config_source.grpc_services[0].envoy_grpc.cluster_name == "xds_cluster"

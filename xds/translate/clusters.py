@@ -131,7 +131,7 @@ def build_cluster(spec: ClusterSpec, delivery: Delivery = ADS) -> cluster_pb2.Cl
         cluster.transport_socket.CopyFrom(build_upstream_tls(spec.tls))
     elif spec.mesh_tls is not None:
         # Sidecar mTLS (issue 9): workload certificate and trust bundle over SDS, the server's SAN checked.
-        cluster.transport_socket.CopyFrom(upstream_transport_socket(spec.mesh_tls))
+        cluster.transport_socket.CopyFrom(upstream_transport_socket(spec.mesh_tls, delivery))
     if spec.dns:
         # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
         # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).

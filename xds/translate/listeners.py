@@ -119,23 +119,24 @@ def build_listener(spec: ListenerSpec, delivery: Delivery = ADS) -> listener_pb2
     manager = _pack(build_http_connection_manager(spec, delivery))
     inbound = spec.inbound
     if spec.tls is not None:
-        add_ingress_tls_chains(listener, manager, spec.tls)  # edge TLS, one chain per SNI set (issue 9)
+        # Edge TLS, one chain per SNI set (issue 9).
+        add_ingress_tls_chains(listener, manager, spec.tls, delivery)
     elif inbound is None or inbound.mtls is MtlsMode.OFF:
         _chain(listener, manager)
     elif inbound.mtls is MtlsMode.STRICT:
-        _chain(listener, manager, inbound)
+        _chain(listener, manager, inbound, delivery)
     else:
         # Permissive: the TLS inspector tells a TLS handshake from plaintext, and each gets its own chain
         # (listener_components.proto, FilterChainMatch.transport_protocol "tls" / "raw_buffer").
         listener.listener_filters.add(name=TLS_INSPECTOR_NAME,
                                       typed_config=_pack(tls_inspector_pb2.TlsInspector()))
-        _chain(listener, manager, inbound).filter_chain_match.transport_protocol = "tls"
+        _chain(listener, manager, inbound, delivery).filter_chain_match.transport_protocol = "tls"
         _chain(listener, manager).filter_chain_match.transport_protocol = "raw_buffer"
     return listener
 
 
 def _chain(listener: listener_pb2.Listener, manager: any_pb2.Any,
-           inbound: InboundSpec | None = None) -> listener_pb2.FilterChain:
+           inbound: InboundSpec | None = None, delivery: Delivery = ADS) -> listener_pb2.FilterChain:
     """A filter chain with the HCM; with `inbound`, behind TLS with the workload certificate that requires
     a client certificate of the mesh CA (strict and permissive alike: a TLS client in the mesh has one)."""
     chain: listener_pb2.FilterChain = listener.filter_chains.add()
@@ -143,5 +144,6 @@ def _chain(listener: listener_pb2.Listener, manager: any_pb2.Any,
     network_filter.name = HCM_FILTER_NAME
     network_filter.typed_config.CopyFrom(manager)
     if inbound is not None:
-        chain.transport_socket.CopyFrom(downstream_transport_socket(require_client_certificate=True))
+        chain.transport_socket.CopyFrom(downstream_transport_socket(require_client_certificate=True,
+                                                                    delivery=delivery))
     return chain
