@@ -170,3 +170,15 @@ def test_single_type_sds_references_name_the_per_type_source() -> None:
     socket.typed_config.Unpack(context)
     sds = context.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config
     assert sds.api_config_source.grpc_services[0].envoy_grpc.cluster_name == "xds_cluster"
+
+
+def test_grpc_listener_retries_name_grpc_statuses_only() -> None:
+    http_words = DOCUMENT.replace("        retries: 2\n", "        retries: {num_retries: 2}\n")
+    assert any("listeners[1].routes[0].retries.retry_on: gRPC clients retry on gRPC status names only" in p
+               for p in _problems(http_words))
+    statuses = DOCUMENT.replace("        retries: 2\n",
+                                "        retries: {num_retries: 2, retry_on: [unavailable, cancelled]}\n")
+    snapshot = build_snapshot(_world(statuses), client_key("edge", ClientKind.GRPC))
+    action = route_pb2.RouteConfiguration.FromString(
+        snapshot.get(ROUTE, "greeter").body).virtual_hosts[0].routes[0].route
+    assert action.retry_policy.retry_on == "unavailable,cancelled"

@@ -33,7 +33,7 @@ from xds.policy.desired import (
 )
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
-from xds.policy.grpc_checks import grpc_lb_problems
+from xds.policy.grpc_checks import grpc_lb_problems, grpc_retry_problems
 from xds.policy.lb_checks import (
     check_load_balancer,
     check_locality,
@@ -142,6 +142,14 @@ class _Walker(Checker):
         services = self._services(*f.at("services"))
         listeners = self._listeners(*f.at("listeners"))
         self._grpc_lb(services_node, services, listeners)
+        listeners_node, _ = f.at("listeners")
+        if isinstance(listeners_node, Seq):
+            at = {text_at(item, "name"): index for index, item in enumerate(listeners_node.items)}
+            for problem in grpc_retry_problems(listeners):
+                index = at[problem.listener]
+                self._report.add(listeners_node.items[index].pos,
+                                 f"listeners[{index}].routes[{problem.route_index}].retries.retry_on",
+                                 problem.message)
         return services, listeners
 
     def _grpc_lb(self, services_node: Node | None, services: list[ServiceEntry],
