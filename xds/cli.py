@@ -124,6 +124,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="print exactly what an Envoy of a node group would receive")
     render.add_argument("--cluster", required=True, help="node group (node.cluster)")
     render.add_argument("--config", action="append", type=Path)
+    render.add_argument("--client", choices=("envoy", "envoy-single", "grpc"), default="envoy",
+                        help="the kind of client (docs/protocol.md C1-C2): an Envoy on ADS (default), an "
+                             "Envoy on single-type streams, or a proxyless gRPC client")
     _add_locality_arguments(render)
 
     schema = commands.add_parser("schema", help="print the schema of catalog and policy documents")
@@ -550,7 +553,7 @@ def _schema(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.cache.node import located_key
+    from xds.cache.node import client_key, located_key
     from xds.model.catalog import merge_catalogs
     from xds.model.service import Locality
     from xds.pipeline import World, build_snapshot, with_tls_material
@@ -573,7 +576,10 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
                       workload=WorkloadIdentities(generate_ca("xds.local")))
         world = with_tls_material(world, TlsFiles())
         where = Locality(region=args.region, zone=args.zone, sub_zone=args.sub_zone)
-        snapshot = build_snapshot(world, located_key(args.cluster, where))
+        from xds.translate.delivery import ClientKind
+
+        key = client_key(args.cluster, ClientKind(args.client))
+        snapshot = build_snapshot(world, located_key(key, where))
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1
