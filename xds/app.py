@@ -76,7 +76,7 @@ class App:
                                         lifetime_s=settings.workload_cert_ttl_s)
         self._ca_watcher = CaFileWatcher(files, self.workload) if files is not None else None
         self.pipeline = Pipeline([s.name for s in self.sources], trust_domain=settings.trust_domain,
-                                 workload=self.workload)
+                                 workload=self.workload, xds_cluster=settings.xds_cluster_name)
         watcher = self._ca_watcher
         self.metrics.registry.register(WorkloadCaCollector(
             issued=lambda: self.workload.issued_total,

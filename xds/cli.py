@@ -28,6 +28,7 @@ from xds.cli_secrets import (
     management_auth_config,
 )
 from xds.settings import Settings, from_environment, parse_flag, split_address
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER
 
 if TYPE_CHECKING:
     from xds.sources.consul.client import ConsulConfig
@@ -82,6 +83,11 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     _add_mesh_arguments(serve, env)
     _add_consul_arguments(serve, env)
     _add_kube_arguments(serve, env)
+    serve.add_argument("--xds-cluster-name", default=env.get("xds_cluster_name", DEFAULT_XDS_CLUSTER),
+                       metavar="NAME",
+                       help="the bootstrap cluster through which single-type Envoys reach this server, named "
+                            "in their EDS and RDS sources (default xds_cluster, as `xds bootstrap --no-ads` "
+                            f"prints; env {defaults.ENV_XDS_CLUSTER_NAME})")
     _add_tls_arguments(serve, env)
     add_load_arguments(serve)
 
@@ -101,6 +107,12 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                           help="require this SAN in the server's certificate (DNS name, IP address or "
                                "spiffe:// URI); without it any certificate from --ca is accepted")
     _add_locality_arguments(boot)
+    # Other xDS clients (issue 11; docs/operations.md "Other xDS clients").
+    boot_kind = boot.add_mutually_exclusive_group()
+    boot_kind.add_argument("--no-ads", action="store_true",
+                           help="an Envoy bootstrap with per-type gRPC sources instead of ADS")
+    boot_kind.add_argument("--grpc", action="store_true",
+                           help="a gRPC xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for proxyless clients")
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
     validate.add_argument("file", type=Path)
@@ -112,6 +124,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="print exactly what an Envoy of a node group would receive")
     render.add_argument("--cluster", required=True, help="node group (node.cluster)")
     render.add_argument("--config", action="append", type=Path)
+    render.add_argument("--client", choices=("envoy", "envoy-single", "grpc"), default="envoy",
+                        help="the kind of client (docs/protocol.md C1-C2): an Envoy on ADS (default), an "
+                             "Envoy on single-type streams, or a proxyless gRPC client")
     _add_locality_arguments(render)
 
     schema = commands.add_parser("schema", help="print the schema of catalog and policy documents")
@@ -435,7 +450,8 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         identity_rule=args.identity_rule,
                         tls_reload_interval_s=float(args.tls_reload_interval),
                         ca_cert=_path(args.ca_cert), ca_key=_path(args.ca_key),
-                        workload_cert_ttl_s=float(args.workload_cert_ttl), load=load_settings(args))
+                        workload_cert_ttl_s=float(args.workload_cert_ttl), load=load_settings(args),
+                        xds_cluster_name=args.xds_cluster_name)
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -462,6 +478,7 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.bootstrap import BootstrapError, TlsFiles, render_bootstrap
+    from xds.bootstrap_clients import grpc_bootstrap, single_type
 
     given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--ca": args.ca}
     missing = [flag for flag, value in given.items() if value is None]
@@ -472,9 +489,15 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
     tls = None if missing else TlsFiles(ca_file=args.ca, cert_file=args.tls_cert, key_file=args.tls_key,
                                         server_san=args.server_san)
     try:
-        text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
-                                admin_address=args.admin_address, tls=tls, region=args.region,
-                                zone=args.zone, sub_zone=args.sub_zone)
+        if args.grpc:
+            text = grpc_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
+                                  tls=tls, region=args.region, zone=args.zone, sub_zone=args.sub_zone)
+        else:
+            text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
+                                    admin_address=args.admin_address, tls=tls, region=args.region,
+                                    zone=args.zone, sub_zone=args.sub_zone)
+            if args.no_ads:
+                text = single_type(text)
     except BootstrapError as exc:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 2
@@ -535,7 +558,7 @@ def _schema(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from xds.cache.node import located_key
+    from xds.cache.node import client_key, located_key
     from xds.model.catalog import merge_catalogs
     from xds.model.service import Locality
     from xds.pipeline import World, build_snapshot, with_tls_material
@@ -558,7 +581,10 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
                       workload=WorkloadIdentities(generate_ca("xds.local")))
         world = with_tls_material(world, TlsFiles())
         where = Locality(region=args.region, zone=args.zone, sub_zone=args.sub_zone)
-        snapshot = build_snapshot(world, located_key(args.cluster, where))
+        from xds.translate.delivery import ClientKind
+
+        key = client_key(args.cluster, ClientKind(args.client))
+        snapshot = build_snapshot(world, located_key(key, where))
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from xds.cache.node import split_key
+from xds.cache.node import split_client, split_key
 from xds.cache.snapshot import Snapshot, make_snapshot
 from xds.cache.store import SnapshotBuilder
 from xds.model.catalog import merge_catalogs
@@ -32,6 +32,7 @@ from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
 from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER, ClientKind, delivery_for, for_client
 
 log = logging.getLogger("xds.pipeline")
 
@@ -51,6 +52,8 @@ class World:
     # Factors of load-aware endpoint weights (issue 10, docs/load-aware.md), replaced by the load engine at
     # most once per --load-interval.
     loads: LoadFactors = NO_LOADS
+    # The bootstrap cluster of single-type Envoys that reaches this server (translate/delivery.py, issue 11).
+    xds_cluster: str = DEFAULT_XDS_CLUSTER
 
 
 def with_tls_material(world: World, files: TlsFiles) -> World:
@@ -89,25 +92,33 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
                    donor: Snapshot | None = None) -> Snapshot:
     # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
     # listeners follow the group, the failover priorities the locality.
+    # The kind of client picks the snapshot variant (cache/node.py client_key, issue 11).
     group, locality = split_key(key)
+    group, kind = split_client(group)
     desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
                            material=world.material, trust_domain=world.trust_domain, loads=world.loads)
-    desired = with_workload_secrets(desired, group, world)
+    desired = with_workload_secrets(for_client(desired, kind), group, world)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the
     # failover services' ClusterLoadAssignments.
-    return make_snapshot(key, plan(desired), previous, donor=donor)
+    return make_snapshot(key, plan(desired, delivery_for(kind, world.xds_cluster)), previous, donor=donor)
 
 
 def builder_for(world: World) -> SnapshotBuilder:
-    # The snapshot this builder made last, of whichever group: the next group's build shares the resources
-    # it has in common with it. One reference, replaced at every build, so it holds at most one snapshot
-    # that no group uses any more.
-    last: list[Snapshot] = []
+    # The snapshot this builder made last for each client kind, of whichever group. The next build shares
+    # the resources it has in common with the last one of its own kind, or else with one whose Clusters
+    # point at the same source (an ADS Envoy's and a gRPC client's do, docs/protocol.md C2), or else with
+    # any. One reference per kind, replaced at every build, so it holds at most three snapshots that no
+    # group uses any more.
+    last: dict[ClientKind, Snapshot] = {}
 
     def build(group: str, previous: Snapshot | None) -> Snapshot:
-        snapshot = build_snapshot(world, group, previous, donor=last[0] if last else None)
-        last[:] = [snapshot]
+        kind = split_client(split_key(group)[0])[1]
+        delivery = delivery_for(kind, world.xds_cluster)
+        alike = [s for k, s in last.items() if delivery_for(k, world.xds_cluster) == delivery]
+        donor = last.get(kind) or next(iter(alike), None) or next(iter(last.values()), None)
+        snapshot = build_snapshot(world, group, previous, donor=donor)
+        last[kind] = snapshot
         return snapshot
 
     return build
@@ -117,8 +128,9 @@ class Pipeline:
     """Collects source updates; `world()` is None until every expected source has synced once (F2)."""
 
     def __init__(self, expected_sources: Sequence[str], *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
-                 workload: WorkloadIdentities | None = None) -> None:
+                 workload: WorkloadIdentities | None = None, xds_cluster: str = DEFAULT_XDS_CLUSTER) -> None:
         self._expected = tuple(expected_sources)
+        self._xds_cluster = xds_cluster
         self._latest: dict[str, SourceUpdate] = {}
         self._trust_domain = trust_domain
         self._workload = workload
@@ -140,4 +152,5 @@ class Pipeline:
         catalog = merge_catalogs([u.catalog for u in ordered]) if ordered else Catalog()
         policies = [u.policy for u in ordered if u.policy is not None]
         policy = merge_policies(policies) if policies else Policy(services=(), listeners=())
-        return World(catalog=catalog, policy=policy, trust_domain=self._trust_domain, workload=self._workload)
+        return World(catalog=catalog, policy=policy, trust_domain=self._trust_domain, workload=self._workload,
+                     xds_cluster=self._xds_cluster)

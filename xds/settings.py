@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from xds.load_settings import LoadSettings
 from xds.policy.reader import DEFAULT_MAX_BYTES
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER
 
 if TYPE_CHECKING:
     # Only for the annotation: settings stay importable without the Consul client (and aiohttp).
@@ -32,6 +33,7 @@ ENV_LOG_FORMAT = "XDS_LOG_FORMAT"
 ENV_CA_CERT = "XDS_CA_CERT"
 ENV_CA_KEY = "XDS_CA_KEY"
 ENV_WORKLOAD_CERT_TTL = "XDS_WORKLOAD_CERT_TTL"
+ENV_XDS_CLUSTER_NAME = "XDS_XDS_CLUSTER_NAME"
 DEFAULT_WORKLOAD_CERT_TTL_S = 3600.0
 
 # The management API (docs/security.md, "The management API and secrets"). Tokens come from files or the
@@ -142,6 +144,8 @@ class Settings:
     workload_cert_ttl_s: float = DEFAULT_WORKLOAD_CERT_TTL_S
     # Load-aware weights (issue 10; flags and XDS_LOAD_* variables in xds/cli_load.py).
     load: LoadSettings = field(default_factory=LoadSettings)
+    # The bootstrap cluster single-type Envoys reach this server by (issue 11; translate/delivery.py).
+    xds_cluster_name: str = DEFAULT_XDS_CLUSTER
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -169,7 +173,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_TRUST_DOMAIN: "trust_domain", ENV_TLS_CERT: "tls_cert", ENV_TLS_KEY: "tls_key",
              ENV_CLIENT_CA: "client_ca", ENV_IDENTITY_RULE: "identity_rule",
              ENV_TLS_RELOAD_INTERVAL_S: "tls_reload_interval",
-             ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key", ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl"}
+             ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key", ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl",
+             ENV_XDS_CLUSTER_NAME: "xds_cluster_name"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
     token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
     if token:

@@ -263,8 +263,10 @@ def test_locality_weights_reach_the_assignment_and_the_cluster() -> None:
     assert build_cluster(desired.clusters[0]).common_lb_config.HasField("locality_weighted_lb_config")
     plain = _apply(_world(None), A)
     assert not build_cluster(plain.clusters[0]).common_lb_config.HasField("locality_weighted_lb_config")
-    assert not any(lle.HasField("load_balancing_weight") for lle in build_load_assignment(
-        plain.clusters[0]).endpoints)
+    # Without locality weights each locality still carries one, the sum of its endpoint weights, which
+    # Envoy ignores without locality_weighted_lb_config and gRPC clients need (issue 11).
+    assert all(lle.load_balancing_weight.value == sum(e.load_balancing_weight.value for e in lle.lb_endpoints)
+               for lle in build_load_assignment(plain.clusters[0]).endpoints)
     # Combined with failover, weights split each tier: the proxy's zone alone is priority 0.
     both = _apply(_world(LocalitySpec(failover=True, weights=_weights("[{zone: b, weight: 5}]").weights)), A)
     tiers = {(lle.priority, lle.locality.zone): lle.load_balancing_weight.value

@@ -36,7 +36,8 @@ CRD_FILE = ROOT / "deploy" / "crd-trafficpolicy.yaml"
 _KEYWORDS = frozenset({
     "type", "description", "properties", "required", "items", "additionalProperties", "enum", "pattern",
     "maxLength", "minLength", "minimum", "maximum", "exclusiveMinimum", "minItems", "default", "format",
-    "oneOf", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "oneOf", "allOf", "anyOf",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
 })
 
 
@@ -117,6 +118,13 @@ def validate(schema: dict[str, Any], value: object, path: str = "") -> list[str]
         matching = sum(1 for option in schema["oneOf"] if not validate(option, value, path))
         if matching != 1:
             problems.append(f"{where}: matches {matching} of the oneOf alternatives, not exactly one")
+    for option in schema.get("allOf", ()):
+        problems += validate(option, value, path)
+    # Inside a junctor, `properties` only constrains the keys it names (no pruning, no unknown fields).
+    open_options = [{**option, "x-kubernetes-preserve-unknown-fields": True}
+                    for option in schema.get("anyOf", ())]
+    if open_options and all(validate(option, value, path) for option in open_options):
+        problems.append(f"{where}: matches none of the anyOf alternatives")
     return problems
 
 
@@ -257,6 +265,9 @@ def accepted_documents() -> list[tuple[str, Any]]:
                          "per_try_timeout": "500ms", "backoff_base": "10ms", "backoff_max": 1,
                          "retriable_status_codes": [503, 504], "different_host": True,
                          "host_selection_attempts": 3}}]}]},
+        # A listener for proxyless gRPC clients has no port (issue 11).
+        {"services": [{"name": "a"}], "listeners": [{"name": "g", "kind": "grpc",
+                                                    "routes": [{"backends": [{"service": "a"}]}]}]},
         {"services": [{"name": "a"}], "listeners": [{"name": "l", "port": 1, "address": "fe80::1%eth0",
                                                     "routes": [{"backends": [{"service": "a", "weight": 0},
                                                                              {"service": "a", "weight": 100,
@@ -311,6 +322,9 @@ REJECTED: list[tuple[str, Any]] = [
     ("duplicate service names", _edit("services.1.name", "web")),
     ("duplicate listener names", _edit("listeners.1.name", "edge")),
     ("listener without a port", _edit("listeners.0.port", ...)),
+    ("http listener without a port", _edit("listeners.0", {"name": "x", "kind": "http", "routes": [
+        {"backends": [{"service": "web"}]}]})),
+    ("unknown listener kind", _edit("listeners.0.kind", "tcp")),
     ("listener without routes", _edit("listeners.0.routes", ...)),
     ("port 0", _edit("listeners.0.port", 0)),
     ("port too large", _edit("listeners.0.port", 65536)),
@@ -438,6 +452,12 @@ def test_schema_uses_only_keywords_the_validator_implements() -> None:
         assert set(node) <= _KEYWORDS, (path, set(node) - _KEYWORDS)
         for option in node.get("oneOf", ()):
             assert set(option) <= {"required"}, path
+        for junctor in node.get("allOf", ()):
+            # A listener's `port` unless `kind: grpc` (issue 11): required and enum only, structural.
+            assert set(junctor) == {"anyOf"}, path
+            for option in junctor["anyOf"]:
+                assert set(option) <= {"required", "properties"}, path
+                assert all(set(v) == {"enum"} for v in option.get("properties", {}).values()), path
 
 
 def test_schema_is_structural() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from xds.model.service import Locality
+from xds.translate.delivery import ClientKind
 
 DEFAULT_GROUP = "default"
 
@@ -74,3 +75,24 @@ def _locality_json(text: str) -> list[str] | None:
     if isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts):
         return parts
     return None
+
+
+# The kind of client (translate/delivery.py) is part of the store key too: an Envoy on single-type streams
+# and a proxyless gRPC client of the same group get their own snapshot variants (issue 11), each serialized
+# once for all its streams, while the resources the variants have in common are shared (make_snapshot's
+# donor). Envoy on ADS keeps the plain key. The kind goes before the locality (located_key(client_key(..)))
+# so split_key still finds the locality JSON at the end.
+_CLIENT_MARKER = "|client="
+
+
+def client_key(group: str, kind: ClientKind) -> str:
+    return group if kind is ClientKind.ENVOY_ADS else group + _CLIENT_MARKER + kind.value
+
+
+def split_client(key: str) -> tuple[str, ClientKind]:
+    """(group, kind) of a key made by `client_key`; ENVOY_ADS for a plain group."""
+    for kind in (ClientKind.ENVOY_SINGLE, ClientKind.GRPC):
+        suffix = _CLIENT_MARKER + kind.value
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key.removesuffix(suffix), kind
+    return key, ClientKind.ENVOY_ADS

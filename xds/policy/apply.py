@@ -24,6 +24,7 @@ from xds.policy.desired import (
     HeaderMatchSpec,
     InboundSpec,
     LbPolicy,
+    ListenerKind,
     ListenerSpec,
     MtlsMode,
     RetrySpec,
@@ -190,7 +191,7 @@ def _combined_backends(route: RoutePolicy) -> dict[tuple[str, _Subset], int]:
     return combined
 
 
-def _route(route: RoutePolicy, targets: dict[tuple[str, _Subset], int]) -> RouteSpec:
+def _route(route: RoutePolicy, targets: dict[tuple[str, _Subset], int], *, grpc: bool = False) -> RouteSpec:
     shares = normalize_weights(list(targets.values()))
     return RouteSpec(
         name=route.name,
@@ -205,6 +206,7 @@ def _route(route: RoutePolicy, targets: dict[tuple[str, _Subset], int]) -> Route
         idle_timeout_s=route.idle_timeout_s,
         hash_policy=tuple(_hash_policy(h) for h in route.hash_policy),
         fault=_fault(route.fault),
+        grpc=grpc,
     )
 
 
@@ -266,9 +268,10 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
                     service_settings = settings.get(service) or ServicePolicy(service)
                     clusters[name] = _cluster(catalog, service_settings, subset, locality, material,
                                               trust_domain=trust_domain, loads=loads)
-            routes.append(_route(route, targets))
-        listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port,
-                                      route_config=listener.name,
+            routes.append(_route(route, targets, grpc=listener.kind is ListenerKind.GRPC))
+        # A gRPC listener binds nothing: port 0 is never put on the wire (translate/listeners.py, issue 11).
+        listeners.append(ListenerSpec(name=listener.name, address=listener.address, port=listener.port or 0,
+                                      route_config=listener.name, grpc=listener.kind is ListenerKind.GRPC,
                                       fault_filter=any(r.fault is not None for r in routes),
                                       tls=_ingress_tls(listener, material, secrets),
                                       inbound=_inbound(listener, settings, trust_domain)))

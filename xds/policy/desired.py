@@ -24,6 +24,13 @@ class LbPolicy(enum.Enum):
     CLIENT_SIDE_WEIGHTED = "client_side_weighted"
 
 
+class ListenerKind(enum.Enum):
+    """An Envoy listener on an address and port, or an api_listener for proxyless gRPC (issue 11)."""
+
+    HTTP = "http"
+    GRPC = "grpc"
+
+
 class WeightsMode(enum.Enum):
     """Where a service's endpoint weights come from (issue 10; docs/load-aware.md)."""
 
@@ -292,6 +299,8 @@ class RouteSpec:
     idle_timeout_s: float | None = None
     hash_policy: tuple[HashPolicySpec, ...] = ()
     fault: FaultSpec | None = None
+    # A route of a gRPC listener (issue 11): gRPC semantics for the timeout and retries (translate/routes.py).
+    grpc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +349,9 @@ class ListenerSpec:
     fault_filter: bool = False
     inbound: InboundSpec | None = None  # None: an outbound or edge listener, plaintext
     tls: IngressTlsSpec | None = None  # edge TLS termination by SNI (issue 9 item 7); wins over inbound mTLS
+    # A listener for proxyless gRPC clients (`kind: grpc`, issue 11): an api_listener without address and
+    # port, served only to gRPC clients, while Envoys never get it (translate/delivery.py).
+    grpc: bool = False
 
 
 def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:

@@ -201,6 +201,9 @@ class Shape(Generic[_T]):
     # Keys of which exactly one must be given (published as `oneOf`; the walker checks it by name).
     one_of: tuple[str, ...] = ()
     group: str = ""  # set on the shape of a group such as a route's `match`
+    # (key, other, word): `key` is required unless `other` is `word` (a listener's `port` unless `kind:
+    # grpc`, issue 11); published as anyOf, checked by the walker.
+    required_unless: tuple[tuple[str, str, str], ...] = ()
 
     def keys(self, *, file_format: bool = True) -> tuple[str, ...]:
         return tuple(f.key for f in self.fields if file_format or not f.spec.file_only)
@@ -231,7 +234,8 @@ def _default(f: dataclasses.Field[object]) -> object:
 
 
 def shape(cls: type[_T], doc: str, *, group: str = "", groups: Mapping[str, Shape[object]] | None = None,
-          extra: Sequence[tuple[str | None, FieldSpec]] = (), one_of: tuple[str, ...] = ()) -> Shape[_T]:
+          extra: Sequence[tuple[str | None, FieldSpec]] = (), one_of: tuple[str, ...] = (),
+          required_unless: tuple[tuple[str, str, str], ...] = ()) -> Shape[_T]:
     """The shape of the declared fields of dataclass `cls` that are written in `group` ("" for the mapping
     itself), in attribute order. A nested group (a route's `match`) takes the place of its first field, as
     a Nested field of `groups[name]`. `extra` adds keys without attributes, each after the key named (""
@@ -254,7 +258,7 @@ def shape(cls: type[_T], doc: str, *, group: str = "", groups: Mapping[str, Shap
         else:
             index = next(i + 1 for i, f in enumerate(fields) if f.key == after) if after else 0
         fields.insert(index, Declared(spec, None))
-    return Shape(cls, doc, tuple(fields), one_of=one_of, group=group)
+    return Shape(cls, doc, tuple(fields), one_of=one_of, group=group, required_unless=required_unless)
 
 
 def table(cls: type[_T], doc: str, rows: Sequence[tuple[str | None, FieldSpec]], *,

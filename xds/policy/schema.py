@@ -23,6 +23,7 @@ from xds.policy.desired import (
     CircuitBreakersSpec,
     HealthCheckSpec,
     LbPolicy,
+    ListenerKind,
     LoadBalancerSpec,
     LocalitySpec,
     MtlsMode,
@@ -366,9 +367,17 @@ class ListenerPolicy:
     address: str = field(default=DEFAULT_LISTENER_ADDRESS, metadata=declare(
         "address", IpAddress(), "IP address to listen on (IPv4 or IPv6, no brackets: `::`)."))
     _: KW_ONLY
-    port: int = field(metadata=declare(
-        "port", Integer(1, 65535), "1 to 65535. Two listeners that one node group would receive cannot use "
-        "the same address and port.", required=True))
+    port: int | None = field(default=None, metadata=declare(
+        "port", Integer(1, 65535), "1 to 65535, required for an `http` listener; a `grpc` one has none. Two "
+        "listeners that one node group would receive cannot use the same address and port.",
+        shown_default="none (required unless `kind: grpc`)"))
+    kind: ListenerKind = field(default=ListenerKind.HTTP, metadata=declare(
+        "kind", Choice({"http": ListenerKind.HTTP, "grpc": ListenerKind.GRPC}),
+        "`http`: an Envoy listener on `address` and `port`. `grpc`: a listener for proxyless gRPC clients "
+        "(an `api_listener`), which they look up by the target `xds:///<name>`; it has no `address`, `port`, "
+        "`tls` or `inbound_for`, only gRPC clients receive it and Envoys never do (docs/config.md, "
+        "\"Proxyless gRPC\"). Its routes use gRPC semantics: `timeout` is the stream's maximum duration and "
+        "`retries` retry on status UNAVAILABLE.", shown_default="`http`"))
     groups: frozenset[str] | None = field(default=None, metadata=declare(
         "groups", ListOf(Text(GROUP_RE), item_doc="A node group.", nonempty=True),
         "Node groups that receive this listener. A node's group is its Envoy `node.cluster` unless the "
@@ -403,7 +412,8 @@ class ListenerPolicy:
         return self.groups is None or group in self.groups
 
 
-LISTENER = shape(ListenerPolicy, "An HTTP listener and its routes.")
+LISTENER = shape(ListenerPolicy, "An HTTP listener and its routes.",
+                 required_unless=(("port", "kind", ListenerKind.GRPC.value),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,10 +515,12 @@ def find_port_conflicts(listeners: Sequence[ListenerPolicy]) -> list[tuple[int, 
     """Pairs (earlier, later) of listener indexes that one node group would receive on the same
     address and port; Envoy would reject the second listener (bind conflict), so loaders refuse them.
     Only the first conflict of each later listener is reported."""
-    by_socket: dict[tuple[str, int], list[int]] = defaultdict(list)
+    by_socket: dict[tuple[str, int | None], list[int]] = defaultdict(list)
     conflicts: list[tuple[int, int]] = []
     for index, listener in enumerate(listeners):
         earlier = by_socket[(listener.address, listener.port)]
+        if listener.port is None:
+            continue  # a gRPC listener binds nothing
         for other in earlier:
             if _groups_overlap(listeners[other].groups, listener.groups):
                 conflicts.append((other, index))

@@ -194,6 +194,10 @@ def object_schema(shape: Shape[_T], dialect: Dialect, *, file_format: bool, desc
         schema["additionalProperties"] = False
     if shape.one_of:
         schema["oneOf"] = [{"required": [key]} for key in shape.one_of]
+    for key, other, word in shape.required_unless:
+        # Only `required` and `enum` inside the junctor, which keeps the CRD schema structural.
+        schema.setdefault("allOf", []).append({"anyOf": [
+            {"required": [key]}, {"required": [other], "properties": {other: {"enum": [word]}}}]})
     return schema
 
 

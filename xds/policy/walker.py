@@ -13,17 +13,19 @@ backends naming declared services, the `exact`/`present` choice of a header matc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from xds.model.service import Endpoint, Locality
 from xds.model.spiffe import valid_segment
 from xds.policy.catalog_fields import ENDPOINT, LOCALITY
-from xds.policy.checks import Checker, describe, suggest
+from xds.policy.checks import Checker, Fields, describe, suggest
 from xds.policy.desired import (
     CircuitBreakersSpec,
     HealthCheckSpec,
     LbPolicy,
+    ListenerKind,
     LoadBalancerSpec,
     LocalitySpec,
     MtlsMode,
@@ -31,6 +33,7 @@ from xds.policy.desired import (
 )
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
+from xds.policy.grpc_checks import grpc_lb_problems, grpc_retry_problems
 from xds.policy.lb_checks import (
     check_load_balancer,
     check_locality,
@@ -136,7 +139,28 @@ class _Walker(Checker):
         if isinstance(services_node, Seq):
             self._declared = frozenset(
                 name for item in services_node.items if (name := text_at(item, "name")) is not None)
-        return self._services(*f.at("services")), self._listeners(*f.at("listeners"))
+        services = self._services(*f.at("services"))
+        listeners = self._listeners(*f.at("listeners"))
+        self._grpc_lb(services_node, services, listeners)
+        listeners_node, _ = f.at("listeners")
+        if isinstance(listeners_node, Seq):
+            at = {text_at(item, "name"): index for index, item in enumerate(listeners_node.items)}
+            for problem in grpc_retry_problems(listeners):
+                index = at[problem.listener]
+                self._report.add(listeners_node.items[index].pos,
+                                 f"listeners[{index}].routes[{problem.route_index}].retries.retry_on",
+                                 problem.message)
+        return services, listeners
+
+    def _grpc_lb(self, services_node: Node | None, services: list[ServiceEntry],
+                 listeners: list[ListenerPolicy]) -> None:
+        """Services a gRPC listener routes to must use a policy gRPC clients implement (grpc_checks.py)."""
+        if not isinstance(services_node, Seq):
+            return
+        at = {text_at(item, "name"): (item, index) for index, item in enumerate(services_node.items)}
+        for problem in grpc_lb_problems([entry.policy for entry in services], listeners):
+            item, index = at[problem.service]
+            self._report.add(value_pos(item, "lb_policy"), f"services[{index}].lb_policy", problem.message)
 
     def _services(self, node: Node | None, path: str) -> list[ServiceEntry]:
         out: list[ServiceEntry] = []
@@ -367,9 +391,28 @@ class _Walker(Checker):
         self._fields(f, LISTENER, {"groups": self._groups, "domains": self._domains, "routes": routes,
                                    "tls": self._listener_tls, "inbound_for": inbound_for}, into=values)
         port_node, _ = f.at("port")
-        if not self._complete(mark, LISTENER, values) or port_node is None:
+        if not self._listener_kind_fits(node, path, f, values):
             return None
-        return _ListenerEntry(LISTENER.build(values), port_node.pos, path)
+        if not self._complete(mark, LISTENER, values):
+            return None
+        return _ListenerEntry(LISTENER.build(values), (port_node or node).pos, path)
+
+    def _listener_kind_fits(self, node: Node, path: str, f: Fields, values: Mapping[str, object]) -> bool:
+        """An `http` listener needs a port; a `grpc` one (issue 11) binds nothing and terminates nothing, so
+        it takes no address, port, tls or inbound_for (docs/config.md "Proxyless gRPC")."""
+        if values.get("kind", ListenerKind.HTTP) is ListenerKind.HTTP:
+            if f.at("port")[0] is None:
+                self._bad(node, f"{path}.port", "an http listener needs `port` (or set `kind: grpc` for "
+                                                "proxyless gRPC clients)")
+                return False
+            return True
+        extra = [key for key in ("address", "port", "tls", "inbound_for") if f.at(key)[0] is not None]
+        if extra:
+            keys = ", ".join(f"`{key}`" for key in extra)
+            self._bad(node, f"{path}.{extra[0]}",
+                      f"a grpc listener has no {keys}: gRPC clients find it by name (xds:///<name>)")
+            return False
+        return True
 
     def _listener_tls(self, node: Node | None, path: str) -> ListenerTlsPolicy | None:
         """A listener's `tls` (issue 9 item 7): each SNI name is claimed by one certificate only, and at

@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds.cache.node import NodeGrouper, located_key
+from xds.cache.node import NodeGrouper, client_key, located_key
 from xds.cache.snapshot import Snapshot, empty_endpoints
 from xds.cache.store import GroupLimitError, SnapshotStore
 from xds.model.service import Locality
@@ -49,6 +49,7 @@ from xds.server.limits import (
 from xds.server.peer_auth import IdentityDeniedError, PeerAuthorizer
 from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError, Request, StreamProtocol
 from xds.server.secret_access import secrets_allowed
+from xds.translate.delivery import client_kind
 from xds.typeurls import SECRET, TypeUrl, short_name
 
 log = logging.getLogger("xds.server")
@@ -223,7 +224,7 @@ class StreamHandler:
                 else:
                     origin = time.monotonic()
                     if info is None:
-                        opening = self._open(item, context, method=method)
+                        opening = self._open(item, context, method=method, aggregated=stream_type is None)
                         try:
                             cancel_watch = self._watch(opening.group, inbox, loop)
                         except GroupLimitError as exc:
@@ -318,7 +319,7 @@ class StreamHandler:
         pending.add_done_callback(deliver)
 
     def _open(self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[object, object],
-              *, method: str) -> StreamInfo:
+              *, method: str, aggregated: bool = True) -> StreamInfo:
         node = first.node
         if not first.HasField("node") or not node.id:
             raise ProtocolError("the first request on a stream must carry node.id (xDS: node identity)")
@@ -326,6 +327,8 @@ class StreamHandler:
         # A node's locality (bounded by check_node) makes its own store key: `locality.failover` services
         # order their endpoints relative to it (issue 8; cache/node.py).
         where = node.locality
+        # Single-type Envoys and proxyless gRPC clients get their own snapshot variant (issue 11).
+        group = client_key(group, client_kind(aggregated=aggregated, user_agent=node.user_agent_name))
         group = located_key(group, Locality(region=where.region, zone=where.zone, sub_zone=where.sub_zone))
         version = ""
         if node.HasField("user_agent_build_version"):

@@ -1,4 +1,4 @@
-"""ClusterSpec -> envoy.config.cluster.v3.Cluster (an EDS cluster whose endpoints come over ADS).
+"""ClusterSpec -> envoy.config.cluster.v3.Cluster (an EDS cluster; endpoints over ADS or per-type gRPC).
 
 Clusters are stamped from a cached template with `CopyFrom` and then get their few per-cluster fields set:
 for fleets of thousands of clusters this is about 4x cheaper than building each one from keyword arguments
@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 
 from xds.policy.desired import ClusterSpec, LbPolicy
 from xds.translate.client_side_weighted import apply_client_side_weighted
+from xds.translate.delivery import ADS, Delivery, config_source
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.lb import (
     apply_load_balancer,
@@ -43,13 +44,9 @@ _LB_POLICIES: Final[dict[LbPolicy, int]] = {
 
 
 def ads_config_source() -> config_source_pb2.ConfigSource:
-    """ConfigSource{ads: {}, resource_api_version: V3}: fetch the resource over the ADS stream.
-
-    `resource_api_version` must be V3: AUTO (the zero value) means V2 in older Envoys and is rejected by
-    current ones for non-V3 resources (config_source.proto, `resource_api_version`).
-    """
-    source = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.V3)
-    source.ads.SetInParent()
+    """ConfigSource{ads: {}, resource_api_version: V3}: fetch the resource over the ADS stream."""
+    source = config_source_pb2.ConfigSource()
+    source.CopyFrom(config_source(ADS))
     return source
 
 
@@ -80,24 +77,27 @@ def _http2_options() -> any_pb2.Any:
     return packed
 
 
-def cluster_key(spec: ClusterSpec) -> Hashable:
+def cluster_key(spec: ClusterSpec, delivery: Delivery = ADS) -> Hashable:
     """Every input of build_cluster(spec): equal keys give byte-identical Clusters.
 
     An EDS Cluster does not depend on its endpoints (they travel in the ClusterLoadAssignment), so they are
     left out and a weight or health flip reuses the previous snapshot's Cluster without building it. A DNS
     cluster carries its endpoints inline, so for it they are in. Keep this in step with build_cluster.
     """
-    return (spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
+    return (delivery, spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
             spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
             spec.upstream_connection, spec.locality is not None and bool(spec.locality.weights),
             spec.tls, spec.mesh_tls,
             (spec.endpoints, spec.locality) if spec.dns else ())
 
 
-def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
-    """The Cluster for `spec`; its endpoints come separately, as the ClusterLoadAssignment of that name."""
+def build_cluster(spec: ClusterSpec, delivery: Delivery = ADS) -> cluster_pb2.Cluster:
+    """The Cluster for `spec`; its endpoints come separately, as the ClusterLoadAssignment of that name,
+    over the stream `delivery` says (translate/delivery.py, issue 11)."""
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(_template())
+    if delivery != ADS:
+        cluster.eds_cluster_config.eds_config.CopyFrom(config_source(delivery))
     cluster.name = spec.name
     # Duration from integral nanoseconds: exact and identical on every run, unlike float arithmetic on
     # seconds + nanos separately.
@@ -131,7 +131,7 @@ def build_cluster(spec: ClusterSpec) -> cluster_pb2.Cluster:
         cluster.transport_socket.CopyFrom(build_upstream_tls(spec.tls))
     elif spec.mesh_tls is not None:
         # Sidecar mTLS (issue 9): workload certificate and trust bundle over SDS, the server's SAN checked.
-        cluster.transport_socket.CopyFrom(upstream_transport_socket(spec.mesh_tls))
+        cluster.transport_socket.CopyFrom(upstream_transport_socket(spec.mesh_tls, delivery))
     if spec.dns:
         # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
         # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).

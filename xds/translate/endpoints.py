@@ -51,15 +51,22 @@ def build_load_assignment(spec: ClusterSpec) -> endpoint_pb2.ClusterLoadAssignme
         group = cla.endpoints.add()
         if tiers[priority]:
             group.priority = tiers[priority]
-        # An all-empty Locality is Envoy's "no locality"; leaving the message unset keeps the bytes minimal.
-        if locality != Locality():
-            group.locality.region = locality.region
-            group.locality.zone = locality.zone
-            group.locality.sub_zone = locality.sub_zone
+        # Always present, even all-empty (Envoy's "no locality"): grpc-go NACKs a LocalityLbEndpoints
+        # without one ("EDS response contains a locality without ID", issue 11).
+        group.locality.SetInParent()
+        group.locality.region = locality.region
+        group.locality.zone = locality.zone
+        group.locality.sub_zone = locality.sub_zone
         if weights is not None:
             # Read only with the cluster's locality_weighted_lb_config (clusters.py); a locality without a
             # weight would get no traffic at all (endpoint_components.proto, LocalityLbEndpoints).
             group.load_balancing_weight.value = weights.weight_of(locality)
+        else:
+            # gRPC clients always balance across localities by this weight and drop a locality without one
+            # (issue 11: grpcio then fails every call); Envoy reads it only with locality-weighted
+            # balancing, which this cluster does not have. The sum of the endpoint weights keeps a gRPC
+            # client's split the one the endpoint weights say.
+            group.load_balancing_weight.value = sum(endpoint.weight for endpoint in members)
         for endpoint in members:
             lb_endpoint = group.lb_endpoints.add()
             address = lb_endpoint.endpoint.address.socket_address

@@ -18,6 +18,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
 from xds.policy.tls_specs import IngressTlsSpec
+from xds.translate.delivery import ADS, Delivery
 from xds.translate.secrets import sds_secret_config
 from xds.translate.tls import transport_socket
 
@@ -35,7 +36,7 @@ def _tls_inspector() -> listener_components_pb2.ListenerFilter:
 
 
 def add_ingress_tls_chains(listener: listener_pb2.Listener, manager: any_pb2.Any,
-                           tls: IngressTlsSpec) -> None:
+                           tls: IngressTlsSpec, delivery: Delivery = ADS) -> None:
     """The TLS inspector and one chain per certificate, each with the packed HTTP connection `manager`."""
     listener.listener_filters.append(_tls_inspector())
     for chain_spec in tls.chains:
@@ -43,7 +44,7 @@ def add_ingress_tls_chains(listener: listener_pb2.Listener, manager: any_pb2.Any
         chain.filter_chain_match.server_names.extend(chain_spec.server_names)
         context = tls_pb2.DownstreamTlsContext()
         context.common_tls_context.tls_certificate_sds_secret_configs.append(
-            sds_secret_config(chain_spec.secret))
+            sds_secret_config(chain_spec.secret, delivery))
         chain.transport_socket.CopyFrom(transport_socket(context))
         network_filter = chain.filters.add()
         network_filter.name = HCM_FILTER_NAME

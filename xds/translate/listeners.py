@@ -1,4 +1,8 @@
-"""ListenerSpec -> envoy.config.listener.v3.Listener: one HTTP connection manager, routes over RDS."""
+"""ListenerSpec -> envoy.config.listener.v3.Listener: one HTTP connection manager, routes over RDS.
+
+An Envoy listener binds an address; a gRPC listener (`kind: grpc`, issue 11) is an `api_listener` that a
+proxyless gRPC client looks up by its `xds:///<name>` target, holding only the HCM with RDS and the router.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from xds.policy.desired import InboundSpec, ListenerSpec, MtlsMode
-from xds.translate.clusters import ads_config_source
+from xds.translate.delivery import ADS, Delivery, config_source
 from xds.translate.ingress_tls import add_ingress_tls_chains
 from xds.translate.mesh_tls import RBAC_FILTER_NAME, downstream_transport_socket, rbac_filter
 from xds.translate.routes import FAULT_FILTER_NAME
@@ -73,11 +77,19 @@ def _access_log(inbound: bool = False) -> accesslog_pb2.AccessLog:
     )
 
 
-def build_http_connection_manager(spec: ListenerSpec) -> hcm_pb2.HttpConnectionManager:
-    """The HCM for `spec`, with its RouteConfiguration fetched over ADS by name."""
+def build_http_connection_manager(spec: ListenerSpec, delivery: Delivery = ADS
+                                  ) -> hcm_pb2.HttpConnectionManager:
+    """The HCM for `spec`, with its RouteConfiguration fetched by name as `delivery` says (delivery.py)."""
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=spec.name)
-    manager.rds.config_source.CopyFrom(ads_config_source())
+    manager.rds.config_source.CopyFrom(config_source(delivery))
     manager.rds.route_config_name = spec.route_config
+    if spec.grpc:
+        # A proxyless client NACKs an HTTP filter it does not know unless marked optional, and has no access
+        # log or sidecar RBAC: the fault filter (gRFC A33) when a route injects faults, then the router.
+        if spec.fault_filter:
+            manager.http_filters.append(_fault_filter())
+        manager.http_filters.append(_router_filter())
+        return manager
     inbound = spec.inbound
     if inbound is not None and inbound.rules:
         # Authorization first, so a denied request never reaches the fault filter or the upstream (issue 9).
@@ -95,31 +107,36 @@ def build_http_connection_manager(spec: ListenerSpec) -> hcm_pb2.HttpConnectionM
     return manager
 
 
-def build_listener(spec: ListenerSpec) -> listener_pb2.Listener:
+def build_listener(spec: ListenerSpec, delivery: Delivery = ADS) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(name=spec.name)
+    if spec.grpc:
+        # No address: gRPC clients read `api_listener` only (listener.proto, Listener.api_listener).
+        listener.api_listener.api_listener.CopyFrom(_pack(build_http_connection_manager(spec, ADS)))
+        return listener
     address = listener.address.socket_address
     address.address = spec.address
     address.port_value = spec.port
-    manager = _pack(build_http_connection_manager(spec))
+    manager = _pack(build_http_connection_manager(spec, delivery))
     inbound = spec.inbound
     if spec.tls is not None:
-        add_ingress_tls_chains(listener, manager, spec.tls)  # edge TLS, one chain per SNI set (issue 9)
+        # Edge TLS, one chain per SNI set (issue 9).
+        add_ingress_tls_chains(listener, manager, spec.tls, delivery)
     elif inbound is None or inbound.mtls is MtlsMode.OFF:
         _chain(listener, manager)
     elif inbound.mtls is MtlsMode.STRICT:
-        _chain(listener, manager, inbound)
+        _chain(listener, manager, inbound, delivery)
     else:
         # Permissive: the TLS inspector tells a TLS handshake from plaintext, and each gets its own chain
         # (listener_components.proto, FilterChainMatch.transport_protocol "tls" / "raw_buffer").
         listener.listener_filters.add(name=TLS_INSPECTOR_NAME,
                                       typed_config=_pack(tls_inspector_pb2.TlsInspector()))
-        _chain(listener, manager, inbound).filter_chain_match.transport_protocol = "tls"
+        _chain(listener, manager, inbound, delivery).filter_chain_match.transport_protocol = "tls"
         _chain(listener, manager).filter_chain_match.transport_protocol = "raw_buffer"
     return listener
 
 
 def _chain(listener: listener_pb2.Listener, manager: any_pb2.Any,
-           inbound: InboundSpec | None = None) -> listener_pb2.FilterChain:
+           inbound: InboundSpec | None = None, delivery: Delivery = ADS) -> listener_pb2.FilterChain:
     """A filter chain with the HCM; with `inbound`, behind TLS with the workload certificate that requires
     a client certificate of the mesh CA (strict and permissive alike: a TLS client in the mesh has one)."""
     chain: listener_pb2.FilterChain = listener.filter_chains.add()
@@ -127,5 +144,6 @@ def _chain(listener: listener_pb2.Listener, manager: any_pb2.Any,
     network_filter.name = HCM_FILTER_NAME
     network_filter.typed_config.CopyFrom(manager)
     if inbound is not None:
-        chain.transport_socket.CopyFrom(downstream_transport_socket(require_client_certificate=True))
+        chain.transport_socket.CopyFrom(downstream_transport_socket(require_client_certificate=True,
+                                                                    delivery=delivery))
     return chain

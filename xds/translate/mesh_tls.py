@@ -29,6 +29,7 @@ from xds.policy.desired import (
     AuthorizationRuleSpec,
     UpstreamMeshTlsSpec,
 )
+from xds.translate.delivery import ADS, Delivery
 from xds.translate.secrets import sds_secret_config
 
 TLS_TRANSPORT_SOCKET: Final = "envoy.transport_sockets.tls"
@@ -42,11 +43,11 @@ def _pack(message: Message) -> any_pb2.Any:
     return packed
 
 
-def _common_context(peer_identity: str | None) -> tls_pb2.CommonTlsContext:
+def _common_context(peer_identity: str | None, delivery: Delivery) -> tls_pb2.CommonTlsContext:
     context = tls_pb2.CommonTlsContext()
-    context.tls_certificate_sds_secret_configs.append(sds_secret_config(WORKLOAD_CERT_SECRET))
+    context.tls_certificate_sds_secret_configs.append(sds_secret_config(WORKLOAD_CERT_SECRET, delivery))
     combined = context.combined_validation_context
-    combined.validation_context_sds_secret_config.CopyFrom(sds_secret_config(TRUST_BUNDLE_SECRET))
+    combined.validation_context_sds_secret_config.CopyFrom(sds_secret_config(TRUST_BUNDLE_SECRET, delivery))
     if peer_identity is not None:
         san = combined.default_validation_context.match_typed_subject_alt_names.add()
         san.san_type = common_pb2.SubjectAltNameMatcher.URI
@@ -56,15 +57,17 @@ def _common_context(peer_identity: str | None) -> tls_pb2.CommonTlsContext:
     return context
 
 
-def upstream_transport_socket(spec: UpstreamMeshTlsSpec) -> base_pb2.TransportSocket:
-    context = tls_pb2.UpstreamTlsContext(common_tls_context=_common_context(spec.peer_identity))
+def upstream_transport_socket(spec: UpstreamMeshTlsSpec, delivery: Delivery = ADS
+                              ) -> base_pb2.TransportSocket:
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=_common_context(spec.peer_identity, delivery))
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=_pack(context))
 
 
-def downstream_transport_socket(*, require_client_certificate: bool) -> base_pb2.TransportSocket:
+def downstream_transport_socket(*, require_client_certificate: bool, delivery: Delivery = ADS
+                                ) -> base_pb2.TransportSocket:
     # Any client certificate of the mesh CA is accepted at the handshake; which identities may do what is
     # the RBAC filter's decision, which can answer 403 instead of a reset.
-    context = tls_pb2.DownstreamTlsContext(common_tls_context=_common_context(None))
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=_common_context(None, delivery))
     context.require_client_certificate.value = require_client_certificate
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=_pack(context))
 

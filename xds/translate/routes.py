@@ -23,6 +23,10 @@ from xds.policy.desired import (
 # headers, and a failed connect, which together cover a dead or restarting endpoint without retrying 4xx.
 RETRY_ON: Final = "5xx,reset,connect-failure"
 
+# What a gRPC listener's `retries: N` retries (issue 11): UNAVAILABLE is what a gRPC client sees for a dead
+# or restarting endpoint, the counterpart of connect-failure and reset above.
+GRPC_RETRY_ON: Final = "unavailable"
+
 # A route whose backends are all gone still needs an action (route_components.proto, Route.action is a
 # required oneof). 503 is what Envoy itself answers when a cluster has no healthy host.
 NO_BACKEND_STATUS: Final = 503
@@ -72,7 +76,11 @@ def _route(spec: RouteSpec) -> route_components_pb2.Route:
             weighted = action.weighted_clusters.clusters.add()
             weighted.name = backend.cluster
             weighted.weight.value = backend.weight
-    if spec.timeout_s is not None:
+    if spec.timeout_s is not None and spec.grpc:
+        # gRPC clients read no RouteAction.timeout: a call's deadline there is the route's maximum stream
+        # duration (gRFC A31; route_components.proto, RouteAction.MaxStreamDuration). Issue 11.
+        action.max_stream_duration.max_stream_duration.FromNanoseconds(_ns(spec.timeout_s))
+    elif spec.timeout_s is not None:
         # Unset means Envoy's default of 15 s; 0 disables the timeout (RouteAction.timeout).
         action.timeout.FromNanoseconds(round(spec.timeout_s * 1e9))
     if spec.idle_timeout_s is not None:
@@ -80,7 +88,8 @@ def _route(spec: RouteSpec) -> route_components_pb2.Route:
     if isinstance(spec.retries, RetrySpec):
         _retry_policy(spec.retries, action.retry_policy)
     elif spec.retries > 0:
-        action.retry_policy.retry_on = RETRY_ON
+        # gRPC clients retry on gRPC status names only (gRFC A44) and ignore HTTP conditions such as 5xx.
+        action.retry_policy.retry_on = GRPC_RETRY_ON if spec.grpc else RETRY_ON
         action.retry_policy.num_retries.value = spec.retries
     for hash_spec in spec.hash_policy:
         _hash_policy(hash_spec, action.hash_policy.add())

@@ -9,19 +9,17 @@ connections it has (issue 9).
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from xds.policy.desired import SecretSpec
+from xds.translate.delivery import ADS, Delivery, config_source
 
 
-def sds_secret_config(name: str) -> secret_pb2.SdsSecretConfig:
-    """SdsSecretConfig{name, sds_config: {ads: {}, resource_api_version: V3}}: fetched over the ADS stream
-    (V3 for the same reason as clusters.ads_config_source, which this module cannot import: clusters.py
-    imports it through mesh_tls.py)."""
+def sds_secret_config(name: str, delivery: Delivery = ADS) -> secret_pb2.SdsSecretConfig:
+    """SdsSecretConfig{name, sds_config}: fetched over the ADS stream, or over StreamSecrets for a
+    single-type Envoy (docs/protocol.md C1)."""
     config = secret_pb2.SdsSecretConfig(name=name)
-    config.sds_config.resource_api_version = config_source_pb2.V3
-    config.sds_config.ads.SetInParent()
+    config.sds_config.CopyFrom(config_source(delivery))
     return config
 
 
