@@ -101,6 +101,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                           help="require this SAN in the server's certificate (DNS name, IP address or "
                                "spiffe:// URI); without it any certificate from --ca is accepted")
     _add_locality_arguments(boot)
+    boot.add_argument("--delta", action="store_true",
+                      help="use delta (incremental) xDS: api_type DELTA_GRPC in ads_config (docs/protocol.md "
+                           "R28-R30); the default is state of the world (GRPC)")
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
     validate.add_argument("file", type=Path)
@@ -469,7 +472,7 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
     try:
         text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
                                 admin_address=args.admin_address, tls=tls, region=args.region,
-                                zone=args.zone, sub_zone=args.sub_zone)
+                                zone=args.zone, sub_zone=args.sub_zone, delta=args.delta)
     except BootstrapError as exc:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 2

@@ -84,6 +84,12 @@ def test_p3_delta_nack_is_recorded_not_resent_and_recovers() -> None:
     # The same content again (an unrelated rebuild) is not re-sent (R10).
     assert client.push(snapshot(**{**BASE_SPEC, "clusters": {"a": 9, "b": 1, "c": 1}})) == []  # type: ignore[arg-type]
     # New content is.
+    # Back to what the client runs: an empty response whose ACK ends the NACK (R10).
+    (back,) = client.push(BASE)
+    assert back.type_url == CLUSTER and back.resources == () and back.removed == ()
+    event, _ = client.ack(back)
+    assert isinstance(event, Acked)
+    assert client.push(BASE) == []
     fixed, *_ = client.push(snapshot(**{**BASE_SPEC, "clusters": {"a": 3, "b": 1, "c": 1}}))  # type: ignore[arg-type]
     assert fixed.type_url == CLUSTER and names(fixed) == ["a"]
 

@@ -189,7 +189,10 @@ class DeltaProtocol(ProtocolCore):
             # newly asked for (R15).
             changed = [n for n in changed if n in state.due]
             removed = [n for n in removed if n in state.due]
-        if not changed and not removed and not state.full_due:
+        # After a NACK the client runs what it last ACKed. When the content moves on, even back to exactly
+        # that, a response goes out (empty if nothing differs) so that its ACK visibly ends the NACK (R10).
+        recovered = state.rejected_version is not None and version != state.rejected_version
+        if not changed and not removed and not state.full_due and not recovered:
             return None
         return Send(type_url=type_url, version=version, nonce=self._next_nonce(),
                     resources=tuple(desired[n] for n in changed), removed=tuple(removed))
