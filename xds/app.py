@@ -13,11 +13,13 @@ import grpc
 
 from xds.addresses import is_loopback_host
 from xds.cache.node import NodeGrouper
+from xds.cache.quarantine import Quarantine, Rejection, quarantined
 from xds.cache.store import SnapshotStore
 from xds.load_engine import LoadEngine
 from xds.observability.admin import AdminServer
 from xds.observability.load_metrics import LoadCollector
 from xds.observability.metrics import Metrics
+from xds.observability.quarantine_metrics import QuarantineCollector
 from xds.observability.tls_metrics import TlsMetrics
 from xds.observability.workload_metrics import WorkloadCaCollector
 from xds.pipeline import Pipeline, builder_for, with_tls_material
@@ -27,9 +29,10 @@ from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
-from xds.server.load_report import LoadReportService, build_load_report_server
-from xds.server.management import ManagementService, SourceState
+from xds.server.load_report import LOAD_REPORT_SERVICE, LoadReportService, build_load_report_server
+from xds.server.management import MANAGEMENT_SERVICE, ManagementService, SourceState
 from xds.server.management_server import build_management_server
+from xds.server.nack_loop import NackLoop
 from xds.server.peer_auth import PeerAuthorizer
 from xds.server.registry import ProxyRegistry
 from xds.server.stream import StreamHandler
@@ -40,6 +43,7 @@ from xds.sources.base import Source, SourceUpdate
 from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
 from xds.sources.kubernetes import KubernetesSource
+from xds.sources.rejections import RejectionSink
 from xds.sources.tls_files import TlsFiles
 from xds.workload_ca import CaFileWatcher, ca_files, open_identities, rotate_forever
 from xds.workload_ca import describe as describe_ca
@@ -62,6 +66,10 @@ class App:
         self.store = SnapshotStore(on_build=self.metrics.on_build, max_groups=settings.max_node_groups,
                                    idle_grace_s=settings.node_group_grace_s)
         self.metrics.watch_groups(self.store.counts)
+        # The closed NACK loop (issue 11 item 4): what proxies rejected is held back per node group.
+        self.quarantine = Quarantine()
+        self.metrics.registry.register(QuarantineCollector(self.quarantine))
+        self._rejections_reported = 0
         # The workload CA (issue 9): loaded or created before anything serves; a bad CA file is fatal here.
         files = ca_files(settings.ca_cert, settings.ca_key)
         self.workload = open_identities(files, trust_domain=settings.trust_domain,
@@ -161,13 +169,30 @@ class App:
         # Translation and serialization are CPU work proportional to the catalog (36 ms at 1000 services,
         # benchmarks/README.md): a worker thread keeps streams' ACKs and keepalives moving meanwhile. The
         # store is thread-safe and wakes streams through call_soon_threadsafe.
-        await asyncio.to_thread(self.store.publish, builder_for(world))
+        await asyncio.to_thread(self.store.publish, quarantined(builder_for(world), self.quarantine))
+        self._report_rejections()
         if not self._first_publish.is_set():
             self._first_publish.set()
             await self.health.set_serving(True)
             log.info("serving", extra={"groups": self.store.groups()})
         if self._rebuild_pending:
             self._schedule_rebuild()
+
+    def _on_rejected(self, changed: Sequence[Rejection]) -> None:
+        """A proxy rejected resources: rebuild (the snapshots hold them back) and tell their sources."""
+        self._schedule_rebuild()
+        self._report_rejections()
+
+    def _report_rejections(self) -> None:
+        """Hand the quarantined resources to every source that reports status, when they changed."""
+        generation = self.quarantine.generation
+        if generation == self._rejections_reported:
+            return
+        self._rejections_reported = generation
+        rejections = self.quarantine.rejections()
+        for source in self.sources:
+            if isinstance(source, RejectionSink):
+                source.report_rejections(rejections)
 
     # -------------------------------------------------------------------- run
 
@@ -183,24 +208,32 @@ class App:
                 "address": self.settings.xds_address,
                 "hint": "any client that reaches this address can claim any node and read its group's "
                         "config; give --tls-cert, --tls-key and --client-ca (docs/security.md)"})
+        nack_loop = NackLoop(self.quarantine, on_change=self._on_rejected)
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
-                                callbacks=MultiCallbacks(self.registry, self.metrics), limits=self._limits,
+                                callbacks=MultiCallbacks(self.registry, self.metrics, nack_loop),
+                                limits=self._limits,
                                 on_limit=self.metrics.limit_exceeded, authorizer=authorizer)
         management = ManagementService(self.registry, self.store, sources=self.source_states,
-                                       loads=self.load.rows)
+                                       loads=self.load.rows, quarantined=self.quarantine.rejections)
         server, self.xds_port = build_server(
             handler, address=self.settings.xds_address, options=self._server_options,
-            extra=(self.health.add_to,), credentials=credentials)
+            extra=(self.health.add_to,), credentials=credentials,
+            on_unimplemented=self.metrics.unimplemented_call, reflection=self.settings.grpc_reflection)
+        # Health on every port, for the services each one serves (issue 11 item 3): these serve at once.
+        management_health, load_health = HealthReporter(), HealthReporter()
         # Its own listener, never the xDS port (issue 9, docs/security.md).
         management_server, self.management_port = build_management_server(
             management, address=self.settings.management_address, auth=self.settings.management_auth,
-            on_deny=self.metrics.management_denied)
+            on_deny=self.metrics.management_denied, extra=(management_health.add_to,))
         load_server, self.load_report_port = build_load_report_server(
             LoadReportService(self.load.submit), address=self.settings.load.report_address,
-            auth=self.settings.management_auth, on_deny=self.metrics.management_denied)
+            auth=self.settings.management_auth, on_deny=self.metrics.management_denied,
+            extra=(load_health.add_to,))
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
                             status=self.status)
         await self.health.set_serving(False)
+        await management_health.set_serving(True, ("", MANAGEMENT_SERVICE))
+        await load_health.set_serving(True, ("", LOAD_REPORT_SERVICE))
         await server.start()
         await management_server.start()
         await load_server.start()
@@ -261,6 +294,10 @@ class App:
             "tls_files": self.tls_files.errors(),  # paths and problems only, never content
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
             "proxies": [p.node_id for p in self.registry.list()],
+            "quarantined": [{"group": r.group, "type": r.short_type, "name": r.name,
+                             "node_ids": list(r.node_ids), "message": r.message, "serving": r.serving,
+                             "nacked_at": r.nacked_at, "quarantined_at": r.quarantined_at}
+                            for r in self.quarantine.rejections()],
             **({"tls": self.tls.status()} if self.tls is not None else {}),
             "workload_ca": {**describe_ca(self.workload.ca),
                             "reload_error": self._ca_watcher.error if self._ca_watcher else ""},

@@ -195,6 +195,10 @@ def _add_limit_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) ->
     limits.add_argument("--max-streams", type=_positive_int,
                         default=env.get("max_streams", defaults.DEFAULT_MAX_STREAMS), metavar="N",
                         help=f"open xDS streams on the server (env {defaults.ENV_MAX_STREAMS})")
+    serve.add_argument("--grpc-reflection", action="store_true",
+                       default=env.get("grpc_reflection", "").lower() in ("1", "true", "yes"),
+                       help="offer gRPC server reflection on the xDS port, for grpcurl and similar tools "
+                            f"(env {defaults.ENV_GRPC_REFLECTION}=1)")
     limits.add_argument("--max-request-bytes", type=_positive_int,
                         default=env.get("max_request_bytes", defaults.DEFAULT_MAX_REQUEST_BYTES),
                         metavar="BYTES", help=f"largest xDS request (env {defaults.ENV_MAX_REQUEST_BYTES})")
@@ -427,6 +431,7 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
                         kubernetes=kubernetes, max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
+                        grpc_reflection=args.grpc_reflection,
                         max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes,
                         trust_domain=args.trust_domain, tls_cert=_path(args.tls_cert),
                         tls_key=_path(args.tls_key), client_ca=_path(args.client_ca),

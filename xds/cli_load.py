@@ -74,6 +74,8 @@ def add_load_arguments(serve: argparse.ArgumentParser, env: Mapping[str, str] | 
         "factor changes smaller than this push nothing")
     add("--load-max-step", "load_max_step", _number(0, 1, low_open=True), _DEFAULTS.max_step,
         "the most an endpoint's weight factor moves per interval")
+    add("--load-gain", "load_gain", _number(0, 1, low_open=True), _DEFAULTS.gain,
+        "the fraction of the way to its target an endpoint's weight factor moves per interval (damping)")
     add("--load-floor", "load_floor", _number(0, 1, low_open=True), _DEFAULTS.floor,
         "the smallest weight factor load alone can give (never 0)")
     add("--load-ttl", "load_ttl", _number(0, None, low_open=True), _DEFAULTS.ttl_s,
@@ -89,7 +91,7 @@ def load_settings(args: argparse.Namespace) -> LoadSettings:
     applies `type` only to strings given on the command line and to string defaults)."""
     params = LoadParams(combine=Combine(args.load_combine), smoothing=float(args.load_smoothing),
                         dead_band=float(args.load_dead_band), max_step=float(args.load_max_step),
-                        floor=float(args.load_floor), ttl_s=float(args.load_ttl))
+                        floor=float(args.load_floor), gain=float(args.load_gain), ttl_s=float(args.load_ttl))
     return LoadSettings(params=params, interval_s=float(args.load_interval),
                         report_address=str(args.load_report_address),
                         min_report_gap_s=float(args.load_report_gap),

@@ -22,6 +22,7 @@ ENVIRONMENT = {
     "load_smoothing": "XDS_LOAD_SMOOTHING",
     "load_dead_band": "XDS_LOAD_DEAD_BAND",
     "load_max_step": "XDS_LOAD_MAX_STEP",
+    "load_gain": "XDS_LOAD_GAIN",
     "load_floor": "XDS_LOAD_FLOOR",
     "load_ttl": "XDS_LOAD_TTL",
     "load_report_gap": "XDS_LOAD_REPORT_GAP",

@@ -47,6 +47,7 @@ ENV_MANAGEMENT_ADMIN_TOKEN = "XDS_MANAGEMENT_ADMIN_TOKEN"  # an admin token's va
 ENV_MAX_NODE_GROUPS = "XDS_MAX_NODE_GROUPS"
 ENV_NODE_GROUP_GRACE_S = "XDS_NODE_GROUP_GRACE_S"
 ENV_MAX_STREAMS = "XDS_MAX_STREAMS"
+ENV_GRPC_REFLECTION = "XDS_GRPC_REFLECTION"
 ENV_MAX_REQUEST_BYTES = "XDS_MAX_REQUEST_BYTES"
 ENV_MAX_CATALOG_BYTES = "XDS_MAX_CATALOG_BYTES"
 DEFAULT_MAX_NODE_GROUPS = 1000
@@ -118,6 +119,8 @@ class Settings:
     max_node_groups: int = DEFAULT_MAX_NODE_GROUPS
     node_group_grace_s: float = DEFAULT_NODE_GROUP_GRACE_S
     max_streams: int = DEFAULT_MAX_STREAMS
+    # gRPC server reflection on the xDS port (issue 11 item 3; docs/operations.md).
+    grpc_reflection: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_catalog_bytes: int = DEFAULT_MAX_CATALOG_BYTES
     # The Consul source, when configured; merged after the file sources (docs/consul.md).
@@ -150,6 +153,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_NODE_GROUP_KEY: "node_group_key", ENV_LOG_LEVEL: "log_level", ENV_LOG_FORMAT: "log_format",
              ENV_MAX_NODE_GROUPS: "max_node_groups", ENV_NODE_GROUP_GRACE_S: "node_group_grace",
              ENV_MAX_STREAMS: "max_streams", ENV_MAX_REQUEST_BYTES: "max_request_bytes",
+             ENV_GRPC_REFLECTION: "grpc_reflection",
              ENV_MAX_CATALOG_BYTES: "max_catalog_bytes",
              ENV_CONSUL_ADDRESS: "consul_address", ENV_CONSUL_DATACENTER: "consul_datacenter",
              ENV_CONSUL_CONSISTENCY: "consul_consistency", ENV_CONSUL_CA_FILE: "consul_ca_file",

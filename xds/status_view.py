@@ -94,7 +94,7 @@ def _rows_to_text(rows: list[list[str]]) -> str:
 
 def format_proxy_table(resp: pb.ListProxiesResponse) -> str:
     """One row per stream (NODE, GROUP, then one column per type), then every NACK message on record."""
-    sources = _sources_text(resp)
+    sources = _quarantine_text(resp) + _sources_text(resp)
     if not resp.proxies:
         return "no proxies connected" + sources
     header = ["NODE", "GROUP", *(short_name(t).upper() for t in PUSH_ORDER), "METHOD", "ENVOY"]
@@ -115,6 +115,18 @@ def format_proxy_table(resp: pb.ListProxiesResponse) -> str:
     if nacks:
         text += "\n\nNACKS\n" + "\n".join(nacks)
     return text + sources
+
+
+def _quarantine_text(resp: pb.ListProxiesResponse) -> str:
+    """A QUARANTINED table: resources proxies rejected, held back per group (issue 11 item 4)."""
+    if not resp.quarantined:
+        return ""
+    rows = [["QUARANTINED", "TYPE", "GROUP", "SERVING", "NODES", "ERROR"]]
+    for q in resp.quarantined:
+        first_line = q.message.strip().splitlines()[0] if q.message.strip() else "-"
+        rows.append([q.name, q.short_name.upper(), q.group, q.serving or "-", ",".join(q.node_ids),
+                     first_line])
+    return "\n\n" + _rows_to_text(rows)
 
 
 def _sources_text(resp: pb.ListProxiesResponse) -> str:

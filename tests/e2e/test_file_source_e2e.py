@@ -160,11 +160,15 @@ def test_deliberate_nack_is_shown_by_status_and_old_config_keeps_serving(canary:
                    message="Envoy did not reject the listener")
         def nack_shown() -> str:
             text = canary.status_text()
-            return text if "NACKED" in text else ""
+            return text if "QUARANTINED" in text and "NACKS" in text else ""
 
+        # The closed NACK loop (issue 11 item 4, docs/protocol.md NL1): the rejected listener is
+        # quarantined, the stream ACKs the snapshot without it, and the NACK stays on record.
         text = wait_until(nack_shown, timeout_s=10, message="xds status never showed the NACK")
         assert "envoy-1" in text and str(taken) in text
         # The NACK is not answered with the same content again (R10): LDS pushes stay put.
+        wait_until(lambda: "NACKED" not in canary.status_text(), timeout_s=10,
+                   message="the quarantined snapshot was never ACKed")
         pushes = _metric(canary.control_plane.metrics_text(), 'xds_pushes_total{type="lds"}')
         time.sleep(2.0)
         assert _metric(canary.control_plane.metrics_text(), 'xds_pushes_total{type="lds"}') == pushes

@@ -34,6 +34,7 @@ from xds.policy.load_weights import (
     LoadParams,
     combine,
     endpoint_address,
+    max_ticks_to_target,
     move,
     scaled_weight,
     service_step,
@@ -50,6 +51,7 @@ params_strategy = st.builds(
     dead_band=st.floats(min_value=0.0, max_value=0.3),
     max_step=st.floats(min_value=0.01, max_value=1.0),
     floor=st.floats(min_value=0.01, max_value=1.0),
+    gain=st.floats(min_value=0.05, max_value=1.0),
     ttl_s=st.floats(min_value=0.5, max_value=60.0),
 )
 loads = st.dictionaries(st.sampled_from([f"10.0.0.{i}:80" for i in range(8)]), maybe_utilization, min_size=1)
@@ -79,7 +81,7 @@ def test_equally_hot_endpoints_end_at_their_base_weights(params: LoadParams, add
     targets = target_factors(dict.fromkeys(addresses, u), params)
     assert set(targets.values()) == {1.0}
     published = {a: max(params.floor, f) for a, f in start.items() if a in addresses}
-    for _ in range(math.ceil(1 / params.max_step) + 1):
+    for _ in range(max_ticks_to_target(params)):
         published = service_step(published, dict.fromkeys(addresses, u), params)
     assert published == dict.fromkeys(addresses, 1.0)
 
@@ -95,8 +97,8 @@ def test_a_silent_endpoint_returns_to_base_after_the_ttl(params: LoadParams, hot
         tracker.tick(now)
         now += 1.0
     last_a = now - 1.0
-    # a goes silent; b keeps reporting. Past the TTL a's target is base, reached in ceil(1/max_step) ticks.
-    steps = math.ceil(1 / params.max_step) + 1
+    # a goes silent; b keeps reporting. Past the TTL a's target is base, reached within the bound.
+    steps = max_ticks_to_target(params)
     while now <= last_a + params.ttl_s + steps + 1:
         tracker.submit("b:1", cool, cool, source="api", now=now)
         tracker.tick(now)
@@ -130,16 +132,19 @@ def test_the_documented_hot_instance_example() -> None:
     assert targets == pytest.approx({"a": 1 / 7, "b": 1, "c": 1})
     published: dict[str, float] = {}
     history = []
-    for _ in range(5):
+    for _ in range(10):
         published = service_step(published, {"a": 0.9, "b": 0.3, "c": 0.3}, params)
         history.append(scaled_weight(1, published["a"]))
-    assert history == [75, 50, 25, 14, 14]  # max_step 0.25 per interval, then the target
+    # gain 0.25 of the gap per interval (at least the dead band 0.05), then the last 0.1 in one step.
+    assert history == [79, 62, 50, 41, 35, 30, 25, 20, 14, 14]
 
 
 def test_dead_band_keeps_small_changes_from_moving_anything() -> None:
     params = LoadParams(dead_band=0.05)
     assert move(0.5, 0.53, params) == 0.5
-    assert move(0.5, 0.56, params) == 0.56
+    assert move(0.5, 0.56, params) == 0.56  # within twice the dead band: the last step goes all the way
+    assert move(0.5, 0.9, params) == pytest.approx(0.6)  # gain 0.25 of the 0.4 gap
+    assert move(0.5, 0.6, LoadParams(dead_band=0.0, gain=0.25)) == pytest.approx(0.525)
     assert move(0.97, 1.0, params) == 1.0  # base weight is always reachable
 
 

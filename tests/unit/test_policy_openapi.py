@@ -177,6 +177,7 @@ services:
      load_balancer: {blackout_period: 2s, weight_expiration_period: 1m, weight_update_period: 250ms,
                      error_utilization_penalty: 0.5, oob_reporting: true, oob_reporting_period: 5s,
                      healthy_panic_threshold: 20}}
+  # Last: the rules below name `search` as services.7.
   - {name: inventory, load_balancer: {weights: load_aware, orca_port: 9000}}
 listeners:
   - name: edge

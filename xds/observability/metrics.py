@@ -103,6 +103,12 @@ class Metrics:
             "token whose role does not allow the method.", ["reason"], registry=r)
         for reason in DENY_REASONS:
             self._management_denied.labels(reason)
+        # Calls to methods the server does not serve (issue 11 item 3; server/unimplemented.py bounds the
+        # label to known xDS methods and "other").
+        self._unimplemented = Counter("xds_unimplemented_calls_total",
+                                      "Calls to gRPC methods this server does not serve (answered "
+                                      "UNIMPLEMENTED).",
+                                      ["method"], registry=r)
         for method in _METHODS:
             self._streams.labels(method)
         for type_url in PUSH_ORDER:
@@ -148,6 +154,9 @@ class Metrics:
     def management_denied(self, reason: str) -> None:
         """A management API call was refused; `reason` is one of DENY_REASONS (never the token)."""
         self._management_denied.labels(reason).inc()
+
+    def unimplemented_call(self, method: str) -> None:
+        self._unimplemented.labels(method).inc()
 
     def watch_groups(self, counts: Callable[[], GroupCounts]) -> None:
         """Read the node-group gauges from `counts` at every scrape."""

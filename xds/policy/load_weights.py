@@ -10,14 +10,22 @@ In short, per service and per interval:
     h_i      = 1 - u_i                           (headroom)
     target_i = h_i / max_j h_j                   (1 for the coolest endpoint, and for one without data)
                -> 1 when within the dead band of 1, then at least the floor
-    factor_i = moves toward target_i by at most max_step, and not at all when the move is smaller than
-               the dead band (unless the target is exactly 1: base weight is always reachable)
+    factor_i = moves a fraction `gain` of the way to target_i (at least the dead band, at most max_step;
+               the last short gap in one step), and not at all when the gap is smaller than the dead band
+               (unless the target is exactly 1: base weight is always reachable)
     weight_i = max(1, round(base_i * RESOLUTION * factor_i))
 
 Why headroom relative to the coolest endpoint: weights only matter relative to each other inside a
 cluster, so normalising by the coolest keeps an equally loaded fleet at exactly its base weights, and an
 endpoint the control plane knows nothing about (never reported, or its report expired) keeps its base
 weight: load-aware weights only ever take traffic away from endpoints known to be hotter than the rest.
+
+Why a gain below 1: the utilization a target is computed from was caused by the current weights, so the
+target is the output of a feedback loop. Jumping to it (or moving by a fixed step) overshoots: the hot
+endpoint's weight falls, its load falls, its target jumps back to 1, and the weights cycle (measured by
+benchmarks/closed_loop.py: the slow upstream's factor swung between 0.14 and 1 on a 12 s cycle). Moving a
+fraction of the gap each interval is a damped controller that settles where the target and the load it
+causes agree (docs/load-aware.md, "The weight function").
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class LoadParams:
     dead_band: float = 0.05  # factor changes smaller than this push nothing, in [0, 1)
     max_step: float = 0.25  # the most a factor moves per interval, in (0, 1]
     floor: float = 0.1  # the smallest factor load alone can give, in (0, 1]
+    gain: float = 0.25  # the fraction of the gap to its target a factor moves per interval, in (0, 1]
     ttl_s: float = 10.0  # a report older than this is forgotten: the endpoint goes back to its base weight
 
     def __post_init__(self) -> None:
@@ -59,6 +68,7 @@ class LoadParams:
                   ("dead_band", 0 <= self.dead_band < 1, "in [0, 1)"),
                   ("max_step", 0 < self.max_step <= 1, "in (0, 1]"),
                   ("floor", 0 < self.floor <= 1, "in (0, 1]"),
+                  ("gain", 0 < self.gain <= 1, "in (0, 1]"),
                   ("ttl_s", self.ttl_s > 0, "more than 0"))
         for name, ok, rule in checks:
             if not ok:
@@ -122,15 +132,32 @@ def target_factors(utilization: Mapping[str, float | None], params: LoadParams) 
     return targets
 
 
+# The last gap closed in one step is at least this, so a zero dead band still reaches its target.
+_MIN_SNAP = 0.02
+
+
+def _snap(params: LoadParams) -> float:
+    return min(params.max_step, max(2 * params.dead_band, _MIN_SNAP))
+
+
 def move(current: float, target: float, params: LoadParams) -> float:
-    """The next factor: toward `target` by at most max_step; unchanged within the dead band (except toward
-    exactly 1, so base weight is always reached again)."""
+    """The next factor: `gain` of the way toward `target`, at least the dead band and at most max_step per
+    interval, and the final short gap in one step; unchanged within the dead band (except toward exactly 1,
+    so base weight is always reached again)."""
     gap = target - current
-    if target != 1.0 and abs(gap) < params.dead_band:
+    if gap == 0 or (target != 1.0 and abs(gap) < params.dead_band):
         return current
-    if abs(gap) <= params.max_step:
+    if abs(gap) <= _snap(params):
         return target
-    return current + math.copysign(params.max_step, gap)
+    step = min(params.max_step, max(params.dead_band, params.gain * abs(gap)))
+    return current + math.copysign(step, gap)
+
+
+def max_ticks_to_target(params: LoadParams) -> int:
+    """An upper bound on the intervals a factor needs to reach a fixed target from anywhere in [floor, 1]:
+    until the gap is within the snap distance every step is at least `min_step`."""
+    min_step = min(params.max_step, max(params.dead_band, params.gain * _snap(params)))
+    return math.ceil(1 / min_step) + 1
 
 
 def service_step(published: Mapping[str, float], utilization: Mapping[str, float | None],

@@ -1,5 +1,8 @@
 """The grpc.aio server: ADS and the five single-type services, each in SotW and delta; health; management.
 
+Health answers for every service the port serves (issue 11 item 3), calls to any other method are logged
+and counted (unimplemented.py), and `--grpc-reflection` adds server reflection.
+
 Discovery methods are registered through generic handlers whose response serializer is the identity, so
 the pre-encoded bytes from `encode_response` go to the wire untouched.
 """
@@ -14,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xds.server.stream import StreamHandler
+from xds.server.unimplemented import UnimplementedHandler, enable_reflection
 from xds.server.variants import DELTA, SOTW, Variant
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TypeUrl
 
@@ -37,6 +41,9 @@ _DISCOVERY_METHODS: tuple[tuple[str, str, TypeUrl | None, str, Variant], ...] = 
     ("envoy.service.route.v3.RouteDiscoveryService", "DeltaRoutes", ROUTE, "rds-delta", DELTA),
     ("envoy.service.secret.v3.SecretDiscoveryService", "DeltaSecrets", SECRET, "sds-delta", DELTA),
 )
+# Every gRPC service the xDS port serves, for health and reflection.
+DISCOVERY_SERVICES: tuple[str, ...] = tuple(dict.fromkeys(service for service, *_ in _DISCOVERY_METHODS))
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +114,7 @@ class HealthReporter:
     def __init__(self) -> None:
         self.servicer = health.aio.HealthServicer()
 
-    async def set_serving(self, serving: bool, services: Sequence[str] = ("", ADS_SERVICE)) -> None:
+    async def set_serving(self, serving: bool, services: Sequence[str] = ("", *DISCOVERY_SERVICES)) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in services:
@@ -119,7 +126,9 @@ class HealthReporter:
 
 def build_server(handler: StreamHandler, *, address: str, options: ServerOptions,
                  extra: Sequence[Callable[[grpc.aio.Server], None]] = (),
-                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+                 credentials: grpc.ServerCredentials | None = None,
+                 on_unimplemented: Callable[[str], None] | None = None,
+                 reflection: bool = False) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server bound to `address` (port 0 picks one); returns it with the bound port.
 
     With `credentials` the port speaks TLS only (mTLS on the xDS port, issue 9: tls_reload.py makes them);
@@ -128,6 +137,12 @@ def build_server(handler: StreamHandler, *, address: str, options: ServerOptions
     server.add_generic_rpc_handlers(discovery_handlers(handler))
     for add in extra:
         add(server)
+    if reflection:
+        enable_reflection(server, (*DISCOVERY_SERVICES, HEALTH_SERVICE))
+    if on_unimplemented is not None:
+        # Last: gRPC asks generic handlers in order, so this one sees only methods nobody else serves.
+        server.add_generic_rpc_handlers((UnimplementedHandler(
+            on_unimplemented, served=(*DISCOVERY_SERVICES, HEALTH_SERVICE)),))
     port = (server.add_secure_port(address, credentials) if credentials is not None
             else server.add_insecure_port(address))
     if port == 0:

@@ -9,7 +9,7 @@ a method it does not list needs admin).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -76,8 +76,13 @@ def check_exposure(address: str, *, auth: ManagementAuthConfig | None) -> None:
         "file PATH or XDS_MANAGEMENT_ADMIN_TOKEN_FILE) or listen on 127.0.0.1")
 
 
+LOAD_REPORT_SERVICE: str = next(iter(pb.DESCRIPTOR.services_by_name.values())).full_name
+
+
 def build_load_report_server(service: LoadReportService, *, address: str, auth: ManagementAuthConfig | None,
-                             on_deny: Callable[[str], None]) -> tuple[grpc.aio.Server, int]:
+                             on_deny: Callable[[str], None],
+                             extra: Sequence[Callable[[grpc.aio.Server], None]] = ()
+                             ) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with only the report service, bound to `address`; returns it and the port."""
     check_exposure(address, auth=auth)
     interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -87,6 +92,8 @@ def build_load_report_server(service: LoadReportService, *, address: str, auth: 
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS)])
     service.add_to_server(server)
+    for add in extra:  # health (issue 11 item 3)
+        add(server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind the load report API to {address}")

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from xds import typeurls
+from xds.cache.quarantine import Rejection
 from xds.cache.snapshot import Resource, Snapshot
 from xds.cache.store import SnapshotStore
 from xds.management.v1 import management_pb2 as pb
@@ -32,6 +33,8 @@ from xds.policy.load_tracker import LoadRow
 from xds.secrets import redact
 from xds.server.registry import ProxyRegistry, ProxyStatus, TypeStatus
 from xds.translate.secrets import redact as redact_secret
+
+MANAGEMENT_SERVICE: str = pb.DESCRIPTOR.services_by_name["Management"].full_name
 
 MESSAGE_CLASSES: dict[str, type[Message]] = {
     typeurls.CLUSTER: cluster_pb2.Cluster,
@@ -119,6 +122,15 @@ def source_to_proto(source: SourceState) -> pb.SourceStatus:
     return out
 
 
+def rejection_to_proto(r: Rejection) -> pb.QuarantinedResource:
+    out = pb.QuarantinedResource(group=r.group, type_url=r.type_url, short_name=r.short_type, name=r.name,
+                                 node_ids=list(r.node_ids), message=redact(r.message), serving=r.serving)
+    out.nacked_at.CopyFrom(_timestamp(r.nacked_at))
+    if r.quarantined_at is not None:
+        out.quarantined_at.CopyFrom(_timestamp(r.quarantined_at))
+    return out
+
+
 def load_to_proto(row: LoadRow) -> pb.EndpointLoad:
     reported = row.age_s is not None
     return pb.EndpointLoad(service=row.service, address=row.address, reported=reported,
@@ -132,8 +144,10 @@ class ManagementService:
 
     def __init__(self, registry: ProxyRegistry, store: SnapshotStore, *,
                  sources: Callable[[], Sequence[SourceState]] = tuple,
-                 loads: Callable[[], Sequence[LoadRow]] = tuple) -> None:
+                 loads: Callable[[], Sequence[LoadRow]] = tuple,
+                 quarantined: Callable[[], Sequence[Rejection]] = tuple) -> None:
         self._registry = registry
+        self._quarantined = quarantined
         self._store = store
         self._sources = sources
         self._loads = loads
@@ -145,7 +159,8 @@ class ManagementService:
         self, request: pb.ListProxiesRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ListProxiesResponse:
         return pb.ListProxiesResponse(proxies=[proxy_to_proto(p) for p in self._registry.list()],
-                                      sources=[source_to_proto(s) for s in self._sources()])
+                                      sources=[source_to_proto(s) for s in self._sources()],
+                                      quarantined=[rejection_to_proto(r) for r in self._quarantined()])
 
     async def GetSnapshot(  # noqa: N802 (the generated handler table calls it by its proto name)
         self, request: pb.GetSnapshotRequest, context: grpc.aio.ServicerContext[Any, Any],

@@ -208,6 +208,11 @@ def _deny_handler(kind: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, 
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
+# gRPC health says SERVING or NOT_SERVING and nothing else; probes (kubelet, load balancers) cannot send a
+# token, so it answers without one (issue 11 item 3; docs/operations.md "Readiness and liveness").
+UNAUTHENTICATED_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+
+
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
     """Lets a call through when its bearer token grants the method's role; else UNAUTHENTICATED (no or an
     unknown token) or PERMISSION_DENIED (a read token on an admin method), counted by `on_deny(reason)`."""
@@ -226,6 +231,8 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED, nothing to guard
             return handler
         method = handler_call_details.method
+        if method in UNAUTHENTICATED_METHODS:
+            return handler
         needed = METHOD_ROLES.get(method, Role.ADMIN)
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is None:

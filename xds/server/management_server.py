@@ -13,7 +13,7 @@ stays on loopback. The rule (docs/security.md, "The management API and secrets")
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -41,6 +41,7 @@ def build_management_server(
     service: ManagementService, *, address: str, auth: ManagementAuthConfig | None,
     on_deny: Callable[[str], None], credentials: grpc.ServerCredentials | None = None,
     client_authenticated: bool = False, options: list[tuple[str, int]] | None = None,
+    extra: Sequence[Callable[[grpc.aio.Server], None]] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with only the management service, bound to `address`; returns it and the port.
 
@@ -54,6 +55,8 @@ def build_management_server(
         interceptors.append(BearerAuthInterceptor(TokenAuthenticator(auth), on_deny=on_deny))
     server = grpc.aio.server(interceptors=interceptors, options=options or [])
     service.add_to_server(server)
+    for add in extra:  # health (issue 11 item 3)
+        add(server)
     port = (server.add_secure_port(address, credentials) if credentials is not None
             else server.add_insecure_port(address))
     if port == 0:

@@ -14,12 +14,36 @@ class ListProxiesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListProxiesResponse(_message.Message):
-    __slots__ = ("proxies", "sources")
+    __slots__ = ("proxies", "sources", "quarantined")
     PROXIES_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     proxies: _containers.RepeatedCompositeFieldContainer[Proxy]
     sources: _containers.RepeatedCompositeFieldContainer[SourceStatus]
-    def __init__(self, proxies: _Optional[_Iterable[_Union[Proxy, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ...) -> None: ...
+    quarantined: _containers.RepeatedCompositeFieldContainer[QuarantinedResource]
+    def __init__(self, proxies: _Optional[_Iterable[_Union[Proxy, _Mapping]]] = ..., sources: _Optional[_Iterable[_Union[SourceStatus, _Mapping]]] = ..., quarantined: _Optional[_Iterable[_Union[QuarantinedResource, _Mapping]]] = ...) -> None: ...
+
+class QuarantinedResource(_message.Message):
+    __slots__ = ("group", "type_url", "short_name", "name", "node_ids", "message", "serving", "nacked_at", "quarantined_at")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    SHORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    NACKED_AT_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_AT_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    type_url: str
+    short_name: str
+    name: str
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    message: str
+    serving: str
+    nacked_at: _timestamp_pb2.Timestamp
+    quarantined_at: _timestamp_pb2.Timestamp
+    def __init__(self, group: _Optional[str] = ..., type_url: _Optional[str] = ..., short_name: _Optional[str] = ..., name: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., serving: _Optional[str] = ..., nacked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quarantined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SourceStatus(_message.Message):
     __slots__ = ("name", "synced", "stale", "error", "last_sync")

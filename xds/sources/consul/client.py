@@ -349,9 +349,28 @@ class ConsulClient:
                                     f"{type(e).__name__}: {e}", path=path) from e
         return self._interpret(path, status, headers, payload)
 
+    async def write(self, method: str, path: str, body: bytes | None = None) -> ConsulResponse:
+        """A PUT or DELETE (the status keys of the closed NACK loop, issue 11: docs/consul.md "Status
+        keys"), with `request_timeout_s`. Raises a ConsulError subclass."""
+        if self._session is None:
+            raise RuntimeError("ConsulClient used outside 'async with'")
+        timeout_s = self._config.request_timeout_s
+        try:
+            async with self._session.request(method, self._config.address + path, data=body,
+                                             timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                             allow_redirects=False,
+                                             server_hostname=self._config.tls_server_name) as response:
+                payload = await response.read()
+                status = response.status
+                headers = CIMultiDict(response.headers)
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise ConsulUnavailable(f"{method} {path}: Consul at {self._config.address} did not answer: "
+                                    f"{type(e).__name__}: {e}", path=path) from e
+        return self._interpret(path, status, headers, payload, method=method)
+
     def _interpret(self, path: str, status: int, headers: Mapping[str, str], payload: bytes
-                   ) -> ConsulResponse:
-        what = f"GET {path}"
+                   , *, method: str = "GET") -> ConsulResponse:
+        what = f"{method} {path}"
         index = _parse_index(headers.get("X-Consul-Index"))
         # Redact the whole body before cutting it: a cut through the token would leave a prefix that no
         # longer matches the registered value (issue 9).

@@ -8,6 +8,9 @@ cannot take down the listeners of the others (docs/protocol.md R38). The valid d
 order with `merge_policies`; a conflict between keys (the same listener name twice, one port claimed twice) is
 reported and the previous merged policy stays.
 
+Keys ending in `.status` are not policies: the control plane writes them beside a policy key to report
+what proxies rejected of it (`STATUS_SUFFIX`, issue 11 item 4), so they are skipped here.
+
 Consul returns values base64-encoded in its KV JSON (api-docs/kv, "Read Key"), and a key stored with an
 empty value as null; folder placeholders end with '/'. Both carry no document and are skipped.
 """
@@ -24,6 +27,13 @@ from xds.policy.errors import PolicyError
 from xds.policy.load import decode_document, parse_policy
 from xds.policy.schema import Policy, merge_policies
 from xds.sources.consul.parse import ConsulParseError
+
+STATUS_SUFFIX = ".status"
+
+
+def status_key(key: str) -> str:
+    """Where the status of policy key `key` is written: beside it (`xds/web` -> `xds/web.status`)."""
+    return key + STATUS_SUFFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +100,16 @@ class KvPolicies:
         return tuple(self._errors[k] for k in sorted(self._errors)) + ((self._merge_error,)
                                                                          if self._merge_error else ())
 
+    def valid_policies(self) -> dict[str, Policy]:
+        """The last valid policy of each key, for finding which key produced a rejected resource."""
+        return dict(self._valid)
+
     def update(self, entries: Sequence[KvEntry], *, keep_removed: bool = False) -> KvOutcome:
         """Take a full listing of the prefix. `keep_removed` holds the last valid version of keys that are
         missing from it (used during the watcher's resync grace, when an empty KV store is more likely a
         restarted Consul than an operator deleting every policy)."""
-        present = {e.key for e in entries if e.value is not None and not e.key.endswith("/")}
+        present = {e.key for e in entries if e.value is not None and not e.key.endswith("/")
+                   and not e.key.endswith(STATUS_SUFFIX)}
         for entry in entries:
             if entry.key not in present or entry.value is None:
                 continue

@@ -51,10 +51,11 @@ import contextlib
 import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from xds.cache.quarantine import Rejection
 from xds.model.service import Catalog, Endpoint, Health
 from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink
@@ -75,6 +76,7 @@ from xds.sources.consul.parse import (
     parse_health,
     parse_service_names,
 )
+from xds.sources.consul.status import wanted_statuses
 from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.outage import hold_removals as _hold_removals
 
@@ -112,6 +114,10 @@ class ConsulSource:
         self._clock = clock
         self._random = random
         self._datacenters: tuple[str, ...] = config.datacenters or ("",)  # "": the agent's own
+        # Closed NACK loop (issue 11 item 4): quarantined resources, and the status keys written for them.
+        self._rejections: tuple[Rejection, ...] = ()
+        self._status_written: dict[str, bytes] = {}
+        self._status_wake = asyncio.Event()
         warning = Health.DEGRADED if config.warning_health == "degraded" else Health.HEALTHY
         self._options = {dc: ParseOptions(warning_health=warning, include_connect=config.include_connect,
                                           priority=0 if i == 0 else 1, datacenter=dc)
@@ -208,7 +214,44 @@ class ConsulSource:
                 params = {"recurse": ""}
                 tasks.create_task(self._watch(client, "kv", f"/v1/kv/{self._config.kv_prefix}", params,
                                               self._kv_handler, missing_is_empty=True), name="consul-kv")
+            if self._kv is not None:
+                tasks.create_task(self._status_loop(client), name="consul-kv-status")
             tasks.create_task(self._publish_loop(), name="consul-publish")
+
+    def report_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """RejectionSink (sources/rejections.py): write a status key beside each KV policy that produced a
+        quarantined resource (consul/status.py)."""
+        self._rejections = tuple(rejections)
+        self._status_wake.set()
+
+    async def _status_loop(self, client: ConsulClient) -> None:
+        backoff = self._backoff()
+        while True:
+            await self._status_wake.wait()
+            self._status_wake.clear()
+            assert self._kv is not None
+            wanted = wanted_statuses(self._kv.valid_policies(), self._rejections)
+            try:
+                for key, body in wanted.items():
+                    if self._status_written.get(key) != body:
+                        await client.write("PUT", f"/v1/kv/{quote(key)}", body)
+                        self._status_written[key] = body
+                        _log.info("consul_policy_status", extra={"source": self.name, "key": key,
+                                                                 "programmed": False})
+                for key in [k for k in self._status_written if k not in wanted]:
+                    await client.write("DELETE", f"/v1/kv/{quote(key)}")
+                    del self._status_written[key]
+                    _log.info("consul_policy_status", extra={"source": self.name, "key": key,
+                                                             "programmed": True})
+            except ConsulError as e:
+                delay = backoff.next_delay_s()
+                _log.warning("consul_policy_status_failed", extra={"source": self.name, "error": str(e),
+                                                                   "retry_in_s": round(delay, 3)})
+                if backoff.failures == 1:
+                    self._report(f"cannot write the status keys of KV policies: {e}")
+                asyncio.get_running_loop().call_later(delay, self._status_wake.set)
+            else:
+                backoff.reset()
 
     # ------------------------------------------------------------------------------- one watch loop
 

@@ -19,6 +19,13 @@ Like the Consul KV keys (sources/consul/kv.py), objects are validated one by one
   objects (one listener name twice, one port claimed twice) marks every object involved Invalid with the
   conflict, and the previous merged policy keeps serving.
 
+A second condition, `Programmed`, says whether the proxies accepted what the object produced (issue 11
+item 4, closed NACK loop): `Programmed=False` (reason Rejected) names each resource a proxy rejected, the
+node ids and Envoy's message, while the last accepted version of that resource keeps serving; it turns
+`Programmed=True` once nothing the object produced is quarantined. Objects never rejected carry no
+Programmed condition. Like Accepted, it is judged from shared state, but what proxies reject can differ per
+replica (each replica sees only its own proxies).
+
 Status writes (Kubernetes API conventions, "Typical status properties"): one condition of type Accepted,
 with `observedGeneration` (the generation that was judged), `reason`, `message` and `lastTransitionTime`
 (kept while the status does not change). A patch is produced only when the wanted condition differs from the
@@ -32,15 +39,20 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+from xds.cache.quarantine import Rejection
 from xds.policy.errors import PolicyError
 from xds.policy.load import policy_from_data
 from xds.policy.schema import Policy, merge_policies
+from xds.sources.rejections import describe, produced_by
 
 CONDITION_ACCEPTED = "Accepted"
+CONDITION_PROGRAMMED = "Programmed"
+REASON_PROGRAMMED = "Programmed"
+REASON_REJECTED = "Rejected"
 REASON_ACCEPTED = "Accepted"
 REASON_INVALID = "Invalid"
 # metav1.Condition limits its message to 32768 characters.
@@ -92,6 +104,10 @@ class PolicyObject:
     def accepted(self) -> Condition | None:
         return next((c for c in self.conditions if c.type == CONDITION_ACCEPTED), None)
 
+    @property
+    def programmed(self) -> Condition | None:
+        return next((c for c in self.conditions if c.type == CONDITION_PROGRAMMED), None)
+
 
 @dataclass(frozen=True, slots=True)
 class StatusPatch:
@@ -99,6 +115,7 @@ class StatusPatch:
     name: str
     _: KW_ONLY
     condition: Condition
+    programmed: Condition | None = None  # the Programmed condition, once the object has one
 
     @property
     def key(self) -> Key:
@@ -106,7 +123,20 @@ class StatusPatch:
 
     def body(self) -> dict[str, object]:
         """The `status` to merge-patch: the whole conditions list (this control plane owns it)."""
-        return {"conditions": [self.condition.to_json()]}
+        conditions = [self.condition] + ([self.programmed] if self.programmed is not None else [])
+        return {"conditions": [c.to_json() for c in conditions]}
+
+    def same_state(self, other: StatusPatch) -> bool:
+        return self.condition.same_state(other.condition) and _same(self.programmed, other.programmed)
+
+    def shown_by(self, obj: PolicyObject) -> bool:
+        """Whether `obj`'s status already says what this patch writes."""
+        return (obj.accepted is not None and obj.accepted.same_state(self.condition)
+                and _same(obj.programmed, self.programmed))
+
+
+def _same(a: Condition | None, b: Condition | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a.same_state(b))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +206,11 @@ class TrafficPolicies:
         self._blocked = ""  # set while a conflict holds the previous merged policy
         self._policy = Policy(origin=self.origin)
         self._reported: set[str] = set()
+        self._rejections: tuple[Rejection, ...] = ()
+
+    def set_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """The resources proxies rejected now (closed NACK loop): the Programmed conditions follow them."""
+        self._rejections = tuple(rejections)
 
     @property
     def origin(self) -> str:
@@ -261,22 +296,56 @@ class TrafficPolicies:
                               generation=obj.generation)
         return _condition(True, REASON_ACCEPTED, message="Valid and served", generation=obj.generation)
 
+    def wanted_programmed(self, key: Key) -> Condition | None:
+        """The Programmed condition `key` should carry now: False while a resource it produced is
+        quarantined, True after one was (None for an object that was never rejected)."""
+        obj = self._objects.get(key)
+        valid = self._valid.get(key)
+        if obj is None:
+            return None
+        mine = [r for r in self._rejections if valid is not None and produced_by(valid, r)]
+        if mine:
+            return _programmed(False, REASON_REJECTED, generation=obj.generation,
+                               message="Rejected by proxies:\n" + describe(mine))
+        if obj.programmed is not None:
+            return _programmed(True, REASON_PROGRAMMED, generation=obj.generation,
+                               message="Accepted by the proxies it was sent to")
+        return None
+
     def status_patches(self) -> tuple[StatusPatch, ...]:
-        """Patches for every object whose Accepted condition differs from the wanted one, in key order."""
+        """Patches for every object whose Accepted or Programmed condition differs from the wanted one, in
+        key order."""
         patches: list[StatusPatch] = []
         for key in sorted(self._objects):
             obj = self._objects[key]
             want = self.wanted(key)
             if want is None:
                 continue
-            have = obj.accepted
-            if have is not None and have.same_state(want):
+            programmed = self.wanted_programmed(key)
+            if programmed is not None:
+                programmed = dataclasses.replace(
+                    programmed, last_transition_time=_since(obj.programmed, programmed, self._clock))
+            patch = StatusPatch(obj.namespace, obj.name,
+                                condition=dataclasses.replace(
+                                    want, last_transition_time=_since(obj.accepted, want, self._clock)),
+                                programmed=programmed)
+            if patch.shown_by(obj):
                 continue
-            since = (have.last_transition_time if have is not None and have.status == want.status
-                     and have.last_transition_time else rfc3339(self._clock()))
-            patches.append(StatusPatch(obj.namespace, obj.name,
-                                       condition=dataclasses.replace(want, last_transition_time=since)))
+            patches.append(patch)
         return tuple(patches)
+
+
+def _since(have: Condition | None, want: Condition, clock: Callable[[], float]) -> str:
+    """lastTransitionTime: kept while the status stays, now when it changes."""
+    return (have.last_transition_time if have is not None and have.status == want.status
+            and have.last_transition_time else rfc3339(clock()))
+
+
+def _programmed(programmed: bool, reason: str, *, message: str, generation: int) -> Condition:
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return Condition(CONDITION_PROGRAMMED, "True" if programmed else "False", reason=reason, message=message,
+                     observed_generation=generation)
 
 
 def _condition(accepted: bool, reason: str, *, message: str, generation: int) -> Condition:

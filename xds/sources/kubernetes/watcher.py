@@ -58,10 +58,11 @@ import contextlib
 import logging
 import random as _random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from xds.cache.quarantine import Rejection
 from xds.model.service import Catalog
 from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink
@@ -93,7 +94,6 @@ from xds.sources.kubernetes.parse import (
     service_endpoints,
 )
 from xds.sources.kubernetes.policies import (
-    Condition,
     PolicyObject,
     StatusPatch,
     TrafficPolicies,
@@ -237,6 +237,7 @@ class KubernetesSource:
         self._wall_clock = wall_clock
         self._random = random
         self._env = env
+        self._rejections: tuple[Rejection, ...] = ()  # survives restarts of run(): proxies outlive watches
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -264,11 +265,13 @@ class KubernetesSource:
         self._dirty_services: set[Key] = set()
         self._policy_objects: dict[Key, PolicyObject] = {}
         self._traffic = TrafficPolicies(source=self.name, clock=self._wall_clock) if config.policies else None
+        if self._traffic is not None:
+            self._traffic.set_rejections(self._rejections)
         self._policies_dirty = bool(config.policies)
         self._crd_missing = False
         # Status writes.
         self._status_wake = asyncio.Event()
-        self._written: dict[Key, tuple[Condition, float]] = {}
+        self._written: dict[Key, tuple[StatusPatch, float]] = {}
         self._status_retry: asyncio.TimerHandle | None = None
         # Outage bookkeeping; logs kube_watch_failed, kube_unavailable and kube_recovered.
         self._outage = OutageTracker(
@@ -289,6 +292,14 @@ class KubernetesSource:
     @property
     def name(self) -> str:
         return self._config.source_name
+
+    def report_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """RejectionSink (sources/rejections.py): quarantined resources become Programmed=False conditions
+        of the TrafficPolicies that produced them (issue 11 item 4)."""
+        self._rejections = tuple(rejections)
+        if self._traffic is not None:
+            self._traffic.set_rejections(self._rejections)
+            self._status_wake.set()
 
     @property
     def config(self) -> KubeConfig:
@@ -450,7 +461,7 @@ class KubernetesSource:
         else:
             self._policy_objects[key] = new
             written = self._written.get(key)
-            if written is not None and new.accepted is not None and new.accepted.same_state(written[0]):
+            if written is not None and written[0].shown_by(new):
                 del self._written[key]  # our write is visible now; the object's status speaks for itself
         self._policies_dirty = True
         self._mark_dirty()
@@ -550,7 +561,7 @@ class KubernetesSource:
         pending: list[StatusPatch] = []
         for patch in self._traffic.status_patches():
             written = self._written.get(patch.key)
-            if written is not None and written[0].same_state(patch.condition) and \
+            if written is not None and written[0].same_state(patch) and \
                     now - written[1] < _STATUS_ECHO_S:
                 continue  # written already; the watch has not shown it yet
             pending.append(patch)
@@ -581,7 +592,7 @@ class KubernetesSource:
                         self._status_retry.cancel()
                     self._status_retry = asyncio.get_running_loop().call_later(delay, self._status_wake.set)
                     break
-                self._written[patch.key] = (patch.condition, self._clock())
+                self._written[patch.key] = (patch, self._clock())
                 _log.info("kube_policy_status", extra={
                     "source": self.name, "policy": f"{patch.namespace}/{patch.name}",
                     "status": patch.condition.status, "reason": patch.condition.reason})
