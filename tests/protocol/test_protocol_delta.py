@@ -259,3 +259,22 @@ def _overlap(existing: bool) -> object:
 def test_p13_delta_subscription_edge_cases(action, resources: list[str], removed: tuple[str, ...]) -> None:
     client = converged()
     assert action(client) == (resources, removed)
+
+
+def test_p12_reconnect_before_the_first_snapshot_is_built() -> None:
+    # The group's snapshot is built off the event loop, so the reconnect request can come first: what the
+    # client kept is matched once the snapshot arrives, and unchanged clusters still hold back LDS until
+    # their endpoints are asked for (R23), as if they had been sent on this stream.
+    before = converged()
+    client = DeltaClient()
+    _, sends = client.request(CLUSTER, initial=before.held[CLUSTER])
+    assert sends == []
+    (cds,) = client.push(BASE)
+    assert cds.resources == () and cds.removed == ()  # nothing differs (R29)
+    client.ack(cds)
+    _, sends = client.request(LISTENER)
+    assert sends == []  # held until EDS is subscribed for the kept clusters
+    _, (eds,) = client.request(ENDPOINT, ["a", "b", "c"], initial=before.held[ENDPOINT])
+    assert eds.type_url == ENDPOINT and eds.resources == ()  # the first answer, empty: nothing differs
+    _, (lds,) = client.ack(eds)
+    assert lds.type_url == LISTENER and names(lds) == ["l1", "l2"]

@@ -65,6 +65,9 @@ class DeltaProtocol(ProtocolCore):
         # endpoints and secrets after the CDS/LDS answer, saying it kept them; a changed cluster still needs
         # its ClusterLoadAssignment again (R21, R29; Istio TestDeltaReconnectRequests).
         self._named_by_sent: set[tuple[TypeUrl, str]] = set()
+        # Whether any held resource is still a stand-in from initial_resource_versions (see set_snapshot);
+        # almost always False, so a snapshot costs no walk over what the client holds.
+        self._stand_ins = False
 
     def on_request(self, request: DeltaRequest) -> Event | None:
         """Apply one client request; returns what it meant (ACK, NACK, stale) or None for a plain request.
@@ -95,6 +98,9 @@ class DeltaProtocol(ProtocolCore):
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         super().set_snapshot(snapshot)
+        if not self._stand_ins:
+            return
+        self._stand_ins = False
         # Stand-ins recorded from initial_resource_versions before the group's first snapshot was built
         # become the snapshot's resources when the hashes match, so what they reference counts for the push
         # order (R23) like anything sent on this stream.
@@ -103,9 +109,13 @@ class DeltaProtocol(ProtocolCore):
             for held in (state.sent, state.acked):
                 for name, resource in list(held.items()):
                     current = available.get(name)
-                    if not resource.encoded and current is not None and current.hash == resource.hash:
+                    if resource.encoded:
+                        continue
+                    if current is not None and current.hash == resource.hash:
                         held[name] = current
                         self._sent_changed(type_url)
+                    else:
+                        self._stand_ins = True
 
     # ----------------------------------------------------------------- helpers
 
@@ -122,6 +132,7 @@ class DeltaProtocol(ProtocolCore):
             # resource the snapshot could hold.
             held = current if current is not None and current.hash == version else Resource(
                 name=name, type_url=type_url, body=b"", hash=version, encoded=b"")
+            self._stand_ins |= held is not current
             state.sent[name] = held
             state.acked[name] = held
 
