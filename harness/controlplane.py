@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -141,12 +142,27 @@ class ControlPlaneProcess(StartStop):
             conn.close()
 
 
+XDS_MODE_ENV = "XDS_E2E_XDS_MODE"
+XDS_MODES = ("sotw", "delta")
+
+
+def xds_mode(mode: str | None = None) -> str:
+    """`mode`, or the one XDS_E2E_XDS_MODE names (default "sotw"); ValueError for anything else."""
+    chosen = mode if mode is not None else os.environ.get(XDS_MODE_ENV, "sotw")
+    if chosen not in XDS_MODES:
+        raise ValueError(f"{XDS_MODE_ENV}={chosen!r}: expected one of {', '.join(XDS_MODES)}")
+    return chosen
+
+
 def bootstrap_for(
     node_id: str, cluster: str, *, xds_port: int, admin_port: int, timeout_s: float = 30.0,
-    region: str = "", zone: str = "", tls_args: Sequence[str] = (),
+    region: str = "", zone: str = "", tls_args: Sequence[str] = (), mode: str | None = None,
 ) -> str:
     """The Envoy bootstrap YAML the control plane's own CLI generates for this node (in `region`/`zone`
-    when given: node.locality; `tls_args`: `--tls-cert F --tls-key F --ca F [--server-san N]`)."""
+    when given: node.locality; `tls_args`: `--tls-cert F --tls-key F --ca F [--server-san N]`).
+
+    `mode` is the xDS protocol variant, "sotw" or "delta" (`--delta`); None takes it from the environment
+    variable XDS_E2E_XDS_MODE (default sotw), so that every e2e test can run in both (issue 11)."""
     args = [
         sys.executable, "-m", "xds", "bootstrap",
         "--node-id", node_id,
@@ -156,6 +172,7 @@ def bootstrap_for(
         *(("--region", region) if region else ()),
         *(("--zone", zone) if zone else ()),
         *tls_args,
+        *(("--delta",) if xds_mode(mode) == "delta" else ()),
     ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
     if result.returncode != 0:

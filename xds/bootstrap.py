@@ -114,10 +114,11 @@ def _locality_lines(region: str, zone: str, sub_zone: str) -> str:
 def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
                      admin_address: str = DEFAULT_ADMIN_ADDRESS, template: Path | None = None,
                      tls: TlsFiles | None = None, region: str = "", zone: str = "",
-                     sub_zone: str = "") -> str:
+                     sub_zone: str = "", delta: bool = False) -> str:
     """The bootstrap YAML for one Envoy: its node identity, its admin listener and ADS at `xds_address`.
 
-    With `tls`, the default template is the mutual-TLS one; an explicit `template` always wins. The result
+    With `delta`, ADS uses the delta protocol (api_type DELTA_GRPC; issue 11). With `tls`, the default
+    template is the mutual-TLS one; an explicit `template` always wins. The result
     is parsed once before it is returned, so a broken custom template fails here rather than in Envoy.
     """
     if not node_id:
@@ -137,6 +138,7 @@ def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
         "xds_cluster_type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
         "admin_host": _quote(admin_host),
         "admin_port": admin_port,
+        "ads_api_type": "DELTA_GRPC" if delta else "GRPC",
     }
     # Always provided (empty without TLS), so a TLS template used without files reports $cert_file.
     values |= _server_name_lines(xds_host, tls.server_san if tls is not None else "")
@@ -160,6 +162,10 @@ def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
         raise BootstrapError(f"bootstrap template {template} does not render to valid YAML: {e}") from e
     if not isinstance(parsed, dict):
         raise BootstrapError(f"bootstrap template {template} does not render to a YAML mapping")
+    ads = (parsed.get("dynamic_resources") or {}).get("ads_config") or {}
+    if delta and (not isinstance(ads, dict) or ads.get("api_type") != "DELTA_GRPC"):
+        raise BootstrapError(f"bootstrap template {template} does not place $ads_api_type in "
+                             "dynamic_resources.ads_config.api_type, so --delta would be lost")
     wanted = {k: v for k, v in (("region", region), ("zone", zone), ("sub_zone", sub_zone)) if v}
     node = parsed.get("node")
     if wanted and (not isinstance(node, dict) or node.get("locality") != wanted):

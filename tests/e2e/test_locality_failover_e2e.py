@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from harness import UpstreamPool, free_port, run_requests, wait_until
 from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError, EnvoyProcess
+
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
 
 ZONES = {"a": ("r1", "a"), "b": ("r1", "b"), "c": ("r2", "c")}
 UPSTREAMS = ("a1", "a2", "b1", "b2", "c1", "c2")

@@ -18,6 +18,9 @@ from harness import UpstreamPool, free_port, run_requests, wait_until
 
 from .stack import Stack, start_stack
 
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 ROUTES = [{"match": {"prefix": "/"}, "backends": [{"service": "web"}]}]
 
 

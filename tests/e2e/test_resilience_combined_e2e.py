@@ -10,11 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import UpstreamPool, run_requests, wait_until
 
 from .stack import Stack, start_stack
 from .stack import assert_clean as _assert_clean
 from .stack import route_has as _route_has
+
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
 
 KEYS = 50
 CONSECUTIVE_5XX = 3

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from harness import (
@@ -25,6 +26,9 @@ from harness import (
 )
 
 from .stack import Stack, start_stack
+
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
 
 CONSECUTIVE_5XX = 3
 BASE_EJECTION_S = 3.0

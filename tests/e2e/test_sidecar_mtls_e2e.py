@@ -37,6 +37,9 @@ from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError
 from harness.pki import CertificateAuthority, install_set, spiffe_id
 
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 A_ID, B_ID, C_ID = "spiffe://xds.local/group/a", "spiffe://xds.local/group/b", "spiffe://xds.local/group/c"
 
 

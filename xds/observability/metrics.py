@@ -37,7 +37,9 @@ RESPONSE_BYTES_BUCKETS = (1024.0, 10 * 1024.0, 100 * 1024.0, 1024.0**2, 4 * 1024
 # A build is pure CPU over the catalog: milliseconds for small meshes, seconds at 10k clusters
 # (benchmarks/README.md).
 BUILD_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_METHODS = ("ads", "cds", "eds", "lds", "rds", "sds")
+_SOTW_METHODS = ("ads", "cds", "eds", "lds", "rds", "sds")
+# Delta streams (issue 11) count under the same names with a "-delta" suffix (server/grpc_server.py).
+_METHODS: tuple[str, ...] = _SOTW_METHODS + tuple(f"{m}-delta" for m in _SOTW_METHODS)
 # The `limit` label values of xds_limit_exceeded_total: StreamLimits fields, plus the decode and group cap.
 LIMIT_NAMES = ("request_decode", "max_field_bytes", "max_resource_names", "max_name_bytes",
                "max_node_id_bytes", "max_node_cluster_bytes", "max_node_locality_bytes",

@@ -17,7 +17,7 @@ class StreamInfo:
     node_id: str
     group: str  # node group key the stream's snapshot is selected by
     peer: str
-    method: str  # "ads", "cds", "eds", "lds" or "rds"
+    method: str  # "ads", "cds", "eds", "lds", "rds" or "sds"; delta streams add "-delta" ("ads-delta")
     envoy_version: str = ""
 
 

@@ -1,4 +1,4 @@
-"""The grpc.aio server: ADS, the five single-type SotW services, health, and the management API.
+"""The grpc.aio server: ADS and the five single-type services, each in SotW and delta; health; management.
 
 Health answers for every service the port serves (issue 11 item 3), calls to any other method are logged
 and counted (unimplemented.py), and `--grpc-reflection` adds server reflection.
@@ -18,19 +18,28 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xds.server.stream import StreamHandler
 from xds.server.unimplemented import UnimplementedHandler, enable_reflection
+from xds.server.variants import DELTA, SOTW, Variant
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TypeUrl
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
-# (gRPC service, method, stream type or None for ADS, short method name for metrics)
-_DISCOVERY_METHODS: tuple[tuple[str, str, TypeUrl | None, str], ...] = (
-    (ADS_SERVICE, "StreamAggregatedResources", None, "ads"),
-    ("envoy.service.cluster.v3.ClusterDiscoveryService", "StreamClusters", CLUSTER, "cds"),
-    ("envoy.service.endpoint.v3.EndpointDiscoveryService", "StreamEndpoints", ENDPOINT, "eds"),
-    ("envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", LISTENER, "lds"),
-    ("envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", ROUTE, "rds"),
+# (gRPC service, method, stream type or None for ADS, short method name for metrics, protocol variant)
+_DISCOVERY_METHODS: tuple[tuple[str, str, TypeUrl | None, str, Variant], ...] = (
+    (ADS_SERVICE, "StreamAggregatedResources", None, "ads", SOTW),
+    ("envoy.service.cluster.v3.ClusterDiscoveryService", "StreamClusters", CLUSTER, "cds", SOTW),
+    ("envoy.service.endpoint.v3.EndpointDiscoveryService", "StreamEndpoints", ENDPOINT, "eds", SOTW),
+    ("envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", LISTENER, "lds", SOTW),
+    ("envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", ROUTE, "rds", SOTW),
     # Single-type SDS for clients that do not use ADS for secrets (docs/protocol.md R46).
-    ("envoy.service.secret.v3.SecretDiscoveryService", "StreamSecrets", SECRET, "sds"),
+    ("envoy.service.secret.v3.SecretDiscoveryService", "StreamSecrets", SECRET, "sds", SOTW),
+    # Delta xDS (docs/protocol.md R28-R30; issue 11): the same services' Delta* methods, the default of
+    # Istio, Consul, Kuma and Envoy Gateway. The metrics method label gets a "-delta" suffix.
+    (ADS_SERVICE, "DeltaAggregatedResources", None, "ads-delta", DELTA),
+    ("envoy.service.cluster.v3.ClusterDiscoveryService", "DeltaClusters", CLUSTER, "cds-delta", DELTA),
+    ("envoy.service.endpoint.v3.EndpointDiscoveryService", "DeltaEndpoints", ENDPOINT, "eds-delta", DELTA),
+    ("envoy.service.listener.v3.ListenerDiscoveryService", "DeltaListeners", LISTENER, "lds-delta", DELTA),
+    ("envoy.service.route.v3.RouteDiscoveryService", "DeltaRoutes", ROUTE, "rds-delta", DELTA),
+    ("envoy.service.secret.v3.SecretDiscoveryService", "DeltaSecrets", SECRET, "sds-delta", DELTA),
 )
 # Every gRPC service the xDS port serves, for health and reflection.
 DISCOVERY_SERVICES: tuple[str, ...] = tuple(dict.fromkeys(service for service, *_ in _DISCOVERY_METHODS))
@@ -73,9 +82,9 @@ def _identity(payload: bytes) -> bytes:
 def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
     handlers: list[grpc.GenericRpcHandler] = []
     by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
-    for service, method, stream_type, short in _DISCOVERY_METHODS:
+    for service, method, stream_type, short, variant in _DISCOVERY_METHODS:
         by_service.setdefault(service, {})[method] = grpc.stream_stream_rpc_method_handler(
-            _bind(handler, method=short, stream_type=stream_type),
+            _bind(handler, method=short, stream_type=stream_type, variant=variant),
             # Requests are decoded by the handler (limits.decode_request), so a malformed one ends the
             # stream with INVALID_ARGUMENT rather than gRPC's UNKNOWN.
             request_deserializer=_identity,
@@ -86,13 +95,14 @@ def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
     return handlers
 
 
-def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None
+def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None, variant: Variant
           ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[object, object]],
                         AsyncIterator[bytes]]:
     # grpc.aio recognises streaming handlers by `inspect.isasyncgenfunction`, so this must be one itself.
     async def serve(requests: AsyncIterator[bytes],
                     context: grpc.aio.ServicerContext[object, object]) -> AsyncIterator[bytes]:
-        async for payload in handler.handle(requests, context, method=method, stream_type=stream_type):
+        async for payload in handler.handle(requests, context, method=method, stream_type=stream_type,
+                                            variant=variant):
             yield payload
 
     return serve

@@ -2,7 +2,8 @@
 
 One task reads requests into the stream's inbox; snapshot changes of the stream's node group land in the
 same inbox; the handler applies each event to the protocol and writes whatever `next_sends()` returns. ADS
-and the single-type services run this same code with a different `StreamProtocol` configuration.
+and the single-type services, in state of the world and in delta (issue 11), run this same code with a
+different protocol machine (variants.py).
 
 What a client can make the server hold is bounded (issue 7; limits.py has every bound):
 * requests are decoded here, checked against `StreamLimits`, and the reader stops reading when
@@ -27,28 +28,24 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
-from envoy.service.discovery.v3 import discovery_pb2
 
 from xds.cache.node import NodeGrouper, client_key, located_key
 from xds.cache.snapshot import Snapshot, empty_endpoints
 from xds.cache.store import GroupLimitError, SnapshotStore
 from xds.model.service import Locality
 from xds.server.callbacks import Callbacks, StreamInfo
-from xds.server.encode import encode_response
 from xds.server.limits import (
     LimitExceededError,
     PendingBytes,
     PlaceholderBudget,
     StreamLimits,
     TokenBucket,
-    check_request,
-    decode_request,
     metadata_strings,
-    request_cost,
 )
 from xds.server.peer_auth import IdentityDeniedError, PeerAuthorizer
-from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError, Request, StreamProtocol
+from xds.server.protocol import Acked, Ignored, Nacked, ProtocolError
 from xds.server.secret_access import secrets_allowed
+from xds.server.variants import SOTW, Message, Variant
 from xds.translate.delivery import client_kind
 from xds.typeurls import SECRET, TypeUrl, short_name
 
@@ -80,7 +77,7 @@ class _Published:
     at: float
 
 
-_Queued: TypeAlias = discovery_pb2.DiscoveryRequest | _End | BaseException
+_Queued: TypeAlias = Message | _End | BaseException
 _Item: TypeAlias = _Queued | _Published
 
 
@@ -137,19 +134,8 @@ class _Inbox:
         self._bytes = 0
 
 
-def to_request(message: discovery_pb2.DiscoveryRequest) -> Request:
-    return Request(
-        type_url=message.type_url,
-        version_info=message.version_info,
-        response_nonce=message.response_nonce,
-        resource_names=tuple(message.resource_names),
-        node_id=message.node.id if message.HasField("node") else None,
-        error_message=message.error_detail.message if message.HasField("error_detail") else None,
-    )
-
-
 class StreamHandler:
-    """Serves SotW xDS streams from a SnapshotStore."""
+    """Serves SotW and delta xDS streams from a SnapshotStore."""
 
     def __init__(self, store: SnapshotStore, *, grouper: NodeGrouper, callbacks: Callbacks,
                  limits: StreamLimits | None = None, on_limit: LimitHook = _ignore_limit,
@@ -178,7 +164,8 @@ class StreamHandler:
         self._builder.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
-                     *, method: str, stream_type: TypeUrl | None) -> AsyncIterator[bytes]:
+                     *, method: str, stream_type: TypeUrl | None,
+                     variant: Variant = SOTW) -> AsyncIterator[bytes]:
         if self._open_streams >= self._limits.max_streams:
             self._on_limit("max_streams")
             limit = self._limits.max_streams
@@ -186,17 +173,18 @@ class StreamHandler:
                                 f"the server holds its limit of {limit} streams; retry later")
         self._open_streams += 1
         try:
-            async for payload in self._serve(requests, context, method=method, stream_type=stream_type):
+            async for payload in self._serve(requests, context, method=method, stream_type=stream_type,
+                                             variant=variant):
                 yield payload
         finally:
             self._open_streams -= 1
 
     async def _serve(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
-                     *, method: str, stream_type: TypeUrl | None) -> AsyncIterator[bytes]:
+                     *, method: str, stream_type: TypeUrl | None, variant: Variant) -> AsyncIterator[bytes]:
         info: StreamInfo | None = None
         placeholder = PlaceholderBudget(empty_endpoints, limit=self._limits.max_placeholders,
                                         on_exhausted=lambda: self._limit_hit("max_placeholders", info))
-        protocol = StreamProtocol(ads=stream_type is None, stream_type=stream_type, placeholder=placeholder)
+        protocol, feed = variant.start(stream_type, placeholder)
         inbox = _Inbox(max_requests=self._limits.max_queued_requests,
                        max_bytes=self._limits.max_queued_request_bytes, pending=self._pending)
         # When the stream had each outstanding response's content: a snapshot's arrival, or the request that
@@ -204,7 +192,7 @@ class StreamHandler:
         content_since: dict[str, float] = {}
         origin = time.monotonic()
         loop = asyncio.get_running_loop()
-        reader = asyncio.create_task(self._read(requests, inbox, lambda: info))
+        reader = asyncio.create_task(self._read(requests, inbox, lambda: info, variant))
         cancel_watch = None
         # Secrets carry private keys: only authenticated or loopback streams get them (R47, secret_access.py).
         may_have_secrets, why = secrets_allowed(context.auth_context(), context.peer())
@@ -247,7 +235,7 @@ class StreamHandler:
                         # Later requests normally carry no node (R1); one that does is checked again, so a
                         # stream cannot start as its own node and continue as another.
                         self._claimed_group(item.node, context)
-                    event = protocol.on_request(to_request(item))
+                    event = feed(item)
                     answered = event.nonce if isinstance(event, Acked | Nacked) else None
                     since = content_since.pop(answered, None) if answered is not None else None
                     elapsed = None if since is None else time.monotonic() - since
@@ -260,7 +248,7 @@ class StreamHandler:
                         # Nonces the client never answers (superseded by a re-request) are dropped, oldest
                         # first: only the latest per type can still be ACKed.
                         del content_since[next(iter(content_since))]
-                    payload = encode_response(send)
+                    payload = variant.encode(send)
                     yield payload
                     names = [r.name for r in send.resources]
                     self._callbacks.on_response_sent(info, type_url=send.type_url, version=send.version,
@@ -318,7 +306,7 @@ class StreamHandler:
 
         pending.add_done_callback(deliver)
 
-    def _open(self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[object, object],
+    def _open(self, first: Message, context: grpc.aio.ServicerContext[object, object],
               *, method: str, aggregated: bool = True) -> StreamInfo:
         node = first.node
         if not first.HasField("node") or not node.id:
@@ -370,7 +358,7 @@ class StreamHandler:
                                                 "nonce": event.nonce, "reason": event.reason})
 
     async def _read(self, requests: AsyncIterator[bytes], inbox: _Inbox,
-                    info: Callable[[], StreamInfo | None]) -> None:
+                    info: Callable[[], StreamInfo | None], variant: Variant) -> None:
         bucket = TokenBucket(rate=self._limits.request_rate_per_s, burst=self._limits.request_burst)
         throttled = False
         try:
@@ -378,10 +366,10 @@ class StreamHandler:
                 size = len(payload)
                 self._pending.take(size)
                 try:
-                    message = decode_request(payload)
+                    message = variant.decode(payload)
                     del payload  # the decoded message is what stays queued
-                    check_request(message, self._limits)
-                    wait_s = bucket.delay(request_cost(message, self._limits))
+                    variant.check(message, self._limits)
+                    wait_s = bucket.delay(variant.cost(message, self._limits))
                     if wait_s > 0:
                         # Over its rate: read this stream's next request later (flow control holds the
                         # client).
