@@ -30,6 +30,9 @@ from harness.orca_report import OrcaFormat, OrcaLoad, expected_shares, expected_
 
 from .stack import Stack, assert_clean, start_stack
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 REQUESTS = 2000
 TOLERANCE_POINTS = 5.0
 QPS = 100.0  # what every upstream reports as its rps_fractional

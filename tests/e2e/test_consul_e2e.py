@@ -29,6 +29,9 @@ from harness.consul import ConsulBackend, HttpCheck, TtlCheck
 from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 KV_KEY = "xds/policies/edge"
 Backend = tuple[str, dict[str, str] | None, int]
 

@@ -19,6 +19,9 @@ from harness.consul import ConsulBackend, TtlCheck
 from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError, EnvoyProcess
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 KV_PREFIX = "xds/policies/"
 KV_KEY = KV_PREFIX + "edge"
 INTERVAL_S = 0.3

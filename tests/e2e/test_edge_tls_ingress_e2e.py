@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography import x509
 
@@ -24,6 +25,9 @@ from harness.envoy import AdminError
 from harness.pki_edge import Issued, TestCa, other_key_pem, write_atomically
 from harness.ports import free_port
 from tests.e2e.conftest import ControlPlaneFactory, EnvoyFactory
+
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
 
 A, B = "shop.example.test", "blog.example.test"
 

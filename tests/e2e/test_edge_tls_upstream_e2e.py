@@ -26,6 +26,9 @@ from harness.ports import free_port
 from harness.tls_upstream import TlsUpstream
 from tests.e2e.conftest import ControlPlaneFactory, EnvoyFactory
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 SERVER_NAME = "secure.test"
 
 

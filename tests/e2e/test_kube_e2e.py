@@ -22,6 +22,9 @@ from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError
 from harness.kube import KubeApiError, KubeBackend
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NS = "shop"
 POLICY_API = "xds.dev/v1alpha1"

@@ -17,9 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import UpstreamPool, run_requests, wait_until
 
 from .stack import start_stack
+
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
 
 REQUESTS = 20
 _STARTED_LINE = "starting main dispatch loop"

@@ -27,6 +27,9 @@ from harness.load_reports import LoadReporter
 from harness.orca import OrcaServer
 from tests.e2e.stack import Stack, assert_clean, start_stack
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 INTERVAL_S = 1.0
 FLOOR, DEAD_BAND, MAX_STEP = 0.1, 0.05, 0.25  # the documented defaults
 RESOLUTION = 100

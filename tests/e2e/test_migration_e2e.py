@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from harness import free_port, wait_until
@@ -17,6 +18,9 @@ from harness.envoy import AdminError
 from harness.kube import KubeBackend
 
 from .test_kube_e2e import NS, endpoint, endpoint_slice, install_crd
+
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
 
 
 def test_consul_and_kubernetes_instances_merge_and_one_policy_splits_them(

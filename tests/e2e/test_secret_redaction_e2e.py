@@ -27,6 +27,9 @@ from harness.envoy import AdminError
 from xds.management.v1 import management_pb2 as pb
 from xds.management.v1 import management_pb2_grpc
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 POLICY = """\
 services:
   - name: web

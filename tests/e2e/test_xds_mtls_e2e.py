@@ -32,6 +32,9 @@ from harness.xds_tls import AdsStream, channel, first_config, health_ok, present
 from tests.e2e.conftest import ControlPlaneFactory, EnvoyFactory
 from tests.e2e.stack import Catalog
 
+# Every Envoy here runs once over state-of-the-world and once over delta xDS (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 TRUST_DOMAIN = "xds.local"
 RELOAD_S = "0.2"  # --tls-reload-interval: tests poll for a reload, and a fast server poll keeps them short
 
