@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from harness import ControlPlaneProcess, EnvoyProcess, UpstreamPool, free_port, wait_until
+from harness import ControlPlaneProcess, EnvoyProcess, UpstreamPool, free_port, run_requests, wait_until
 from harness.controlplane import bootstrap_for
 from harness.envoy import AdminError
 
@@ -149,3 +149,23 @@ def route_has(stack: Stack, key: str) -> bool:
                     if route.get("name") == "all" and key in route.get("route", {}):
                         return True
     return False
+
+
+# Session-affinity tests (issue 8): requests carry one of SESSION_KEYS values of an `x-session` header.
+SESSION_KEYS = 50
+
+
+def session_key(i: int) -> str:
+    return f"user-{i % SESSION_KEYS}"
+
+
+def key_placement(stack: Stack, count: int = 1000) -> dict[str, str]:
+    """Which upstream each session key lands on; asserts that each key lands on exactly one."""
+    result = run_requests(stack.url, count=count, concurrency=4,
+                          request_headers=lambda i: {"x-session": session_key(i)})
+    assert result.total == count and result.failures == 0 and result.non_2xx == 0, result.summary()
+    by_key = result.upstreams_by_key(session_key)
+    assert len(by_key) == SESSION_KEYS
+    spread = {k: v for k, v in by_key.items() if len(v) != 1}
+    assert spread == {}, f"keys answered by more than one upstream: {spread}"
+    return {key: next(iter(counts)) for key, counts in by_key.items()}

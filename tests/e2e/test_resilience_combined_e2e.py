@@ -14,14 +14,13 @@ import pytest
 
 from harness import UpstreamPool, run_requests, wait_until
 
-from .stack import Stack, start_stack
+from .stack import SESSION_KEYS, Stack, key_placement, start_stack
 from .stack import assert_clean as _assert_clean
 from .stack import route_has as _route_has
 
 # Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
 pytestmark = pytest.mark.usefixtures("xds_mode")
 
-KEYS = 50
 CONSECUTIVE_5XX = 3
 CONCURRENCY = 2  # Envoy's default circuit breaker allows 3 retries in flight per cluster (docs/config.md)
 
@@ -34,20 +33,6 @@ def _cluster_lb_policy(stack: Stack, name: str) -> str:
     raise KeyError(name)
 
 
-def _key(i: int) -> str:
-    return f"user-{i % KEYS}"
-
-
-def _placement(stack: Stack, count: int = 1000) -> dict[str, str]:
-    """Which upstream each key lands on; asserts that each key lands on exactly one."""
-    result = run_requests(stack.url, count=count, concurrency=4,
-                          request_headers=lambda i: {"x-session": _key(i)})
-    assert result.total == count and result.failures == 0 and result.non_2xx == 0, result.summary()
-    by_key = result.upstreams_by_key(_key)
-    assert len(by_key) == KEYS
-    spread = {k: v for k, v in by_key.items() if len(v) != 1}
-    assert spread == {}, f"keys answered by more than one upstream: {spread}"
-    return {key: next(iter(counts)) for key, counts in by_key.items()}
 
 
 def test_maglev_header_affinity_and_minimal_disruption_on_removal(
@@ -63,10 +48,10 @@ def test_maglev_header_affinity_and_minimal_disruption_on_removal(
     wait_until(lambda: len(stack.eds_ports("web")) == 4, timeout_s=10, message="Envoy never had 4 endpoints")
     assert _cluster_lb_policy(stack, "web") == "MAGLEV"
 
-    before = _placement(stack)
+    before = key_placement(stack)
     per_upstream = {n: sum(1 for u in before.values() if u == n) for n in names}
-    print(f"\nmaglev header affinity: 1000 requests, {KEYS} keys, each on one upstream; keys per upstream "
-          f"{per_upstream}")
+    print(f"\nmaglev header affinity: 1000 requests, {SESSION_KEYS} keys, each on one upstream; keys per "
+          f"upstream {per_upstream}")
     assert set(before.values()) == set(names), per_upstream
 
     # Remove u4 from the catalog: its keys must move, and maglev keeps almost all of the others in place.
@@ -74,12 +59,12 @@ def test_maglev_header_affinity_and_minimal_disruption_on_removal(
     stack.catalog.write()
     wait_until(lambda: stack.eds_ports("web") == {pool[n].port for n in names[:3]}, timeout_s=10,
                message="u4 never left Envoy's endpoints")
-    after = _placement(stack)
+    after = key_placement(stack)
     held = {k for k, u in before.items() if u == "u4"}
     moved = {k for k in before if before[k] != after[k]}
     survivors_moved = moved - held
-    others = KEYS - len(held)
-    print(f"maglev, removing u4: it held {len(held)}/{KEYS} keys; {len(moved)}/{KEYS} moved; of the {others} "
+    keys, others = SESSION_KEYS, SESSION_KEYS - len(held)
+    print(f"maglev, removing u4: it held {len(held)}/{keys} keys; {len(moved)}/{keys} moved; of the {others} "
           f"keys on the other upstreams {len(survivors_moved)} moved ({len(survivors_moved) / others:.0%}); "
           "modulo hashing would move about 75%")
     assert held <= moved, "every key u4 held must move"

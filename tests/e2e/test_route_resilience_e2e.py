@@ -15,7 +15,7 @@ import pytest
 
 from harness import UpstreamPool, run_requests, wait_until
 
-from .stack import Stack, start_stack
+from .stack import SESSION_KEYS, Stack, key_placement, start_stack
 from .stack import assert_clean as _assert_clean
 from .stack import route_has as _route_has
 
@@ -77,20 +77,6 @@ def test_per_try_timeout_cuts_a_hanging_attempt_and_the_retry_succeeds(
     _assert_clean(stack)
 
 
-def _key(i: int) -> str:
-    return f"user-{i % 50}"
-
-
-def _placement(stack: Stack, count: int = 1000) -> dict[str, str]:
-    """Which upstream each of the 50 keys lands on; asserts that each key lands on exactly one."""
-    result = run_requests(stack.url, count=count, concurrency=4,
-                          request_headers=lambda i: {"x-session": _key(i)})
-    assert result.total == count and result.failures == 0 and result.non_2xx == 0, result.summary()
-    by_key = result.upstreams_by_key(_key)
-    assert len(by_key) == 50
-    spread = {k: v for k, v in by_key.items() if len(v) != 1}
-    assert spread == {}, f"keys answered by more than one upstream: {spread}"
-    return {key: next(iter(counts)) for key, counts in by_key.items()}
 
 
 def test_ring_hash_header_and_cookie_affinity(
@@ -107,9 +93,10 @@ def test_ring_hash_header_and_cookie_affinity(
                         extra_routes=[cookie_route])
     wait_until(lambda: _route_has(stack, "hash_policy"), timeout_s=10, message="no hash policy in Envoy")
 
-    before = _placement(stack)
+    before = key_placement(stack)
     per_upstream = {n: sum(1 for u in before.values() if u == n) for n in names}
-    print(f"\nheader affinity: 1000 requests, 50 keys, each on one upstream; keys per upstream "
+    keys = SESSION_KEYS
+    print(f"\nheader affinity: 1000 requests, {keys} keys, each on one upstream; keys per upstream "
           f"{per_upstream}")
     assert set(before.values()) == set(names), per_upstream
 
@@ -129,20 +116,21 @@ def test_ring_hash_header_and_cookie_affinity(
     stack.catalog.write()
     wait_until(lambda: stack.eds_ports("web") == {pool[n].port for n in names[:3]}, timeout_s=10,
                message="u4 never left Envoy's endpoints")
-    after = _placement(stack)
+    after = key_placement(stack)
     held = {k for k, u in before.items() if u == "u4"}
     moved = {k for k in before if before[k] != after[k]}
     survivors_moved = moved - held
-    print(f"removing u4: it held {len(held)}/50 keys; {len(moved)}/50 moved ({len(moved) / 50:.0%}); of the "
-          f"{50 - len(held)} keys on the other upstreams {len(survivors_moved)} moved "
-          f"({len(survivors_moved) / (50 - len(held)):.0%}); modulo hashing would move about 75%")
+    print(f"removing u4: it held {len(held)}/{keys} keys; {len(moved)}/{keys} moved "
+          f"({len(moved) / keys:.0%}); of the {keys - len(held)} keys on the other upstreams "
+          f"{len(survivors_moved)} moved "
+          f"({len(survivors_moved) / (keys - len(held)):.0%}); modulo hashing would move about 75%")
     assert held <= moved, "every key u4 held must move"
     assert "u4" not in after.values()
     # Not exactly only u4's keys: Envoy gives each host ceil(1024 / hosts) ring points (ring_hash defaults),
     # so when one of four leaves each survivor gains 86 points (256 -> 342) and these can take keys from
     # another survivor: 13% of the other keys on average in a random-ring model (eight runs measured 5-26%).
     # Modulo hashing would move three quarters; with ~38 keys, 40% is about 4 standard deviations above 13%.
-    assert len(survivors_moved) <= 0.4 * (50 - len(held)), (before, after)
+    assert len(survivors_moved) <= 0.4 * (keys - len(held)), (before, after)
     _assert_clean(stack)
 
 

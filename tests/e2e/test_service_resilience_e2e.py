@@ -177,9 +177,9 @@ def _failed_check(stack: Stack, cluster: str, address: tuple[str, int]) -> bool:
 
 def _checked_stack(workdir: Path, pool: UpstreamPool, check: dict[str, Any], control_plane_factory: Any,
                    envoy_factory: Any) -> Stack:
-    settings = {"web": {"health_check": {**check, "interval": "200ms", "timeout": "1s",
-                                         "unhealthy_threshold": 2, "healthy_threshold": 1,
-                                         "no_traffic_interval": "200ms"}}}
+    # Fast checks by default; a test's own `check` keys win (the timeout test sets its timeout and threshold).
+    settings = {"web": {"health_check": {"interval": "200ms", "timeout": "1s", "unhealthy_threshold": 2,
+                                         "healthy_threshold": 1, "no_traffic_interval": "200ms", **check}}}
     stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {}), ("b", {})]},
                         backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
                         envoy_factory=envoy_factory, service_settings=settings)
@@ -241,15 +241,8 @@ def test_http_health_check_timeouts_count_against_the_unhealthy_threshold(
     out only after `unhealthy_threshold` of them in a row (unlike a wrong status, which fails it at once)."""
     timeout_s, threshold = 0.3, 3
     pool = upstreams("a", "b")
-    settings = {"web": {"health_check": {"http": {"path": HEALTH_PATH}, "interval": "200ms",
-                                         "timeout": f"{timeout_s}s", "unhealthy_threshold": threshold,
-                                         "healthy_threshold": 1, "no_traffic_interval": "200ms"}}}
-    stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {}), ("b", {})]},
-                        backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
-                        envoy_factory=envoy_factory, service_settings=settings)
-    wait_until(lambda: len(stack.envoy.cluster_hosts("web")) == 2
-               and all(h.healthy for h in stack.envoy.cluster_hosts("web")), timeout_s=10,
-               message="the endpoints never passed their first health checks")
+    check = {"http": {"path": HEALTH_PATH}, "timeout": f"{timeout_s}s", "unhealthy_threshold": threshold}
+    stack = _checked_stack(workdir, pool, check, control_plane_factory, envoy_factory)
     slow = pool["a"]
     slow.health_delay_s = 5.0
     started = time.monotonic()
