@@ -24,7 +24,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -159,39 +161,53 @@ type memoKey struct {
 	h2   uint64
 }
 
+// memoEntry is published before it is built, so the streams that receive the same response at the same
+// moment (a connect storm: every stream gets the first CDS response at once) wait for one derivation
+// instead of each doing it.
+type memoEntry struct {
+	done chan struct{}
+	d    *derived
+	err  error
+}
+
 var (
 	memoMu    sync.Mutex
-	memo      = map[memoKey]*derived{}
+	memo      = map[memoKey]*memoEntry{}
 	internMap = map[string][]string{}
 	seed1     = maphash.MakeSeed()
-	seed2     = maphash.MakeSeed()
 )
 
 // memoLimit bounds the cache; on overflow it starts over (streams keep their pointers, so nothing breaks).
 const memoLimit = 100_000
 
-func lookupOrDerive(k memoKey, build func() (*derived, error)) (*derived, error) {
+// release is called as soon as the response's bytes are no longer needed: before waiting for another
+// stream's derivation (so a storm of waiters does not pin a response buffer each), or after building.
+func lookupOrDerive(k memoKey, release func(), build func() (*derived, error)) (*derived, error) {
 	memoMu.Lock()
-	d, ok := memo[k]
+	e, ok := memo[k]
+	if !ok {
+		if len(memo) >= memoLimit {
+			memo = map[memoKey]*memoEntry{}
+			internMap = map[string][]string{}
+		}
+		e = &memoEntry{done: make(chan struct{})}
+		memo[k] = e
+	}
 	memoMu.Unlock()
 	if ok {
-		return d, nil
+		release()
+		<-e.done
+		return e.d, e.err
 	}
-	d, err := build()
-	if err != nil {
-		return nil, err
+	e.d, e.err = build()
+	release()
+	close(e.done)
+	if e.err != nil {
+		memoMu.Lock()
+		delete(memo, k) // a malformed response is not remembered
+		memoMu.Unlock()
 	}
-	memoMu.Lock()
-	defer memoMu.Unlock()
-	if prior, ok := memo[k]; ok {
-		return prior, nil
-	}
-	if len(memo) >= memoLimit {
-		memo = map[memoKey]*derived{}
-		internMap = map[string][]string{}
-	}
-	memo[k] = d
-	return d, nil
+	return e.d, e.err
 }
 
 // intern returns one shared sorted slice per distinct name set (caller holds no lock).
@@ -206,28 +222,6 @@ func intern(names []string) []string {
 	}
 	internMap[key] = names
 	return names
-}
-
-type hasher struct{ a, b maphash.Hash }
-
-func newHasher() *hasher {
-	h := &hasher{}
-	h.a.SetSeed(seed1)
-	h.b.SetSeed(seed2)
-	return h
-}
-
-func (h *hasher) add(parts ...[]byte) {
-	for _, p := range parts {
-		var n [8]byte
-		for i := range n {
-			n[i] = byte(len(p) >> (8 * i))
-		}
-		h.a.Write(n[:])
-		h.a.Write(p)
-		h.b.Write(n[:])
-		h.b.Write(p)
-	}
 }
 
 // clusterEDSName scans a serialized Cluster for name (1), type (2) and eds_cluster_config (3).service_name
@@ -353,13 +347,13 @@ func depsOf(t xdsType, value []byte) (string, []string, error) {
 	}
 }
 
-func deriveSotw(t xdsType, resp *discovery.DiscoveryResponse) (*derived, error) {
-	h := newHasher()
-	for _, r := range resp.GetResources() {
-		h.add([]byte(r.GetTypeUrl()), r.GetValue())
-	}
-	k := memoKey{t: t, h1: h.a.Sum64(), h2: h.b.Sum64()}
-	return lookupOrDerive(k, func() (*derived, error) {
+func deriveSotw(t xdsType, raw *rawResponse, release func()) (*derived, error) {
+	k := memoKey{t: t, h1: raw.h1, h2: raw.h2}
+	return lookupOrDerive(k, release, func() (*derived, error) {
+		var resp discovery.DiscoveryResponse
+		if err := proto.Unmarshal(raw.bytes, &resp); err != nil {
+			return nil, fmt.Errorf("decoding a %s response: %w", typeNames[t], err)
+		}
 		d := &derived{}
 		var all []string
 		if t == eds || t == rds {
@@ -382,17 +376,13 @@ func deriveSotw(t xdsType, resp *discovery.DiscoveryResponse) (*derived, error) 
 	})
 }
 
-func deriveDelta(t xdsType, prev *derived, resp *discovery.DeltaDiscoveryResponse) (*derived, error) {
-	h := newHasher()
-	for _, r := range resp.GetResources() {
-		h.add([]byte(r.GetName()), []byte(r.GetResource().GetTypeUrl()), r.GetResource().GetValue())
-	}
-	h.add([]byte("\x00removed"))
-	for _, n := range resp.GetRemovedResources() {
-		h.add([]byte(n))
-	}
-	k := memoKey{t: t, prev: prev, h1: h.a.Sum64(), h2: h.b.Sum64()}
-	return lookupOrDerive(k, func() (*derived, error) {
+func deriveDelta(t xdsType, prev *derived, raw *rawResponse, release func()) (*derived, error) {
+	k := memoKey{t: t, prev: prev, h1: raw.h1, h2: raw.h2}
+	return lookupOrDerive(k, release, func() (*derived, error) {
+		var resp discovery.DeltaDiscoveryResponse
+		if err := proto.Unmarshal(raw.bytes, &resp); err != nil {
+			return nil, fmt.Errorf("decoding a %s delta response: %w", typeNames[t], err)
+		}
 		d := &derived{}
 		if t == eds || t == rds {
 			d.present = make(map[string]struct{}, len(resp.GetResources()))
@@ -427,6 +417,97 @@ func deriveDelta(t xdsType, prev *derived, resp *discovery.DeltaDiscoveryRespons
 		d.deps = intern(all)
 		return d, nil
 	})
+}
+
+// ---- responses as raw bytes ---------------------------------------------------------------------------------
+
+// rawCodec marshals requests as protobuf but hands responses over as bytes: a stream only scans the few
+// top-level fields it needs (type, version, nonce) and hashes the resources; the full decode happens once
+// per distinct content, in lookupOrDerive.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	// grpc-go recycles `data` after this returns, so the bytes are copied. Not into a pooled buffer: a pool
+	// would keep one largest-response-sized buffer per concurrently receiving stream alive after the storm.
+	*v.(*[]byte) = slices.Clone(data)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" } // the content-subtype on the wire stays application/grpc+proto
+
+type rawResponse struct {
+	bytes                   []byte
+	typeURL, version, nonce string
+	resources               int
+	h1, h2                  uint64
+}
+
+// scanResponse reads a serialized DiscoveryResponse or DeltaDiscoveryResponse: version (field 1, SotW
+// version_info / delta system_version_info), type_url (4), nonce (5). The key covers the resources (2) and,
+// for delta, removed_resources (6) and removed_resource_names (8): everything but the per-stream nonce and
+// the version, i.e. what decides what the response implies. It does not depend on the order of the
+// resources (go-control-plane's caches emit them in map order, so two streams get the same set in
+// different orders): each entry's hash is summed, and so is its square.
+func scanResponse(b []byte, delta bool) (rawResponse, error) {
+	r := rawResponse{bytes: b}
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return r, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if wt != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, wt, b)
+			if n < 0 {
+				return r, protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, m := protowire.ConsumeBytes(b)
+		if m < 0 {
+			return r, protowire.ParseError(m)
+		}
+		b = b[m:]
+		switch {
+		case num == 1:
+			r.version = string(v)
+		case num == 4:
+			r.typeURL = string(v)
+		case num == 5:
+			r.nonce = string(v)
+		case num == 2 || (delta && (num == 6 || num == 8)):
+			if num == 2 {
+				r.resources++
+			}
+			h := maphash.Bytes(seed1, v) ^ uint64(num)*0x9e3779b97f4a7c15
+			r.h1 += h
+			r.h2 += h * h
+		}
+	}
+	return r, nil
+}
+
+const (
+	adsService  = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+	sotwMethod  = adsService + "StreamAggregatedResources"
+	deltaMethod = adsService + "DeltaAggregatedResources"
+)
+
+var adsDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// recv receives one response, scanned; release() drops the stream's reference to its bytes once it is
+// processed (so a stream waiting on another's derivation does not pin them).
+func recv(ads grpc.ClientStream, delta bool) (*rawResponse, func(), error) {
+	var buf []byte
+	if err := ads.RecvMsg(&buf); err != nil {
+		return nil, nil, err
+	}
+	r, err := scanResponse(buf, delta)
+	if err != nil {
+		return nil, nil, fmt.Errorf("malformed response: %w", err)
+	}
+	return &r, func() { r.bytes = nil }, nil
 }
 
 // ---- marks: time from T0 until each stream ACKs a changed response of one type ------------------------
@@ -521,14 +602,13 @@ func (s *stream) run(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	defer conn.Close()
-	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	backoff := 100 * time.Millisecond
 	for {
 		s.reset()
 		if s.f.cfg.delta {
-			err = s.runDelta(ctx, client)
+			err = s.runDelta(ctx, conn)
 		} else {
-			err = s.runSotw(ctx, client)
+			err = s.runSotw(ctx, conn)
 		}
 		if ctx.Err() != nil {
 			return
@@ -674,8 +754,8 @@ func diff(a, b []string) (added, removed []string) {
 // dependent: CDS drives EDS, LDS drives RDS.
 var dependent = map[xdsType]xdsType{cds: eds, lds: rds}
 
-func (s *stream) runSotw(ctx context.Context, client discovery.AggregatedDiscoveryServiceClient) error {
-	ads, err := client.StreamAggregatedResources(ctx)
+func (s *stream) runSotw(ctx context.Context, conn *grpc.ClientConn) error {
+	ads, err := conn.NewStream(ctx, adsDesc, sotwMethod, grpc.ForceCodec(rawCodec{}))
 	if err != nil {
 		return err
 	}
@@ -683,31 +763,32 @@ func (s *stream) runSotw(ctx context.Context, client discovery.AggregatedDiscove
 	defer s.f.live.Add(-1)
 	request := func(t xdsType) error {
 		s.asked[t] = true
-		return ads.Send(&discovery.DiscoveryRequest{
+		return ads.SendMsg(&discovery.DiscoveryRequest{
 			TypeUrl: typeURLs[t], VersionInfo: s.version[t], ResponseNonce: s.nonce[t], ResourceNames: s.subs[t],
 		})
 	}
 	// The node goes in the first request only (docs/protocol.md; Envoy's set_node_on_first_message_only).
 	s.asked[cds] = true
-	if err := ads.Send(&discovery.DiscoveryRequest{Node: s.node, TypeUrl: typeURLs[cds]}); err != nil {
+	if err := ads.SendMsg(&discovery.DiscoveryRequest{Node: s.node, TypeUrl: typeURLs[cds]}); err != nil {
 		return err
 	}
 	for {
-		resp, err := ads.Recv()
+		resp, release, err := recv(ads, false)
 		if err != nil {
 			return err
 		}
-		t, ok := typeOf(resp.GetTypeUrl())
+		t, ok := typeOf(resp.typeURL)
 		if !ok {
-			logf("stream %d: ignoring a response of unknown type %s", s.index, resp.GetTypeUrl())
+			release()
+			logf("stream %d: ignoring a response of unknown type %s", s.index, resp.typeURL)
 			continue
 		}
-		d, err := deriveSotw(t, resp)
+		d, err := deriveSotw(t, resp, release)
 		if err != nil {
 			return err
 		}
-		s.nonce[t] = resp.GetNonce()
-		changed, gen := s.noteResponse(t, resp.GetVersionInfo(), len(resp.GetResources()) > 0)
+		s.nonce[t] = resp.nonce
+		changed, gen := s.noteResponse(t, resp.version, resp.resources > 0)
 		if t == eds || t == rds {
 			s.pending[t] = answer(s.pending[t], d.present)
 		}
@@ -734,8 +815,8 @@ func (s *stream) runSotw(ctx context.Context, client discovery.AggregatedDiscove
 	}
 }
 
-func (s *stream) runDelta(ctx context.Context, client discovery.AggregatedDiscoveryServiceClient) error {
-	ads, err := client.DeltaAggregatedResources(ctx)
+func (s *stream) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
+	ads, err := conn.NewStream(ctx, adsDesc, deltaMethod, grpc.ForceCodec(rawCodec{}))
 	if err != nil {
 		return err
 	}
@@ -743,28 +824,29 @@ func (s *stream) runDelta(ctx context.Context, client discovery.AggregatedDiscov
 	defer s.f.live.Add(-1)
 	// Wildcard CDS: no names in the first request of the type; the node in the first request only.
 	s.asked[cds] = true
-	if err := ads.Send(&discovery.DeltaDiscoveryRequest{Node: s.node, TypeUrl: typeURLs[cds]}); err != nil {
+	if err := ads.SendMsg(&discovery.DeltaDiscoveryRequest{Node: s.node, TypeUrl: typeURLs[cds]}); err != nil {
 		return err
 	}
 	for {
-		resp, err := ads.Recv()
+		resp, release, err := recv(ads, true)
 		if err != nil {
 			return err
 		}
-		t, ok := typeOf(resp.GetTypeUrl())
+		t, ok := typeOf(resp.typeURL)
 		if !ok {
-			logf("stream %d: ignoring a response of unknown type %s", s.index, resp.GetTypeUrl())
+			release()
+			logf("stream %d: ignoring a response of unknown type %s", s.index, resp.typeURL)
 			continue
 		}
-		d, err := deriveDelta(t, s.state[t], resp)
+		d, err := deriveDelta(t, s.state[t], resp, release)
 		if err != nil {
 			return err
 		}
-		changed, gen := s.noteResponse(t, resp.GetSystemVersionInfo(), len(resp.GetResources()) > 0)
+		changed, gen := s.noteResponse(t, resp.version, resp.resources > 0)
 		if t == eds || t == rds {
 			s.pending[t] = answer(s.pending[t], d.present)
 		}
-		if err := ads.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURLs[t], ResponseNonce: resp.GetNonce()}); err != nil {
+		if err := ads.SendMsg(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURLs[t], ResponseNonce: resp.nonce}); err != nil {
 			return err
 		}
 		if dep, ok := dependent[t]; ok {
@@ -774,7 +856,7 @@ func (s *stream) runDelta(ctx context.Context, client discovery.AggregatedDiscov
 				s.pending[dep] = resubscribe(s.subs[dep], s.pending[dep], d.deps)
 				s.subs[dep] = d.deps
 				s.asked[dep] = true
-				if err := ads.Send(&discovery.DeltaDiscoveryRequest{
+				if err := ads.SendMsg(&discovery.DeltaDiscoveryRequest{
 					TypeUrl: typeURLs[dep], ResourceNamesSubscribe: added, ResourceNamesUnsubscribe: removed,
 				}); err != nil {
 					return err
@@ -783,7 +865,7 @@ func (s *stream) runDelta(ctx context.Context, client discovery.AggregatedDiscov
 		}
 		if t == eds && !s.asked[lds] && len(s.pending[eds]) == 0 {
 			s.asked[lds] = true
-			if err := ads.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURLs[lds]}); err != nil {
+			if err := ads.SendMsg(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURLs[lds]}); err != nil {
 				return err
 			}
 		}
@@ -833,7 +915,21 @@ func main() {
 	timeout := flag.Duration("timeout", 120*time.Second, "how long to wait for every stream to sync")
 	retry := flag.Bool("retry", false, "reconnect after UNAVAILABLE/RESOURCE_EXHAUSTED (backoff 0.1-1 s)")
 	idPrefix := flag.String("id-prefix", "load", `node.id is "<id-prefix>-<i>"`)
+	cpuProfile := flag.String("cpuprofile", "", "write a Go CPU profile of the whole run to this file")
+	flag.StringVar(&memProfile, "memprofile", "", "write a Go heap profile to this file at each `status`")
 	flag.Parse()
+	if *cpuProfile != "" {
+		out, err := os.Create(*cpuProfile)
+		if err != nil {
+			logf("-cpuprofile: %v", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			logf("-cpuprofile: %v", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *server == "" || *n < 1 || *groups < 1 || (*mode != "sotw" && *mode != "delta") || *rate < 0 {
 		fmt.Fprintln(os.Stderr, "usage: xds-load -server HOST:PORT [-streams N] [-mode sotw|delta] [-groups G] "+
 			"[-connect-rate R] [-timeout D] [-retry] [-id-prefix P]")
@@ -919,8 +1015,13 @@ func commands(f *fleet) {
 		case "quit":
 			return
 		case "status":
+			// Live memory, not garbage awaiting collection: what a stream holds at rest (issue 12).
+			runtime.GC()
+			var mem runtime.MemStats
+			runtime.ReadMemStats(&mem)
+			writeHeapProfile()
 			emit(map[string]any{"event": "status", "live": f.live.Load(), "synced": f.synced.Load(),
-				"errors": f.errs.snapshot()})
+				"errors": f.errs.snapshot(), "heap_mb": math.Round(float64(mem.HeapInuse)/(1<<20)*10) / 10})
 		case "mark":
 			t, ok := xdsType(0), false
 			if len(fields) == 3 {
@@ -938,6 +1039,22 @@ func commands(f *fleet) {
 		default:
 			logf("unknown command %q (mark ID TYPE, status, quit)", fields[0])
 		}
+	}
+}
+
+var memProfile string
+
+func writeHeapProfile() {
+	if memProfile == "" {
+		return
+	}
+	out, err := os.Create(memProfile)
+	if err == nil {
+		err = pprof.WriteHeapProfile(out)
+		out.Close()
+	}
+	if err != nil {
+		logf("-memprofile: %v", err)
 	}
 }
 
