@@ -178,7 +178,7 @@ var (
 )
 
 // memoLimit bounds the cache; on overflow it starts over (streams keep their pointers, so nothing breaks).
-const memoLimit = 100_000
+const memoLimit = 10_000
 
 // release is called as soon as the response's bytes are no longer needed: before waiting for another
 // stream's derivation (so a storm of waiters does not pin a response buffer each), or after building.
@@ -751,6 +751,16 @@ func diff(a, b []string) (added, removed []string) {
 	return added, removed
 }
 
+// derive: what the response implies, or nil for an EDS/RDS response when no subscribed name awaits an
+// answer (the common case after sync: nothing to derive, and nothing added to the memo per change).
+func (s *stream) derive(t xdsType, resp *rawResponse, release func(), build func() (*derived, error)) (*derived, error) {
+	if (t == eds || t == rds) && len(s.pending[t]) == 0 {
+		release()
+		return nil, nil
+	}
+	return build()
+}
+
 // dependent: CDS drives EDS, LDS drives RDS.
 var dependent = map[xdsType]xdsType{cds: eds, lds: rds}
 
@@ -783,14 +793,16 @@ func (s *stream) runSotw(ctx context.Context, conn *grpc.ClientConn) error {
 			logf("stream %d: ignoring a response of unknown type %s", s.index, resp.typeURL)
 			continue
 		}
-		d, err := deriveSotw(t, resp, release)
+		d, err := s.derive(t, resp, release, func() (*derived, error) { return deriveSotw(t, resp, release) })
 		if err != nil {
 			return err
 		}
 		s.nonce[t] = resp.nonce
 		changed, gen := s.noteResponse(t, resp.version, resp.resources > 0)
 		if t == eds || t == rds {
-			s.pending[t] = answer(s.pending[t], d.present)
+			if d != nil {
+				s.pending[t] = answer(s.pending[t], d.present)
+			}
 		}
 		if err := request(t); err != nil { // the ACK
 			return err
@@ -838,13 +850,15 @@ func (s *stream) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 			logf("stream %d: ignoring a response of unknown type %s", s.index, resp.typeURL)
 			continue
 		}
-		d, err := deriveDelta(t, s.state[t], resp, release)
+		d, err := s.derive(t, resp, release, func() (*derived, error) { return deriveDelta(t, s.state[t], resp, release) })
 		if err != nil {
 			return err
 		}
 		changed, gen := s.noteResponse(t, resp.version, resp.resources > 0)
 		if t == eds || t == rds {
-			s.pending[t] = answer(s.pending[t], d.present)
+			if d != nil {
+				s.pending[t] = answer(s.pending[t], d.present)
+			}
 		}
 		if err := ads.SendMsg(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURLs[t], ResponseNonce: resp.nonce}); err != nil {
 			return err
