@@ -130,15 +130,17 @@ def test_xds_load_counts_refused_streams_as_lost(
         assert load.command("status", "status", timeout_s=START_TIMEOUT_S)["live"] == 10
 
 
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
 def test_xds_load_retry_reconnects_after_a_server_restart(
-    workdir: Path, control_plane_factory: ControlPlaneFactory
+    mode: str, workdir: Path, control_plane_factory: ControlPlaneFactory
 ) -> None:
-    """With -retry, streams ended by the server (UNAVAILABLE while it restarts) come back, all of them."""
+    """With -retry, streams ended by the server (UNAVAILABLE while it restarts) all come back, resuming with
+    what they hold (delta: initial_resource_versions), and a later change still reaches all 20."""
     catalog = workdir / "catalog.yaml"
     write_catalog(catalog, 8080)
     control_plane = control_plane_factory(catalog)
     load = LineTool("xds-load", [ensure_binary("xds-load"), "-server", control_plane.xds_address,
-                                 "-streams", str(STREAMS), "-retry"], workdir=workdir)
+                                 "-streams", str(STREAMS), "-mode", mode, "-retry"], workdir=workdir)
     with load:
         load.event("started", timeout_s=START_TIMEOUT_S)
         assert_all_synced(load)
@@ -151,3 +153,6 @@ def test_xds_load_retry_reconnects_after_a_server_restart(
                    message=lambda: f"streams did not all come back: {status()}")
         errors = status()["errors"]
         assert set(errors) <= {"Unavailable", "Canceled"} and errors.get("Unavailable", 0) >= STREAMS, errors
+        load.command("mark c1 eds", "marked", timeout_s=START_TIMEOUT_S)
+        write_catalog(catalog, 9090)
+        assert_converged(load.event("converged", timeout_s=CONVERGE_TIMEOUT_S + 5))
