@@ -57,9 +57,10 @@ from xds.sources.base import SourceUpdate
 from xds.sources.tls_files import TlsFiles
 
 REGISTRY = "consul:bench"
-FILE_ROW = "file: edit -> parse (incremental) -> publish"
-FILE_FULL_ROW = "file: edit -> parse (whole document) -> publish"
-REGISTRY_ROW = "registry: update -> publish"
+# Row labels; `{groups}` is the number of live node groups rebuilt per change.
+FILE_ROW = "change via file, incremental parse, {groups} groups"
+FILE_FULL_ROW = "change via file, whole-document parse, {groups} groups"
+REGISTRY_ROW = "change via registry, {groups} groups"
 _CHANGED_HOST = "10.255.255.254"  # outside every host the World uses
 
 
@@ -158,6 +159,8 @@ def _profile(step: Callable[[], None], rows: int = 18) -> str:
 
 def measure(sizes: ChangeSizes, recorder: Recorder, *, profile: bool = False) -> ChangeReport:
     """Time FILE_ROW, FILE_FULL_ROW and REGISTRY_ROW, `sizes.runs` times each after a warm-up."""
+    file_row, file_full_row, registry_row = (label.format(groups=sizes.groups)
+                                             for label in (FILE_ROW, FILE_FULL_ROW, REGISTRY_ROW))
     world_sizes = Sizes(services=sizes.services, endpoints=sizes.endpoints, listeners=1, runs=1, streams=1,
                         watchers=0)
     document = make_document(world_sizes)
@@ -168,7 +171,7 @@ def measure(sizes: ChangeSizes, recorder: Recorder, *, profile: bool = False) ->
         def whole(text: str) -> tuple[Catalog, Policy]:
             return parse_document(text, where=str(path))
 
-        for label, parse in ((FILE_ROW, IncrementalParser(where=str(path)).parse), (FILE_FULL_ROW, whole)):
+        for label, parse in ((file_row, IncrementalParser(where=str(path)).parse), (file_full_row, whole)):
             server = _Server([f"file:{path}"], sizes.groups)
             change = _FileChange(path, server, parse)
             for run in range(sizes.runs + 2):  # the first load, a warm-up edit, then the timed edits
@@ -198,9 +201,9 @@ def measure(sizes: ChangeSizes, recorder: Recorder, *, profile: bool = False) ->
             if run < 2:
                 update(run % 2)()
             else:
-                recorder.time(REGISTRY_ROW, update(run % 2))
+                recorder.time(registry_row, update(run % 2))
         if profile:
-            profiles[REGISTRY_ROW] = _profile(update(sizes.runs % 2))
+            profiles[registry_row] = _profile(update(sizes.runs % 2))
     return ChangeReport(sizes, recorder, len(document.encode()), profiles)
 
 
