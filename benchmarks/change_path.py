@@ -216,10 +216,13 @@ def print_report(report: ChangeReport, out: TextIO) -> None:
     sizes = report.sizes
     print(f"change_path: one endpoint change, {sizes.services} services x {sizes.endpoints} endpoints, "
           f"{sizes.groups} live node group(s); file {report.document_bytes} B; median (min-max) of "
-          f"{sizes.runs} runs in ms", file=out)
+          f"{sizes.runs} runs in ms, wall (and process CPU: on a shared machine the steadier figure)",
+          file=out)
     for label, samples in report.recorder.rows.items():
         wall = [s * 1e3 for s in samples.wall_s]
-        print(f"  {label:<50}{statistics.median(wall):>9.1f}  ({min(wall):.1f}-{max(wall):.1f})", file=out)
+        cpu = statistics.median(samples.cpu_s) * 1e3
+        print(f"  {label:<50}{statistics.median(wall):>9.1f}  ({min(wall):.1f}-{max(wall):.1f})  "
+              f"cpu {cpu:.1f}", file=out)
     for label, text in report.profiles.items():
         print(f"\nprofile, {label}:\n{text}", file=out)
 

@@ -132,6 +132,15 @@ class _Item:
     service: ServiceEntry | None
     listener: ListenerPolicy | None
     nodes: int
+    # The catalog's Service of a service item with endpoints, made once: its endpoints are sorted on
+    # construction, which per parse would cost a pass over every endpoint of the file.
+    in_catalog: Service | None = None
+
+
+def _service_item(entry: ServiceEntry, nodes: int) -> _Item:
+    in_catalog = (Service(ServiceName(entry.policy.name), entry.endpoints) if entry.endpoints is not None
+                  else None)
+    return _Item(entry, None, nodes, in_catalog)
 
 
 def _aligned(texts: tuple[str, ...] | None, tree: Node | None, built: Sequence[object]) -> bool:
@@ -191,7 +200,7 @@ class IncrementalParser:
         if _aligned(split.services, services_tree, services) and isinstance(services_tree, Seq):
             for item_text, node, entry in zip(split.services or (), services_tree.items, services,
                                               strict=True):
-                memo[(SERVICES, item_text, frozenset())] = _Item(entry, None, _count(node))
+                memo[(SERVICES, item_text, frozenset())] = _service_item(entry, _count(node))
         if _aligned(split.listeners, listeners_tree, policy.listeners) and isinstance(listeners_tree, Seq):
             for item_text, node, listener in zip(split.listeners or (), listeners_tree.items,
                                                  policy.listeners, strict=True):
@@ -206,12 +215,15 @@ class IncrementalParser:
         """The document from its items, or None at the first problem (the caller parses it whole)."""
         memo: dict[tuple[str, str, frozenset[str]], _Item] = {}
         services: list[ServiceEntry] = []
+        in_catalog: list[Service] = []
         nodes = 1 + int(split.has_version)  # the root mapping and the version scalar
         for item_text in split.services or ():
             item = self._item(SERVICES, item_text, frozenset(), memo)
             if item is None or item.service is None:
                 return None
             services.append(item.service)
+            if item.in_catalog is not None:
+                in_catalog.append(item.in_catalog)
             nodes += item.nodes
         names = [entry.policy.name for entry in services]
         declared = frozenset(names)
@@ -228,8 +240,7 @@ class IncrementalParser:
         if nodes > node_budget() or not _consistent([e.policy for e in services], listeners):
             return None
         self._set_memo(memo)
-        catalog = Catalog(tuple(Service(ServiceName(entry.policy.name), entry.endpoints) for entry in services
-                                if entry.endpoints is not None))
+        catalog = Catalog(tuple(in_catalog))
         policy = Policy(tuple(entry.policy for entry in services), tuple(listeners), origin=self._where)
         return catalog, policy
 
@@ -252,7 +263,7 @@ class IncrementalParser:
         except PolicyError:
             return None
         if key == SERVICES and len(entries) == 1:
-            item = _Item(entries[0], None, _count(root) - 2)
+            item = _service_item(entries[0], _count(root) - 2)
         elif key == LISTENERS and len(policy.listeners) == 1:
             item = _Item(None, policy.listeners[0], _count(root) - 2)
         else:
