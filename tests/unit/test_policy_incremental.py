@@ -135,6 +135,18 @@ def test_a_rejected_edit_reports_exactly_what_the_full_parse_reports(edit: tuple
     assert str(full.value).startswith(f"{WHERE}:")  # located: FILE:LINE:COL
 
 
+def test_after_a_rejected_edit_the_fix_is_incremental_again() -> None:
+    parser = IncrementalParser(where=WHERE)
+    text = generated(30)
+    parser.parse(text)
+    with pytest.raises(PolicyError):
+        parser.parse(text.replace("10.0.7.2:8080", "10.0.7.2:99999"))
+    full_parses, walked = parser.full_parses, parser.walked
+    fixed = text.replace("10.0.7.2:8080", "10.0.7.3:8080")
+    assert parser.parse(fixed) == parse_document(fixed, where=WHERE)
+    assert (parser.full_parses, parser.walked) == (full_parses, walked + 1)
+
+
 def test_removing_a_service_a_route_names_is_rejected_though_the_listener_text_is_unchanged() -> None:
     parser = IncrementalParser(where=WHERE)
     text = generated(3)

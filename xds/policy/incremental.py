@@ -25,7 +25,7 @@ with `- ` at one indentation. Why the split is safe:
 
 An item's result depends only on its text, the endpoints' source and, for a listener, the set of declared
 service names (its backends must name one), so those make the key. The memo keeps only the items of the
-last document parsed: memory stays proportional to one document.
+last document accepted: memory stays proportional to one document.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class IncrementalParser:
         # several times faster than item by item (one libyaml call instead of one per item), and its items
         # are remembered for the next edit.
         self.full_parses += 1
-        self._memo = {}
+        # A rejected document leaves the memo as it was: fixing the mistake is an edit of one item again.
         root, services, catalog, policy = parse_document_tree(text, where=self._where)
         if split is not None and isinstance(root, Map):
             self._remember(split, root, services, policy)
