@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 
-from benchmarks import snapshot_build, soak
+from benchmarks import change_path, snapshot_build, soak
 
 STEPS = (
     "parse_document (YAML file source)",
@@ -26,6 +26,9 @@ STEPS = (
     "3 streams: protocol + encode",
     "3 streams: encode_response only",
     "3 streams: naive Pack+Serialize",
+    "change via file, incremental parse, 4 groups",
+    "change via file, whole-document parse, 4 groups",
+    "change via registry, 4 groups",
 )
 _NUMBER = r"(\d+(?:\.\d+)?)"
 
@@ -97,3 +100,15 @@ def test_soak_benchmark_churns_to_connected_clients_and_fits_a_slope() -> None:
 def test_soak_slope_is_the_least_squares_fit_in_mib_per_minute() -> None:
     samples = [soak.Sample(t_s=t, rss_mib=100 + 0.05 * t, changes=0, responses=0) for t in range(0, 60, 5)]
     assert abs(soak.slope_mib_per_min(samples) - 3.0) < 1e-9
+
+
+def test_change_path_benchmark_times_both_paths_and_profiles_them() -> None:
+    out = io.StringIO()
+    assert change_path.main(["--services", "12", "--endpoints", "2", "--groups", "2", "--runs", "1",
+                             "--profile"], out=out) == 0
+    text = out.getvalue()
+    for row in ("change via file, incremental parse, 2 groups", "change via file, whole-document parse, "
+                "2 groups", "change via registry, 2 groups"):
+        match = re.search(rf"^  {re.escape(row)}\s+{_NUMBER}", text, re.MULTILINE)
+        assert match is not None and float(match.group(1)) > 0, f"no row for {row!r} in:\n{text}"
+        assert f"profile, {row}:" in text
