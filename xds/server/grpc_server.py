@@ -58,6 +58,9 @@ class ServerOptions:
     keepalive_timeout_s: float = 10.0  # [10 s]
     max_connection_age_s: float = 30 * 60.0  # spreads load after scale-out [30 min]
     max_connection_age_grace_s: float = 60.0
+    # New calls the gRPC core may hold before the handler takes them, and for how long (see below).
+    max_pending_calls: int = 1_000_000
+    max_call_wait_s: float = 600.0
 
     def channel_options(self) -> list[tuple[str, int]]:
         return [
@@ -72,6 +75,15 @@ class ServerOptions:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000)),
+            # Connect storms (issue 12; docs/operations.md "Connect storms"): grpc.aio asks the core for
+            # one new call at a time from the event loop, so in a storm of thousands of proxies most new
+            # streams wait in the core's pending queue until the busy loop gets to them. The core drops
+            # waiting calls at random past 1000 and all of them past 3000 (the client sees CANCELLED),
+            # and kills those that waited 30 s: 174 of 2000 and 1045 of 5000 streams were lost that way.
+            # The queue holds only call headers; what bounds the work is admission.py and max_streams.
+            ("grpc.server.max_pending_requests", self.max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls),
+            ("grpc.server_max_unrequested_time_in_server", int(self.max_call_wait_s)),
         ]
 
 
