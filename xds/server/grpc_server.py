@@ -9,7 +9,8 @@ the pre-encoded bytes from `encode_response` go to the wire untouched.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from xds.server.stream import StreamHandler
 from xds.server.unimplemented import UnimplementedHandler, enable_reflection
 from xds.server.variants import DELTA, SOTW, Variant
+from xds.server.writes import write_within
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TypeUrl
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -109,13 +111,21 @@ def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
 
 def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None, variant: Variant
           ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[object, object]],
-                        AsyncIterator[bytes]]:
-    # grpc.aio recognises streaming handlers by `inspect.isasyncgenfunction`, so this must be one itself.
+                        Coroutine[Any, Any, None]]:
+    # A coroutine handler writing through `context.write`, rather than an async generator, so that a
+    # write can be given up on: a client that stops reading ends with UNAVAILABLE after the write timeout
+    # (issue 12; writes.py) instead of holding its stream and its pending response forever.
     async def serve(requests: AsyncIterator[bytes],
-                    context: grpc.aio.ServicerContext[object, object]) -> AsyncIterator[bytes]:
-        async for payload in handler.handle(requests, context, method=method, stream_type=stream_type,
-                                            variant=variant):
-            yield payload
+                    context: grpc.aio.ServicerContext[object, object]) -> None:
+        responses = handler.handle(requests, context, method=method, stream_type=stream_type,
+                                   variant=variant)
+        async with contextlib.aclosing(responses):
+            async for payload in responses:
+                if not await write_within(context, payload, handler.write_timeout_s):
+                    handler.write_timed_out(method)
+                    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                        f"the client did not read a response for {handler.write_timeout_s:g} "
+                                        "s (--write-timeout); reconnect")
 
     return serve
 
