@@ -89,7 +89,7 @@ class Admission:
             now = self._clock()
             self._tokens = min(s.burst, self._tokens + (now - self._last) * s.starts_per_s)
             self._last = now
-            if self._tokens < 1.0:
+            if self._tokens < 1.0 - 1e-9:  # float slack: 0.1 s at 10/s is one whole token
                 return self._refuse(STARTS_LIMIT, f"the server admits {s.starts_per_s:g} new streams per "
                                                   "second (--max-stream-starts-per-second); retry later")
             self._tokens -= 1.0

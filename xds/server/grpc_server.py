@@ -113,8 +113,8 @@ def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None, v
           ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[object, object]],
                         Coroutine[Any, Any, None]]:
     # A coroutine handler writing through `context.write`, rather than an async generator, so that a
-    # write can be given up on: a client that stops reading ends with UNAVAILABLE after the write timeout
-    # (issue 12; writes.py) instead of holding its stream and its pending response forever.
+    # write can be given up on (issue 12; writes.py): a client that stops reading has its stream's state
+    # freed after the write timeout instead of holding it, and its pending response, forever.
     async def serve(requests: AsyncIterator[bytes],
                     context: grpc.aio.ServicerContext[object, object]) -> None:
         responses = handler.handle(requests, context, method=method, stream_type=stream_type,
@@ -122,10 +122,18 @@ def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None, v
         async with contextlib.aclosing(responses):
             async for payload in responses:
                 if not await write_within(context, payload, handler.write_timeout_s):
-                    handler.write_timed_out(method)
-                    await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                        f"the client did not read a response for {handler.write_timeout_s:g} "
-                                        "s (--write-timeout); reconnect")
+                    break
+            else:
+                return
+            # Timed out. Close the stream's handler first (its state, its max-streams slot): the status
+            # below queues behind the unread response and reaches the client only once it reads again or
+            # its connection ends (max_connection_age + grace at the latest); grpc.aio cannot reset one
+            # stream.
+            await responses.aclose()
+            handler.write_timed_out(method)
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            f"the client did not read a response for {handler.write_timeout_s:g} s "
+                            "(--write-timeout); reconnect")
 
     return serve
 
