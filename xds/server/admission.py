@@ -8,9 +8,9 @@ storm from stalling the streams already being served, each off when 0:
 * `max_initial_syncs`: streams admitted but not yet through their initial sync, at once.
 
 A stream over either bound is refused before any work is done for it, with UNAVAILABLE: Envoy and gRPC
-clients retry an ended xDS stream with backoff (docs/protocol.md R6), so the refused proxies come back
-spread out in time rather than all at once. Nothing here does I/O; stream.py applies it and the clock is
-injectable so the unit tests run on a fake one.
+clients retry an ended xDS stream with backoff (docs/operations.md, "Connect storms"), so the refused
+proxies come back spread out in time rather than all at once. Nothing here does I/O; stream.py applies it
+and the clock is injectable so the unit tests run on a fake one.
 """
 
 from __future__ import annotations
