@@ -239,3 +239,18 @@ async def test_a_client_that_never_reads_is_ended_after_the_write_timeout(start:
     healthy.send(CLUSTER)
     assert len(resource_names(await healthy.recv())) == CLUSTERS
     healthy.close()
+
+
+async def test_a_stream_that_never_asks_for_every_type_leaves_its_initial_sync_after_a_while(
+        start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    import xds.server.stream as stream_module
+    monkeypatch.setattr(stream_module, "_INITIAL_SYNC_MAX_S", 0.3)
+    server = await start(admission=AdmissionSettings(max_initial_syncs=1))
+    cds_only = server.client(node_id="n1")  # a proxy without listeners: CDS and EDS, never LDS or RDS
+    cds_only.send(CLUSTER)
+    cds_only.ack(await cds_only.recv())
+    await poll(lambda: server.handler._admission.syncing == 0)
+    later = server.client(node_id="n2")
+    await full_sync(later)
+    cds_only.close()
+    later.close()

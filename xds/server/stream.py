@@ -57,6 +57,9 @@ _stream_ids = itertools.count(1)
 # answered, so a handful is plenty.
 _MAX_TRACKED_NONCES = 16
 
+# How long a stream counts as in its initial sync at most, for admission (issue 12; admission.py).
+_INITIAL_SYNC_MAX_S = 30.0
+
 # Called with a StreamLimits field name (or "request_decode", "node_groups") each time a client is refused
 # or slowed down by it; the app counts them in xds_limit_exceeded_total.
 LimitHook = Callable[[str], None]
@@ -211,9 +214,11 @@ class StreamHandler:
                      ticket: Ticket) -> AsyncIterator[bytes]:
         info: StreamInfo | None = None
         # The initial sync ends (and the stream's admission ticket is given back) once it has ACKed a
-        # response of each of CDS, EDS, LDS and RDS, or its one type on a single-type stream.
+        # response of each of CDS, EDS, LDS and RDS, or its one type on a single-type stream, or after
+        # _INITIAL_SYNC_MAX_S whatever it asked for (a proxy with no listeners never asks for RDS).
         acked_types: set[str] = set()
         sync_types = 1 if stream_type is not None else 4
+        sync_over = asyncio.get_running_loop().call_later(_INITIAL_SYNC_MAX_S, ticket.release)
         placeholder = PlaceholderBudget(empty_endpoints, limit=self._limits.max_placeholders,
                                         on_exhausted=lambda: self._limit_hit("max_placeholders", info))
         protocol, feed = variant.start(stream_type, placeholder)
@@ -308,6 +313,7 @@ class StreamHandler:
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "error": str(exc)})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
+            sync_over.cancel()
             reader.cancel()
             inbox.drain()
             if cancel_watch is not None:
