@@ -789,7 +789,11 @@ async def stuck_reader(ctx: Context) -> None:
     grow by changes x the EDS size; one that coalesces holds one response; with --write-timeout the stuck
     stream is ended."""
     plan = ctx.plan
-    stuck = HostileStream(ctx.channel, read=False)
+    # No BDP probing: the client's HTTP/2 window stays at its initial size instead of growing to absorb
+    # what the server sends, so the server's writes do block, as with a proxy whose buffers are full.
+    stuck_channel = grpc.aio.insecure_channel(ctx.server.address,
+                                              options=[*_CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0)])
+    stuck = HostileStream(stuck_channel, read=False)
     healthy_channel = channel_to(ctx.server)
     healthy = HealthyClient(healthy_channel)
     try:
@@ -819,6 +823,7 @@ async def stuck_reader(ctx: Context) -> None:
         stuck.close()
         healthy.close()
         await healthy_channel.close()
+        await stuck_channel.close()
 
 
 def _summary(outcomes: Sequence[str]) -> str:
