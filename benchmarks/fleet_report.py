@@ -129,7 +129,8 @@ def print_report(results: Results, options: Options, out: TextIO) -> None:
             _print_table(header, table_rows(results, options, mode, groups), out)
     if results.profile:
         print(file=out)
-        print("this server under cProfile, change run via file (top 15 by cumulative time):", file=out)
+        print("this server under cProfile, change run via file (top 15 xds functions by cumulative time):",
+              file=out)
         print(results.profile.rstrip(), file=out)
 
 
