@@ -14,11 +14,8 @@ command applies.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import ipaddress
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from typing import Any
 import yaml
 
 from benchmarks.snapshot_build import ENDPOINT_PORT, Sizes, make_document, service_name
+from harness.xds_resources import resource_lines, write_lines, write_text_atomically
 from xds.cache.snapshot import Snapshot
 from xds.model.service import Catalog, Endpoint, Service
 from xds.pipeline import World, build_snapshot
@@ -68,34 +66,14 @@ class ChangePlan:
     changed: tuple[int, ...]  # how many resources each update holds
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # The file source must never read a half-written catalog (it would report it and keep the last one).
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_catalog(path: Path, text: str) -> None:
-    _write_atomically(path, text)
-
-
-def _dump_lines(snapshot: Snapshot, previous: Snapshot | None) -> list[str]:
-    lines = []
-    for type_url in SERVED:
-        for name, resource in snapshot.of_type(type_url).items():
-            old = previous.get(type_url, name) if previous is not None else None
-            if old is not None and old.body == resource.body:
-                continue
-            body = base64.b64encode(resource.body).decode("ascii")
-            lines.append(json.dumps({"type_url": type_url, "name": name, "body": body}))
-    return lines
+    # The file source must never read a half-written catalog (it would report it and keep the last one).
+    write_text_atomically(path, text)
 
 
 def dump_resources(path: Path, snapshot: Snapshot, previous: Snapshot | None = None) -> int:
-    """Write the snapshot's served resources (those changed since `previous`) as gcp-server reads them."""
-    lines = _dump_lines(snapshot, previous)
-    _write_atomically(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    """Write the snapshot's resources (those changed since `previous`) as gcp-server reads them."""
+    return write_lines(resource_lines(snapshot, previous), path)
 
 
 class FleetWorld:

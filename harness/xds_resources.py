@@ -43,12 +43,17 @@ def resource_lines(snapshot: Snapshot, previous: Snapshot | None = None) -> Iter
                               "body": base64.b64encode(resource.body).decode("ascii")})
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """A reader (gcp-server, a file source) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_lines(lines: Iterator[str], out: Path) -> int:
-    """Write atomically (a reader never sees half a file); returns the number of resources."""
+    """Write atomically; returns the number of resources."""
     text = [line + "\n" for line in lines]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(text))
-    os.replace(tmp, out)
+    write_text_atomically(out, "".join(text))
     return len(text)
 
 
