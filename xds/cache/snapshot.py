@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -106,24 +106,29 @@ class ResourceMap(dict[str, Resource]):
     streams: the name set, the names the resources refer to, and the diff from an earlier mapping.
     """
 
-    __slots__ = ("__weakref__", "_diffs", "_names", "_ordered", "_refs")
+    __slots__ = ("__weakref__", "_bodies", "_diffs", "_like", "_names", "_ordered", "_refs")
 
     def __init__(self, items: Mapping[str, Resource], *, like: ResourceMap | None = None) -> None:
         super().__init__(items)
         # Facts are computed on first use: a group no stream asks for costs no more than its dictionary.
         self._names: frozenset[str] | None = None
-        if like is not None and like._names is not None and like.keys() == self.keys():
-            # The same name set as the previous snapshot's is the same object, so a stream's subscription
-            # naming every resource is recognised by identity (protocol.py, _update_subscription).
-            self._names = like._names
+        # The previous snapshot's mapping, weakly: an equal name set is then the same object, so a stream's
+        # subscription naming every resource is recognised by identity (protocol_core._names_every).
+        self._like = weakref.ref(like) if like is not None else None
         self._ordered: tuple[Resource, ...] | None = None
         self._refs: dict[TypeUrl, frozenset[str]] | None = None
         self._diffs: dict[int, tuple[weakref.ref[ResourceMap], Diff]] = {}
+        self._bodies: dict[str, bytes] | None = None
 
     @property
     def names(self) -> frozenset[str]:
         if self._names is None:
-            self._names = frozenset(self)
+            like = self._like() if self._like is not None else None
+            if like is not None and like._names is not None and like.keys() == self.keys():
+                self._names = like._names
+            else:
+                self._names = frozenset(self)
+            self._like = None
         return self._names
 
     @property
@@ -150,6 +155,20 @@ class ResourceMap(dict[str, Resource]):
                     by_type.setdefault(t, set()).add(name)
             self._refs = {t: frozenset(names) for t, names in by_type.items()}
         return self._refs.get(ref_type, frozenset())
+
+    def body(self, encoding: str, make: Callable[[tuple[Resource, ...]], bytes]) -> bytes:
+        """The response body carrying `ordered` in `encoding` ("sotw", "delta"), made once for every
+        stream that is sent the whole set (server/encode.py)."""
+        if self._bodies is None:
+            self._bodies = {}
+        made = self._bodies.get(encoding)
+        if made is None:
+            made = self._bodies[encoding] = make(self.ordered)
+        return made
+
+    def whole(self, resources: tuple[Resource, ...]) -> bool:
+        """Are `resources` exactly `ordered` (compared by identity first, in C)?"""
+        return len(resources) == len(self) and (resources is self.ordered or resources == self.ordered)
 
     def diff_from(self, old: Mapping[str, Resource]) -> Diff:
         if old is self:

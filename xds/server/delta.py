@@ -39,6 +39,7 @@ from xds.server.protocol_core import (
     Shortcut,
     TypeState,
     no_placeholder,
+    send_of,
 )
 from xds.typeurls import CLUSTER, FULL_STATE, LISTENER, TypeUrl
 
@@ -214,7 +215,7 @@ class DeltaProtocol(ProtocolCore):
             return False
         available = snapshot.of_type(type_url)
         if not ((state.wildcard and not state.names)
-                or (not state.wildcard and state.names and state.names is names_of(available))):
+                or (not state.wildcard and self._names_every(state, available))):
             return False
         moved = diff(state.sent, available)
         if moved.removed:
@@ -253,8 +254,8 @@ class DeltaProtocol(ProtocolCore):
         recovered = state.rejected_version is not None and version != state.rejected_version
         if not changed and not removed and not state.full_due and not recovered:
             return None
-        return Send(type_url=type_url, version=version, nonce=self._next_nonce(),
-                    resources=tuple(desired[n] for n in changed), removed=tuple(removed))
+        return send_of(type_url, version, self._next_nonce(), tuple(desired[n] for n in changed),
+                       snapshot.of_type(type_url), tuple(removed))
 
     def _record(self, type_url: TypeUrl, state: TypeState, send: Send) -> None:
         self._recorded(type_url, state, send)
@@ -270,7 +271,7 @@ class DeltaProtocol(ProtocolCore):
         assert self._snapshot is not None
         available = self._snapshot.of_type(type_url)
         moved = diff(previous, available)
-        if (((state.wildcard and not state.names) or state.names is names_of(available))
+        if (((state.wildcard and not state.names) or self._names_every(state, available))
                 and not self._stand_ins and all(n in send.removed for n in moved.removed)
                 and all(n in sent and sent[n] is available[n] for n in moved.changed)):
             # What the client holds is now the snapshot's set: share it instead of a copy (issue 12).

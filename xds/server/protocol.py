@@ -64,6 +64,7 @@ from xds.server.protocol_core import (
     Shortcut,
     TypeState,
     no_placeholder,
+    send_of,
 )
 from xds.typeurls import CLUSTER, FULL_STATE, TypeUrl
 
@@ -200,7 +201,7 @@ class StreamProtocol(ProtocolCore):
             if not forced or type_url in FULL_STATE:
                 return None
             resources = tuple(r for r in resources if r.name in state.due)
-        return Send(type_url=type_url, version=version, nonce=self._next_nonce(), resources=resources)
+        return send_of(type_url, version, self._next_nonce(), resources, snapshot.of_type(type_url))
 
     def _full_in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
         """A wildcard CDS/LDS subscription: None when unchanged, the whole set when not, False to take the
@@ -216,8 +217,7 @@ class StreamProtocol(ProtocolCore):
             return None
         resources = available.ordered if isinstance(available, ResourceMap) else tuple(
             available[n] for n in sorted(available))
-        return Send(type_url=type_url, version=snapshot.version(type_url), nonce=self._next_nonce(),
-                    resources=resources)
+        return send_of(type_url, snapshot.version(type_url), self._next_nonce(), resources, available)
 
     def _named_in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
         """EDS/RDS/SDS with nothing due: the subscribed names whose resource moved on, or that the client
@@ -225,7 +225,7 @@ class StreamProtocol(ProtocolCore):
         available = snapshot.of_type(type_url)
         moved = diff(state.sent, available)
         names = state.names
-        if names is names_of(available):
+        if self._names_every(state, available):
             changed = sorted(moved.changed)
         else:
             changed = sorted(n for n in moved.changed if n in names)
@@ -235,8 +235,8 @@ class StreamProtocol(ProtocolCore):
                 return False  # placeholders: the general path makes them
         if not changed:
             return None
-        return Send(type_url=type_url, version=snapshot.version(type_url), nonce=self._next_nonce(),
-                    resources=tuple(available[n] for n in changed))
+        return send_of(type_url, snapshot.version(type_url), self._next_nonce(),
+                       tuple(available[n] for n in changed), available)
 
     def _rebind(self, type_url: TypeUrl, state: TypeState, available: Mapping[str, Resource]) -> None:
         """The client holds exactly `available` (by hash): share the snapshot's mapping instead of a copy."""
@@ -266,7 +266,7 @@ class StreamProtocol(ProtocolCore):
             return
         sent = {r.name: r for r in send.resources}
         moved = diff(previous, available)
-        if (state.names is names_of(available) and not moved.removed
+        if (not moved.removed and self._names_every(state, available)
                 and all(n in sent and sent[n] is available[n] for n in moved.changed)):
             # What the client holds is now the snapshot's set: share it instead of a copy (issue 12).
             state.sent = available

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from xds.cache.snapshot import Resource, Snapshot, refs_of
+from xds.cache.snapshot import Resource, ResourceMap, Snapshot, names_of, refs_of
 from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, KNOWN, LISTENER, PUSH_ORDER, ROUTE, SECRET, TypeUrl
 
 WILDCARD = "*"
@@ -56,6 +56,9 @@ class Send:
     nonce: str
     resources: tuple[Resource, ...]
     removed: tuple[str, ...] = ()
+    # Set when `resources` is a snapshot mapping's whole set: the encoded body is then made once for every
+    # stream (ResourceMap.body; issue 12). Not part of what the response means.
+    whole: ResourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,15 @@ Shortcut = Send | Literal[False] | None
 
 # Makes the stand-in for a requested resource the snapshot lacks, or None to send nothing for it.
 Placeholder = Callable[[TypeUrl, str], Resource | None]
+
+
+def send_of(type_url: TypeUrl, version: str, nonce: str, resources: tuple[Resource, ...],
+            available: Mapping[str, Resource], removed: tuple[str, ...] = ()) -> Send:
+    """A Send, marked as the whole set of `available` when it is, so its body is encoded once."""
+    if isinstance(available, ResourceMap) and available.whole(resources):
+        return Send(type_url=type_url, version=version, nonce=nonce, resources=available.ordered,
+                    removed=removed, whole=available)
+    return Send(type_url=type_url, version=version, nonce=nonce, resources=resources, removed=removed)
 
 
 def no_placeholder(type_url: TypeUrl, name: str) -> Resource | None:
@@ -345,6 +357,17 @@ class ProtocolCore:
         result = parts[0] if len(parts) == 1 else frozenset().union(*parts)
         self._needed_cache[type_url] = result
         return result
+
+    def _names_every(self, state: TypeState, available: Mapping[str, Resource]) -> bool:
+        """Does the subscription name exactly the resources `available` has? If so it now holds that very
+        name set, so the next snapshot with the same names answers by identity (issue 12)."""
+        every = names_of(available)
+        if state.names is every:
+            return True
+        if not every or len(state.names) != len(every) or state.names != every:
+            return False
+        state.names = every
+        return True
 
     def _sent_changed(self, type_url: TypeUrl) -> None:
         if type_url in (CLUSTER, LISTENER):
