@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from xds.cache.snapshot import Resource, Snapshot, diff, names_of
+from xds.cache.snapshot import Resource, ResourceMap, Snapshot, diff, names_of
 from xds.server.protocol_core import (
     WILDCARD,
     Event,
@@ -42,6 +42,8 @@ from xds.server.protocol_core import (
     send_of,
 )
 from xds.typeurls import CLUSTER, FULL_STATE, LISTENER, TypeUrl
+
+_MAX_NAMED_MAPS = 4  # whole mappings remembered by reference before folding the oldest into the set
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,9 @@ class DeltaProtocol(ProtocolCore):
         # endpoints and secrets after the CDS/LDS answer, saying it kept them; a changed cluster still needs
         # its ClusterLoadAssignment again (R21, R29; Istio TestDeltaReconnectRequests).
         self._named_by_sent: set[tuple[TypeUrl, str]] = set()
+        # The same for whole snapshot mappings sent at once (a start-up's CDS): their refs, shared by every
+        # stream, instead of a set of ~1000 pairs per stream (issue 12). A few at most, see _record.
+        self._named_by_maps: list[ResourceMap] = []
         # Whether any held resource is still a stand-in from initial_resource_versions (see set_snapshot);
         # almost always False, so a snapshot costs no walk over what the client holds.
         self._stand_ins = False
@@ -178,7 +183,7 @@ class DeltaProtocol(ProtocolCore):
                 continue
             names.add(name)
             state.absent.discard(name)
-            if name not in kept or (type_url, name) in self._named_by_sent:
+            if name not in kept or self._named_by_sent_on_stream(type_url, name):
                 # Subscribing to a name already held gets it again (R30), and a new one is answered (R15);
                 # a name the reconnecting client says it kept is sent only if it differs (R29).
                 state.due.add(name)
@@ -289,4 +294,17 @@ class DeltaProtocol(ProtocolCore):
             if type_url == CLUSTER:
                 self._clusters_changed(r.name for r in changed)
             self._secrets_due(changed)
-            self._named_by_sent.update(ref for r in changed for ref in r.refs)
+            sent = state.sent
+            if isinstance(sent, ResourceMap) and len(changed) == len(sent):
+                # Every resource of the mapping now held changed: what they name is the mapping's refs.
+                if not any(m is sent for m in self._named_by_maps):
+                    self._named_by_maps.append(sent)
+                if len(self._named_by_maps) > _MAX_NAMED_MAPS:
+                    oldest = self._named_by_maps.pop(0)
+                    self._named_by_sent.update(ref for r in oldest.values() for ref in r.refs)
+            else:
+                self._named_by_sent.update(ref for r in changed for ref in r.refs)
+
+    def _named_by_sent_on_stream(self, type_url: TypeUrl, name: str) -> bool:
+        return (type_url, name) in self._named_by_sent or any(name in m.refs(type_url)
+                                                              for m in self._named_by_maps)
