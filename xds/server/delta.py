@@ -294,11 +294,11 @@ class DeltaProtocol(ProtocolCore):
             if type_url == CLUSTER:
                 self._clusters_changed(r.name for r in changed)
             self._secrets_due(changed)
-            held = state.sent
-            if isinstance(held, ResourceMap) and len(changed) == len(held):
+            now = state.sent
+            if isinstance(now, ResourceMap) and len(changed) == len(now):
                 # Every resource of the mapping now held changed: what they name is the mapping's refs.
-                if not any(m is held for m in self._named_by_maps):
-                    self._named_by_maps.append(held)
+                if not any(m is now for m in self._named_by_maps):
+                    self._named_by_maps.append(now)
                 if len(self._named_by_maps) > _MAX_NAMED_MAPS:
                     oldest = self._named_by_maps.pop(0)
                     self._named_by_sent.update(ref for r in oldest.values() for ref in r.refs)
