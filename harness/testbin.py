@@ -159,6 +159,22 @@ TOOLS: dict[str, GoTool] = {
         verify_args=("--version",),  # "grpc-xds-client grpc-go 1.85.0"
         first_build="~60 MB download, about 1 min on 2 cores",
     ),
+    # The fleet-scale benchmark's programs (issue 12, benchmarks/fleet_scale.py), each its own main.go in the
+    # wrapper module: simulated Envoys (ADS SotW/delta) and go-control-plane's server as the reference.
+    "xds-load": GoTool(
+        name="xds-load",
+        module="google.golang.org/grpc",
+        package=".",
+        verify_args=("--version",),  # "xds-load grpc-go v1.85.0 go-control-plane/envoy v1.40.0"
+        first_build="about 1 min on 2 cores",
+    ),
+    "gcp-server": GoTool(
+        name="gcp-server",
+        module="github.com/envoyproxy/go-control-plane",
+        package=".",
+        verify_args=("--version",),  # "gcp-server go-control-plane v0.14.0 grpc-go v1.85.0"
+        first_build="about 1 min on 2 cores",
+    ),
 }
 
 # -trimpath and -s -w: the binary does not depend on where the module cache is, and is ~30% smaller.
