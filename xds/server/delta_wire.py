@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 
 from xds.cache.snapshot import Resource, length_delimited
 from xds.server.delta import DeltaRequest
-from xds.server.limits import LimitExceededError, StreamLimits, check_node
+from xds.server.limits import LimitExceededError, StreamLimits, check_name_lengths, check_node
 from xds.server.protocol_core import Send
 
 # envoy/service/discovery/v3/discovery.proto, message DeltaDiscoveryResponse.
@@ -80,10 +80,8 @@ def check_delta_request(message: discovery_pb2.DeltaDiscoveryRequest, limits: St
                                                        "initial_resource_versions) exceed the limit of "
                                                        f"{limits.max_resource_names} per request")
     held = message.initial_resource_versions
-    for name in (*message.resource_names_subscribe, *message.resource_names_unsubscribe, *held):
-        if len(name) > limits.max_name_bytes or len(name.encode()) > limits.max_name_bytes:
-            raise LimitExceededError("max_name_bytes",
-                                     f"a resource name exceeds {limits.max_name_bytes} bytes")
+    check_name_lengths((*message.resource_names_subscribe, *message.resource_names_unsubscribe, *held),
+                       limits)
     for version in held.values():
         if len(version.encode()) > limits.max_field_bytes:
             raise LimitExceededError("max_field_bytes", "a version in initial_resource_versions exceeds "
