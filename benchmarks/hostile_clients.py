@@ -43,6 +43,10 @@ The scenarios (issue 7's findings):
   eds-100k        5 streams each ask EDS for 100 000 names the snapshot lacks and read the answer.
   eds-20k         the same with 20 000 names, the new per-request limit.
   deep-metadata   node.metadata nested 150 levels (past protobuf's own recursion limit) and 20 levels.
+  stuck-reader    (issue 12) one stream asks CDS and EDS of every service and never reads, while the
+                  catalog changes 50 times (every endpoint weight) and a healthy client confirms each
+                  change; a server with --write-timeout gets 5 s (1 s with --quick). RSS held, the
+                  stuck stream's status and `xds_limit_exceeded_total{limit="write_timeout_s"}`.
 
 An edit rewrites every endpoint weight (temporary file + os.replace), so every EDS resource changes, as
 health and weight churn from a registry does; the latency runs from the rename to the healthy client
@@ -131,11 +135,15 @@ class Plan:
     settle_s: float = 2.0  # after an attack, before "after" is read: let the server finish and free
     response_timeout_s: float = 60.0
     max_server_rss_mb: int = 6000
+    # stuck-reader (issue 12): catalog changes while one stream reads nothing, and the --write-timeout
+    # given to a server that has it.
+    stuck_changes: int = 50
+    stuck_write_timeout_s: float = 5.0
 
 
 QUICK = Plan(services=20, endpoints=2, groups=12, churn_batch=6, edits=1, grace_s=0.6, node_id_streams=2,
              unread_requests=4, unread_small_requests=6, unread_budget_s=1.0, eds_streams=2, settle_s=0.2,
-             response_timeout_s=20.0)
+             response_timeout_s=20.0, stuck_changes=3, stuck_write_timeout_s=1.0)
 
 
 # --- the catalog ------------------------------------------------------------------------------------------
@@ -178,6 +186,7 @@ class ServerSource:
     revision: str
     has_limits: bool  # knows issue 7's flags (--node-group-grace and friends)
     has_management_port: bool = False  # serves the management API on its own listener (issue 9)
+    has_write_timeout: bool = False  # ends streams that stop reading (issue 12)
 
     @property
     def label(self) -> str:
@@ -192,7 +201,8 @@ class ServerSource:
                                   capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         help_text = subprocess.run([sys.executable, "-m", "xds", "serve", "--help"], capture_output=True,
                                    text=True, timeout=60, check=False, cwd=path, env=_env_for(path)).stdout
-        return cls(path, revision, "--node-group-grace" in help_text, "--management-address" in help_text)
+        return cls(path, revision, "--node-group-grace" in help_text, "--management-address" in help_text,
+                   "--write-timeout" in help_text)
 
 
 def _env_for(src: Path) -> dict[str, str]:
@@ -205,8 +215,9 @@ class Server:
     """One `xds serve` child process of a source tree, with the probes the scenarios read."""
 
     def __init__(self, source: ServerSource, *, catalog: Path, workdir: Path, name: str,
-                 grace_s: float | None) -> None:
+                 grace_s: float | None, write_timeout_s: float | None = None) -> None:
         self.source = source
+        self._write_timeout_s = write_timeout_s
         self._catalog = catalog
         self._workdir = workdir
         self._name = name
@@ -224,6 +235,8 @@ class Server:
                      if self._grace_s is not None and self.source.has_limits else ())
             if self.source.has_management_port:
                 extra += ("--management-address", f"{LOOPBACK}:{self.management_port}")
+            if self._write_timeout_s is not None and self.source.has_write_timeout:
+                extra += ("--write-timeout", f"{self._write_timeout_s:g}")
             args = [sys.executable, "-m", "xds", "serve", "--config", str(self._catalog),
                     "--xds-address", f"{LOOPBACK}:{self.xds_port}",
                     "--admin-address", f"{LOOPBACK}:{self.admin_port}", "--log-format", "json", *extra]
@@ -507,6 +520,7 @@ class HealthyClient:
         self.arrived: dict[str, float] = {}
         self._nonces: dict[str, str] = {}
         self._eds_names: list[str] = []
+        self.eds_bytes = 0
         self._changed = asyncio.Event()
         self._failure: BaseException | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -534,6 +548,8 @@ class HealthyClient:
                 type_url = response.type_url
                 self.versions[type_url], self._nonces[type_url] = response.version_info, response.nonce
                 self.arrived[type_url] = at
+                if type_url == ENDPOINT:
+                    self.eds_bytes = response.ByteSize()
                 if type_url == CLUSTER:
                     names = sorted(_cluster_names(response))
                     await self._send(CLUSTER, [])
@@ -766,6 +782,50 @@ async def deep_metadata(ctx: Context) -> None:
         nested.close()
 
 
+async def stuck_reader(ctx: Context) -> None:
+    """Issue 12: one stream asks for CDS and EDS of every service and never reads a response, while the
+    catalog changes `stuck_changes` times (every endpoint weight, so every EDS resource). A healthy client
+    confirms each change was served before the next. A server that queued one response per change would
+    grow by changes x the EDS size; one that coalesces holds one response; with --write-timeout the stuck
+    stream is ended."""
+    plan = ctx.plan
+    # No BDP probing: the client's HTTP/2 window stays at its initial size instead of growing to absorb
+    # what the server sends, so the server's writes do block, as with a proxy whose buffers are full.
+    stuck_channel = grpc.aio.insecure_channel(ctx.server.address,
+                                              options=[*_CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0)])
+    stuck = HostileStream(stuck_channel, read=False)
+    healthy_channel = channel_to(ctx.server)
+    healthy = HealthyClient(healthy_channel)
+    try:
+        requests = [request_bytes(CLUSTER, node_id="stuck-1"),
+                    request_bytes(ENDPOINT, names=service_names(plan))]
+        await stuck.send(requests, budget_s=plan.response_timeout_s)
+        await healthy.start(plan.response_timeout_s)
+        latencies = []
+        for k in range(plan.stuck_changes):
+            old = healthy.versions.get(ENDPOINT, "")
+            written = time.monotonic()
+            write_atomically(ctx.catalog, catalog_text(plan, edit=k + 1))
+            arrived = await healthy.wait_version_change(ENDPOINT, old, plan.response_timeout_s)
+            latencies.append(arrived - written)
+        await asyncio.sleep(plan.settle_s)
+        ctx.rss_held = ctx.server.rss_bytes()
+        ctx.status = await stuck.status_now() or "open (never read)"
+        await ctx.read_sizes()
+        _, metrics = await asyncio.to_thread(ctx.server.get, "/metrics")
+        timeouts = [line.rsplit(" ", 1)[-1] for line in metrics.decode().splitlines()
+                    if line.startswith('xds_limit_exceeded_total{limit="write_timeout_s"}')]
+        ctx.rows += [("catalog changes", plan.stuck_changes),
+                     ("one EDS answer (KB)", healthy.eds_bytes / 1e3),
+                     ("change -> healthy client p50 (ms)", statistics.median(latencies) * 1e3),
+                     ("write timeouts counted", timeouts[0] if timeouts else "n/a")]
+    finally:
+        stuck.close()
+        healthy.close()
+        await healthy_channel.close()
+        await stuck_channel.close()
+
+
 def _summary(outcomes: Sequence[str]) -> str:
     counts: dict[str, int] = {}
     for outcome in outcomes:
@@ -790,6 +850,7 @@ SCENARIOS = (
     ScenarioSpec("eds-100k", eds_big, lambda plan: None),
     ScenarioSpec("eds-20k", eds_allowed, lambda plan: None),
     ScenarioSpec("deep-metadata", deep_metadata, lambda plan: None),
+    ScenarioSpec("stuck-reader", stuck_reader, lambda plan: None),
 )
 
 
@@ -842,7 +903,7 @@ def run_scenario(spec: ScenarioSpec, source: ServerSource, plan: Plan, workdir: 
     catalog = workdir / f"{spec.name}-{source.label}.yaml"
     write_atomically(catalog, catalog_text(plan, edit=0))
     server = Server(source, catalog=catalog, workdir=workdir, name=f"{spec.name}-{source.label}",
-                    grace_s=spec.grace_s(plan))
+                    grace_s=spec.grace_s(plan), write_timeout_s=plan.stuck_write_timeout_s)
     try:
         server.start()
         return asyncio.run(_measure(spec, server, plan, catalog))

@@ -1,7 +1,7 @@
 """In-process cost of building a snapshot and of serving it to many streams.
 
     python -m benchmarks.snapshot_build [--services 1000] [--endpoints 10] [--listeners 1] [--runs 5]
-                                        [--streams 1000] [--watchers 100]
+                                        [--streams 1000] [--watchers 100] [--groups 4]
 
 Theory of operation
 -------------------
@@ -18,7 +18,8 @@ with K watchers of one node group; start-up of S ADS streams through StreamProto
 (cached bytes); encoding the same responses alone; and the naive per-stream path (Any.Pack every message
 into a DiscoveryResponse and SerializeToString it). A first run is a discarded warm-up. The garbage
 collector stays on, as in the server, but is run before every timed step so one step's garbage is not
-charged to the next.
+charged to the next. Last, the whole path of one endpoint change into a store with `--groups` live node
+groups, through the file and through a registry (benchmarks/change_path.py, issue 12).
 
 Wall time (perf_counter) is the headline; process CPU time is printed beside it, since on a shared machine a
 wall time well above the CPU time means the benchmark was descheduled.
@@ -100,6 +101,7 @@ class Sizes:
     runs: int
     streams: int
     watchers: int
+    groups: int = 4
 
 
 # --- the World ------------------------------------------------------------------------------------------
@@ -491,6 +493,9 @@ def run(sizes: Sizes) -> Report:
     result = warmup
     for index in range(1, sizes.runs + 1):
         result = bench.run_once(recorder, index)
+    # Imported here: change_path builds its World with this module's helpers.
+    from benchmarks.change_path import ChangeSizes, measure
+    measure(ChangeSizes(sizes.services, sizes.endpoints, sizes.groups, sizes.runs), recorder)
     return Report(
         sizes=sizes, recorder=recorder, snapshot=result.snapshot, startup_bytes=result.startup_bytes,
         reused=result.reused, publish_notified=result.publish_notified,
@@ -584,11 +589,14 @@ def parse_args(argv: Sequence[str] | None) -> Sizes:
     parser.add_argument("--runs", type=int, default=5, help="timed runs, after one warm-up run")
     parser.add_argument("--streams", type=int, default=1000, help="ADS streams to produce responses for")
     parser.add_argument("--watchers", type=int, default=100, help="store watchers of the node group")
+    parser.add_argument("--groups", type=int, default=4,
+                        help="live node groups rebuilt by the one-endpoint change rows")
     args = parser.parse_args(argv)
     sizes = Sizes(services=args.services, endpoints=args.endpoints, listeners=args.listeners, runs=args.runs,
-                  streams=args.streams, watchers=args.watchers)
-    if min(sizes.services, sizes.endpoints, sizes.listeners, sizes.runs, sizes.streams) < 1:
-        parser.error("--services, --endpoints, --listeners, --runs and --streams must be at least 1")
+                  streams=args.streams, watchers=args.watchers, groups=args.groups)
+    if min(sizes.services, sizes.endpoints, sizes.listeners, sizes.runs, sizes.streams, sizes.groups) < 1:
+        parser.error("--services, --endpoints, --listeners, --runs, --streams and --groups must be at "
+                     "least 1")
     if sizes.watchers < 0:
         parser.error("--watchers must be >= 0")
     if sizes.listeners > sizes.services:

@@ -166,14 +166,16 @@ TOOLS: dict[str, GoTool] = {
         module="google.golang.org/grpc",
         package=".",
         verify_args=("--version",),  # "xds-load grpc-go v1.85.0 go-control-plane/envoy v1.40.0"
-        first_build="about 1 min on 2 cores",
+        # Measured cold (modules present, empty build cache) on a busy 2-core machine: 168 s wall, 55 CPU-s.
+        first_build="~30 MB download, 1-3 min on 2 cores",
     ),
     "gcp-server": GoTool(
         name="gcp-server",
         module="github.com/envoyproxy/go-control-plane",
         package=".",
         verify_args=("--version",),  # "gcp-server go-control-plane v0.14.0 grpc-go v1.85.0"
-        first_build="about 1 min on 2 cores",
+        # Measured cold (modules present, empty build cache) on a busy 2-core machine: 157 s wall, 57 CPU-s.
+        first_build="~30 MB download, 1-3 min on 2 cores",
     ),
 }
 

@@ -25,6 +25,7 @@ from xds.observability.workload_metrics import WorkloadCaCollector
 from xds.pipeline import Pipeline, builder_for, with_tls_material
 from xds.policy.errors import PolicyError
 from xds.secrets import redact, redact_mapping, register_secret
+from xds.server.admission import Admission, AdmissionSettings
 from xds.server.callbacks import MultiCallbacks
 from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
@@ -98,7 +99,11 @@ class App:
         self.started = asyncio.Event()
         self._server_options = server_options or ServerOptions(
             max_receive_message_bytes=settings.max_request_bytes)
-        self._limits = StreamLimits(max_streams=settings.max_streams)
+        self._limits = StreamLimits(max_streams=settings.max_streams,
+                                    write_timeout_s=settings.write_timeout_s)
+        # Connect-storm admission (issue 12; docs/operations.md "Connect storms").
+        self.admission = Admission(AdmissionSettings(starts_per_s=settings.max_stream_starts_per_s,
+                                                     max_initial_syncs=settings.max_initial_syncs))
         self._rebuild_handle: asyncio.TimerHandle | None = None
         self._build_task: asyncio.Task[None] | None = None
         self._rebuild_pending = False
@@ -212,7 +217,8 @@ class App:
         handler = StreamHandler(self.store, grouper=NodeGrouper(self.settings.node_group_key),
                                 callbacks=MultiCallbacks(self.registry, self.metrics, nack_loop),
                                 limits=self._limits,
-                                on_limit=self.metrics.limit_exceeded, authorizer=authorizer)
+                                on_limit=self.metrics.limit_exceeded, authorizer=authorizer,
+                                admission=self.admission)
         management = ManagementService(self.registry, self.store, sources=self.source_states,
                                        loads=self.load.rows, quarantined=self.quarantine.rejections)
         server, self.xds_port = build_server(

@@ -161,6 +161,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from exc
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {number}")
+    return number
+
+
 def _seconds(value: str) -> float:
     try:
         number = float(value)
@@ -210,6 +220,19 @@ def _add_limit_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) ->
     limits.add_argument("--max-streams", type=_positive_int,
                         default=env.get("max_streams", defaults.DEFAULT_MAX_STREAMS), metavar="N",
                         help=f"open xDS streams on the server (env {defaults.ENV_MAX_STREAMS})")
+    limits.add_argument("--max-stream-starts-per-second", type=_seconds,
+                        default=env.get("max_stream_starts_per_second",
+                                        defaults.DEFAULT_MAX_STREAM_STARTS_PER_S), metavar="RATE",
+                        help="new xDS streams admitted per second; more are refused with UNAVAILABLE and "
+                             f"retry (0: no limit; env {defaults.ENV_MAX_STREAM_STARTS_PER_S})")
+    limits.add_argument("--max-initial-syncs", type=_count,
+                        default=env.get("max_initial_syncs", defaults.DEFAULT_MAX_INITIAL_SYNCS), metavar="N",
+                        help="new xDS streams in their initial sync at once; more are refused with "
+                             f"UNAVAILABLE and retry (0: no limit; env {defaults.ENV_MAX_INITIAL_SYNCS})")
+    limits.add_argument("--write-timeout", type=_seconds,
+                        default=env.get("write_timeout", defaults.DEFAULT_WRITE_TIMEOUT_S), metavar="SECONDS",
+                        help="end a stream whose client has not read a response for this long (0: never; "
+                             f"env {defaults.ENV_WRITE_TIMEOUT_S})")
     serve.add_argument("--grpc-reflection", action="store_true",
                        default=env.get("grpc_reflection", "").lower() in ("1", "true", "yes"),
                        help="offer gRPC server reflection on the xDS port, for grpcurl and similar tools "
@@ -446,6 +469,9 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         log_level=args.log_level, log_format=args.log_format, consul=consul,
                         kubernetes=kubernetes, max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
+                        max_stream_starts_per_s=float(args.max_stream_starts_per_second),
+                        max_initial_syncs=int(args.max_initial_syncs),
+                        write_timeout_s=float(args.write_timeout),
                         grpc_reflection=args.grpc_reflection,
                         max_request_bytes=args.max_request_bytes, max_catalog_bytes=args.max_catalog_bytes,
                         trust_domain=args.trust_domain, tls_cert=_path(args.tls_cert),

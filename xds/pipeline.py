@@ -14,7 +14,7 @@ from xds.cache.node import split_client, split_key
 from xds.cache.snapshot import Snapshot, make_snapshot
 from xds.cache.store import SnapshotBuilder
 from xds.model.catalog import merge_catalogs
-from xds.model.service import Catalog
+from xds.model.service import Catalog, Locality
 from xds.model.spiffe import DEFAULT_TRUST_DOMAIN, group_identity
 from xds.pki.workload import WorkloadIdentities
 from xds.policy.apply import apply_policy
@@ -32,7 +32,8 @@ from xds.policy.tls_material import NO_MATERIAL, TlsMaterial, tls_inputs
 from xds.sources.base import SourceUpdate
 from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
-from xds.translate.delivery import DEFAULT_XDS_CLUSTER, ClientKind, delivery_for, for_client
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER, ClientKind, Delivery, delivery_for, for_client
+from xds.translate.resource import Deferred
 
 log = logging.getLogger("xds.pipeline")
 
@@ -88,20 +89,56 @@ def with_workload_secrets(desired: DesiredState, group: str, world: World) -> De
     return replace(desired, secrets=tuple(secrets))
 
 
+# apply_policy's result per (which listeners serve the group, locality), within one World (issue 12).
+AppliedMemo = dict[tuple[tuple[bool, ...], Locality], DesiredState]
+# plan()'s result per (DesiredState object, delivery), within one World; the state is kept alongside so
+# that its id is never reused while the entry lives.
+PlannedMemo = dict[tuple[int, Delivery], tuple[DesiredState, list[Deferred]]]
+# The builder lives as long as its World is current; with a node group per sidecar (an inbound listener
+# each) every group differs, so the memos keep only the first few results rather than one per group.
+MEMO_LIMIT = 16
+
+
+def _applied(world: World, group: str, locality: Locality, memo: AppliedMemo | None) -> DesiredState:
+    """apply_policy for `group`. It depends on the group only through which listeners serve it
+    (ListenerPolicy.serves), so node groups served the same listeners share one result: a change then
+    costs one walk over the catalog, not one per node group (issue 12)."""
+    if memo is None:
+        return apply_policy(world.catalog, world.policy, group=group, locality=locality,
+                            material=world.material, trust_domain=world.trust_domain, loads=world.loads)
+    key = (tuple(listener.serves(group) for listener in world.policy.listeners), locality)
+    found = memo.get(key)
+    if found is None:
+        found = _applied(world, group, locality, None)
+        if len(memo) < MEMO_LIMIT:
+            memo[key] = found
+    return found
+
+
 def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
-                   donor: Snapshot | None = None) -> Snapshot:
+                   donor: Snapshot | None = None, applied: AppliedMemo | None = None,
+                   planned: PlannedMemo | None = None) -> Snapshot:
     # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
     # listeners follow the group, the failover priorities the locality.
     # The kind of client picks the snapshot variant (cache/node.py client_key, issue 11).
     group, locality = split_key(key)
     group, kind = split_client(group)
-    desired = apply_policy(world.catalog, world.policy, group=group, locality=locality,
-                           material=world.material, trust_domain=world.trust_domain, loads=world.loads)
+    desired = _applied(world, group, locality, applied)
     desired = with_workload_secrets(for_client(desired, kind), group, world)
     # plan(), not translate(): only resources whose spec the previous (or donor) snapshot lacks get
     # translated, so the snapshots of one group in several localities share every resource but the
     # failover services' ClusterLoadAssignments.
-    return make_snapshot(key, plan(desired, delivery_for(kind, world.xds_cluster)), previous, donor=donor)
+    delivery = delivery_for(kind, world.xds_cluster)
+    if planned is None:
+        return make_snapshot(key, plan(desired, delivery), previous, donor=donor)
+    # Groups that share a DesiredState (the same listeners, no per-group workload certificate) share its
+    # plan too: the Deferred items are immutable and only read by make_snapshot.
+    entry = planned.get((id(desired), delivery))
+    if entry is None or entry[0] is not desired:
+        entry = (desired, plan(desired, delivery))
+        if len(planned) < MEMO_LIMIT:
+            planned[(id(desired), delivery)] = entry
+    return make_snapshot(key, entry[1], previous, donor=donor)
 
 
 def builder_for(world: World) -> SnapshotBuilder:
@@ -111,13 +148,19 @@ def builder_for(world: World) -> SnapshotBuilder:
     # any. One reference per kind, replaced at every build, so it holds at most three snapshots that no
     # group uses any more.
     last: dict[ClientKind, Snapshot] = {}
+    # Shared by every group this builder builds; the builder (and the memo with it) is replaced at the next
+    # publish, so the memo never outlives its World. The store may call the builder from several threads
+    # (a publish and a new stream's get): two racing groups at worst both compute an equal result.
+    applied: AppliedMemo = {}
+    planned: PlannedMemo = {}
 
     def build(group: str, previous: Snapshot | None) -> Snapshot:
         kind = split_client(split_key(group)[0])[1]
         delivery = delivery_for(kind, world.xds_cluster)
         alike = [s for k, s in last.items() if delivery_for(k, world.xds_cluster) == delivery]
         donor = last.get(kind) or next(iter(alike), None) or next(iter(last.values()), None)
-        snapshot = build_snapshot(world, group, previous, donor=donor)
+        snapshot = build_snapshot(world, group, previous, donor=donor, applied=applied,
+                                  planned=planned)
         last[kind] = snapshot
         return snapshot
 

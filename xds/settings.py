@@ -57,6 +57,15 @@ DEFAULT_NODE_GROUP_GRACE_S = 60.0
 DEFAULT_MAX_STREAMS = 10_000
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CATALOG_BYTES = DEFAULT_MAX_BYTES  # declared with the reader that enforces it
+# Connect storms and stuck clients (issue 12; docs/operations.md "Connect storms"; server/admission.py,
+# server/writes.py). 0 turns a bound off. 5000 initial syncs at once: the largest storm measured to sync
+# completely on one core, so a normal storm is never refused; the rate is off unless an operator sets it.
+ENV_MAX_STREAM_STARTS_PER_S = "XDS_MAX_STREAM_STARTS_PER_S"
+ENV_MAX_INITIAL_SYNCS = "XDS_MAX_INITIAL_SYNCS"
+ENV_WRITE_TIMEOUT_S = "XDS_WRITE_TIMEOUT_S"
+DEFAULT_MAX_STREAM_STARTS_PER_S = 0.0
+DEFAULT_MAX_INITIAL_SYNCS = 5000
+DEFAULT_WRITE_TIMEOUT_S = 60.0
 
 # Consul source (docs/consul.md). Without an address there is no Consul source. Its tunables' defaults
 # (wait, token bucket, resync grace) live with ConsulConfig in xds/sources/consul/client.py.
@@ -121,6 +130,9 @@ class Settings:
     max_node_groups: int = DEFAULT_MAX_NODE_GROUPS
     node_group_grace_s: float = DEFAULT_NODE_GROUP_GRACE_S
     max_streams: int = DEFAULT_MAX_STREAMS
+    max_stream_starts_per_s: float = DEFAULT_MAX_STREAM_STARTS_PER_S
+    max_initial_syncs: int = DEFAULT_MAX_INITIAL_SYNCS
+    write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
     # gRPC server reflection on the xDS port (issue 11 item 3; docs/operations.md).
     grpc_reflection: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -158,6 +170,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_MAX_NODE_GROUPS: "max_node_groups", ENV_NODE_GROUP_GRACE_S: "node_group_grace",
              ENV_MAX_STREAMS: "max_streams", ENV_MAX_REQUEST_BYTES: "max_request_bytes",
              ENV_GRPC_REFLECTION: "grpc_reflection",
+             ENV_MAX_STREAM_STARTS_PER_S: "max_stream_starts_per_second",
+             ENV_MAX_INITIAL_SYNCS: "max_initial_syncs", ENV_WRITE_TIMEOUT_S: "write_timeout",
              ENV_MAX_CATALOG_BYTES: "max_catalog_bytes",
              ENV_CONSUL_ADDRESS: "consul_address", ENV_CONSUL_DATACENTER: "consul_datacenter",
              ENV_CONSUL_CONSISTENCY: "consul_consistency", ENV_CONSUL_CA_FILE: "consul_ca_file",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -11,46 +10,28 @@ from envoy.service.cluster.v3 import cds_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-NO_RESPONSE_WINDOW_S = 0.4  # "expect no response" window; Istio uses 50 ms, Python needs more slack
+from .raw_stream import NO_RESPONSE_WINDOW_S, RawStream
 
+__all__ = ["NO_RESPONSE_WINDOW_S", "AdsClient", "resource_names"]
 
-class AdsClient:
+class AdsClient(RawStream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):
     """One SotW stream. `send` requests, `recv` responses; every response is validated on arrival."""
 
     def __init__(self, channel: grpc.aio.Channel, *, node_id: str = "n1", cluster: str = "g",
                  method: str = "ads") -> None:
+        super().__init__(discovery_pb2.DiscoveryResponse)
         self.node = base_pb2.Node(id=node_id, cluster=cluster)
-        self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         if method == "ads":
-            self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(
                 self._requests())
         else:
-            self._call = cds_pb2_grpc.ClusterDiscoveryServiceStub(channel).StreamClusters(self._requests())
+            call = cds_pb2_grpc.ClusterDiscoveryServiceStub(channel).StreamClusters(self._requests())
         self._first = True
         self.nonces_seen: set[str] = set()
         self.requested_types: set[str] = set()
         self.received: list[discovery_pb2.DiscoveryResponse] = []
         self.last: dict[str, discovery_pb2.DiscoveryResponse] = {}
-        # Reads run in one background task: cancelling a pending `read()` would cancel the whole call.
-        self._inbox: asyncio.Queue[object] = asyncio.Queue()
-        self._reader = asyncio.get_running_loop().create_task(self._read_all())
-
-    async def _read_all(self) -> None:
-        try:
-            while True:
-                message = await self._call.read()
-                self._inbox.put_nowait(message)
-                if message is grpc.aio.EOF:
-                    return
-        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            self._inbox.put_nowait(exc)
-
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-        while True:
-            item = await self._outbox.get()
-            if item is None:
-                return
-            yield item
+        self._start(call)
 
     def send(self, type_url: str, names: Iterable[str] = (), *, version: str | None = None,
              nonce: str | None = None, error: str | None = None, with_node: bool | None = None,
@@ -72,10 +53,7 @@ class AdsClient:
         self.send(response.type_url, names, version=response.version_info, nonce=response.nonce)
 
     async def recv(self, timeout_s: float = 5.0) -> discovery_pb2.DiscoveryResponse:
-        response = await asyncio.wait_for(self._inbox.get(), timeout_s)
-        assert response is not grpc.aio.EOF, "stream ended"
-        assert not isinstance(response, BaseException), f"stream failed: {response!r}"
-        assert isinstance(response, discovery_pb2.DiscoveryResponse)
+        response = await self._next_response(timeout_s)
         # Every response: a version, a nonce never used before on this stream, a type we asked for,
         # and resources of that type only.
         assert response.version_info, response
@@ -87,20 +65,8 @@ class AdsClient:
         self.last[response.type_url] = response
         return response
 
-    async def expect_silence(self, window_s: float = NO_RESPONSE_WINDOW_S) -> None:
-        try:
-            response = await asyncio.wait_for(self._inbox.get(), window_s)
-        except TimeoutError:
-            return
-        raise AssertionError(f"expected no response, got {response}")
-
-    async def status(self, timeout_s: float = 5.0) -> grpc.StatusCode:
-        return await asyncio.wait_for(self._call.code(), timeout_s)
-
     def close(self) -> None:
-        self._outbox.put_nowait(None)
-        self._call.cancel()
-        self._reader.cancel()
+        self._shutdown()
 
 
 def resource_names(response: discovery_pb2.DiscoveryResponse) -> list[str]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -11,45 +10,27 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.route.v3 import rds_pb2_grpc
 from google.rpc import status_pb2
 
-from .ads_client import NO_RESPONSE_WINDOW_S
+from .raw_stream import RawStream
 
 
-class DeltaClient:
+class DeltaClient(RawStream[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]):
     """One delta stream (DeltaAggregatedResources, or DeltaRoutes with method="rds")."""
 
     def __init__(self, channel: grpc.aio.Channel, *, node_id: str = "n1", cluster: str = "g",
                  method: str = "ads") -> None:
+        super().__init__(discovery_pb2.DeltaDiscoveryResponse)
         self.node = base_pb2.Node(id=node_id, cluster=cluster)
-        self._outbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
         if method == "ads":
-            self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources(
                 self._requests())
         else:
-            self._call = rds_pb2_grpc.RouteDiscoveryServiceStub(channel).DeltaRoutes(self._requests())
+            call = rds_pb2_grpc.RouteDiscoveryServiceStub(channel).DeltaRoutes(self._requests())
         self._first = True
         self.nonces_seen: set[str] = set()
         self.last: dict[str, discovery_pb2.DeltaDiscoveryResponse] = {}
         # What the client holds per type (name -> version), updated as an accepting Envoy would.
         self.held: dict[str, dict[str, str]] = {}
-        self._inbox: asyncio.Queue[object] = asyncio.Queue()
-        self._reader = asyncio.get_running_loop().create_task(self._read_all())
-
-    async def _read_all(self) -> None:
-        try:
-            while True:
-                message = await self._call.read()
-                self._inbox.put_nowait(message)
-                if message is grpc.aio.EOF:
-                    return
-        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            self._inbox.put_nowait(exc)
-
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
-        while True:
-            item = await self._outbox.get()
-            if item is None:
-                return
-            yield item
+        self._start(call)
 
     def send(self, type_url: str, subscribe: Iterable[str] = (), unsubscribe: Iterable[str] = (), *,
              nonce: str = "", error: str | None = None, initial: Mapping[str, str] | None = None) -> None:
@@ -73,10 +54,7 @@ class DeltaClient:
         self.send(response.type_url, nonce=response.nonce)
 
     async def recv(self, timeout_s: float = 5.0) -> discovery_pb2.DeltaDiscoveryResponse:
-        response = await asyncio.wait_for(self._inbox.get(), timeout_s)
-        assert response is not grpc.aio.EOF, "stream ended"
-        assert not isinstance(response, BaseException), f"stream failed: {response!r}"
-        assert isinstance(response, discovery_pb2.DeltaDiscoveryResponse)
+        response = await self._next_response(timeout_s)
         # Every response: a nonce never used before, resources of its type, each with a name and version,
         # no name both added and removed.
         assert response.nonce and response.nonce not in self.nonces_seen
@@ -87,22 +65,8 @@ class DeltaClient:
         self.last[response.type_url] = response
         return response
 
-    async def expect_nothing(self, window_s: float = NO_RESPONSE_WINDOW_S) -> None:
-        try:
-            item = await asyncio.wait_for(self._inbox.get(), window_s)
-        except TimeoutError:
-            return
-        raise AssertionError(f"expected no response, got {item!r}")
-
-    async def error(self, timeout_s: float = 5.0) -> grpc.aio.AioRpcError:
-        item = await asyncio.wait_for(self._inbox.get(), timeout_s)
-        assert isinstance(item, grpc.aio.AioRpcError), f"expected the stream to fail, got {item!r}"
-        return item
-
     async def close(self) -> None:
-        self._outbox.put_nowait(None)
-        self._call.cancel()
-        self._reader.cancel()
+        self._shutdown()
 
 
 def names(response: discovery_pb2.DeltaDiscoveryResponse) -> list[str]:

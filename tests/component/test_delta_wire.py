@@ -77,13 +77,13 @@ async def test_delta_ads_start_up_update_removal_and_status(server: Server) -> N
     assert set(client.held[CLUSTER]) == {"a", "b"}
     cluster = cluster_pb2.Cluster()
     assert client.last[CLUSTER].resources[0].resource.Unpack(cluster) and cluster.name == "a"
-    await client.expect_nothing()  # ACKs get no answer (R13)
+    await client.expect_silence()  # ACKs get no answer (R13)
     # b deleted: only the removal goes out, nothing is re-sent (R28).
     server.publish(clusters={"a": 1}, listeners={"l": "r"}, routes={"r": ["a"]})
     cds = await client.recv()
     assert names(cds) == [] and list(cds.removed_resources) == ["b"]
     client.ack(cds)
-    await client.expect_nothing()
+    await client.expect_silence()
     # The registry and metrics see a delta stream like any other (xds status, ListProxies, per-type state).
     (proxy,) = server.registry.list()
     assert proxy.method == "ads-delta" and proxy.node_id == "n1"
@@ -125,7 +125,7 @@ async def test_delta_missing_name_removed_then_delivered_and_nack_not_resent(ser
     update = await client.recv()
     assert sorted(names(update)) == ["later", "r"]
     client.send(ROUTE, nonce=update.nonce, error="route r rejected")
-    await client.expect_nothing()  # not re-sent (R10)
+    await client.expect_silence()  # not re-sent (R10)
     (proxy,) = server.registry.list()
     assert proxy.method == "rds-delta"
     (route,) = proxy.types

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness import wait_until
 from harness.linetool import LineTool
 from harness.testbin import ensure_binary
 from harness.xds_resources import changed_lines, resource_lines, snapshot_of, write_lines
@@ -113,3 +114,45 @@ def test_xds_load_syncs_and_converges_on_go_control_plane(cache: str, mode: str,
             assert_converged(load.event("converged", timeout_s=CONVERGE_TIMEOUT_S + 5))
             assert load.stop() == 0
         assert server.stop() == 0
+
+
+def test_xds_load_counts_refused_streams_as_lost(
+    workdir: Path, control_plane_factory: ControlPlaneFactory
+) -> None:
+    """Without -retry a refused stream is lost and its gRPC status counted (the server admits 10 streams)."""
+    catalog = workdir / "catalog.yaml"
+    write_catalog(catalog, 8080)
+    control_plane = control_plane_factory(catalog, extra_args=("--max-streams", "10"))
+    with start_load(workdir, control_plane.xds_address, "sotw") as load:
+        synced = load.event("synced", timeout_s=SYNC_TIMEOUT_S + 5)
+        got = (synced["streams"], synced["synced"], synced["lost"], synced["errors"])
+        assert got == (STREAMS, 10, 10, {"ResourceExhausted": 10}), synced
+        assert load.command("status", "status", timeout_s=START_TIMEOUT_S)["live"] == 10
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+def test_xds_load_retry_reconnects_after_a_server_restart(
+    mode: str, workdir: Path, control_plane_factory: ControlPlaneFactory
+) -> None:
+    """With -retry, streams ended by the server (UNAVAILABLE while it restarts) all come back, resuming with
+    what they hold (delta: initial_resource_versions), and a later change still reaches all 20."""
+    catalog = workdir / "catalog.yaml"
+    write_catalog(catalog, 8080)
+    control_plane = control_plane_factory(catalog)
+    load = LineTool("xds-load", [ensure_binary("xds-load"), "-server", control_plane.xds_address,
+                                 "-streams", str(STREAMS), "-mode", mode, "-retry"], workdir=workdir)
+    with load:
+        load.event("started", timeout_s=START_TIMEOUT_S)
+        assert_all_synced(load)
+        control_plane.restart()
+
+        def status() -> dict[str, Any]:
+            return load.command("status", "status", timeout_s=START_TIMEOUT_S)
+
+        wait_until(lambda: status()["live"] == STREAMS, timeout_s=SYNC_TIMEOUT_S,
+                   message=lambda: f"streams did not all come back: {status()}")
+        errors = status()["errors"]
+        assert set(errors) <= {"Unavailable", "Canceled"} and errors.get("Unavailable", 0) >= STREAMS, errors
+        load.command("mark c1 eds", "marked", timeout_s=START_TIMEOUT_S)
+        write_catalog(catalog, 9090)
+        assert_converged(load.event("converged", timeout_s=CONVERGE_TIMEOUT_S + 5))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 
-from benchmarks import snapshot_build, soak, stream_state
+from benchmarks import change_path, snapshot_build, soak, stream_state
 
 STEPS = (
     "parse_document (YAML file source)",
@@ -26,6 +26,9 @@ STEPS = (
     "3 streams: protocol + encode",
     "3 streams: encode_response only",
     "3 streams: naive Pack+Serialize",
+    "change via file, incremental parse, 4 groups",
+    "change via file, whole-document parse, 4 groups",
+    "change via registry, 4 groups",
 )
 _NUMBER = r"(\d+(?:\.\d+)?)"
 
@@ -115,3 +118,15 @@ def test_stream_state_benchmark_prints_every_row_and_one_resource_per_change() -
         assert f"{variant}: resources sent per stream per change: 1\n" in text
         match = re.search(rf"^{variant}: tracemalloc bytes per idle synced stream: (\d+)", text, re.MULTILINE)
         assert match is not None and int(match.group(1)) > 0, text
+
+
+def test_change_path_benchmark_times_both_paths_and_profiles_them() -> None:
+    out = io.StringIO()
+    assert change_path.main(["--services", "12", "--endpoints", "2", "--groups", "2", "--runs", "1",
+                             "--profile"], out=out) == 0
+    text = out.getvalue()
+    for row in ("change via file, incremental parse, 2 groups", "change via file, whole-document parse, "
+                "2 groups", "change via registry, 2 groups"):
+        match = re.search(rf"^  {re.escape(row)}\s+{_NUMBER}", text, re.MULTILINE)
+        assert match is not None and float(match.group(1)) > 0, f"no row for {row!r} in:\n{text}"
+        assert f"profile, {row}:" in text

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from xds.policy.incremental import IncrementalParser
 from xds.policy.load import parse_document as real_parse
 from xds.policy.reader import read_document_file as real_read
 from xds.sources.base import Source, SourceUpdate
@@ -357,13 +358,13 @@ async def test_an_unexpected_failure_is_reported_and_the_watch_goes_on(
             raise MemoryError("no room")
         return real_read(*args, **kwargs)  # type: ignore[arg-type]
 
-    def parse(text: str, *, where: str) -> object:
+    def parse(self: IncrementalParser, text: str) -> object:
         if failures["parse"]:
             raise RuntimeError("loader bug")
-        return real_parse(text, where=where)
+        return real_parse(text, where=str(path))
 
     monkeypatch.setattr("xds.sources.files.read_document_file", read)
-    monkeypatch.setattr("xds.sources.files.parse_document", parse)
+    monkeypatch.setattr("xds.sources.files.IncrementalParser.parse", parse)
     write(path, VALID)
     sink = FakeSink()
     async with running(FileSource(path, poll_interval_s=POLL_S), sink):

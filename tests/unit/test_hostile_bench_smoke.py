@@ -27,6 +27,7 @@ EXPECTED = {
     "eds-100k": ("assignments in one answer",),
     "eds-20k": ("assignments in one answer", "one answer (KB)"),
     "deep-metadata": ("client status, 20 levels",),
+    "stuck-reader": ("RSS held, client connected (MB)", "catalog changes", "write timeouts counted"),
 }
 
 
@@ -78,4 +79,6 @@ def test_quick_run_prints_every_scenario_with_the_statuses_of_the_limits() -> No
     assert 0 < _number(rows, "eds-20k", "assignments in one answer") <= 1000 + quick.services
     assert rows[("deep-metadata", "client status")] == "INVALID_ARGUMENT"
     assert rows[("deep-metadata", "client status, 20 levels")] == "INVALID_ARGUMENT"
+    assert _number(rows, "stuck-reader", "catalog changes") == quick.stuck_changes
+    assert rows[("stuck-reader", "client status")] in ("open (never read)", "UNAVAILABLE")
     assert "benchmark process peak RSS" in text

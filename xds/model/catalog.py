@@ -14,6 +14,9 @@ from xds.model.service import Catalog, Endpoint, Service, ServiceName
 
 def merge_catalogs(catalogs: Sequence[Catalog]) -> Catalog:
     """Union of `catalogs`, earlier catalogs winning on duplicate endpoint addresses."""
+    # A file that carries only policy, next to the registry that has the endpoints, is the common case:
+    # then the registry's catalog is the union as it is, with no pass over its endpoints (issue 12).
+    catalogs = [catalog for catalog in catalogs if catalog.services] or list(catalogs[:1])
     if len(catalogs) == 1:
         return catalogs[0]
     merged: dict[ServiceName, dict[tuple[str, int], Endpoint]] = {}

@@ -46,7 +46,9 @@ LIMIT_NAMES = ("request_decode", "max_field_bytes", "max_resource_names", "max_n
                "max_node_metadata_bytes",
                "max_node_metadata_depth", "max_placeholders", "request_rate_per_s",
                "max_pending_request_bytes", "max_streams",
-               "node_groups")
+               "node_groups",
+               # Issue 12: connect-storm admission (server/admission.py) and the write timeout.
+               "stream_starts_per_s", "max_initial_syncs", "write_timeout_s")
 
 
 class Metrics:

@@ -29,7 +29,7 @@ from xds.policy.rules import (
     VERSION,
 )
 from xds.policy.schema import Policy
-from xds.policy.walker import walk
+from xds.policy.walker import ServiceEntry, walk
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -42,6 +42,7 @@ __all__ = [
     "decode_document",
     "load_file",
     "parse_document",
+    "parse_document_tree",
     "parse_policy",
     "policy_from_data",
 ]
@@ -55,12 +56,25 @@ def parse_document(text: str, *, where: str) -> tuple[Catalog, Policy]:
     """Parse the file format (services with endpoints, plus listeners): the catalog part carries the
     endpoints with `source="file:<where>"`; services listed without an `endpoints` key are settings only and
     stay out of the catalog. Raises PolicyError listing every problem."""
+    _, _, catalog, policy = parse_document_tree(text, where=where)
+    return catalog, policy
+
+
+def node_budget() -> int:
+    """The bound on a document's values that the parse enforces (document.MAX_NODES unless lowered)."""
+    return _MAX_NODES
+
+
+def parse_document_tree(text: str, *, where: str
+                        ) -> tuple[document.Node | None, list[ServiceEntry], Catalog, Policy]:
+    """`parse_document`, also returning the located tree and the walk's service entries, from which
+    policy/incremental.py remembers each item of the document (issue 12)."""
     report = document.Report(where)
     root = document.compose(text, report, max_nodes=_MAX_NODES)
     services, policy = walk(report, root, endpoint_source=f"file:{where}")
     catalog = Catalog(tuple(Service(ServiceName(s.policy.name), s.endpoints) for s in services
                             if s.endpoints is not None))
-    return catalog, policy
+    return root, services, catalog, policy
 
 
 def parse_policy(text: str, *, where: str) -> Policy:

@@ -101,15 +101,18 @@ class _ListenerEntry:
     path: str
 
 
-def walk(report: Report, root: Node | None, *, endpoint_source: str | None
-         ) -> tuple[list[ServiceEntry], Policy]:
+def walk(report: Report, root: Node | None, *, endpoint_source: str | None,
+         declared: frozenset[str] = frozenset()) -> tuple[list[ServiceEntry], Policy]:
     """The services and the policy of a document, or PolicyError listing every problem in `report`, also
     those found before the walk (a None root: there was no tree to walk). `endpoint_source` is the
-    `source` of the endpoints in the file format, None for a policy-only document, which refuses them."""
+    `source` of the endpoints in the file format, None for a policy-only document, which refuses them.
+    `declared` stands for the service names of a document without `services` (a fragment of a larger one
+    whose listeners are walked alone, policy/incremental.py); a `services` list replaces it."""
     services: list[ServiceEntry] = []
     listeners: list[ListenerPolicy] = []
     if root is not None:
-        services, listeners = _Walker(report, endpoint_source=endpoint_source).document(root)
+        walker = _Walker(report, endpoint_source=endpoint_source, declared=declared)
+        services, listeners = walker.document(root)
     report.raise_if_any()
     policy = Policy(tuple(s.policy for s in services), tuple(listeners), origin=report.where)
     return services, policy
@@ -119,12 +122,13 @@ class _Walker(Checker):
     """Walks the whole document, checking each part against the schema and building the policy (and, in the
     file format, the endpoints) from the parts that passed."""
 
-    def __init__(self, report: Report, *, endpoint_source: str | None) -> None:
+    def __init__(self, report: Report, *, endpoint_source: str | None,
+                 declared: frozenset[str] = frozenset()) -> None:
         super().__init__(report)
         # None: a policy-only document, in which endpoints are refused (they come from registries).
         self._endpoint_source = endpoint_source
         # Service names the document declares; backends may only name these (docs/protocol.md case B1).
-        self._declared: frozenset[str] = frozenset()
+        self._declared: frozenset[str] = declared
 
     def document(self, root: Node) -> tuple[list[ServiceEntry], list[ListenerPolicy]]:
         f = self._mapping(root, "", what="the document", keys=DOCUMENT.keys())

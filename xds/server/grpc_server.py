@@ -9,7 +9,8 @@ the pre-encoded bytes from `encode_response` go to the wire untouched.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from xds.server.stream import StreamHandler
 from xds.server.unimplemented import UnimplementedHandler, enable_reflection
 from xds.server.variants import DELTA, SOTW, Variant
+from xds.server.writes import write_within
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TypeUrl
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -58,6 +60,9 @@ class ServerOptions:
     keepalive_timeout_s: float = 10.0  # [10 s]
     max_connection_age_s: float = 30 * 60.0  # spreads load after scale-out [30 min]
     max_connection_age_grace_s: float = 60.0
+    # New calls the gRPC core may hold before the handler takes them, and for how long (see below).
+    max_pending_calls: int = 1_000_000
+    max_call_wait_s: float = 600.0
 
     def channel_options(self) -> list[tuple[str, int]]:
         return [
@@ -72,6 +77,15 @@ class ServerOptions:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000)),
+            # Connect storms (issue 12; docs/operations.md "Connect storms"): grpc.aio asks the core for
+            # one new call at a time from the event loop, so in a storm of thousands of proxies most new
+            # streams wait in the core's pending queue until the busy loop gets to them. The core drops
+            # waiting calls at random past 1000 and all of them past 3000 (the client sees CANCELLED),
+            # and kills those that waited 30 s: 174 of 2000 and 1045 of 5000 streams were lost that way.
+            # The queue holds only call headers; what bounds the work is admission.py and max_streams.
+            ("grpc.server.max_pending_requests", self.max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls),
+            ("grpc.server_max_unrequested_time_in_server", int(self.max_call_wait_s)),
         ]
 
 
@@ -97,13 +111,29 @@ def discovery_handlers(handler: StreamHandler) -> list[grpc.GenericRpcHandler]:
 
 def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None, variant: Variant
           ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[object, object]],
-                        AsyncIterator[bytes]]:
-    # grpc.aio recognises streaming handlers by `inspect.isasyncgenfunction`, so this must be one itself.
+                        Coroutine[Any, Any, None]]:
+    # A coroutine handler writing through `context.write`, rather than an async generator, so that a
+    # write can be given up on (issue 12; writes.py): a client that stops reading has its stream's state
+    # freed after the write timeout instead of holding it, and its pending response, forever.
     async def serve(requests: AsyncIterator[bytes],
-                    context: grpc.aio.ServicerContext[object, object]) -> AsyncIterator[bytes]:
-        async for payload in handler.handle(requests, context, method=method, stream_type=stream_type,
-                                            variant=variant):
-            yield payload
+                    context: grpc.aio.ServicerContext[object, object]) -> None:
+        responses = handler.handle(requests, context, method=method, stream_type=stream_type,
+                                   variant=variant)
+        async with contextlib.aclosing(responses):
+            async for payload in responses:
+                if not await write_within(context, payload, handler.write_timeout_s):
+                    break
+            else:
+                return
+            # Timed out. Close the stream's handler first (its state, its max-streams slot): the status
+            # below queues behind the unread response and reaches the client only once it reads again or
+            # its connection ends (max_connection_age + grace at the latest); grpc.aio cannot reset one
+            # stream.
+            await responses.aclose()
+            handler.write_timed_out(method)
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            f"the client did not read a response for {handler.write_timeout_s:g} s "
+                            "(--write-timeout); reconnect")
 
     return serve
 

@@ -76,6 +76,10 @@ class StreamLimits:
     # Open discovery streams on the whole server. Past it new streams are refused with RESOURCE_EXHAUSTED
     # so that a connect storm fails fast and Envoy retries with backoff.
     max_streams: int = 10_000
+    # Seconds a response may wait for the client to read it (HTTP/2 flow control) before the stream is
+    # ended with UNAVAILABLE; 0 waits forever (issue 12; writes.py). Envoy reads as it applies, so only
+    # a stuck or hostile client comes near it.
+    write_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("max_node_id_bytes", "max_node_cluster_bytes", "max_node_locality_bytes",
@@ -87,6 +91,8 @@ class StreamLimits:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_placeholders < 0:
             raise ValueError(f"max_placeholders must not be negative, got {self.max_placeholders}")
+        if self.write_timeout_s < 0:
+            raise ValueError(f"write_timeout_s must not be negative, got {self.write_timeout_s}")
         if self.request_rate_per_s <= 0:
             raise ValueError(f"request_rate_per_s must be positive, got {self.request_rate_per_s}")
 

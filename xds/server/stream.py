@@ -23,7 +23,7 @@ import concurrent.futures
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -33,6 +33,7 @@ from xds.cache.node import NodeGrouper, client_key, located_key
 from xds.cache.snapshot import Snapshot, empty_endpoints
 from xds.cache.store import GroupLimitError, SnapshotStore
 from xds.model.service import Locality
+from xds.server.admission import Admission, AdmissionSettings, EveryInterval, Refusal, Ticket
 from xds.server.callbacks import Callbacks, StreamInfo
 from xds.server.limits import (
     LimitExceededError,
@@ -55,6 +56,9 @@ _stream_ids = itertools.count(1)
 # Outstanding nonces whose send time is kept for xds_convergence_seconds; at most one per type can still be
 # answered, so a handful is plenty.
 _MAX_TRACKED_NONCES = 16
+
+# How long a stream counts as in its initial sync at most, for admission (issue 12; admission.py).
+_INITIAL_SYNC_MAX_S = 30.0
 
 # Called with a StreamLimits field name (or "request_decode", "node_groups") each time a client is refused
 # or slowed down by it; the app counts them in xds_limit_exceeded_total.
@@ -139,8 +143,11 @@ class StreamHandler:
 
     def __init__(self, store: SnapshotStore, *, grouper: NodeGrouper, callbacks: Callbacks,
                  limits: StreamLimits | None = None, on_limit: LimitHook = _ignore_limit,
-                 authorizer: PeerAuthorizer | None = None) -> None:
+                 authorizer: PeerAuthorizer | None = None, admission: Admission | None = None) -> None:
         self._store = store
+        # Connect-storm admission and its rate-limited log (issue 12; admission.py).
+        self._admission = admission or Admission(AdmissionSettings())
+        self._refusal_log = EveryInterval()
         # With mTLS on the xDS port, every node a stream claims is checked against the connection's client
         # certificate (issue 9; docs/security.md). None: plaintext, no identity to bind.
         self._authorizer = authorizer
@@ -159,29 +166,59 @@ class StreamHandler:
     def open_streams(self) -> int:
         return self._open_streams
 
+    @property
+    def write_timeout_s(self) -> float:
+        return self._limits.write_timeout_s
+
+    def write_timed_out(self, method: str) -> None:
+        """A stream's client did not read a response within the write timeout (grpc_server.py ends it)."""
+        self._on_limit("write_timeout_s")
+        log.warning("stream_write_timeout",
+                    extra={"method": method, "timeout_s": self._limits.write_timeout_s})
+
+    async def _refuse(self, refusal: Refusal, context: grpc.aio.ServicerContext[object, object]) -> None:
+        self._on_limit(refusal.limit)
+        folded = self._refusal_log.due()
+        if folded:
+            log.warning("streams_refused", extra={"limit": refusal.limit, "refused": folded,
+                                                  "syncing": self._admission.syncing})
+        await context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
+
     def close(self) -> None:
         """Stop the build worker (the app calls this at shutdown)."""
         self._builder.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
                      *, method: str, stream_type: TypeUrl | None,
-                     variant: Variant = SOTW) -> AsyncIterator[bytes]:
+                     variant: Variant = SOTW) -> AsyncGenerator[bytes, None]:
         if self._open_streams >= self._limits.max_streams:
             self._on_limit("max_streams")
             limit = self._limits.max_streams
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"the server holds its limit of {limit} streams; retry later")
+        ticket = self._admission.admit()
+        if isinstance(ticket, Refusal):
+            await self._refuse(ticket, context)
+            return
         self._open_streams += 1
         try:
             async for payload in self._serve(requests, context, method=method, stream_type=stream_type,
-                                             variant=variant):
+                                             variant=variant, ticket=ticket):
                 yield payload
         finally:
+            ticket.release()
             self._open_streams -= 1
 
     async def _serve(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
-                     *, method: str, stream_type: TypeUrl | None, variant: Variant) -> AsyncIterator[bytes]:
+                     *, method: str, stream_type: TypeUrl | None, variant: Variant,
+                     ticket: Ticket) -> AsyncIterator[bytes]:
         info: StreamInfo | None = None
+        # The initial sync ends (and the stream's admission ticket is given back) once it has ACKed a
+        # response of each of CDS, EDS, LDS and RDS, or its one type on a single-type stream, or after
+        # _INITIAL_SYNC_MAX_S whatever it asked for (a proxy with no listeners never asks for RDS).
+        acked_types: set[str] = set()
+        sync_types = 1 if stream_type is not None else 4
+        sync_over = asyncio.get_running_loop().call_later(_INITIAL_SYNC_MAX_S, ticket.release)
         placeholder = PlaceholderBudget(empty_endpoints, limit=self._limits.max_placeholders,
                                         on_exhausted=lambda: self._limit_hit("max_placeholders", info))
         protocol, feed = variant.start(stream_type, placeholder)
@@ -236,6 +273,10 @@ class StreamHandler:
                         # stream cannot start as its own node and continue as another.
                         self._claimed_group(item.node, context)
                     event = feed(item)
+                    if ticket.held and isinstance(event, Acked):
+                        acked_types.add(event.type_url)
+                        if len(acked_types) >= sync_types:
+                            ticket.release()
                     answered = event.nonce if isinstance(event, Acked | Nacked) else None
                     since = content_since.pop(answered, None) if answered is not None else None
                     elapsed = None if since is None else time.monotonic() - since
@@ -272,6 +313,7 @@ class StreamHandler:
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "error": str(exc)})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
+            sync_over.cancel()
             reader.cancel()
             inbox.drain()
             if cancel_watch is not None:
