@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 
-from benchmarks import change_path, snapshot_build, soak
+from benchmarks import change_path, snapshot_build, soak, stream_state
 
 STEPS = (
     "parse_document (YAML file source)",
@@ -100,6 +100,24 @@ def test_soak_benchmark_churns_to_connected_clients_and_fits_a_slope() -> None:
 def test_soak_slope_is_the_least_squares_fit_in_mib_per_minute() -> None:
     samples = [soak.Sample(t_s=t, rss_mib=100 + 0.05 * t, changes=0, responses=0) for t in range(0, 60, 5)]
     assert abs(soak.slope_mib_per_min(samples) - 3.0) < 1e-9
+
+
+def test_stream_state_benchmark_prints_every_row_and_one_resource_per_change() -> None:
+    out = io.StringIO()
+    assert stream_state.main(["--services", "20", "--endpoints", "2", "--streams", "3", "--runs", "1"],
+                             out=out) == 0
+    text = out.getvalue()
+
+    for variant in ("sotw", "delta"):
+        for step in ("start-up CDS->EDS->LDS->RDS with ACKs", "one endpoint change + ACKs"):
+            match = re.search(rf"^{variant}: {re.escape(step)}\s+{_NUMBER}\s+{_NUMBER}\s+{_NUMBER}\s*$", text,
+                              re.MULTILINE)
+            assert match is not None, f"no row for {variant} {step!r} in:\n{text}"
+            assert all(float(g) > 0 for g in match.groups()), match.group(0)
+        # One endpoint changed: each stream is sent that service's ClusterLoadAssignment and nothing else.
+        assert f"{variant}: resources sent per stream per change: 1\n" in text
+        match = re.search(rf"^{variant}: tracemalloc bytes per idle synced stream: (\d+)", text, re.MULTILINE)
+        assert match is not None and int(match.group(1)) > 0, text
 
 
 def test_change_path_benchmark_times_both_paths_and_profiles_them() -> None:

@@ -11,8 +11,10 @@ across restarts and replicas, and a restart can never reuse a version for differ
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from xds.translate.resource import Deferred, Translated
 from xds.typeurls import ENDPOINT, PUSH_ORDER, TypeUrl, short_name
@@ -84,12 +86,147 @@ def version_of(resources: Iterable[Resource]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Diff:
+    """What moved from one set of resources of a type to another, by name."""
+
+    changed: frozenset[str]  # in the new set and absent from the old one, or there with another hash
+    removed: frozenset[str]  # in the old set only
+
+
+NO_DIFF = Diff(frozenset(), frozenset())
+_MAX_DIFFS = 8  # diffs memoized per ResourceMap: streams hold the previous snapshot or two, rarely more
+
+
+class ResourceMap(dict[str, Resource]):
+    """One type's resources in a snapshot, never changed once built, with facts every stream shares.
+
+    Streams of a group hold the very mapping the snapshot has as what they were sent and ACKed when they are
+    in sync with it, instead of copies (issue 12: "a stream's state should share the snapshot's structures"),
+    so it must never change: the mutators raise. The facts are computed once per snapshot and type, for all
+    streams: the name set, the names the resources refer to, and the diff from an earlier mapping.
+    """
+
+    __slots__ = ("__weakref__", "_bodies", "_diffs", "_like", "_names", "_ordered", "_refs")
+
+    def __init__(self, items: Mapping[str, Resource], *, like: ResourceMap | None = None) -> None:
+        super().__init__(items)
+        # Facts are computed on first use: a group no stream asks for costs no more than its dictionary.
+        self._names: frozenset[str] | None = None
+        # The previous snapshot's mapping, weakly: an equal name set is then the same object, so a stream's
+        # subscription naming every resource is recognised by identity (protocol_core._names_every).
+        self._like = weakref.ref(like) if like is not None else None
+        self._ordered: tuple[Resource, ...] | None = None
+        self._refs: dict[TypeUrl, frozenset[str]] | None = None
+        self._diffs: dict[int, tuple[weakref.ref[ResourceMap], Diff]] = {}
+        self._bodies: dict[str, bytes] | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        if self._names is None:
+            like = self._like() if self._like is not None else None
+            if like is not None and like._names is not None and like.keys() == self.keys():
+                self._names = like._names
+            else:
+                self._names = frozenset(self)
+            self._like = None
+        return self._names
+
+    @property
+    def ordered(self) -> tuple[Resource, ...]:
+        """The resources sorted by name: a full-state response, one tuple for every stream."""
+        if self._ordered is None:
+            self._ordered = tuple(self[n] for n in sorted(self))
+        return self._ordered
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a snapshot's ResourceMap is shared by streams and never changes; copy it instead")
+
+    __setitem__ = __delitem__ = pop = popitem = clear = update = setdefault = _frozen
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ResourceMap, (dict(self),))
+
+    def refs(self, ref_type: TypeUrl) -> frozenset[str]:
+        """Names of `ref_type` that these resources refer to."""
+        if self._refs is None:
+            by_type: dict[TypeUrl, set[str]] = {}
+            for resource in self.values():
+                for t, name in resource.refs:
+                    by_type.setdefault(t, set()).add(name)
+            self._refs = {t: frozenset(names) for t, names in by_type.items()}
+        return self._refs.get(ref_type, frozenset())
+
+    def body(self, encoding: str, make: Callable[[tuple[Resource, ...]], bytes]) -> bytes:
+        """The response body carrying `ordered` in `encoding` ("sotw", "delta"), made once for every
+        stream that is sent the whole set (server/encode.py)."""
+        if self._bodies is None:
+            self._bodies = {}
+        made = self._bodies.get(encoding)
+        if made is None:
+            made = self._bodies[encoding] = make(self.ordered)
+        return made
+
+    def whole(self, resources: tuple[Resource, ...]) -> bool:
+        """Are `resources` exactly `ordered` (compared by identity first, in C)?"""
+        return len(resources) == len(self) and (resources is self.ordered or resources == self.ordered)
+
+    def diff_from(self, old: Mapping[str, Resource]) -> Diff:
+        if old is self:
+            return NO_DIFF
+        if not old:
+            return Diff(self.names, frozenset())
+        hit = self._diffs.get(id(old))
+        if hit is not None and hit[0]() is old:
+            return hit[1]
+        result = _diff(old, self)
+        if isinstance(old, ResourceMap):
+            # Held weakly: a snapshot must not keep every earlier one alive through its memo.
+            if len(self._diffs) >= _MAX_DIFFS:
+                self._diffs.clear()
+            self._diffs[id(old)] = (weakref.ref(old), result)
+        return result
+
+
+def _diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> Diff:
+    changed = frozenset(n for n, r in new.items()
+                        if (o := old.get(n)) is None or (o is not r and o.hash != r.hash))
+    removed = frozenset(n for n in old if n not in new)
+    return Diff(changed, removed) if changed or removed else NO_DIFF
+
+
+def diff(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> Diff:
+    """Names whose resource is new or different in `new`, and names gone; memoized when `new` is a snapshot's
+    ResourceMap, so the streams of a group compute one diff per snapshot, not one each (issue 12)."""
+    if isinstance(new, ResourceMap):
+        return new.diff_from(old)
+    return _diff(old, new) if old is not new else NO_DIFF
+
+
+def names_of(resources: Mapping[str, Resource]) -> frozenset[str]:
+    return resources.names if isinstance(resources, ResourceMap) else frozenset(resources)
+
+
+def refs_of(resources: Mapping[str, Resource], ref_type: TypeUrl) -> frozenset[str]:
+    """Names of `ref_type` the resources refer to; shared by all streams for a snapshot's mapping."""
+    if isinstance(resources, ResourceMap):
+        return resources.refs(ref_type)
+    return frozenset(name for r in resources.values() for t, name in r.refs if t == ref_type)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Resources by type and name for one node group, with a version per type."""
 
     group: str
     resources: Mapping[TypeUrl, Mapping[str, Resource]]
     versions: Mapping[TypeUrl, str]
+
+    def __post_init__(self) -> None:
+        # Every type's mapping is a ResourceMap, whoever built the snapshot (make_snapshot, quarantine).
+        if not all(isinstance(m, ResourceMap) for m in self.resources.values()):
+            wrapped = {t: m if isinstance(m, ResourceMap) else ResourceMap(m)
+                       for t, m in self.resources.items()}
+            object.__setattr__(self, "resources", wrapped)
 
     def get(self, type_url: TypeUrl, name: str) -> Resource | None:
         return self.resources.get(type_url, {}).get(name)
@@ -158,9 +295,16 @@ def make_snapshot(group: str, items: Iterable[Translated | Deferred],
         raise InconsistentSnapshotError("; ".join(sorted(problems)))
     return Snapshot(
         group=group,
-        resources=by_type,
+        resources={t: ResourceMap(res, like=_previous_map(previous, t)) for t, res in by_type.items()},
         versions={t: version_of(res.values()) for t, res in by_type.items()},
     )
+
+
+def _previous_map(previous: Snapshot | None, type_url: TypeUrl) -> ResourceMap | None:
+    if previous is None:
+        return None
+    resources = previous.of_type(type_url)
+    return resources if isinstance(resources, ResourceMap) else None
 
 
 def empty_endpoints(type_url: TypeUrl, name: str) -> Resource | None:

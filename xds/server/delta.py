@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from xds.cache.snapshot import Resource, Snapshot
+from xds.cache.snapshot import Resource, ResourceMap, Snapshot, diff, names_of
 from xds.server.protocol_core import (
     WILDCARD,
     Event,
@@ -36,10 +36,14 @@ from xds.server.protocol_core import (
     Placeholder,
     ProtocolCore,
     Send,
+    Shortcut,
     TypeState,
     no_placeholder,
+    send_of,
 )
 from xds.typeurls import CLUSTER, FULL_STATE, LISTENER, TypeUrl
+
+_MAX_NAMED_MAPS = 4  # whole mappings remembered by reference before folding the oldest into the set
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,9 @@ class DeltaProtocol(ProtocolCore):
         # endpoints and secrets after the CDS/LDS answer, saying it kept them; a changed cluster still needs
         # its ClusterLoadAssignment again (R21, R29; Istio TestDeltaReconnectRequests).
         self._named_by_sent: set[tuple[TypeUrl, str]] = set()
+        # The same for whole snapshot mappings sent at once (a start-up's CDS): their refs, shared by every
+        # stream, instead of a set of ~1000 pairs per stream (issue 12). A few at most, see _record.
+        self._named_by_maps: list[ResourceMap] = []
         # Whether any held resource is still a stand-in from initial_resource_versions (see set_snapshot);
         # almost always False, so a snapshot costs no walk over what the client holds.
         self._stand_ins = False
@@ -106,16 +113,27 @@ class DeltaProtocol(ProtocolCore):
         # order (R23) like anything sent on this stream.
         for type_url, state in self._types.items():
             available = snapshot.of_type(type_url)
-            for held in (state.sent, state.acked):
-                for name, resource in list(held.items()):
-                    current = available.get(name)
-                    if resource.encoded:
-                        continue
-                    if current is not None and current.hash == resource.hash:
-                        held[name] = current
-                        self._sent_changed(type_url)
-                    else:
-                        self._stand_ins = True
+            shared = state.acked is state.sent
+            state.sent = self._replace_stand_ins(type_url, state.sent, available)
+            state.acked = state.sent if shared else self._replace_stand_ins(type_url, state.acked, available)
+
+    def _replace_stand_ins(self, type_url: TypeUrl, held: Mapping[str, Resource],
+                           available: Mapping[str, Resource]) -> Mapping[str, Resource]:
+        """`held` with the stand-ins whose hash the snapshot has replaced by its resources (a copy: held
+        mappings are never changed in place)."""
+        replaced: dict[str, Resource] = {}
+        for name, resource in held.items():
+            if resource.encoded:
+                continue
+            current = available.get(name)
+            if current is not None and current.hash == resource.hash:
+                replaced[name] = current
+            else:
+                self._stand_ins = True
+        if not replaced:
+            return held
+        self._sent_changed(type_url)
+        return {**held, **replaced}
 
     # ----------------------------------------------------------------- helpers
 
@@ -125,6 +143,7 @@ class DeltaProtocol(ProtocolCore):
             return
         self._sent_changed(type_url)
         available = self._snapshot.of_type(type_url) if self._snapshot is not None else {}
+        sent, acked = dict(state.sent), dict(state.acked)
         for name, version in versions.items():
             current = available.get(name)
             # The same content hash is the same content (R14), references included; anything else is a
@@ -133,12 +152,14 @@ class DeltaProtocol(ProtocolCore):
             held = current if current is not None and current.hash == version else Resource(
                 name=name, type_url=type_url, body=b"", hash=version, encoded=b"")
             self._stand_ins |= held is not current
-            state.sent[name] = held
-            state.acked[name] = held
+            sent[name] = held
+            acked[name] = held
+        state.sent, state.acked = sent, acked
 
     def _update_subscription(self, type_url: TypeUrl, state: TypeState, subscribe: tuple[str, ...],
                              unsubscribe: tuple[str, ...], kept: Mapping[str, str]) -> None:
         names = set(state.names)
+        forgotten: list[str] = []
         for name in unsubscribe:
             if name == WILDCARD:
                 state.wildcard = False
@@ -152,7 +173,8 @@ class DeltaProtocol(ProtocolCore):
                 state.due.add(name)
                 state.absent.discard(name)
             else:
-                self._forget(state, name)
+                forgotten.append(name)
+        self._forget(state, forgotten)  # before subscribing: a name dropped and re-added is due again
         for name in subscribe:
             if name == WILDCARD:
                 if not state.wildcard:
@@ -161,11 +183,17 @@ class DeltaProtocol(ProtocolCore):
                 continue
             names.add(name)
             state.absent.discard(name)
-            if name not in kept or (type_url, name) in self._named_by_sent:
+            if name not in kept or self._named_by_sent_on_stream(type_url, name):
                 # Subscribing to a name already held gets it again (R30), and a new one is answered (R15);
                 # a name the reconnecting client says it kept is sent only if it differs (R29).
                 state.due.add(name)
-        state.names = frozenset(names)
+        requested = frozenset(names)
+        if self._snapshot is not None and requested:
+            # A subscription to every resource of the type holds the snapshot's own name set (issue 12).
+            every = names_of(self._snapshot.of_type(type_url))
+            if requested == every:
+                requested = every
+        state.names = requested
         if subscribe or unsubscribe:
             self._needed_cache.clear()
 
@@ -184,7 +212,33 @@ class DeltaProtocol(ProtocolCore):
             desired.update(self._still_used_clusters(state, desired))
         return desired
 
+    def _in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
+        """The common case (nothing due, rejected or first; a wildcard without names, or every name of the
+        snapshot): what changed since what the client holds, a diff shared by the streams holding the same
+        mapping (issue 12). False: take the general path, which would give the same answer."""
+        if state.due or state.rejected_version is not None or state.full_due or self._stand_ins:
+            return False
+        available = snapshot.of_type(type_url)
+        if not ((state.wildcard and not state.names)
+                or (not state.wildcard and self._names_every(state, available))):
+            return False
+        moved = diff(state.sent, available)
+        if moved.removed:
+            return False  # removals, and clusters kept for make-before-break (R23)
+        if not moved.changed:
+            if state.sent is not available and state.acked is state.sent:
+                state.acked = available  # the same content by hash: share the snapshot's mapping
+            if state.sent is not available:
+                state.sent = available
+                self._sent_changed(type_url)
+            return None
+        return Send(type_url=type_url, version=snapshot.version(type_url), nonce=self._next_nonce(),
+                    resources=tuple(available[n] for n in sorted(moved.changed)))
+
     def _compute(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Send | None:
+        fast = self._in_sync(type_url, state, snapshot)
+        if fast is not False:
+            return fast
         desired = self._desired(type_url, state, snapshot)
         sent = state.sent
         changed = sorted(n for n, r in desired.items()
@@ -205,26 +259,52 @@ class DeltaProtocol(ProtocolCore):
         recovered = state.rejected_version is not None and version != state.rejected_version
         if not changed and not removed and not state.full_due and not recovered:
             return None
-        return Send(type_url=type_url, version=version, nonce=self._next_nonce(),
-                    resources=tuple(desired[n] for n in changed), removed=tuple(removed))
+        return send_of(type_url, version, self._next_nonce(), tuple(desired[n] for n in changed),
+                       snapshot.of_type(type_url), tuple(removed))
 
     def _record(self, type_url: TypeUrl, state: TypeState, send: Send) -> None:
         self._recorded(type_url, state, send)
         state.full_due = False
-        previous = dict(state.sent)
-        for resource in send.resources:
-            state.sent[resource.name] = resource
-            state.due.discard(resource.name)
-            state.absent.discard(resource.name)
+        previous = state.sent
+        sent = {r.name: r for r in send.resources}
+        state.due.difference_update(sent)
+        state.absent.difference_update(sent)
         for name in send.removed:
-            state.sent.pop(name, None)
             state.due.discard(name)
             if name in state.names:
                 state.absent.add(name)
+        assert self._snapshot is not None
+        available = self._snapshot.of_type(type_url)
+        moved = diff(previous, available)
+        if (((state.wildcard and not state.names) or self._names_every(state, available))
+                and not self._stand_ins and all(n in send.removed for n in moved.removed)
+                and all(n in sent and sent[n] is available[n] for n in moved.changed)):
+            # What the client holds is now the snapshot's set: share it instead of a copy (issue 12).
+            state.sent = available
+        else:
+            held = {**previous, **sent}
+            for name in send.removed:
+                held.pop(name, None)
+            state.sent = held
+        if not state.due:
+            state.due = set()  # a set keeps its table when emptied: give back a start-up's names
         if type_url in (CLUSTER, LISTENER):
             changed = [r for r in send.resources
                        if (old := previous.get(r.name)) is None or old.hash != r.hash]
             if type_url == CLUSTER:
                 self._clusters_changed(r.name for r in changed)
             self._secrets_due(changed)
-            self._named_by_sent.update(ref for r in changed for ref in r.refs)
+            now = state.sent
+            if isinstance(now, ResourceMap) and len(changed) == len(now):
+                # Every resource of the mapping now held changed: what they name is the mapping's refs.
+                if not any(m is now for m in self._named_by_maps):
+                    self._named_by_maps.append(now)
+                if len(self._named_by_maps) > _MAX_NAMED_MAPS:
+                    oldest = self._named_by_maps.pop(0)
+                    self._named_by_sent.update(ref for r in oldest.values() for ref in r.refs)
+            else:
+                self._named_by_sent.update(ref for r in changed for ref in r.refs)
+
+    def _named_by_sent_on_stream(self, type_url: TypeUrl, name: str) -> bool:
+        return (type_url, name) in self._named_by_sent or any(name in m.refs(type_url)
+                                                              for m in self._named_by_maps)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
-from xds.cache.snapshot import length_delimited
+from xds.cache.snapshot import Resource, length_delimited
 from xds.server.delta import DeltaRequest
-from xds.server.limits import LimitExceededError, StreamLimits, check_node
+from xds.server.limits import LimitExceededError, StreamLimits, check_name_lengths, check_node
 from xds.server.protocol_core import Send
 
 # envoy/service/discovery/v3/discovery.proto, message DeltaDiscoveryResponse.
@@ -27,14 +27,21 @@ _RESOURCE_VERSION = 1
 _RESOURCE_NAME = 3
 
 
+def _entries(resources: tuple[Resource, ...]) -> bytes:
+    parts = []
+    for r in resources:
+        body = (length_delimited(_RESOURCE_NAME, r.name.encode())
+                + length_delimited(_RESOURCE_VERSION, r.hash.encode()) + r.encoded)
+        parts.append(length_delimited(_RESOURCES, body))
+    return b"".join(parts)
+
+
 def encode_delta_response(send: Send) -> bytes:
     parts = [length_delimited(_SYSTEM_VERSION_INFO, send.version.encode()),
              length_delimited(_TYPE_URL, send.type_url.encode()),
              length_delimited(_NONCE, send.nonce.encode())]
-    for r in send.resources:
-        body = (length_delimited(_RESOURCE_NAME, r.name.encode())
-                + length_delimited(_RESOURCE_VERSION, r.hash.encode()) + r.encoded)
-        parts.append(length_delimited(_RESOURCES, body))
+    # A snapshot's whole set is encoded once for all streams; only the header is per stream (issue 12).
+    parts.append(send.whole.body("delta", _entries) if send.whole is not None else _entries(send.resources))
     parts.extend(length_delimited(_REMOVED_RESOURCES, name.encode()) for name in send.removed)
     return b"".join(parts)
 
@@ -73,10 +80,8 @@ def check_delta_request(message: discovery_pb2.DeltaDiscoveryRequest, limits: St
                                                        "initial_resource_versions) exceed the limit of "
                                                        f"{limits.max_resource_names} per request")
     held = message.initial_resource_versions
-    for name in (*message.resource_names_subscribe, *message.resource_names_unsubscribe, *held):
-        if len(name) > limits.max_name_bytes or len(name.encode()) > limits.max_name_bytes:
-            raise LimitExceededError("max_name_bytes",
-                                     f"a resource name exceeds {limits.max_name_bytes} bytes")
+    check_name_lengths((*message.resource_names_subscribe, *message.resource_names_unsubscribe, *held),
+                       limits)
     for version in held.values():
         if len(version.encode()) > limits.max_field_bytes:
             raise LimitExceededError("max_field_bytes", "a version in initial_resource_versions exceeds "

@@ -46,10 +46,10 @@ Rules, with their numbers in docs/protocol.md (xds_protocol.rst sections in brac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from xds.cache.snapshot import Resource, Snapshot, version_of
+from xds.cache.snapshot import Resource, ResourceMap, Snapshot, diff, names_of, version_of
 from xds.server.protocol_core import (
     MAX_ERROR_DETAIL,
     WILDCARD,
@@ -61,8 +61,10 @@ from xds.server.protocol_core import (
     ProtocolCore,
     ProtocolError,
     Send,
+    Shortcut,
     TypeState,
     no_placeholder,
+    send_of,
 )
 from xds.typeurls import CLUSTER, FULL_STATE, TypeUrl
 
@@ -126,9 +128,15 @@ class StreamProtocol(ProtocolCore):
                 state.full_due = True
             state.wildcard, state.names = wildcard, explicit
             return
+        if requested == state.names:
+            return  # an ACK restating the subscription (C-level compare; the fresh set is dropped)
+        if self._snapshot is not None:
+            # A subscription to every resource of the type holds the snapshot's own name set (issue 12).
+            every = names_of(self._snapshot.of_type(type_url))
+            if requested == every:
+                requested = every
         added = requested - state.names
-        for name in state.names - requested:
-            self._forget(state, name)
+        self._forget(state, state.names - requested)
         state.due |= added
         state.names = requested
 
@@ -151,6 +159,14 @@ class StreamProtocol(ProtocolCore):
         return desired
 
     def _compute(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Send | None:
+        if not state.due and state.rejected_version is None:
+            # The common case, nothing due and nothing rejected: the work is proportional to what changed
+            # since what the client holds, a diff shared by every stream holding the same mapping (issue 12).
+            # Same results as the general path below.
+            fast = (self._full_in_sync(type_url, state, snapshot) if type_url in FULL_STATE
+                    else self._named_in_sync(type_url, state, snapshot))
+            if fast is not False:
+                return fast
         desired = self._desired(type_url, state, snapshot)
         # After a NACK the client runs what it last ACKed. When the desired content moves on (even back to
         # exactly what the client runs) it is sent, so that sent == ACKed == desired again and the NACK is
@@ -185,20 +201,77 @@ class StreamProtocol(ProtocolCore):
             if not forced or type_url in FULL_STATE:
                 return None
             resources = tuple(r for r in resources if r.name in state.due)
-        return Send(type_url=type_url, version=version, nonce=self._next_nonce(), resources=resources)
+        return send_of(type_url, version, self._next_nonce(), resources, snapshot.of_type(type_url))
+
+    def _full_in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
+        """A wildcard CDS/LDS subscription: None when unchanged, the whole set when not, False to take the
+        general path (a named subscription, or clusters kept for make-before-break)."""
+        if not state.wildcard:
+            return False
+        available = snapshot.of_type(type_url)
+        moved = diff(state.sent, available)
+        if moved.removed:
+            return False  # maybe a cluster still in use (R23): the general path decides
+        if not moved.changed and not state.full_due:
+            self._rebind(type_url, state, available)
+            return None
+        resources = available.ordered if isinstance(available, ResourceMap) else tuple(
+            available[n] for n in sorted(available))
+        return send_of(type_url, snapshot.version(type_url), self._next_nonce(), resources, available)
+
+    def _named_in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
+        """EDS/RDS/SDS with nothing due: the subscribed names whose resource moved on, or that the client
+        holds nothing for and get the placeholder (R22)."""
+        available = snapshot.of_type(type_url)
+        moved = diff(state.sent, available)
+        names = state.names
+        if self._names_every(state, available):
+            changed = sorted(moved.changed)
+        else:
+            changed = sorted(n for n in moved.changed if n in names)
+            held = state.sent
+            extra = [n for n in names if n not in available and n not in held]
+            if extra:
+                return False  # placeholders: the general path makes them
+        if not changed:
+            return None
+        return send_of(type_url, snapshot.version(type_url), self._next_nonce(),
+                       tuple(available[n] for n in changed), available)
+
+    def _rebind(self, type_url: TypeUrl, state: TypeState, available: Mapping[str, Resource]) -> None:
+        """The client holds exactly `available` (by hash): share the snapshot's mapping instead of a copy."""
+        if state.sent is available:
+            return
+        if state.acked is state.sent:
+            state.acked = available
+        state.sent = available
+        self._sent_changed(type_url)
 
     def _record(self, type_url: TypeUrl, state: TypeState, send: Send) -> None:
         self._recorded(type_url, state, send)
+        snapshot = self._snapshot
+        assert snapshot is not None
+        available = snapshot.of_type(type_url)
+        previous = state.sent
         if type_url in FULL_STATE:
-            previous = state.sent
-            state.sent = {r.name: r for r in send.resources}
+            if len(send.resources) == len(available) and send.version == snapshot.version(type_url):
+                state.sent = available  # exactly the snapshot's set (same content hash, R14): share it
+            else:
+                state.sent = {r.name: r for r in send.resources}
             state.full_due = False
-            changed = [r for r in send.resources
-                       if (old := previous.get(r.name)) is None or old.hash != r.hash]
+            changed = [state.sent[n] for n in sorted(diff(previous, state.sent).changed)]
             if type_url == CLUSTER:
                 self._clusters_changed(r.name for r in changed)
             self._secrets_due(changed)
+            return
+        sent = {r.name: r for r in send.resources}
+        moved = diff(previous, available)
+        if (not moved.removed and self._names_every(state, available)
+                and all(n in sent and sent[n] is available[n] for n in moved.changed)):
+            # What the client holds is now the snapshot's set: share it instead of a copy (issue 12).
+            state.sent = available
         else:
-            for resource in send.resources:
-                state.sent[resource.name] = resource
-                state.due.discard(resource.name)
+            state.sent = {**previous, **sent}
+        state.due.difference_update(sent)
+        if not state.due:
+            state.due = set()  # a set keeps its table when emptied: give back a start-up's 1000 names

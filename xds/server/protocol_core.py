@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-from xds.cache.snapshot import Resource, Snapshot
+from xds.cache.snapshot import Resource, ResourceMap, Snapshot, names_of, refs_of
 from xds.typeurls import CLUSTER, ENDPOINT, FULL_STATE, KNOWN, LISTENER, PUSH_ORDER, ROUTE, SECRET, TypeUrl
 
 WILDCARD = "*"
@@ -55,6 +56,9 @@ class Send:
     nonce: str
     resources: tuple[Resource, ...]
     removed: tuple[str, ...] = ()
+    # Set when `resources` is a snapshot mapping's whole set: the encoded body is then made once for every
+    # stream (ResourceMap.body; issue 12). Not part of what the response means.
+    whole: ResourceMap | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +85,21 @@ class Ignored:
 
 
 Event = Acked | Nacked | Ignored
+# What a variant's shortcut for a stream in sync with its snapshot gives: a Send, None (nothing to send), or
+# False: not the common case, take the general path (issue 12).
+Shortcut = Send | Literal[False] | None
 
 # Makes the stand-in for a requested resource the snapshot lacks, or None to send nothing for it.
 Placeholder = Callable[[TypeUrl, str], Resource | None]
+
+
+def send_of(type_url: TypeUrl, version: str, nonce: str, resources: tuple[Resource, ...],
+            available: Mapping[str, Resource], removed: tuple[str, ...] = ()) -> Send:
+    """A Send, marked as the whole set of `available` when it is, so its body is encoded once."""
+    if isinstance(available, ResourceMap) and available.whole(resources):
+        return Send(type_url=type_url, version=version, nonce=nonce, resources=available.ordered,
+                    removed=removed, whole=available)
+    return Send(type_url=type_url, version=version, nonce=nonce, resources=resources, removed=removed)
 
 
 def no_placeholder(type_url: TypeUrl, name: str) -> Resource | None:
@@ -101,8 +117,10 @@ class TypeState:
     outstanding: bool = False
     version_acked: str = ""
     rejected_version: str | None = None
-    sent: dict[str, Resource] = field(default_factory=dict)
-    acked: dict[str, Resource] = field(default_factory=dict)
+    # Copy-on-write, never changed in place: a stream in sync with its snapshot holds the snapshot's own
+    # ResourceMap here, and `acked` is often the very mapping `sent` is (issue 12: < 100 KiB per stream).
+    sent: Mapping[str, Resource] = field(default_factory=dict)
+    acked: Mapping[str, Resource] = field(default_factory=dict)
     # Named resources the client must get again even if unchanged (new subscriptions, R15; R21).
     due: set[str] = field(default_factory=set)
     # The next response must go out even if the content looks unchanged (SotW full state; the first
@@ -213,12 +231,12 @@ class ProtocolCore:
             state.outstanding = False
             state.rejected_version = state.version_sent
             self._sent_changed(type_url)
-            state.sent = dict(state.acked)  # the client kept its previous resources (R8)
+            state.sent = state.acked  # the client kept its previous resources (R8)
         else:
             if state.outstanding:
                 event = Acked(type_url=type_url, version=state.version_sent, nonce=nonce)
                 state.version_acked = state.version_sent
-                state.acked = dict(state.sent)
+                state.acked = state.sent
                 if state.version_sent != state.rejected_version:
                     # An ACK of the rejected version only accepted the names newly asked for (R15); the
                     # rest of that content is still rejected (R10; tests/protocol/test_protocol_stateful.py).
@@ -236,12 +254,17 @@ class ProtocolCore:
         state.rejected_version = None
         state.full_due = True
 
-    def _forget(self, state: TypeState, name: str) -> None:
+    def _forget(self, state: TypeState, names: Iterable[str]) -> None:
         # Forget what the client held, so a later re-subscription is answered (R15; P5).
-        state.sent.pop(name, None)
-        state.acked.pop(name, None)
-        state.due.discard(name)
-        state.absent.discard(name)
+        names = [n for n in names
+                 if n in state.sent or n in state.acked or n in state.due or n in state.absent]
+        if not names:
+            return
+        shared = state.acked is state.sent
+        state.sent = _without(state.sent, names)
+        state.acked = state.sent if shared else _without(state.acked, names)
+        state.due.difference_update(names)
+        state.absent.difference_update(names)
 
     def _recorded(self, type_url: TypeUrl, state: TypeState, send: Send) -> None:
         """Bookkeeping every variant does when `send` goes out."""
@@ -293,9 +316,9 @@ class ProtocolCore:
             other = self._types.get(type_url)
             if other is None:
                 continue
-            for held in (other.sent, other.acked):
-                for resource in held.values():
-                    in_use.update(name for ref_type, name in resource.refs if ref_type == CLUSTER)
+            in_use.update(refs_of(other.sent, CLUSTER))
+            if other.acked is not other.sent:
+                in_use.update(refs_of(other.acked, CLUSTER))
         return {name: res for name, res in state.sent.items() if name in in_use and name not in chosen}
 
     def _clusters_changed(self, names: Iterable[str]) -> None:
@@ -328,17 +351,23 @@ class ProtocolCore:
         cached = self._needed_cache.get(type_url)
         if cached is not None:
             return cached
-        needed: set[str] = set()
-        for referrer in _REFERRERS[type_url]:
-            parent = self._types.get(referrer)
-            if parent is None:
-                continue
-            for resource in parent.sent.values():
-                for ref_type, name in resource.refs:
-                    if ref_type == type_url:
-                        needed.add(name)
-        result = self._needed_cache[type_url] = frozenset(needed)
+        # The names a snapshot's mapping refers to are computed once for all streams holding it (issue 12).
+        parts = [refs_of(parent.sent, type_url) for referrer in _REFERRERS[type_url]
+                 if (parent := self._types.get(referrer)) is not None]
+        result = parts[0] if len(parts) == 1 else frozenset().union(*parts)
+        self._needed_cache[type_url] = result
         return result
+
+    def _names_every(self, state: TypeState, available: Mapping[str, Resource]) -> bool:
+        """Does the subscription name exactly the resources `available` has? If so it now holds that very
+        name set, so the next snapshot with the same names answers by identity (issue 12)."""
+        every = names_of(available)
+        if state.names is every:
+            return True
+        if not every or len(state.names) != len(every) or state.names != every:
+            return False
+        state.names = every
+        return True
 
     def _sent_changed(self, type_url: TypeUrl) -> None:
         if type_url in (CLUSTER, LISTENER):
@@ -348,10 +377,19 @@ class ProtocolCore:
         """Has the client subscribed to every EDS/RDS name the resources it was sent depend on?"""
         if type_url in FULL_STATE or state.wildcard:
             return True
-        return self._needed(type_url) <= state.names
+        needed = self._needed(type_url)
+        return needed is state.names or needed <= state.names
 
     def _settled_unstarted(self, type_url: TypeUrl) -> bool:
         """A type the client has not asked for yet holds back later types only if the client will need it."""
         if type_url in FULL_STATE:
             return True
         return not self._needed(type_url)
+
+
+def _without(held: Mapping[str, Resource], names: Iterable[str]) -> Mapping[str, Resource]:
+    """A copy of `held` without `names`: held mappings may be shared and are never changed in place."""
+    gone = set(names)
+    if not any(n in held for n in gone):
+        return held
+    return {n: r for n, r in held.items() if n not in gone}
