@@ -14,6 +14,9 @@ from its wire bytes, so names arrive as fresh strings as they do from a real cli
   configurations named, each response encoded and ACKed; CPU per stream;
 * one endpoint change: every stream gets the new snapshot, its responses are encoded and ACKed; CPU per
   stream (issue 12: this should cost work proportional to what changed, one ClusterLoadAssignment);
+* one cluster change: the first service's connect timeout moves, so one Cluster changes and, by R21
+  (docs/protocol.md), its ClusterLoadAssignment is due again; CPU per stream (issue 12: O(changed) too,
+  although the wildcard CDS response carries every cluster, its body is encoded once for all streams);
 * memory: tracemalloc bytes held per idle, synced stream (issue 12 target: < 100 KiB).
 
 The change alternates between the two snapshots, so every timed fan-out is a real change.
@@ -28,7 +31,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from envoy.config.core.v3 import base_pb2
@@ -38,6 +41,7 @@ from benchmarks.snapshot_build import Sizes as BuildSizes
 from benchmarks.snapshot_build import environment, make_catalog, make_policy
 from xds.cache.snapshot import Snapshot, empty_endpoints
 from xds.pipeline import World, build_snapshot
+from xds.policy.schema import Policy
 from xds.server.delta import DeltaProtocol
 from xds.server.delta_wire import encode_delta_response, to_delta_request
 from xds.server.encode import encode_response
@@ -148,13 +152,23 @@ def _cpu(step: Callable[[], object]) -> float:
     return time.process_time() - started
 
 
-def _snapshots(sizes: Sizes) -> tuple[Snapshot, Snapshot]:
+def _snapshots(sizes: Sizes) -> tuple[Snapshot, Snapshot, Snapshot]:
+    """The World, the World one endpoint apart, and the World with one cluster changed (built from the
+    first, as the server builds a change)."""
     build = BuildSizes(services=sizes.services, endpoints=sizes.endpoints, listeners=1, runs=1,
                        streams=sizes.streams, watchers=0)
     policy = make_policy(build)
-    first = build_snapshot(World(make_catalog(build), policy), GROUP)
+    catalog = make_catalog(build)
+    first = build_snapshot(World(catalog, policy), GROUP)
     second = build_snapshot(World(make_catalog(build, extra=1), policy), GROUP, previous=first)
-    return first, second
+    third = build_snapshot(World(catalog, _one_cluster_changed(policy)), GROUP, previous=first)
+    return first, second, third
+
+
+def _one_cluster_changed(policy: Policy) -> Policy:
+    first = policy.services[0]
+    changed = replace(first, connect_timeout_s=first.connect_timeout_s + 1.0)
+    return replace(policy, services=(changed, *policy.services[1:]))
 
 
 def _bytes_per_idle_stream(variant: str, snapshot: Snapshot, streams: int) -> int:
@@ -189,8 +203,10 @@ def run(sizes: Sizes) -> Report:
     for variant in VARIANTS:
         start_row = Row(f"{variant}: start-up CDS->EDS->LDS->RDS with ACKs", [])
         change_row = Row(f"{variant}: one endpoint change + ACKs", [])
-        rows.extend((start_row, change_row))
+        cluster_row = Row(f"{variant}: one cluster change + ACKs", [])
+        rows.extend((start_row, change_row, cluster_row))
         counts: list[int] = []
+        cluster_counts: list[int] = []
         for _ in range(sizes.runs):
             clients = [_Client(variant, i) for i in range(sizes.streams)]
             start_row.cpu_per_stream_ms.append(
@@ -198,8 +214,13 @@ def run(sizes: Sizes) -> Report:
             for target in (snapshots[1], snapshots[0]):  # there and back: two real changes
                 change_row.cpu_per_stream_ms.append(
                     _cpu(lambda c=clients, t=target, n=counts: _change_all(c, t, n)) * 1e3 / sizes.streams)
+            for target in (snapshots[2], snapshots[0]):
+                cluster_row.cpu_per_stream_ms.append(
+                    _cpu(lambda c=clients, t=target, n=cluster_counts: _change_all(c, t, n))
+                    * 1e3 / sizes.streams)
             del clients
         per_change[variant] = max(counts)
+        per_change[f"{variant} (cluster change)"] = max(cluster_counts)
     memory = {variant: _bytes_per_idle_stream(variant, snapshots[0], sizes.streams) for variant in VARIANTS}
     return Report(sizes=sizes, rows=rows, bytes_per_stream=memory, resources_per_change=per_change)
 

@@ -159,10 +159,11 @@ class StreamProtocol(ProtocolCore):
         return desired
 
     def _compute(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Send | None:
-        if not state.due and state.rejected_version is None:
-            # The common case, nothing due and nothing rejected: the work is proportional to what changed
-            # since what the client holds, a diff shared by every stream holding the same mapping (issue 12).
-            # Same results as the general path below.
+        if state.rejected_version is None:
+            # The common case, nothing rejected: the work is proportional to what changed since what the
+            # client holds, a diff shared by every stream holding the same mapping, plus the names due again
+            # (a changed cluster's ClusterLoadAssignment, R21; issue 12). Same results as the general path
+            # below.
             fast = (self._full_in_sync(type_url, state, snapshot) if type_url in FULL_STATE
                     else self._named_in_sync(type_url, state, snapshot))
             if fast is not False:
@@ -206,7 +207,7 @@ class StreamProtocol(ProtocolCore):
     def _full_in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
         """A wildcard CDS/LDS subscription: None when unchanged, the whole set when not, False to take the
         general path (a named subscription, or clusters kept for make-before-break)."""
-        if not state.wildcard:
+        if not state.wildcard or state.due:
             return False
         available = snapshot.of_type(type_url)
         moved = diff(state.sent, available)
@@ -220,19 +221,23 @@ class StreamProtocol(ProtocolCore):
         return send_of(type_url, snapshot.version(type_url), self._next_nonce(), resources, available)
 
     def _named_in_sync(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> Shortcut:
-        """EDS/RDS/SDS with nothing due: the subscribed names whose resource moved on, or that the client
-        holds nothing for and get the placeholder (R22)."""
+        """EDS/RDS/SDS: the subscribed names whose resource moved on, and those due again (R15, R21), when
+        every due name is in the snapshot. False when a name needs the placeholder (R22) or is due while gone
+        from the snapshot: the general path decides those."""
         available = snapshot.of_type(type_url)
         moved = diff(state.sent, available)
         names = state.names
+        due = state.due
+        if due and not all(n in available and n in names for n in due):
+            return False
         if self._names_every(state, available):
-            changed = sorted(moved.changed)
+            changed = sorted(moved.changed | due) if due else sorted(moved.changed)
         else:
-            changed = sorted(n for n in moved.changed if n in names)
             held = state.sent
             extra = [n for n in names if n not in available and n not in held]
             if extra:
                 return False  # placeholders: the general path makes them
+            changed = sorted({n for n in moved.changed if n in names} | due)
         if not changed:
             return None
         return send_of(type_url, snapshot.version(type_url), self._next_nonce(),
