@@ -94,6 +94,9 @@ AppliedMemo = dict[tuple[tuple[bool, ...], Locality], DesiredState]
 # plan()'s result per (DesiredState object, delivery), within one World; the state is kept alongside so
 # that its id is never reused while the entry lives.
 PlannedMemo = dict[tuple[int, Delivery], tuple[DesiredState, list[Deferred]]]
+# The snapshot made from each plan()'s result, by the id of the item list (kept alongside, as above), within
+# one World: groups that share a plan share its snapshot's mappings and versions (issue 12).
+BuiltMemo = dict[int, tuple[list[Deferred], Snapshot]]
 # The builder lives as long as its World is current; with a node group per sidecar (an inbound listener
 # each) every group differs, so the memos keep only the first few results rather than one per group.
 MEMO_LIMIT = 16
@@ -117,7 +120,7 @@ def _applied(world: World, group: str, locality: Locality, memo: AppliedMemo | N
 
 def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
                    donor: Snapshot | None = None, applied: AppliedMemo | None = None,
-                   planned: PlannedMemo | None = None) -> Snapshot:
+                   planned: PlannedMemo | None = None, built: BuiltMemo | None = None) -> Snapshot:
     # `key` is a node group, or a group seen from a locality (cache/node.py located_key, issue 8): the
     # listeners follow the group, the failover priorities the locality.
     # The kind of client picks the snapshot variant (cache/node.py client_key, issue 11).
@@ -138,7 +141,21 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
         entry = (desired, plan(desired, delivery))
         if len(planned) < MEMO_LIMIT:
             planned[(id(desired), delivery)] = entry
-    return make_snapshot(key, entry[1], previous, donor=donor)
+    items = entry[1]
+    if built is None:
+        return make_snapshot(key, items, previous, donor=donor)
+    # The same items make the same content, whichever group asks: one make_snapshot per change instead of
+    # one per node group. Only the group's name differs; the versions are equal as content hashes must be
+    # (docs/protocol.md R14), and the streams of every such group share one set of mappings and their diffs.
+    made = built.get(id(items))
+    if made is not None and made[0] is items:
+        shared = made[1]
+        return shared if shared.group == key else Snapshot(group=key, resources=shared.resources,
+                                                           versions=shared.versions)
+    snapshot = make_snapshot(key, items, previous, donor=donor)
+    if len(built) < MEMO_LIMIT:
+        built[id(items)] = (items, snapshot)
+    return snapshot
 
 
 def builder_for(world: World) -> SnapshotBuilder:
@@ -153,6 +170,7 @@ def builder_for(world: World) -> SnapshotBuilder:
     # (a publish and a new stream's get): two racing groups at worst both compute an equal result.
     applied: AppliedMemo = {}
     planned: PlannedMemo = {}
+    built: BuiltMemo = {}
 
     def build(group: str, previous: Snapshot | None) -> Snapshot:
         kind = split_client(split_key(group)[0])[1]
@@ -160,7 +178,7 @@ def builder_for(world: World) -> SnapshotBuilder:
         alike = [s for k, s in last.items() if delivery_for(k, world.xds_cluster) == delivery]
         donor = last.get(kind) or next(iter(alike), None) or next(iter(last.values()), None)
         snapshot = build_snapshot(world, group, previous, donor=donor, applied=applied,
-                                  planned=planned)
+                                  planned=planned, built=built)
         last[kind] = snapshot
         return snapshot
 

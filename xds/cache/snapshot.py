@@ -262,27 +262,44 @@ def make_snapshot(group: str, items: Iterable[Translated | Deferred],
     `donor` is another group's current snapshot: a resource it holds under an equal key is reused too, so
     node groups that receive the same clusters share one copy of each instead of one per group (a group
     costs its own dictionaries, not its own resources; issue 7).
+
+    A type whose resources are all the very objects `previous` holds, under the same names, keeps
+    `previous`'s mapping and version: equal content, equal version (docs/protocol.md R14), without sorting
+    and hashing the type again; only the types that changed cost their size (issue 12).
     """
     by_type: dict[TypeUrl, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
+    # Types with a resource that is not the very object `previous` holds under its name. Any other type's
+    # mapping and version are the previous ones (issue 12: a change costs what changed).
+    fresh: set[TypeUrl] = set()
+    empty: Mapping[str, Resource] = {}
+    current: TypeUrl | None = None
+    bucket: dict[str, Resource] = {}
+    old_map = shared_map = empty
     for item in items:
-        if item.type_url not in by_type:
-            raise InconsistentSnapshotError(f"unknown resource type {item.type_url!r} for {item.name!r}")
-        bucket = by_type[item.type_url]
+        if item.type_url != current:
+            # Items come grouped by type (plan() order); the maps are looked up once per run of a type.
+            if item.type_url not in by_type:
+                raise InconsistentSnapshotError(f"unknown resource type {item.type_url!r} for {item.name!r}")
+            current = item.type_url
+            bucket = by_type[current]
+            old_map = previous.of_type(current) if previous is not None else empty
+            shared_map = donor.of_type(current) if donor is not None else empty
         if item.name in bucket:
             # Envoy NACKs a response that names a resource twice (docs/protocol.md R19, case P8).
             raise InconsistentSnapshotError(
                 f"two {short_name(item.type_url)} resources are both named {item.name!r}")
-        old = previous.get(item.type_url, item.name) if previous is not None else None
-        shared = donor.get(item.type_url, item.name) if donor is not None else None
+        old = old_map.get(item.name)
         if old is not None and item.key is not None and old.key == item.key and old.refs == item.refs:
             resource = old  # translated from an equal spec: the same bytes, without serializing again
-        elif (shared is not None and item.key is not None and shared.key == item.key
-              and shared.refs == item.refs):
+        elif ((shared := shared_map.get(item.name)) is not None and item.key is not None
+              and shared.key == item.key and shared.refs == item.refs):
             resource = shared  # the same spec in another group: share its resource
         else:
             resource = Resource.of(item)
             if old is not None and old.hash == resource.hash and old.refs == resource.refs:
                 resource = old
+        if resource is not old:
+            fresh.add(current)
         bucket[item.name] = resource
     problems = [
         f"{short_name(res.type_url)} {res.name!r} refers to missing {short_name(ref_type)} {ref_name!r}"
@@ -293,11 +310,19 @@ def make_snapshot(group: str, items: Iterable[Translated | Deferred],
     ]
     if problems:
         raise InconsistentSnapshotError("; ".join(sorted(problems)))
-    return Snapshot(
-        group=group,
-        resources={t: ResourceMap(res, like=_previous_map(previous, t)) for t, res in by_type.items()},
-        versions={t: version_of(res.values()) for t, res in by_type.items()},
-    )
+    resources: dict[TypeUrl, ResourceMap] = {}
+    versions: dict[TypeUrl, str] = {}
+    for t, res in by_type.items():
+        before = _previous_map(previous, t)
+        if (res and previous is not None and before is not None and t not in fresh
+                and len(before) == len(res) and t in previous.versions):
+            # The same objects under the same names: the same content, so the same version (R14) and the
+            # very mapping, which streams holding it then compare by identity (no diff, no rebinding).
+            resources[t], versions[t] = before, previous.versions[t]
+        else:
+            resources[t] = ResourceMap(res, like=before)
+            versions[t] = version_of(res.values())
+    return Snapshot(group=group, resources=resources, versions=versions)
 
 
 def _previous_map(previous: Snapshot | None, type_url: TypeUrl) -> ResourceMap | None:
