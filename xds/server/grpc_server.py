@@ -121,7 +121,11 @@ def _bind(handler: StreamHandler, *, method: str, stream_type: TypeUrl | None, v
                                    variant=variant)
         async with contextlib.aclosing(responses):
             async for payload in responses:
-                if not await write_within(context, payload, handler.write_timeout_s):
+                written = await write_within(context, payload, handler.write_timeout_s)
+                # Dropped before waiting for the next response: an idle stream would otherwise keep
+                # its last response (tens of KiB) alive (issue 12, memory per idle stream).
+                del payload
+                if not written:
                     break
             else:
                 return

@@ -205,6 +205,8 @@ class StreamHandler:
             async for payload in self._serve(requests, context, method=method, stream_type=stream_type,
                                              variant=variant, ticket=ticket):
                 yield payload
+                # Not held while the stream idles: a response is tens of KiB (issue 12, idle memory).
+                del payload
         finally:
             ticket.release()
             self._open_streams -= 1
@@ -290,11 +292,15 @@ class StreamHandler:
                         # first: only the latest per type can still be ACKed.
                         del content_since[next(iter(content_since))]
                     payload = variant.encode(send)
+                    size = len(payload)
                     yield payload
-                    names = [r.name for r in send.resources]
+                    del payload  # as in handle(): the frame must not keep the last response alive
+                    # The whole set's names are one tuple shared by all streams (callbacks may keep them).
+                    names = (send.whole.ordered_names if send.whole is not None
+                             else tuple(r.name for r in send.resources))
                     self._callbacks.on_response_sent(info, type_url=send.type_url, version=send.version,
                                                      nonce=send.nonce, resource_names=names,
-                                                     size_bytes=len(payload))
+                                                     size_bytes=size)
                     log.debug("response_sent", extra={**_fields(info), "type_url": send.type_url,
                                                       "version": send.version, "nonce": send.nonce,
                                                       "resources": len(names)})
