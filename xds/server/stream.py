@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import time
@@ -201,19 +202,24 @@ class StreamHandler:
             await self._refuse(ticket, context)
             return
         self._open_streams += 1
+        # aclosing: when the caller closes this generator (a write timeout, grpc_server._bind), the inner
+        # one is closed right here, so the stream's close is reported before it stops counting as open,
+        # not whenever the event loop finalizes an abandoned generator.
+        serving = self._serve(requests, context, method=method, stream_type=stream_type, variant=variant,
+                              ticket=ticket)
         try:
-            async for payload in self._serve(requests, context, method=method, stream_type=stream_type,
-                                             variant=variant, ticket=ticket):
-                yield payload
-                # Not held while the stream idles: a response is tens of KiB (issue 12, idle memory).
-                del payload
+            async with contextlib.aclosing(serving):
+                async for payload in serving:
+                    yield payload
+                    # Not held while the stream idles: a response is tens of KiB (issue 12, idle memory).
+                    del payload
         finally:
             ticket.release()
             self._open_streams -= 1
 
     async def _serve(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[object, object],
                      *, method: str, stream_type: TypeUrl | None, variant: Variant,
-                     ticket: Ticket) -> AsyncIterator[bytes]:
+                     ticket: Ticket) -> AsyncGenerator[bytes, None]:
         info: StreamInfo | None = None
         # The initial sync ends (and the stream's admission ticket is given back) once it has ACKed a
         # response of each of CDS, EDS, LDS and RDS, or its one type on a single-type stream, or after
