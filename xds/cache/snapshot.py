@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -178,6 +179,10 @@ class ResourceMap(dict[str, Resource]):
     def whole(self, resources: tuple[Resource, ...]) -> bool:
         """Are `resources` exactly `ordered` (compared by identity first, in C)?"""
         return len(resources) == len(self) and (resources is self.ordered or resources == self.ordered)
+
+    def every(self, names: AbstractSet[str]) -> bool:
+        """Does `names`, a subset of these names, hold every one of them? A length check (issue 12)."""
+        return bool(names) and (names is self._names or len(names) == len(self))
 
     def diff_from(self, old: Mapping[str, Resource]) -> Diff:
         if old is self:

@@ -217,7 +217,8 @@ class DeltaProtocol(ProtocolCore):
         names, or every name of the snapshot): what changed since what the client holds, a diff shared by
         the streams holding the same mapping (issue 12). False: take the general path, which would give
         the same answer."""
-        if state.rejected_version is not None or state.full_due or self._stand_ins:
+        if state.rejected_version is not None or self._stand_ins or (state.full_due and state.sent):
+            # A first answer (full_due, nothing held yet) stays here: it is the whole set, or what is due.
             return False
         available = snapshot.of_type(type_url)
         if not ((state.wildcard and not state.names)
@@ -226,14 +227,20 @@ class DeltaProtocol(ProtocolCore):
         due = state.due
         # Names due again (a changed cluster's ClusterLoadAssignment, R21) cost O(due) here as long as the
         # snapshot has them; one that is gone needs a removal, which the general path makes.
-        if due and not all(n in available for n in due):
+        if due and not due <= names_of(available):
             return False
         moved = diff(state.sent, available)
         if moved.removed:
             return False  # removals, and clusters kept for make-before-break (R23)
+        if isinstance(available, ResourceMap) and (available.every(moved.changed) or available.every(due)):
+            # Every name goes out (a first answer): the snapshot's ordered tuple and shared body (issue 12).
+            return send_of(type_url, snapshot.version(type_url), self._next_nonce(), available.ordered,
+                           available)
         if due:
             return Send(type_url=type_url, version=snapshot.version(type_url), nonce=self._next_nonce(),
                         resources=tuple(available[n] for n in sorted(moved.changed | due)))
+        if state.full_due:
+            return False  # nothing changed, yet a first answer must go out: the general path makes it
         if not moved.changed:
             if state.sent is not available and state.acked is state.sent:
                 state.acked = available  # the same content by hash: share the snapshot's mapping
@@ -275,6 +282,13 @@ class DeltaProtocol(ProtocolCore):
         self._recorded(type_url, state, send)
         state.full_due = False
         previous = state.sent
+        assert self._snapshot is not None
+        available = self._snapshot.of_type(type_url)
+        if (send.whole is available and isinstance(available, ResourceMap) and not previous
+                and not send.removed and not self._stand_ins
+                and ((state.wildcard and not state.names) or self._names_every(state, available))):
+            self._record_first(type_url, state, available)
+            return
         sent = {r.name: r for r in send.resources}
         state.due.difference_update(sent)
         state.absent.difference_update(sent)
@@ -282,8 +296,6 @@ class DeltaProtocol(ProtocolCore):
             state.due.discard(name)
             if name in state.names:
                 state.absent.add(name)
-        assert self._snapshot is not None
-        available = self._snapshot.of_type(type_url)
         moved = diff(previous, available)
         if (((state.wildcard and not state.names) or self._names_every(state, available))
                 and not self._stand_ins and all(n in send.removed for n in moved.removed)
@@ -313,6 +325,23 @@ class DeltaProtocol(ProtocolCore):
                     self._named_by_sent.update(ref for r in oldest.values() for ref in r.refs)
             else:
                 self._named_by_sent.update(ref for r in changed for ref in r.refs)
+
+    def _record_first(self, type_url: TypeUrl, state: TypeState, available: ResourceMap) -> None:
+        """`_record` for a first answer that sent the whole of `available` to a stream holding nothing: the
+        client now holds the snapshot's own mapping, and what its resources name are the mapping's shared
+        facts, not per-name work (issue 12). The same outcome as the general record."""
+        names = available.names
+        state.due = set() if state.due <= names else state.due - names
+        if state.absent:
+            state.absent.difference_update(names)
+        state.sent = available
+        if type_url in (CLUSTER, LISTENER):
+            self._whole_changed(type_url, available)
+            if not any(m is available for m in self._named_by_maps):
+                self._named_by_maps.append(available)
+            if len(self._named_by_maps) > _MAX_NAMED_MAPS:
+                oldest = self._named_by_maps.pop(0)
+                self._named_by_sent.update(ref for r in oldest.values() for ref in r.refs)
 
     def _named_by_sent_on_stream(self, type_url: TypeUrl, name: str) -> bool:
         return (type_url, name) in self._named_by_sent or any(name in m.refs(type_url)

@@ -135,9 +135,12 @@ class StreamProtocol(ProtocolCore):
             every = names_of(self._snapshot.of_type(type_url))
             if requested == every:
                 requested = every
-        added = requested - state.names
-        self._forget(state, state.names - requested)
-        state.due |= added
+        if state.names:
+            added = requested - state.names
+            self._forget(state, state.names - requested)
+            state.due |= added
+        else:
+            state.due |= requested  # a first subscription: every name is new (R15), no set difference
         state.names = requested
 
     def _desired(self, type_url: TypeUrl, state: TypeState, snapshot: Snapshot) -> dict[str, Resource]:
@@ -228,9 +231,17 @@ class StreamProtocol(ProtocolCore):
         moved = diff(state.sent, available)
         names = state.names
         due = state.due
-        if due and not all(n in available and n in names for n in due):
+        every = names_of(available)
+        # Set comparisons in C: a first answer has all ~1000 names due (issue 12).
+        if due and not (due <= names and due <= every):
             return False
         if self._names_every(state, available):
+            if isinstance(available, ResourceMap) and (available.every(moved.changed)
+                                                       or available.every(due)):
+                # Every name is sent (a first answer, or everything changed): the snapshot's own ordered
+                # tuple, whose encoded body all streams share (issue 12).
+                return send_of(type_url, snapshot.version(type_url), self._next_nonce(), available.ordered,
+                               available)
             changed = sorted(moved.changed | due) if due else sorted(moved.changed)
         else:
             held = state.sent
@@ -264,10 +275,30 @@ class StreamProtocol(ProtocolCore):
             else:
                 state.sent = {r.name: r for r in send.resources}
             state.full_due = False
-            changed = [state.sent[n] for n in sorted(diff(previous, state.sent).changed)]
+            moved = diff(previous, state.sent)
+            if (isinstance(available, ResourceMap) and state.sent is available
+                    and available.every(moved.changed)):
+                self._whole_changed(type_url, available)  # what every resource names: shared facts
+                return
+            changed = [state.sent[n] for n in sorted(moved.changed)]
             if type_url == CLUSTER:
                 self._clusters_changed(r.name for r in changed)
             self._secrets_due(changed)
+            return
+        if send.whole is available and isinstance(available, ResourceMap):
+            # The whole set went out (a first answer): every resource is the snapshot's own, so no
+            # per-name dictionary or check is needed to know what the client now holds (issue 12).
+            moved = diff(previous, available)
+            if not moved.removed and self._names_every(state, available):
+                state.sent = available
+            else:
+                state.sent = {**previous, **available}
+            if state.due and state.due <= available.names:
+                state.due = set()
+            else:
+                state.due.difference_update(available.names)
+                if not state.due:
+                    state.due = set()
             return
         sent = {r.name: r for r in send.resources}
         moved = diff(previous, available)

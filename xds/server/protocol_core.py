@@ -329,9 +329,8 @@ class ProtocolCore:
         eds = self._types.get(ENDPOINT)
         if eds is None:
             return
-        for name in names:
-            if name in eds.names:
-                eds.due.add(name)
+        # One C-level intersection: a stream's first CDS answer names every cluster (issue 12).
+        eds.due.update(eds.names.intersection(names))
 
     def _secrets_due(self, changed: Iterable[Resource]) -> None:
         # A changed cluster or listener gets the secrets it names again, even unchanged (R46, as R21 does
@@ -344,6 +343,16 @@ class ProtocolCore:
             for ref_type, name in resource.refs:
                 if ref_type == SECRET and name in sds.names:
                     sds.due.add(name)
+
+    def _whole_changed(self, type_url: TypeUrl, available: ResourceMap) -> None:
+        """`_clusters_changed` and `_secrets_due` for a send in which every resource of `available` changed
+        (a stream's first CDS/LDS answer): the mapping's memoized name set and refs, shared by every stream,
+        instead of a walk over its resources (issue 12)."""
+        if type_url == CLUSTER:
+            self._clusters_changed(available.names)
+        sds = self._types.get(SECRET)
+        if sds is not None:
+            sds.due.update(sds.names.intersection(available.refs(SECRET)))
 
     def _needed(self, type_url: TypeUrl) -> frozenset[str]:
         """Names of `type_url` (EDS, SDS or RDS) that the client's clusters or listeners, as sent, depend
