@@ -149,6 +149,14 @@ def request_cost(message: discovery_pb2.DiscoveryRequest, limits: StreamLimits) 
 
 def check_request(message: discovery_pb2.DiscoveryRequest, limits: StreamLimits) -> None:
     """Raise LimitExceededError for the first bound `message` exceeds."""
+    check_request_fields(message, limits)
+    check_name_lengths(message.resource_names, limits)
+
+
+def check_request_fields(message: discovery_pb2.DiscoveryRequest, limits: StreamLimits) -> None:
+    """`check_request` but for the length of each resource name, which the stream checks on the names
+    tuple it decodes once when it applies the request (variants.to_request; issue 12: an ACK restating
+    1000 names should not make 1000 strings twice)."""
     for field_name in ("type_url", "version_info", "response_nonce"):
         size = len(getattr(message, field_name).encode())
         if size > limits.max_field_bytes:
@@ -158,7 +166,6 @@ def check_request(message: discovery_pb2.DiscoveryRequest, limits: StreamLimits)
     if len(names) > limits.max_resource_names:
         raise LimitExceededError("max_resource_names", f"{len(names)} resource_names exceed the limit of "
                                                        f"{limits.max_resource_names} per request")
-    check_name_lengths(names, limits)
     if message.HasField("node"):
         check_node(message.node, limits)
 

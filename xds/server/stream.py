@@ -229,7 +229,7 @@ class StreamHandler:
         sync_over = asyncio.get_running_loop().call_later(_INITIAL_SYNC_MAX_S, ticket.release)
         placeholder = PlaceholderBudget(empty_endpoints, limit=self._limits.max_placeholders,
                                         on_exhausted=lambda: self._limit_hit("max_placeholders", info))
-        protocol, feed = variant.start(stream_type, placeholder)
+        protocol, feed = variant.start(stream_type, placeholder, self._limits)
         inbox = _Inbox(max_requests=self._limits.max_queued_requests,
                        max_bytes=self._limits.max_queued_request_bytes, pending=self._pending)
         # When the stream had each outstanding response's content: a snapshot's arrival, or the request that

@@ -22,7 +22,13 @@ from xds.server.delta_wire import (
     to_delta_request,
 )
 from xds.server.encode import encode_response
-from xds.server.limits import StreamLimits, check_request, decode_request, request_cost
+from xds.server.limits import (
+    StreamLimits,
+    check_name_lengths,
+    check_request_fields,
+    decode_request,
+    request_cost,
+)
 from xds.server.protocol import Event, Placeholder, Request, StreamProtocol
 from xds.server.protocol_core import ProtocolCore, Send
 from xds.typeurls import TypeUrl
@@ -32,12 +38,18 @@ Message: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscove
 Feed: TypeAlias = Callable[[Message], Event | None]
 
 
-def to_request(message: discovery_pb2.DiscoveryRequest) -> Request:
+def to_request(message: discovery_pb2.DiscoveryRequest, limits: StreamLimits | None = None) -> Request:
+    """The protocol's Request; with `limits`, the length of each name is checked on the tuple made here,
+    so the names are turned into strings once per request (the other bounds were checked on read,
+    limits.check_request_fields; issue 12)."""
+    names = tuple(message.resource_names)
+    if limits is not None:
+        check_name_lengths(names, limits)
     return Request(
         type_url=message.type_url,
         version_info=message.version_info,
         response_nonce=message.response_nonce,
-        resource_names=tuple(message.resource_names),
+        resource_names=names,
         node_id=message.node.id if message.HasField("node") else None,
         error_message=message.error_detail.message if message.HasField("error_detail") else None,
     )
@@ -50,12 +62,13 @@ class Variant:
     check: Callable[[Message, StreamLimits], None]
     cost: Callable[[Message, StreamLimits], float]
     encode: Callable[[Send], bytes]
-    start: Callable[[TypeUrl | None, Placeholder], tuple[ProtocolCore, Feed]]
+    # (stream type or None for ADS, placeholder maker, the stream's limits): the machine and its feed.
+    start: Callable[[TypeUrl | None, Placeholder, StreamLimits], tuple[ProtocolCore, Feed]]
 
 
 def _sotw_check(message: Message, limits: StreamLimits) -> None:
     assert isinstance(message, discovery_pb2.DiscoveryRequest)
-    check_request(message, limits)
+    check_request_fields(message, limits)  # name lengths: in feed, on the one tuple of names
 
 
 def _sotw_cost(message: Message, limits: StreamLimits) -> float:
@@ -63,12 +76,13 @@ def _sotw_cost(message: Message, limits: StreamLimits) -> float:
     return request_cost(message, limits)
 
 
-def _sotw_start(stream_type: TypeUrl | None, placeholder: Placeholder) -> tuple[ProtocolCore, Feed]:
+def _sotw_start(stream_type: TypeUrl | None, placeholder: Placeholder,
+                limits: StreamLimits) -> tuple[ProtocolCore, Feed]:
     machine = StreamProtocol(ads=stream_type is None, stream_type=stream_type, placeholder=placeholder)
 
     def feed(message: Message) -> Event | None:
         assert isinstance(message, discovery_pb2.DiscoveryRequest)
-        return machine.on_request(to_request(message))
+        return machine.on_request(to_request(message, limits))
     return machine, feed
 
 
@@ -82,7 +96,8 @@ def _delta_cost(message: Message, limits: StreamLimits) -> float:
     return delta_request_cost(message, limits)
 
 
-def _delta_start(stream_type: TypeUrl | None, placeholder: Placeholder) -> tuple[ProtocolCore, Feed]:
+def _delta_start(stream_type: TypeUrl | None, placeholder: Placeholder,
+                 limits: StreamLimits) -> tuple[ProtocolCore, Feed]:
     machine = DeltaProtocol(ads=stream_type is None, stream_type=stream_type, placeholder=placeholder)
 
     def feed(message: Message) -> Event | None:
