@@ -219,7 +219,13 @@ def test_only_a_certificate_allowed_to_claim_its_node_gets_config(
     for name, envoy in bad.items():
         assert envoy.counter("cluster.xds_cluster.upstream_cx_total") >= 1, name
         assert _dynamic_names(envoy) == (set(), set()), f"{name} received config"
-    assert not any(bad[n].control_plane_connected() for n in ("no-cert", "other-ca", "expired"))
+    # With TLS 1.3 the client finishes its handshake before the server has checked the client certificate,
+    # so an Envoy retrying with a refused certificate can show connected_state 1 for the instant between
+    # opening its stream and receiving the server's alert. An Envoy the server admitted stays connected;
+    # a refused one is seen disconnected as soon as one look falls outside such a retry.
+    for n in ("no-cert", "other-ca", "expired"):
+        wait_until(lambda n=n: not bad[n].control_plane_connected(), timeout_s=10,
+                   message=f"the {n} Envoy stays connected to the control plane")
     # The good Envoy has its own group's config and nothing of the payments group.
     clusters, listeners = _dynamic_names(good)
     assert "web" in clusters and listeners == {"ingress"}
