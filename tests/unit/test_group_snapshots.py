@@ -14,23 +14,8 @@ from xds.pipeline import World, build_snapshot, builder_for
 from xds.policy.load import parse_document
 from xds.typeurls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 
-CATALOG = """
-services:
-  - name: web
-    endpoints: [{address: 10.0.0.1:80}, {address: 10.0.0.2:80}]
-  - name: api
-    endpoints: [{address: 10.0.1.1:80}]
-listeners:
-  - name: public
-    address: 0.0.0.0
-    port: 8080
-    routes: [{backends: [{service: web}]}]
-  - name: internal
-    address: 0.0.0.0
-    port: 9090
-    groups: [backend]
-    routes: [{backends: [{service: api}]}]
-"""
+from .test_pipeline_sharing import CATALOG
+
 MOVED = CATALOG.replace("10.0.0.2:80", "10.0.0.3:80")
 
 
