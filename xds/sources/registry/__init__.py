@@ -9,5 +9,5 @@ from xds.sources.registry.documents import PolicyDocuments
 from xds.sources.registry.engine import Candidate, EngineConfig, Registry, RegistryEngine
 from xds.sources.registry.status import Detail, ReportsStatus, SourceStatus
 
-__all__ = ["Candidate", "Detail", "EngineConfig", "PolicyDocuments", "Registry", "RegistryEngine", "ReportsStatus",
-           "SourceStatus"]
+__all__ = ["Candidate", "Detail", "EngineConfig", "PolicyDocuments", "Registry", "RegistryEngine",
+           "ReportsStatus", "SourceStatus"]
