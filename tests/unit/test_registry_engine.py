@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.component.test_consul_fake import RecordingSink, until
 from xds.model.service import Catalog, Endpoint, Health, Service, ServiceName
 from xds.policy.schema import Policy
 from xds.secrets import REDACTED, register_secret
@@ -24,18 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
 
 
 class Scripted:
@@ -64,17 +53,8 @@ def engine_for(clock: Clock, *, grace_s: float = 0.0, max_stale_s: float = 60.0)
         debounce_s=0.0, max_stale_s=max_stale_s, resync_grace_s=grace_s), clock=clock, random=lambda: 0.0)
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5.0
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 @contextlib.asynccontextmanager
-async def running(engine: RegistryEngine, registry: Scripted, sink: Sink) -> AsyncIterator[None]:
+async def running(engine: RegistryEngine, registry: Scripted, sink: RecordingSink) -> AsyncIterator[None]:
     task = asyncio.create_task(engine.run(sink, registry))
     try:
         yield
@@ -95,33 +75,33 @@ def clock() -> Clock:
 
 
 async def test_nothing_is_published_before_the_initial_sync_then_only_changes(clock: Clock) -> None:
-    engine, registry, sink = engine_for(clock), Scripted(), Sink()
+    engine, registry, sink = engine_for(clock), Scripted(), RecordingSink()
     async with running(engine, registry, sink):
         engine.mark_dirty()
-        await until(lambda: registry.calls >= 1, "the publisher to look")
+        await until(lambda: registry.calls >= 1, what="the publisher to look")
         assert sink.updates == [] and engine.status().synced is False
         registry.hosts = [("10.0.0.1", 80)]
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 1, "the initial publish")
+        await until(lambda: len(sink.updates) == 1, what="the initial publish")
         assert engine.status().synced is True
         calls = registry.calls
         engine.mark_dirty()  # nothing changed: not republished (docs/protocol.md R32, F6d)
-        await until(lambda: registry.calls > calls, "another look")
+        await until(lambda: registry.calls > calls, what="another look")
         assert len(sink.updates) == 1
         registry.hosts = [("10.0.0.1", 80), ("10.0.0.2", 80)]
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 2, "the change")
+        await until(lambda: len(sink.updates) == 2, what="the change")
         assert hosts(sink.updates[-1]) == {("10.0.0.1", 80), ("10.0.0.2", 80)}
 
 
 async def test_an_outage_is_reported_once_timed_by_the_clock_and_its_end_republished(clock: Clock) -> None:
-    engine, registry, sink = engine_for(clock, max_stale_s=60.0), Scripted(), Sink()
+    engine, registry, sink = engine_for(clock, max_stale_s=60.0), Scripted(), RecordingSink()
     registry.hosts = [("10.0.0.1", 80)]
     async with running(engine, registry, sink):
         engine.answered("a")
         engine.answered("b")
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 1, "the initial publish")
+        await until(lambda: len(sink.updates) == 1, what="the initial publish")
         engine.failed("a", ConnectionRefusedError("refused"))
         engine.failed("b", ConnectionRefusedError("refused"))
         assert len(sink.errors) == 1  # one outage, one kind of error
@@ -135,39 +115,39 @@ async def test_an_outage_is_reported_once_timed_by_the_clock_and_its_end_republi
         engine.answered("a")
         engine.answered("b")
         # Nothing changed, but a reported outage ended: published once so the sink learns it recovered.
-        await until(lambda: len(sink.updates) == 2, "the recovery publish")
+        await until(lambda: len(sink.updates) == 2, what="the recovery publish")
         assert engine.status().failing_watches == 0 and engine.status().outage_s == 0.0
         assert engine.status().last_error == ""
 
 
 async def test_the_resync_grace_holds_removals_until_it_ends(clock: Clock) -> None:
-    engine, registry, sink = engine_for(clock, grace_s=10.0), Scripted(), Sink()
+    engine, registry, sink = engine_for(clock, grace_s=10.0), Scripted(), RecordingSink()
     registry.hosts = [("10.0.0.1", 80), ("10.0.0.2", 80)]
     async with running(engine, registry, sink):
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 1, "the initial publish")
+        await until(lambda: len(sink.updates) == 1, what="the initial publish")
         engine.answered("a", resync="recovered")
         assert engine.in_grace() and engine.status().resync_grace_remaining_s == 10.0
         registry.hosts = [("10.0.0.1", 80), ("10.0.0.3", 80)]
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 2, "the addition")
+        await until(lambda: len(sink.updates) == 2, what="the addition")
         # The addition goes out at once; the removal of .2 is held.
         assert hosts(sink.updates[-1]) == {("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.3", 80)}
         clock.now += 10.5
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 3, "the truth after the grace")
+        await until(lambda: len(sink.updates) == 3, what="the truth after the grace")
         assert hosts(sink.updates[-1]) == {("10.0.0.1", 80), ("10.0.0.3", 80)}
         assert engine.status().resync_grace_remaining_s == 0.0
 
 
 async def test_standing_problems_are_said_again_after_a_publish_and_secrets_never_show(clock: Clock) -> None:
     register_secret("hunter2-registry-token")
-    engine, registry, sink = engine_for(clock), Scripted(), Sink()
+    engine, registry, sink = engine_for(clock), Scripted(), RecordingSink()
     registry.hosts = [("10.0.0.1", 80)]
     registry.problems = ("kv:web: bad document",)
     async with running(engine, registry, sink):
         engine.mark_dirty()
-        await until(lambda: len(sink.updates) == 1, "the initial publish")
+        await until(lambda: len(sink.updates) == 1, what="the initial publish")
         assert sink.errors == ["kv:web: bad document"]
         engine.failed("a", PermissionError("403 for token hunter2-registry-token"))
         assert "hunter2" not in engine.status().last_error and REDACTED in engine.status().last_error
