@@ -32,7 +32,7 @@ from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
 from xds.server.load_report import LOAD_REPORT_SERVICE, LoadReportService, build_load_report_server
-from xds.server.management import MANAGEMENT_SERVICE, ManagementService, SourceState
+from xds.server.management import MANAGEMENT_SERVICE, ManagementService, RegistryState, SourceState
 from xds.server.management_server import build_management_server
 from xds.server.nack_loop import NackLoop
 from xds.server.peer_auth import PeerAuthorizer
@@ -292,7 +292,8 @@ class App:
     def source_states(self) -> list[SourceState]:
         return [SourceState(name=s.name, synced=s.name in self.source_synced_at,
                             stale=s.name in self.source_errors, error=self.source_errors.get(s.name, ""),
-                            last_sync_unix=self.source_synced_at.get(s.name))
+                            last_sync_unix=self.source_synced_at.get(s.name),
+                            registry=_registry_state(s.status()) if isinstance(s, ReportsStatus) else None)
                 for s in self.sources]
 
     def source_statuses(self) -> list[SourceStatus]:
@@ -322,6 +323,13 @@ class App:
                             "reload_error": self._ca_watcher.error if self._ca_watcher else ""},
         }
         return redact_mapping(status)
+
+
+def _registry_state(status: SourceStatus) -> RegistryState:
+    """What `xds status` shows of a registry source's SourceStatus (issue 13)."""
+    return RegistryState(kind=status.kind, outage_s=status.outage_s, failing_watches=status.failing_watches,
+                         resync_grace_remaining_s=status.resync_grace_remaining_s,
+                         seconds_since_answer=status.seconds_since_answer)
 
 
 def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None:

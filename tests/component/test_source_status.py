@@ -1,6 +1,7 @@
-"""Every registry source's SourceStatus (issue 13 section 1) reaches the admin /status JSON and /metrics: a
-real App with a ConsulSource against the scripted fake Consul of test_consul_fake.py, queried over HTTP on
-loopback, before and during an outage of that Consul."""
+"""Every registry source's SourceStatus (issue 13 section 1) reaches the admin /status JSON, /metrics and
+`xds status` (the management API's ListProxies, formatted by status_view): a real App with a ConsulSource
+against the scripted fake Consul of test_consul_fake.py, queried over HTTP and gRPC on loopback, before and
+during an outage of that Consul."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.component.test_consul_fake import FakeConsul, config, instance
+from xds import status_view
 from xds.app import App
 from xds.load_settings import LoadSettings
 from xds.settings import Settings
@@ -97,6 +99,13 @@ async def test_consul_status_reaches_status_page_and_metrics_then_shows_the_outa
     assert metrics["xds_source_failing_watches"] == 0.0
     assert metrics["xds_source_outage_seconds"] == 0.0
 
+    assert app.management_port is not None
+    proxies = await status_view.fetch_proxies(f"127.0.0.1:{app.management_port}")
+    registry = next(s.registry for s in proxies.sources if s.HasField("registry"))
+    assert (registry.kind, registry.failing_watches, registry.outage_seconds) == ("consul", 0, 0.0)
+    table = status_view.format_proxy_table(proxies)
+    assert "REGISTRY" in table and "consul" in table
+
     await fake.down()
     status = await eventually(app, "failing_watches")
     assert status["synced"] is True  # the last state keeps serving (docs/protocol.md R36)
@@ -105,6 +114,9 @@ async def test_consul_status_reaches_status_page_and_metrics_then_shows_the_outa
     metrics = await source_metrics(app)
     assert metrics["xds_source_failing_watches"] >= 1.0
     assert metrics["xds_source_outage_seconds"] > 0.0
+    proxies = await status_view.fetch_proxies(f"127.0.0.1:{app.management_port}")
+    registry = next(s.registry for s in proxies.sources if s.HasField("registry"))
+    assert registry.failing_watches >= 1 and registry.outage_seconds > 0.0
 
     await fake.up()
     await eventually(app, "calm")
