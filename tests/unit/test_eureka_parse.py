@@ -199,3 +199,24 @@ def test_ports_as_plain_numbers_and_strings() -> None:
     registry = parse_applications(apps(raw))
     assert registry.instances[0].port == Port(8081, True)
     assert Registry((Instance("B", "2", "UP"), Instance("A", "1", "UP"))).instances[0].app == "A"
+
+
+def test_real_server_answers() -> None:
+    """Answers captured from the Spring Cloud Netflix Eureka test server (tools/testbin/eureka, 2025.0.0):
+    WEB web-1 UP and web-2 OUT_OF_SERVICE, API api-1 UP; then API api-1 cancelled (the delta)."""
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "eureka-source"
+    full = parse_applications(json.loads((data / "apps.json").read_text()))
+    assert full.hashcode == "OUT_OF_SERVICE_1_UP_2_" == reconcile_hashcode(full.instances)
+    catalog = registry_catalog(full).catalog
+    web = catalog.get("web")
+    assert web is not None
+    assert {e.host: e.health for e in web.endpoints} == {"10.0.0.1": Health.HEALTHY,
+                                                          "10.0.0.2": Health.DRAINING}
+    assert web.endpoints[0].locality == Locality(zone="z1") and ("version", "v2") in web.endpoints[0].metadata
+    delta = parse_delta(json.loads((data / "delta.json").read_text()))
+    assert ("DELETED", ("API", "api-1")) in [(c.action, c.instance.key) for c in delta.changes]
+    after = apply_delta(full, delta)
+    assert delta_matches(after) and registry_catalog(after).catalog.get("api") is None
