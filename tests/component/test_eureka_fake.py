@@ -344,3 +344,25 @@ async def test_quick_restart_is_caught_by_the_hashcode_and_held(fake: FakeEureka
         await asyncio.sleep(0.3)  # several polls inside the grace: nothing may be taken away
         assert hosts(sink.catalog, "web") and "api" in sink.catalog
         await until(lambda: len(sink.catalog) == 0, timeout_s=5.0, what="the truth after the grace")
+
+
+async def test_failover_to_a_lagging_peer_changes_nothing_in_the_grace(fake: FakeEureka) -> None:
+    peer = FakeEureka()  # replication has not brought API over yet
+    peer.register(instance("WEB", "10.0.0.1", metadata={"version": "v1"}))
+    peer.register(instance("WEB", "10.0.0.2"))
+    await peer.start()
+    try:
+        sink = RecordingSink()
+        source = EurekaSource(config(fake.url, peer.url, resync_grace_s=1.0))
+        async with running(source, sink):
+            await until(lambda: len(sink.updates) >= 1, what="the initial publish")
+            first = sink.catalog
+            await fake.down()
+            await until(lambda: source.status().details["server"] == peer.url, what="the failover")
+            await asyncio.sleep(0.3)  # polls of the peer inside the grace
+            assert sink.catalog == first and source.status().resync_grace_remaining_s > 0
+            assert sink.errors == []  # a failover is not an outage
+            await until(lambda: "api" not in sink.catalog, what="the peer's truth after the grace")
+        assert hosts(sink.catalog, "web") == hosts(first, "web")
+    finally:
+        await peer.down()
