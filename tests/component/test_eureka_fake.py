@@ -13,8 +13,11 @@ import asyncio
 import base64
 import contextlib
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,7 +63,7 @@ class FakeEureka:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}/eureka"
 
-    async def start(self) -> None:
+    async def start(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
         app = web.Application()
         app.router.add_get("/eureka/apps", self._apps)
         app.router.add_get("/eureka/apps/delta", self._delta)
@@ -69,7 +72,7 @@ class FakeEureka:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         self.port = int(sock.getsockname()[1])
         self._runner = runner
 
@@ -366,3 +369,35 @@ async def test_failover_to_a_lagging_peer_changes_nothing_in_the_grace(fake: Fak
         assert hosts(sink.catalog, "web") == hosts(first, "web")
     finally:
         await peer.down()
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=IP:{LOOPBACK}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+async def test_https_with_a_ca_file(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, "eureka.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    fake = FakeEureka()
+    fake.register(instance("WEB", "10.0.0.1"))
+    await fake.start(ssl_context=context)
+    url = fake.url.replace("http://", "https://")
+    try:
+        sink = RecordingSink()
+        async with running(EurekaSource(config(url, ca_file=cert)), sink):
+            await until(lambda: len(sink.updates) == 1, what="a publish over https")
+        assert "web" in sink.catalog and sink.errors == []
+        # Without the CA the server's certificate is not trusted: a clear TLS error, nothing published.
+        sink = RecordingSink()
+        async with running(EurekaSource(config(url)), sink):
+            await until(lambda: len(sink.errors) >= 1, what="the TLS error")
+        assert sink.updates == [] and "TLS failure" in sink.errors[0]
+    finally:
+        await fake.down()

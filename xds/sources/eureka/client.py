@@ -254,6 +254,9 @@ class EurekaClient:
                 status = response.status
         except TimeoutError as e:
             raise EurekaUnavailable(f"{what}: no answer within {timeout_s:g} s") from e
+        except aiohttp.ClientSSLError as e:
+            # Before ClientConnectorError, its base: the errno of a certificate error means nothing.
+            raise EurekaUnavailable(f"{what}: TLS failure: {e}") from e
         except aiohttp.ClientConnectorError as e:
             reason = os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
             raise EurekaUnavailable(f"{what}: cannot connect: {reason}") from e
