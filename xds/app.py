@@ -40,10 +40,9 @@ from xds.server.stream import StreamHandler
 from xds.server.tls_material import TlsPaths
 from xds.server.tls_reload import TlsReloader
 from xds.settings import Settings, split_address
+from xds.source_kinds import KINDS
 from xds.sources.base import Source, SourceUpdate
-from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
-from xds.sources.kubernetes import KubernetesSource
 from xds.sources.rejections import RejectionSink
 from xds.sources.tls_files import TlsFiles
 from xds.workload_ca import CaFileWatcher, ca_files, open_identities, rotate_forever
@@ -114,8 +113,10 @@ class App:
         self._identity_rule = IdentityRule(settings.identity_rule)
         # Secrets known from the configuration are redacted from every error, log line and status page
         # (docs/security.md, "The management API and secrets"); management tokens register when read.
-        if settings.consul is not None:
-            register_secret(settings.consul.token)
+        for kind in KINDS:
+            if (config := settings.registry_config(kind.name)) is not None:
+                for secret in kind.secrets(config):
+                    register_secret(secret)
 
     # ---------------------------------------------------------------- SourceSink
 
@@ -325,17 +326,16 @@ def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None
 
 
 def _sources_from(settings: Settings) -> tuple[Source, ...]:
-    """The configured sources in merge order: files first (in the order given), then Consul, then
-    Kubernetes. On the same service the pipeline unions endpoints and the earlier source wins a duplicate
-    host:port; policies merge in the same order (docs/consul.md, "Merging with files"; docs/kubernetes.md,
-    "Merging with Consul and files")."""
+    """The configured sources in merge order: files first (in the order given), then the registries in
+    the order of xds/source_kinds.py (Consul, then Kubernetes, ...). On the same service the pipeline
+    unions endpoints and the earlier source wins a duplicate host:port; policies merge in the same order
+    (docs/consul.md, "Merging with files"; docs/kubernetes.md, "Merging with Consul and files")."""
     sources: list[Source] = [FileSource(path, poll_interval_s=settings.file_poll_interval_s,
                                         max_bytes=settings.max_catalog_bytes)
                              for path in settings.config_files]
-    if settings.consul is not None:
-        sources.append(ConsulSource(settings.consul))
-    if settings.kubernetes is not None:
-        sources.append(KubernetesSource(settings.kubernetes))
+    for kind in KINDS:
+        if (config := settings.registry_config(kind.name)) is not None:
+            sources.append(kind.source(config))
     return tuple(sources)
 
 
