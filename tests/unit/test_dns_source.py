@@ -157,11 +157,13 @@ async def test_a_silent_server_keeps_the_last_endpoints_reports_stale_and_recove
                 what="outage reported")
     dns.now += 6.0  # past max_stale_s: the next failure says the server has been silent too long
     await until(lambda: any("has not answered for" in e for e in sink.errors), what="stale report")
-    assert source.status().failing_names == 2 and source.status().outage_s >= 5.0
+    assert source.status().failing_watches == 2 and source.status().outage_s >= 5.0
+    status = source.status()
+    assert status.kind == "dns" and status.synced and "no DNS server answered in time" in status.last_error
     assert len(sink.updates) == published  # never a publish, let alone an empty one, during the outage
     dns.answers[WEB] = srv(9001)
     dns.answers[API] = srv(8080)
-    await until(lambda: len(sink.updates) > published and source.status().failing_names == 0,
+    await until(lambda: len(sink.updates) > published and source.status().failing_watches == 0,
                 what="recovery publish")
     assert ports(sink.catalog, "web") == {9001}
 
@@ -195,7 +197,7 @@ async def test_after_an_outage_removals_wait_for_the_resync_grace(running: Runni
     await until(lambda: bool(sink.errors), what="outage reported")
     # The server comes back empty (a restarted Consul): web is held for the grace, then removed.
     dns.answers[WEB] = Missing("NXDOMAIN")
-    await until(lambda: running.source.status().failing_names == 0, what="recovery")
+    await until(lambda: running.source.status().failing_watches == 0, what="recovery")
     assert ports(sink.catalog, "web") == {9001, 9002}
     assert running.source.status().resync_grace_remaining_s == pytest.approx(0.3)
     dns.now += 0.5  # the grace ends on the source's clock; its recheck then publishes the removal
