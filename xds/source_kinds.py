@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xds import cli_consul, cli_kube
+from xds import cli_consul, cli_dns, cli_kube
 
 if TYPE_CHECKING:
     from xds.sources.base import Source
@@ -40,6 +40,8 @@ KINDS: tuple[SourceKind, ...] = (
                cli_consul.config, cli_consul.source, cli_consul.secrets),
     SourceKind("kubernetes", cli_kube.HINT, cli_kube.from_environment, cli_kube.add_arguments,
                cli_kube.config, cli_kube.source, cli_kube.secrets),
+    SourceKind("dns", cli_dns.HINT, cli_dns.from_environment, cli_dns.add_arguments, cli_dns.config,
+               cli_dns.source, cli_dns.secrets),
 )
 
 

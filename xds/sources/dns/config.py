@@ -82,7 +82,13 @@ class DnsConfig:
 
     @property
     def name(self) -> str:
-        return "dns:" + ",".join(f"{host}:{port}" for host, port in self.servers)
+        return "dns:" + self.servers_text
+
+    @property
+    def servers_text(self) -> str:
+        """`127.0.0.1:8600,[::1]:53`: the servers as the flags give them."""
+        return ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                        for host, port in self.servers)
 
 
 def parse_server(text: str) -> tuple[str, int]:

@@ -60,11 +60,11 @@ class DnsSource:
     def _reset_state(self) -> None:
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # per service, once answered
         config = self._config
-        servers = ",".join(f"{host}:{port}" for host, port in config.servers)
         # Logs dns_watch_failed, dns_unavailable, dns_recovered, dns_resync_grace, dns_removals_held and
         # dns_published.
         self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="dns", label="DNS", server=f"DNS server {servers}", event_prefix="dns",
+            source=self.name, kind="dns", label="DNS", server=f"DNS server {config.servers_text}",
+            event_prefix="dns",
             hold_removals=_hold_removals, debounce_s=config.debounce_s, max_stale_s=config.max_stale_s,
             resync_grace_s=config.resync_grace_s, backoff_initial_s=config.backoff_initial_s,
             backoff_max_s=config.backoff_max_s, log=_log), clock=self._clock, random=self._random)
