@@ -34,6 +34,10 @@ from xds.sources.registry import Candidate, EngineConfig, RegistryEngine, Source
 
 _log = logging.getLogger(__name__)
 
+# Every registry marks its endpoints with `registry`, so one policy can split a service across registries
+# by subset (docs/kubernetes.md "Migrating from VMs").
+_METADATA = (("registry", "dns"),)
+
 Lookup = Callable[[str], Awaitable[SrvAnswer | Missing]]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -125,7 +129,8 @@ class DnsSource:
                 endpoints: tuple[Endpoint, ...] = ()
                 delay_s = self._config.ttl_floor_s
             else:
-                endpoints = endpoints_of(result, source=self.name, locality=service.locality)
+                endpoints = endpoints_of(result, source=self.name, locality=service.locality,
+                                         metadata=_METADATA)
                 delay_s = refresh_delay_s(result.ttl_s, floor_s=self._config.ttl_floor_s,
                                           ceiling_s=self._config.ttl_ceiling_s)
             if self._endpoints.get(service.name) != endpoints:
