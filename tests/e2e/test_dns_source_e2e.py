@@ -86,14 +86,25 @@ async def test_source_follows_consul_dns_and_serves_the_last_endpoints_while_it_
         await asyncio.to_thread(consul_dns.deregister_service, "b")
         await until(lambda: sink.endpoints("web") == {9001: 5}, what="b removed")
         published = len(sink.updates)
-        # The server stops answering: the last good endpoints stay, the outage is reported, then as stale.
+        # A hung server (SIGSTOP: queries are received, never answered) times out: reported, nothing lost.
+        consul_dns.pause()
+        await until(lambda: any("no DNS server answered in time" in e for e in sink.errors),
+                    what="timeout reported")
+        assert source.status().failing_watches == 1 and sink.endpoints("web") == {9001: 5}
+        consul_dns.resume()
+        await until(lambda: source.status().failing_watches == 0, what="recovery from the pause")
+        reported = len(sink.errors)
+        # The server is gone: the last good endpoints stay, the outage is reported, then as stale.
         await asyncio.to_thread(consul_dns.stop)
-        await until(lambda: any("serving the last state read from DNS" in e for e in sink.errors),
+        await until(lambda: any("serving the last state read from DNS" in e for e in sink.errors[reported:]),
                     what="outage reported")
-        await until(lambda: any("has not answered for" in e for e in sink.errors), what="stale reported")
+        await until(lambda: any("has not answered for" in e for e in sink.errors[reported:]),
+                    what="stale reported")
         status = source.status()
         assert status.failing_watches == 1 and status.outage_s >= 1.0 and status.last_error
-        assert len(sink.updates) == published and sink.endpoints("web") == {9001: 5}
+        # Publishes since the deregistration only ever re-announced a (the recovery from the pause).
+        assert all(u.catalog == sink.updates[published - 1].catalog for u in sink.updates[published:])
+        assert sink.endpoints("web") == {9001: 5}
         # It comes back EMPTY (a dev agent keeps nothing): NXDOMAIN is held by the resync grace until
         # the instance is registered again, so the catalog never loses it.
         await asyncio.to_thread(consul_dns.start)
