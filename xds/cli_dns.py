@@ -55,7 +55,8 @@ def add_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
                      help="DNS server to ask, an IP address, port 53 by default (repeatable, tried in order; "
                           f"env {ENV_DNS_SERVERS}, comma-separated)")
     dns.add_argument("--dns-timeout", type=float, default=env.get("dns_timeout"), metavar="SECONDS",
-                     help=f"time for one lookup, every server included (default 2; env {ENV_DNS_TIMEOUT_S})")
+                     help="time for one DNS query, all servers included (default 2; "
+                          f"env {ENV_DNS_TIMEOUT_S})")
     dns.add_argument("--dns-ttl-floor", type=float, default=env.get("dns_ttl_floor"), metavar="SECONDS",
                      help="re-resolve no sooner than this, whatever the TTL (default 2; "
                           f"env {ENV_DNS_TTL_FLOOR_S})")

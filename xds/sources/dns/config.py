@@ -52,7 +52,8 @@ class DnsService:
 class DnsConfig:
     servers: tuple[tuple[str, int], ...]  # asked in order; the next one when one does not answer
     services: tuple[DnsService, ...]
-    timeout_s: float = DEFAULT_TIMEOUT_S  # one query, all servers and retries included
+    # One query (the SRV query; then the address queries of its targets, together), all servers included.
+    timeout_s: float = DEFAULT_TIMEOUT_S
     ttl_floor_s: float = DEFAULT_TTL_FLOOR_S
     ttl_ceiling_s: float = DEFAULT_TTL_CEILING_S
     # After the servers answer again following an outage: removals are held this long (docs/protocol.md
