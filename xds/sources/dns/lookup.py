@@ -62,8 +62,9 @@ async def lookup_srv(resolver: dns.asyncresolver.Resolver, name: str) -> SrvAnsw
         raise DnsUnavailableError(f"SRV {name}: {_describe(e)}") from None
     if answer.rrset is None:
         return Missing("no SRV records")
-    records = tuple(SrvRecord(priority=r.priority, weight=r.weight, port=r.port, target=r.target.to_text())
-                    for r in answer.rrset if isinstance(r, SRV))
+    # Sorted, as the addresses below: an RRset is a set, and equal answers must make equal values.
+    records = tuple(sorted(SrvRecord(priority=r.priority, weight=r.weight, port=r.port,
+                                     target=r.target.to_text()) for r in answer.rrset if isinstance(r, SRV)))
     ttls = [answer.rrset.ttl]
     addresses: dict[str, list[str]] = {}
     for rrset in answer.response.additional if isinstance(answer.response, dns.message.Message) else ():
@@ -79,7 +80,7 @@ async def lookup_srv(resolver: dns.asyncresolver.Resolver, name: str) -> SrvAnsw
             addresses.setdefault(target, []).extend(ips)
             if ttl is not None:
                 ttls.append(ttl)
-    return SrvAnswer(records=records, addresses={t: tuple(ips) for t, ips in addresses.items()},
+    return SrvAnswer(records=records, addresses={t: tuple(sorted(ips)) for t, ips in addresses.items()},
                      ttl_s=min(ttls))
 
 

@@ -22,7 +22,7 @@ from xds.model.service import Endpoint, Health, Locality
 _NO_LOCALITY = Locality()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class SrvRecord:
     priority: int
     weight: int
