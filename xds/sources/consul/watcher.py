@@ -16,6 +16,9 @@ exponentially with full jitter, reset by the next success. After an error the ne
 one (index 0): blocking on an old index against a Consul that restarted with a lower one would hang for a
 whole `wait` before noticing.
 
+Publishing, outages and the resync grace are the registry engine's (sources/registry/engine.py, issue 13):
+this class implements its `Registry` interface (`watch`, `candidate`) and keeps what is Consul's own.
+
 Publishing. Watches only store what they read and mark the source dirty; one publisher task turns the
 stored state into a full Catalog (and the KV policy) and publishes it when it differs from the last
 publish. A dirty mark waits `debounce_s` first, so a burst (100 services appearing) is a few publishes, not
@@ -25,12 +28,12 @@ content is never republished (R32, case F6d).
 
 Outages (R36, F5, F8). A failing watch keeps the last data it read, so while Consul is down nothing changes
 and nothing is published; the outage is reported to the sink once (per kind of error), the source's last
-publish stays in effect, and `staleness()` grows. An outage longer than `max_stale_s` is reported a second
-time; the last known state keeps serving regardless (Envoy's own health checking and outlier detection
-handle instances that died meanwhile). The first answer after a failure wakes every other failing watch to
-retry at once, and while some are still failing the publisher waits up to `SETTLE_S` for them, so a
-recovery is published once, whole. After an outage the source publishes once even if nothing changed, so
-the sink learns it recovered.
+publish stays in effect, and `status()` shows the outage growing. An outage longer than `max_stale_s` is
+reported a second time; the last known state keeps serving regardless (Envoy's own health checking and outlier
+detection handle instances that died meanwhile). The first answer after a failure wakes every other failing
+watch to retry at once, and while some are still failing the publisher waits up to `SETTLE_S` for them, so a
+recovery is published once, whole. After an outage the source publishes once even if nothing changed, so the
+sink learns it recovered.
 
 Resync grace. A Consul that restarts empty (a dev agent, a lost data dir, a snapshot restore) answers
 correctly but with nothing, or with services coming back one by one while agents re-register them (and

@@ -26,6 +26,9 @@ docs/protocol.md R34 (Kubernetes API concepts, "Efficient detection of changes")
 - A missing TrafficPolicy CRD (404) counts as "no policies", is reported once, and is looked for again
   every `crd_retry_s`; Services and EndpointSlices serve regardless.
 
+Publishing, outages and the resync grace are the registry engine's (sources/registry/engine.py, issue 13):
+this class implements its `Registry` interface (`watch`, `candidate`) and keeps what is Kubernetes' own.
+
 Publishing. Reflectors only store what they read (parsed once, on arrival, by parse.py) and mark the
 Services whose result may have changed; one publisher task maps the marked Services again, assembles the
 full Catalog (and the merged TrafficPolicy) and publishes it when it differs from the last publish. A
