@@ -178,6 +178,9 @@ def test_envoy_routes_by_srv_weights_and_keeps_serving_while_dns_is_down(
     consul_dns.stop()
     wait_until(lambda: stale_gauge(control_plane, source) == 1, timeout_s=10,
                message=lambda: f"{source} never reported stale:\n{control_plane.tail(20)}")
+    registry = control_plane.status()["sources"][source]["registry"]
+    assert registry["kind"] == "dns" and registry["synced"] and registry["failing_watches"] == 1, registry
+    assert "serving the last state read from DNS" in registry["last_error"], registry
     for _ in range(3):
         result = run_requests(url, count=200, concurrency=4)
         assert result.non_2xx == 0 and result.failures == 0 and result.share("a") == 1.0, result.summary()
