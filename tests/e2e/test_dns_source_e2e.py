@@ -2,7 +2,8 @@
 run (`<service>.service.consul` SRV records, with the registration's port and weight), on loopback.
 
 The first test drives the source in-process (to read its status and every publish); the second runs the
-control plane as a process with --dns-* flags, a real Envoy and real HTTP upstreams (docs/dns.md).
+control plane as a process with --dns-* flags, a real Envoy and real HTTP upstreams (docs/dns.md). The
+last serves SRV priorities, which Consul cannot, from a loopback DnsZone (harness/dns_zone.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from harness import UpstreamPool, free_port, run_requests, wait_until
 from harness.consul import ConsulAgent, TtlCheck, Weights
 from harness.controlplane import bootstrap_for
+from harness.dns_zone import DnsZone
 from harness.envoy import AdminError
 from tests.backend_support import started
 from tests.consul_fixtures import _CONSUL_AGENTS
@@ -186,3 +188,50 @@ def test_envoy_routes_by_srv_weights_and_keeps_serving_while_dns_is_down(
         assert result.non_2xx == 0 and result.failures == 0 and result.share("a") == 1.0, result.summary()
         assert envoy_hosts(envoy, "web") == {pool["a"].port: 3}
     assert envoy.update_rejected_total() == 0
+
+
+def envoy_tiers(envoy: Any, cluster: str) -> dict[int, int]:
+    """Port -> priority (failover tier) of every host Envoy holds for `cluster`."""
+    for status in envoy.clusters_json().get("cluster_statuses", []):
+        if status.get("name") == cluster:
+            return {int(h["address"]["socket_address"]["port_value"]): int(h.get("priority", 0))
+                    for h in status.get("host_statuses", [])}
+    return {}
+
+
+# Consul's DNS interface gives every record priority 1; a DnsZone (harness/dns_zone.py) serves several.
+@pytest.mark.usefixtures("xds_mode")
+def test_srv_priorities_become_envoy_failover_tiers(
+        upstreams: Callable[..., UpstreamPool], workdir: Path, control_plane_factory: Any,
+        envoy_factory: Any) -> None:
+    pool = upstreams("primary", "backup")
+    srv_name = "_http._tcp.web.test."
+    with DnsZone(ttl=0) as zone:
+        zone.set(srv_name, "SRV", [f"10 1 {pool['primary'].port} primary.test.",
+                                   f"20 1 {pool['backup'].port} backup.test."])
+        zone.set("primary.test.", "A", ["127.0.0.1"])
+        zone.set("backup.test.", "A", ["127.0.0.1"])
+        port = free_port()
+        policy = workdir / "policy.yaml"
+        policy.write_text(yaml.safe_dump({
+            "services": [{"name": "web", "connect_timeout": "1s"}],
+            "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
+                           "routes": [{"backends": [{"service": "web"}]}]}]}))
+        control_plane = control_plane_factory(policy, extra_args=(
+            "--dns-server", zone.address, "--dns-service", f"web={srv_name}", "--dns-ttl-floor", "0.2",
+            "--dns-timeout", "0.5"))
+        envoy = envoy_factory(lambda admin_port: bootstrap_for(
+            "envoy-1", "edge", xds_port=control_plane.xds_port, admin_port=admin_port))
+        tiers = {pool["primary"].port: 0, pool["backup"].port: 1}
+        wait_until(lambda: envoy_tiers(envoy, "web") == tiers, timeout_s=15, ignore=(AdminError, OSError),
+                   message=lambda: f"Envoy tiers of web: {envoy_tiers(envoy, 'web')} != {tiers}")
+        url = f"http://127.0.0.1:{port}/"
+        result = run_requests(url, count=300, concurrency=4)
+        assert result.non_2xx == 0 and result.share("primary") == 1.0, result.summary()
+        # The primary record goes: the backup is now the only tier, tier 0, and takes the traffic.
+        zone.set(srv_name, "SRV", [f"20 1 {pool['backup'].port} backup.test."])
+        wait_until(lambda: envoy_tiers(envoy, "web") == {pool["backup"].port: 0}, timeout_s=10,
+                   ignore=(AdminError, OSError), message=lambda: f"tiers: {envoy_tiers(envoy, 'web')}")
+        result = run_requests(url, count=300, concurrency=4)
+        assert result.non_2xx == 0 and result.share("backup") == 1.0, result.summary()
+        assert envoy.update_rejected_total() == 0
