@@ -84,6 +84,11 @@ async def test_source_follows_consul_dns_and_serves_the_last_endpoints_while_it_
     try:
         # Both instances, with the ports and the Consul weights the SRV records carry.
         await until(lambda: sink.endpoints("web") == {9001: 5, 9002: 2}, what="a and b published")
+        # Consul's DNS leaves out an instance whose check is critical: b goes, and comes back when passing.
+        await asyncio.to_thread(consul_dns.set_check, "service:b", "critical")
+        await until(lambda: sink.endpoints("web") == {9001: 5}, what="critical b left out")
+        await asyncio.to_thread(consul_dns.set_check, "service:b", "passing")
+        await until(lambda: sink.endpoints("web") == {9001: 5, 9002: 2}, what="passing b back")
         # Deregistered: gone from the SRV answer, gone from the catalog.
         await asyncio.to_thread(consul_dns.deregister_service, "b")
         await until(lambda: sink.endpoints("web") == {9001: 5}, what="b removed")
