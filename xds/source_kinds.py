@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from xds import cli_consul, cli_eureka, cli_kube
+from xds import cli_consul, cli_dns, cli_eureka, cli_kube
 
 if TYPE_CHECKING:
     from xds.sources.base import Source
@@ -35,13 +35,29 @@ class SourceKind:
     secrets: Callable[[Any], tuple[str | None, ...]]  # values to redact everywhere (docs/security.md)
 
 
+class KindModule(Protocol):
+    """What a `cli_<kind>.py` module provides (xds/cli_consul.py is an example)."""
+
+    HINT: str
+
+    def from_environment(self, env: Mapping[str, str], /) -> dict[str, str]: ...
+    def add_arguments(self, parser: argparse.ArgumentParser, defaults: dict[str, str], /) -> None: ...
+    def config(self, args: argparse.Namespace, env: dict[str, str], /) -> Any: ...
+    def source(self, config: Any, /) -> Source: ...
+    def secrets(self, config: Any, /) -> tuple[str | None, ...]: ...
+
+
+def _row(name: str, module: KindModule) -> SourceKind:
+    """A kind whose `cli_<kind>.py` module defines the six names a row needs."""
+    return SourceKind(name, module.HINT, module.from_environment, module.add_arguments, module.config,
+                      module.source, module.secrets)
+
+
 KINDS: tuple[SourceKind, ...] = (
-    SourceKind("consul", cli_consul.HINT, cli_consul.from_environment, cli_consul.add_arguments,
-               cli_consul.config, cli_consul.source, cli_consul.secrets),
-    SourceKind("kubernetes", cli_kube.HINT, cli_kube.from_environment, cli_kube.add_arguments,
-               cli_kube.config, cli_kube.source, cli_kube.secrets),
-    SourceKind("eureka", cli_eureka.HINT, cli_eureka.from_environment, cli_eureka.add_arguments,
-               cli_eureka.config, cli_eureka.source, cli_eureka.secrets),
+    _row("consul", cli_consul),
+    _row("kubernetes", cli_kube),
+    _row("eureka", cli_eureka),
+    _row("dns", cli_dns),
 )
 
 
