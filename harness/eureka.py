@@ -224,9 +224,12 @@ class EurekaApi:
         path = f"apps/{_seg(app.upper())}/{_seg(instance_id)}/status"
         self._expect("PUT", path, (200,), query={"value": status})
 
-    def clear_status(self, app: str, instance_id: str) -> None:
-        """DELETE .../status: drop the override; the instance's own status applies again."""
-        self._expect("DELETE", f"apps/{_seg(app.upper())}/{_seg(instance_id)}/status", (200,))
+    def clear_status(self, app: str, instance_id: str, *, new_status: InstanceStatus | None = None) -> None:
+        """DELETE .../status: drop the override. Without `new_status` the server sets the instance's status
+        to UNKNOWN (and heartbeats do not change it); Spring's service-registry endpoint sends
+        `value=UP` to put it back in service."""
+        query = {"value": new_status} if new_status else None
+        self._expect("DELETE", f"apps/{_seg(app.upper())}/{_seg(instance_id)}/status", (200,), query=query)
 
     def cancel(self, app: str, instance_id: str) -> None:
         """DELETE /eureka/apps/{APP}/{id}: deregister (a graceful shutdown). 404 if already gone."""
@@ -329,6 +332,15 @@ def server_properties(
         properties["xds.testbin.user"] = auth.user
         properties["xds.testbin.password"] = auth.password
     return properties
+
+
+def peer_url(port: int, auth: BasicAuth | None = None) -> str:
+    """A server's service URL as its peer lists it; credentials go in the URL's user info, which is how a
+    Eureka server (and a Spring client) is told to send basic auth to a peer."""
+    if auth is None:
+        return f"http://{LOOPBACK}:{port}/eureka/"
+    user, password = (urllib.parse.quote(part, safe="") for part in (auth.user, auth.password))
+    return f"http://{user}:{password}@{LOOPBACK}:{port}/eureka/"
 
 
 def java_command() -> str:
@@ -492,7 +504,7 @@ class EurekaPair(StartStop):
 
         def attempt() -> None:
             a, b = free_ports(2)
-            url_a, url_b = (f"http://{LOOPBACK}:{p}/eureka/" for p in (a, b))
+            url_a, url_b = (peer_url(p, self.auth) for p in (a, b))
             self.servers = (
                 EurekaServer(self.workdir, jar=self.jar, name="eureka-a", port=a, peers=[url_b],
                              auth=self.auth),
