@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from harness.ports import LOOPBACK, PortInUseError, free_ports, retry_port_race
 from harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
+from harness.testbin import JAR_JVM_FLAGS
 
 InstanceStatus = Literal["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"]
 
@@ -45,9 +46,9 @@ _REQUEST_TIMEOUT_S = 5.0
 # in docs/testing.md); the bound is for a machine that busy, not for the usual case.
 _READY_TIMEOUT_S = 120.0
 _PORT_ATTEMPTS = 3
-# Small heap and C1 only: a test server lives seconds to minutes, so a fast start beats peak throughput.
-# -Xshare:auto uses the JDK's class-data archive when there is one and never fails when there is not.
-JVM_FLAGS: tuple[str, ...] = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-XX:+UseSerialGC")
+# The flags the class-data archive was trained with (harness/testbin.py), plus -Xshare:auto: use an archive
+# when it fits and never fail when it does not (a jar given by XDS_TESTBIN_EUREKA has none).
+JVM_FLAGS: tuple[str, ...] = (*JAR_JVM_FLAGS, "-Xshare:auto")
 # The eviction task's period: an expired lease is removed at most this long after it expires.
 EVICTION_INTERVAL_MS = 500
 # The JSON form of Eureka's "no data center" (what a Spring app off AWS sends).
@@ -350,6 +351,15 @@ def java_command() -> str:
     return found
 
 
+def _cds_flags(jar: Path) -> list[str]:
+    """Use the class-data archive trained next to the jar at build time (about half the start time), if any.
+    Its own log lines are turned off: a JVM whose classpath differs only warns and runs without it."""
+    archive = jar.with_suffix(".jsa")
+    if not archive.is_file():
+        return []
+    return [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+
+
 def _lost_port(log_text: str) -> bool:
     text = log_text.lower()
     # Tomcat via Spring Boot: "Port 8761 was already in use." (and a BindException further down).
@@ -403,7 +413,7 @@ class EurekaServer(EurekaApi, StartStop):
         }
         # Program arguments: Spring gives them the highest precedence over the jar's application.yml. (A
         # test password is visible in `ps` this way; it is a throwaway credential of a loopback server.)
-        args = [java_command(), *JVM_FLAGS, "-jar", str(self.jar)]
+        args = [java_command(), *JVM_FLAGS, *_cds_flags(self.jar), "-jar", str(self.jar)]
         args += [f"--{key}={value}" for key, value in properties.items()]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._process = ManagedProcess(self.name, args, log_dir=self.workdir, cwd=self.workdir)
