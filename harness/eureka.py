@@ -329,10 +329,15 @@ def server_properties(
         "eureka.server.registry-sync-retries": "1" if peers else "0",
         "eureka.server.registry-sync-retry-wait-ms": "500",
     }
-    if auth is not None:
-        properties["xds.testbin.user"] = auth.user
-        properties["xds.testbin.password"] = auth.password
     return properties
+
+
+def auth_environment(auth: BasicAuth | None) -> dict[str, str]:
+    """The server's credentials as environment variables (Spring binds XDS_TESTBIN_USER to
+    `xds.testbin.user`), so they stay out of the command line that the log's first line and `ps` show."""
+    if auth is None:
+        return {}
+    return {"XDS_TESTBIN_USER": auth.user, "XDS_TESTBIN_PASSWORD": auth.password}
 
 
 def peer_url(port: int, auth: BasicAuth | None = None) -> str:
@@ -411,12 +416,13 @@ class EurekaServer(EurekaApi, StartStop):
         properties = {
             **server_properties(self.port, peers=self.peers, auth=self.auth), **self.extra_properties
         }
-        # Program arguments: Spring gives them the highest precedence over the jar's application.yml. (A
-        # test password is visible in `ps` this way; it is a throwaway credential of a loopback server.)
+        # Program arguments: Spring gives them the highest precedence over the jar's application.yml.
         args = [java_command(), *JVM_FLAGS, *_cds_flags(self.jar), "-jar", str(self.jar)]
         args += [f"--{key}={value}" for key, value in properties.items()]
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess(self.name, args, log_dir=self.workdir, cwd=self.workdir)
+        self._process = ManagedProcess(
+            self.name, args, log_dir=self.workdir, cwd=self.workdir, env=auth_environment(self.auth)
+        )
         self._process.start()
 
     def wait_ready(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
