@@ -199,6 +199,29 @@ def test_pair_replicates_registration_status_and_cancel(eureka_pair: EurekaPair)
                message="a cancel on the first server never reached the second")
 
 
+def test_pair_member_that_dies_comes_back_with_its_peers_registry(eureka_pair: EurekaPair) -> None:
+    first, second = eureka_pair.first, eureka_pair.second
+    instance = EurekaInstance(app="ha-orders", instance_id="ha-orders-1", port=9010, metadata={"zone": "z1"})
+    with Registration(first, instance) as registration:
+        wait_until(lambda: second.instance("ha-orders", "ha-orders-1"), timeout_s=_VISIBLE_S,
+                   message="the registration never reached the second server")
+        second.kill()  # dies at once, no graceful shutdown
+        assert not second.alive
+        # The survivor keeps the instance and its heartbeats (its attempts to replicate to the dead peer fail
+        # in the background and change nothing for clients).
+        renewals = registration.renewals
+        wait_until(lambda: registration.renewals >= renewals + 2, timeout_s=_VISIBLE_S,
+                   message="heartbeats to the surviving server stopped")
+        assert first.instance("ha-orders", "ha-orders-1") is not None
+        # A pair member starts by copying its peer's registry (fetch-registry on), so it does not come back
+        # empty as a lone server does.
+        second.restart()
+        found = wait_until(lambda: second.instance("ha-orders", "ha-orders-1"), timeout_s=_VISIBLE_S,
+                           message="the restarted pair member never got the instance back")
+    assert found["metadata"] == {"zone": "z1"}
+    assert found["status"] == "UP"
+
+
 def test_restart_comes_back_empty_and_heartbeats_register_again(eureka_server: EurekaServer) -> None:
     # Last in the module: the restart empties the shared server (tests above use their own apps anyway).
     instance = EurekaInstance(app="rs-orders", instance_id="rs-orders-1", port=9009)
