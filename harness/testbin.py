@@ -24,6 +24,12 @@ Environment:
                        XDS_TESTBIN_KUBE_APISERVER=..., XDS_TESTBIN_ETCD=...);
   XDS_TESTBIN_GO       the `go` command to build with (default: `go` on PATH, then /usr/local/go/bin/go).
 
+Java test servers (issue 13: the Eureka server) are Maven projects under `tools/testbin/<name>/` instead:
+  <name>-<version>/<name>.jar     the Spring Boot fat jar (`mvn -q -B package`), version = the pom's release
+                                  train; keyed by a hash of pom.xml and src/;
+  m2/                             Maven's local repository for those builds (so ~/.m2 is never needed).
+  XDS_TESTBIN_MVN      the `mvn` command (default: `mvn` on PATH); XDS_TESTBIN_EUREKA a ready jar.
+
 Command line (what `make testbin` runs):  python -m harness.testbin consul kube-apiserver etcd [--rebuild]
 """
 
@@ -43,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +203,9 @@ def ensure_binary(name: str, *, rebuild: bool = False) -> Path:
     Blocks while another process builds the same binary. Raises `TestbinError` (with the tail of the
     build output) if the tool is unknown, Go is missing, or the build or its verification fails.
     """
+    if name in JAR_TOOLS:
+        # Java test servers (issue 13: Eureka) are built by Maven, not Go; same cache, lock and stamp.
+        return ensure_jar(name, rebuild=rebuild)
     tool = _lookup(name)
     override = os.environ.get(_override_variable(name))
     if override:
@@ -454,12 +464,254 @@ def _format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+# -- Java test servers built with Maven (issue 13: Eureka) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JarTool:
+    """A Spring Boot test server built by `mvn -q -B package` from a small Maven project in tools/testbin/.
+
+    `version_property` is the pom.xml property whose value names the cache directory (the release train the
+    project pins); `verify_entry` is a name prefix that must appear in the built fat jar, so a jar that
+    packaged something else is rejected before it is cached.
+    """
+
+    name: str
+    version_property: str
+    verify_entry: str
+    first_build: str = "a few minutes"
+    # The project's files that decide the jar's content; target/ (Maven's output) is never part of the key.
+    inputs: tuple[str, ...] = ("pom.xml", "src")
+
+    def project_dir(self) -> Path:
+        return _TOOLS_DIR / self.name
+
+
+# JVM flags for the test servers (harness/eureka.py starts them with these): a small heap and C1 only, since a
+# test server lives seconds to minutes and a fast start beats peak throughput. The class-data archive is
+# trained with the same flags, which CDS requires for the archive to be used.
+JAR_JVM_FLAGS: tuple[str, ...] = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+# Training run (the Spring context starts, then exits): bounded so a hung JVM cannot block the build.
+_CDS_TRAIN_TIMEOUT_S = 180.0
+
+JAR_TOOLS: dict[str, JarTool] = {
+    # Spring Cloud Netflix Eureka server for the Eureka source's tests (tools/testbin/eureka, issue 13).
+    # Measured cold (empty Maven repository, so the ~100 MB of dependencies are downloaded): 73 s wall on a
+    # busy 2-core machine; warm (dependencies present) it only compiles one class and repackages.
+    "eureka": JarTool(
+        name="eureka",
+        version_property="spring-cloud.version",
+        verify_entry="BOOT-INF/lib/spring-cloud-netflix-eureka-server-",
+        first_build="~100 MB download, 1-3 min",
+    ),
+}
+
+
+def ensure_jar(name: str, *, rebuild: bool = False) -> Path:
+    """The path of the cached fat jar of the Maven project `name`, building it first if needed.
+
+    Maven's local repository is `<cache>/m2` (not ~/.m2), so a fresh machine with an empty cache builds
+    with nothing but Maven Central, and a warm cache downloads nothing. `XDS_TESTBIN_<NAME>` points at a
+    ready jar instead (e.g. XDS_TESTBIN_EUREKA=/path/eureka.jar).
+    """
+    tool = JAR_TOOLS[name]
+    override = os.environ.get(_override_variable(name))
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise TestbinError(f"{_override_variable(name)}={path} is not a file")
+        return path
+    project = tool.project_dir()
+    version = pom_property(project / "pom.xml", tool.version_property)
+    key = jar_build_key(tool)
+    target_dir = cache_root() / f"{name}-{version}"
+    # The extracted layout (app/<name>.jar + app/lib/), which a class-data archive can cover; a fat jar's
+    # nested jars cannot be archived.
+    jar = target_dir / "app" / f"{name}.jar"
+    rebuild = rebuild or os.environ.get("XDS_TESTBIN_REBUILD") == "1"
+    if not rebuild and _is_current_jar(jar, key):
+        return jar
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target_dir.with_name(f"{target_dir.name}.lock"), label=f"{name} {version}"):
+        if not rebuild and _is_current_jar(jar, key):
+            return jar
+        _build_jar(tool, version=version, key=key, target_dir=target_dir)
+    return jar
+
+
+def pom_property(pom: Path, prop: str) -> str:
+    """The value of `<prop>` in a pom.xml's <properties> (read with a regex: the pom is ours and flat)."""
+    try:
+        text = pom.read_text()
+    except FileNotFoundError as e:
+        raise TestbinError(f"{pom} not found: install the project editable (pip install -e '.[dev]')") from e
+    match = re.search(rf"<{re.escape(prop)}>\s*([^<\s]+)\s*</{re.escape(prop)}>", text)
+    if match is None:
+        raise TestbinError(f"{pom} has no <{prop}> property")
+    return match.group(1)
+
+
+def jar_build_key(tool: JarTool) -> str:
+    """A hash of every input file of the Maven project (path and content), length-prefixed as `build_key`."""
+    project = tool.project_dir()
+    digest = hashlib.sha256()
+    files: list[Path] = []
+    for entry in tool.inputs:
+        path = project / entry
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    # The recipe after Maven: the archive is only used by JVMs with the flags it was trained with.
+    parts = [repr(("extract", "cds", JAR_JVM_FLAGS)).encode()]
+    for path in files:
+        parts += [path.relative_to(project).as_posix().encode(), path.read_bytes()]
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _is_current_jar(jar: Path, key: str) -> bool:
+    # The stamp is in <name>-<version>/, the jar in its app/ subdirectory.
+    try:
+        stamp = json.loads((jar.parent.parent / _STAMP_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(stamp, dict) and stamp.get("key") == key and jar.is_file()
+
+
+def _maven_command() -> str:
+    explicit = os.environ.get("XDS_TESTBIN_MVN")
+    if explicit:
+        return explicit
+    found = shutil.which("mvn")
+    if found is None:
+        raise TestbinError(
+            "Maven (`mvn`) and a JDK >= 17 are needed once to build the Eureka test server, and `mvn` was "
+            "not found (install them, e.g. apt-get install maven openjdk-17-jdk-headless, or set "
+            "XDS_TESTBIN_MVN)"
+        )
+    return found
+
+
+def _build_jar(tool: JarTool, *, version: str, key: str, target_dir: Path) -> None:
+    mvn = _maven_command()
+    log_path = target_dir / _BUILD_LOG_NAME
+    # Build in a copy under the cache: Maven writes target/ next to pom.xml, and the source tree must stay
+    # clean (and may be read-only in CI's fresh clone).
+    work = target_dir / "project"
+    shutil.rmtree(work, ignore_errors=True)
+    for entry in tool.inputs:
+        source = tool.project_dir() / entry
+        if source.is_dir():
+            shutil.copytree(source, work / entry)
+        else:
+            work.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / entry)
+    args = [
+        mvn, "-q", "-B",
+        f"-Dmaven.repo.local={cache_root() / 'm2'}",
+        # The project has no tests; the flag also keeps a future one from running at build time.
+        "-DskipTests",
+        "package",
+    ]  # fmt: skip
+    _progress(
+        f"building {tool.name} {version} with Maven (first run only: {tool.first_build}; "
+        f"output in {log_path})…"
+    )
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        log.write(f"$ (cd {work} && {shlex.join(args)})\n".encode())
+        log.flush()
+        try:
+            process = subprocess.Popen(
+                args, cwd=work, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        except OSError as e:
+            raise TestbinError(f"could not run Maven {mvn!r}: {e}") from e
+        returncode = _wait_with_progress(process, name=tool.name, started=started)
+    if returncode != 0:
+        raise TestbinError(
+            f"building {tool.name} {version} failed (mvn exit code {returncode}); last lines of "
+            f"{log_path}:\n{tail_file(log_path, _ERROR_TAIL_LINES)}"
+        )
+    built = sorted((work / "target").glob("*.jar"))
+    if len(built) != 1:
+        raise TestbinError(f"building {tool.name}: expected one jar in {work / 'target'}, found {built}")
+    reported = _verify_jar(tool, built[0])
+    fat_jar = target_dir / f"{tool.name}.jar"
+    os.replace(built[0], fat_jar)
+    shutil.rmtree(work, ignore_errors=True)
+    _extract_and_train(tool, fat_jar=fat_jar, log_path=log_path)
+    # app/lib holds the same libraries; the fat jar is not needed any more.
+    fat_jar.unlink()
+    elapsed_s = time.monotonic() - started
+    _write_stamp(target_dir, {
+        "key": key, "name": tool.name, "version": version, "reported": reported,
+        "build_seconds": round(elapsed_s, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })  # fmt: skip
+    _progress(f"built {tool.name} {version} in {_format_duration(elapsed_s)}: {target_dir / 'app'}")
+
+
+def _extract_and_train(tool: JarTool, *, fat_jar: Path, log_path: Path) -> None:
+    """Unpack the fat jar into Spring Boot's extracted layout (`-Djarmode=tools extract`, Boot >= 3.3) and
+    record a class-data archive `app/<name>.jsa` from one start of the Spring context: with it a server
+    starts in about half the time (measured 4.0-4.6 s against 8.8-9.8 s; docs/testing.md). The archive is
+    an optimisation: if training fails the server still starts, only slower."""
+    java = shutil.which("java")
+    if java is None:
+        raise TestbinError("`java` (a JDK >= 17) is needed to prepare the Eureka test server; not found")
+    app_dir = fat_jar.parent / "app"
+    shutil.rmtree(app_dir, ignore_errors=True)
+    extract = [java, "-Djarmode=tools", "-jar", str(fat_jar), "extract", "--destination", str(app_dir)]
+    if _run_logged(extract, log_path=log_path, cwd=fat_jar.parent, timeout_s=_CDS_TRAIN_TIMEOUT_S) != 0:
+        raise TestbinError(f"extracting {fat_jar} failed; last lines of {log_path}:\n"
+                           f"{tail_file(log_path, _ERROR_TAIL_LINES)}")
+    app_jar = app_dir / f"{tool.name}.jar"
+    archive = app_jar.with_suffix(".jsa")
+    train = [
+        java, *JAR_JVM_FLAGS, f"-XX:ArchiveClassesAtExit={archive}",
+        # Start the application context, then exit: the classes a start loads are the ones worth archiving.
+        "-Dspring.context.exit=onRefresh", "-jar", str(app_jar),
+        "--server.port=0", "--server.address=127.0.0.1",
+    ]  # fmt: skip
+    if _run_logged(train, log_path=log_path, cwd=app_dir, timeout_s=_CDS_TRAIN_TIMEOUT_S) != 0:
+        archive.unlink(missing_ok=True)
+        _progress(f"training the class-data archive of {tool.name} failed (see {log_path}); "
+                  "it will start slower")
+
+
+def _run_logged(args: Sequence[str], *, log_path: Path, cwd: Path, timeout_s: float) -> int:
+    """Run `args` with output appended to `log_path`; the exit code (-1 on timeout, after killing it)."""
+    with log_path.open("ab") as log:
+        log.write(f"$ (cd {cwd} && {shlex.join(args)})\n".encode())
+        log.flush()
+        try:
+            return subprocess.run(
+                args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                timeout=timeout_s, check=False,
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return -1
+
+
+def _verify_jar(tool: JarTool, jar: Path) -> str:
+    """The packaged library named by `tool.verify_entry` (e.g. the Eureka server's jar), or an error."""
+    try:
+        with zipfile.ZipFile(jar) as archive:
+            names = [n for n in archive.namelist() if n.startswith(tool.verify_entry)]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise TestbinError(f"the freshly built {jar} is not a readable jar: {e}") from e
+    if not names:
+        raise TestbinError(f"the freshly built {jar} does not contain {tool.verify_entry}*")
+    return names[0].rsplit("/", 1)[-1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.testbin",
         description="Build (once) and cache the real registry binaries the tests run against.",
     )
-    parser.add_argument("names", nargs="+", choices=sorted(TOOLS), metavar="NAME", help=", ".join(TOOLS))
+    parser.add_argument("names", nargs="+", choices=sorted([*TOOLS, *JAR_TOOLS]), metavar="NAME",
+                        help=", ".join([*TOOLS, *JAR_TOOLS]))
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is current")
     args = parser.parse_args(argv)
     for name in args.names:
