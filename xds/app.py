@@ -271,16 +271,26 @@ class App:
                 for source in self.sources:
                     tasks.create_task(source.run(self), name=f"source:{source.name}")
         finally:
+            # Graceful shutdown (issue 14 item 6; docs/operations.md "Rolling restarts"): health says
+            # NOT_SERVING first, the streams end with status OK (Envoy keeps its config and reconnects to
+            # another replica, docs/protocol.md R27), then the servers stop within the grace; nothing of
+            # this is an error.
+            log.info("shutting_down", extra={"proxies": len(self.registry.list()),
+                                             "grace_s": SHUTDOWN_GRACE_S})
             if self._rebuild_handle is not None:
                 self._rebuild_handle.cancel()
             if self._build_task is not None:
                 self._build_task.cancel()
+            with contextlib.suppress(Exception):
+                await self.health.set_serving(False)
+            handler.end_streams()
             with contextlib.suppress(Exception):
                 await admin.stop()
             await _stop_server(load_server)
             await _stop_server(management_server)
             await _stop_server(server)
             handler.close()
+            log.info("stopped")
 
     async def _sweep_groups(self) -> None:
         """Forget node groups whose last proxy left more than the grace ago (cache/store.py)."""
@@ -359,6 +369,11 @@ def _sources_from(settings: Settings) -> tuple[Source, ...]:
     return tuple(sources)
 
 
+# How long the gRPC servers wait at shutdown for calls to end before cancelling them (docs/operations.md
+# "Rolling restarts"); streams are ended first, so this only bounds writes still in flight.
+SHUTDOWN_GRACE_S = 2.0
+
+
 async def _stop_server(server: grpc.aio.Server) -> None:
-    # A short grace lets in-flight writes finish; Envoy keeps its config and reconnects (R27).
-    await server.stop(grace=0.5)
+    # Envoy keeps its config and reconnects (R27).
+    await server.stop(grace=SHUTDOWN_GRACE_S)
