@@ -7,7 +7,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck layers pytest compose-tools testbin protos bench clean
+.PHONY: prereqs demo-prereqs demo test check lint typecheck layers pytest compose-tools testbin protos bench clean
+
+# What the machine must have, checked first with a clear message for each missing tool (README.md
+# "Prerequisites"; issue 14 item 6).
+prereqs:
+	@PYTHON=$(PYTHON) scripts/check-prereqs
+
+demo-prereqs:
+	@PYTHON=$(PYTHON) scripts/check-prereqs --demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -17,10 +25,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: demo-prereqs $(STAMP)
 	$(BIN)/python -m harness.demo
 
-test: check pytest
+test: prereqs check pytest
 
 check: lint typecheck layers
 
@@ -39,7 +47,7 @@ pytest: $(STAMP) compose-tools testbin
 # Real registries for the tests, built from the pinned wrapper modules in tools/testbin/ and cached outside
 # the repository (docs/testing.md). The first run on a machine compiles Consul, kube-apiserver and etcd
 # (~10 min in all on 2 cores); later runs only check the cache.
-testbin: $(STAMP)
+testbin: prereqs $(STAMP)
 	@echo "==> test binaries: consul kube-apiserver etcd xds-load gcp-server eureka (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
 	$(BIN)/python -m harness.testbin consul kube-apiserver etcd xds-load gcp-server eureka
 
