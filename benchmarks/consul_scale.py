@@ -12,7 +12,8 @@ the control plane as a process (`python -m xds serve --consul-address ...`) and 
 - sync: seconds from the control plane's start until Envoy holds one healthy host in every flip cluster
   (`cluster.<svc>.membership_healthy` == 1); "no sync" when it never gets there within `--sync-timeout`;
 - connections: ESTABLISHED TCP connections from the control plane process to the Consul HTTP port, read
-  from /proc (the process's socket inodes matched against /proc/<pid>/net/tcp), sampled after sync; the
+  from /proc (harness/sockets.py: the process's socket inodes matched against /proc/<pid>/net/tcp),
+  sampled after sync and after the flips; the
   agent's default per-client limit (`limits.http_max_conns_per_client`) is 200;
 - flip latency: for each flip service, its TTL check is set critical and the time until Envoy reports
   `membership_healthy` 0 is taken (then set passing again and waited back); p50/p95 printed.
@@ -23,7 +24,6 @@ Bounded everywhere: every wait has a timeout, registrations run 8 at a time.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -38,44 +38,19 @@ import yaml
 
 _REGISTER_THREADS = 8
 _CONSUL_LIMIT = 200  # Consul's default limits.http_max_conns_per_client
-_TCP_ESTABLISHED = "01"
 
 
 def service_name(i: int) -> str:
     return f"s{i:04d}"
 
 
-def socket_inodes(pid: int) -> set[str]:
-    inodes: set[str] = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue  # closed meanwhile
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    return inodes
-
-
-def connections_to(pid: int, port: int) -> int:
-    """ESTABLISHED IPv4 TCP connections of process `pid` whose remote port is `port`."""
-    inodes = socket_inodes(pid)
-    count = 0
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        remote_port = int(fields[2].split(":")[1], 16)
-        if remote_port == port and fields[3] == _TCP_ESTABLISHED and fields[9] in inodes:
-            count += 1
-    return count
-
-
 def policy(port: int, services: Sequence[str]) -> str:
     return yaml.safe_dump({
         "services": [{"name": s, "connect_timeout": "1s"} for s in services],
         "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
-                       "routes": [{"name": "r0", "match": {"prefix": "/"},
-                                   "backends": [{"service": services[0], "weight": 100}]}]}],
+                       # One route per service: a service no route uses gets no cluster.
+                       "routes": [{"name": f"r-{s}", "match": {"prefix": f"/{s}"},
+                                   "backends": [{"service": s, "weight": 100}]} for s in services]}],
     }, sort_keys=False)
 
 
@@ -84,6 +59,7 @@ def run_size(n: int, flips: int, sync_timeout_s: float, workdir: Path, out: Text
     from harness.consul import ConsulAgent, TtlCheck
     from harness.controlplane import bootstrap_for
     from harness.envoy import unique_base_id
+    from harness.sockets import established_connections
     from harness.testbin import ensure_binary
 
     consul = ConsulAgent(workdir, binary=ensure_binary("consul"), log_level="warn")
@@ -131,7 +107,7 @@ def run_size(n: int, flips: int, sync_timeout_s: float, workdir: Path, out: Text
         sync_s = time.monotonic() - t0
         pid = control_plane.process.pid
         assert pid is not None
-        conns = connections_to(pid, consul.http_port)
+        conns = established_connections(pid, consul.http_port)
         result: dict[str, object] = {"n": n, "synced": synced, "sync_s": sync_s, "connections": conns}
         print(f"  N={n}: {'synced' if synced else 'NO SYNC'} after {sync_s:.1f} s; control plane -> Consul "
               f"connections: {conns} (Consul's default limit per client: {_CONSUL_LIMIT})", file=out)
@@ -157,7 +133,7 @@ def run_size(n: int, flips: int, sync_timeout_s: float, workdir: Path, out: Text
         samples.sort()
         p50 = statistics.median(samples)
         p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
-        conns = max(conns, connections_to(pid, consul.http_port))
+        conns = max(conns, established_connections(pid, consul.http_port))
         result.update(p50_ms=p50 * 1000, p95_ms=p95 * 1000, connections=conns)
         print(f"  N={n}: health flip -> Envoy over {len(samples)} flips: p50 {p50 * 1000:.0f} ms, "
               f"p95 {p95 * 1000:.0f} ms; max connections seen {conns}", file=out)
