@@ -1,8 +1,8 @@
 """A real Consul agent for tests, on loopback, and a small synchronous client for its HTTP API.
 
 The agent runs `consul agent -dev` (one server, its own leader) with every port chosen from the free loopback
-ports, DNS and gRPC disabled, and the update check off, so it never talks to anything but 127.0.0.1. The
-binary comes from `harness.testbin.ensure_binary("consul")`.
+ports, DNS (unless asked for: `ConsulAgent(dns=True)`) and gRPC disabled, and the update check off, so it
+never talks to anything but 127.0.0.1. The binary comes from `harness.testbin.ensure_binary("consul")`.
 
 State lives in memory only (`-dev`): `restart()` brings the agent back on the same ports but with an EMPTY
 catalog and KV store. That is deliberate: it is what "Consul restarted empty and was repopulated" looks like
@@ -57,11 +57,16 @@ class ConsulPorts:
     serf_lan: int
     serf_wan: int
     server: int
+    # Consul's DNS interface (UDP and TCP on the same port), or None when disabled (the default).
+    dns: int | None = None
 
     @classmethod
-    def pick(cls) -> ConsulPorts:
+    def pick(cls, *, dns: bool = False) -> ConsulPorts:
         # Serf also binds UDP on its ports; a TCP-free port is almost always UDP-free too, and a collision
         # is caught by the same "address already in use" retry as the TCP race.
+        if dns:
+            http, serf_lan, serf_wan, server, dns_port = free_ports(5)
+            return cls(http=http, serf_lan=serf_lan, serf_wan=serf_wan, server=server, dns=dns_port)
         http, serf_lan, serf_wan, server = free_ports(4)
         return cls(http=http, serf_lan=serf_lan, serf_wan=serf_wan, server=server)
 
@@ -73,8 +78,9 @@ def agent_args(ports: ConsulPorts, *, node_name: str, log_level: str) -> list[st
         f"-node={node_name}",
         f"-bind={LOOPBACK}", f"-client={LOOPBACK}", f"-advertise={LOOPBACK}",
         f"-http-port={ports.http}",
-        # -1 disables a listener. DNS and gRPC are not used by the control plane; fewer ports, fewer races.
-        "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+        # -1 disables a listener. gRPC is not used by the control plane, DNS only by the DNS SRV source's
+        # tests (issue 13); fewer ports, fewer races.
+        f"-dns-port={-1 if ports.dns is None else ports.dns}", "-grpc-port=-1", "-grpc-tls-port=-1",
         # Serf WAN keeps a real port: disabling it makes some catalog endpoints return errors.
         f"-serf-lan-port={ports.serf_lan}", f"-serf-wan-port={ports.serf_wan}",
         f"-server-port={ports.server}",
@@ -379,13 +385,17 @@ class ConsulAgent(ProcessOwner, ConsulBackend):
         node_name: str = "xds-test",
         log_level: str = "info",
         extra_args: Sequence[str] = (),
+        dns: bool = False,
     ) -> None:
+        """`dns=True` also opens Consul's DNS interface on a free loopback port (`dns_port`), for the DNS
+        SRV source's tests (issue 13); off by default, as no other test needs it."""
         self.workdir = workdir
         self.binary = binary
         self.name = name
         self.node_name = node_name
         self.log_level = log_level
         self.extra_args = tuple(extra_args)
+        self.dns = dns
         self._ports: ConsulPorts | None = None
         self._process: ManagedProcess | None = None
         self._paused = False
@@ -406,6 +416,13 @@ class ConsulAgent(ProcessOwner, ConsulBackend):
     def http_port(self) -> int:
         return self.ports.http
 
+    @property
+    def dns_port(self) -> int:
+        """The DNS interface's port (UDP and TCP), on `LOOPBACK`; only with `dns=True`."""
+        if self.ports.dns is None:
+            raise RuntimeError(f"{self.name} was started without its DNS interface (ConsulAgent(dns=True))")
+        return self.ports.dns
+
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self, *, timeout_s: float = _LEADER_TIMEOUT_S) -> None:
@@ -415,7 +432,10 @@ class ConsulAgent(ProcessOwner, ConsulBackend):
             self._start_on(self._ports, timeout_s=timeout_s)
             return
         retry_port_race(
-            lambda: self._start_on(ConsulPorts.pick(), timeout_s=timeout_s), attempts=_PORT_ATTEMPTS
+            # pick() is called without arguments unless DNS is asked for, as before (tests replace it).
+            lambda: self._start_on(ConsulPorts.pick(dns=True) if self.dns else ConsulPorts.pick(),
+                                   timeout_s=timeout_s),
+            attempts=_PORT_ATTEMPTS,
         )
 
     def stop(self, timeout_s: float = 10.0) -> int | None:

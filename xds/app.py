@@ -20,6 +20,7 @@ from xds.observability.admin import AdminServer
 from xds.observability.load_metrics import LoadCollector
 from xds.observability.metrics import Metrics
 from xds.observability.quarantine_metrics import QuarantineCollector
+from xds.observability.source_metrics import SourceStatusCollector
 from xds.observability.tls_metrics import TlsMetrics
 from xds.observability.workload_metrics import WorkloadCaCollector
 from xds.pipeline import Pipeline, builder_for, with_tls_material
@@ -31,7 +32,7 @@ from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
 from xds.server.load_report import LOAD_REPORT_SERVICE, LoadReportService, build_load_report_server
-from xds.server.management import MANAGEMENT_SERVICE, ManagementService, SourceState
+from xds.server.management import MANAGEMENT_SERVICE, ManagementService, RegistryState, SourceState
 from xds.server.management_server import build_management_server
 from xds.server.nack_loop import NackLoop
 from xds.server.peer_auth import PeerAuthorizer
@@ -40,10 +41,10 @@ from xds.server.stream import StreamHandler
 from xds.server.tls_material import TlsPaths
 from xds.server.tls_reload import TlsReloader
 from xds.settings import Settings, split_address
+from xds.source_kinds import KINDS
 from xds.sources.base import Source, SourceUpdate
-from xds.sources.consul import ConsulSource
 from xds.sources.files import FileSource
-from xds.sources.kubernetes import KubernetesSource
+from xds.sources.registry.status import ReportsStatus, SourceStatus
 from xds.sources.rejections import RejectionSink
 from xds.sources.tls_files import TlsFiles
 from xds.workload_ca import CaFileWatcher, ca_files, open_identities, rotate_forever
@@ -70,6 +71,8 @@ class App:
         # The closed NACK loop (issue 11 item 4): what proxies rejected is held back per node group.
         self.quarantine = Quarantine()
         self.metrics.registry.register(QuarantineCollector(self.quarantine))
+        # Every registry source's SourceStatus, read at scrape time (issue 13).
+        self.metrics.registry.register(SourceStatusCollector(self.source_statuses))
         self._rejections_reported = 0
         # The workload CA (issue 9): loaded or created before anything serves; a bad CA file is fatal here.
         files = ca_files(settings.ca_cert, settings.ca_key)
@@ -114,8 +117,10 @@ class App:
         self._identity_rule = IdentityRule(settings.identity_rule)
         # Secrets known from the configuration are redacted from every error, log line and status page
         # (docs/security.md, "The management API and secrets"); management tokens register when read.
-        if settings.consul is not None:
-            register_secret(settings.consul.token)
+        for kind in KINDS:
+            if (config := settings.registry_config(kind.name)) is not None:
+                for secret in kind.secrets(config):
+                    register_secret(secret)
 
     # ---------------------------------------------------------------- SourceSink
 
@@ -287,15 +292,24 @@ class App:
     def source_states(self) -> list[SourceState]:
         return [SourceState(name=s.name, synced=s.name in self.source_synced_at,
                             stale=s.name in self.source_errors, error=self.source_errors.get(s.name, ""),
-                            last_sync_unix=self.source_synced_at.get(s.name))
+                            last_sync_unix=self.source_synced_at.get(s.name),
+                            registry=_registry_state(s.status()) if isinstance(s, ReportsStatus) else None)
                 for s in self.sources]
+
+    def source_statuses(self) -> list[SourceStatus]:
+        """The SourceStatus of every source that reports one (the registry sources; issue 13)."""
+        return [s.status() for s in self.sources if isinstance(s, ReportsStatus)]
 
     def status(self) -> dict[str, object]:
         """A JSON-able summary for the admin /status page; every string redacted (issue 9)."""
         status: dict[str, object] = {
             "ready": self.ready,
             "sources": {s.name: {"synced": s.name not in self.pipeline.missing(),
-                                 "error": self.source_errors.get(s.name, "")} for s in self.sources},
+                                 "error": self.source_errors.get(s.name, ""),
+                                 # The registry's own view (issue 13): outage, failing watches, grace.
+                                 **({"registry": s.status().as_json()} if isinstance(s, ReportsStatus)
+                                    else {})}
+                        for s in self.sources},
             "policy_error": self.policy_error,
             "tls_files": self.tls_files.errors(),  # paths and problems only, never content
             "groups": {g: {"error": self.store.error(g)} for g in self.store.groups()},
@@ -309,6 +323,13 @@ class App:
                             "reload_error": self._ca_watcher.error if self._ca_watcher else ""},
         }
         return redact_mapping(status)
+
+
+def _registry_state(status: SourceStatus) -> RegistryState:
+    """What `xds status` shows of a registry source's SourceStatus (issue 13)."""
+    return RegistryState(kind=status.kind, outage_s=status.outage_s, failing_watches=status.failing_watches,
+                         resync_grace_remaining_s=status.resync_grace_remaining_s,
+                         seconds_since_answer=status.seconds_since_answer)
 
 
 def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None:
@@ -325,17 +346,16 @@ def _tls_reloader(settings: Settings, metrics: TlsMetrics) -> TlsReloader | None
 
 
 def _sources_from(settings: Settings) -> tuple[Source, ...]:
-    """The configured sources in merge order: files first (in the order given), then Consul, then
-    Kubernetes. On the same service the pipeline unions endpoints and the earlier source wins a duplicate
-    host:port; policies merge in the same order (docs/consul.md, "Merging with files"; docs/kubernetes.md,
-    "Merging with Consul and files")."""
+    """The configured sources in merge order: files first (in the order given), then the registries in
+    the order of xds/source_kinds.py (Consul, then Kubernetes, ...). On the same service the pipeline
+    unions endpoints and the earlier source wins a duplicate host:port; policies merge in the same order
+    (docs/consul.md, "Merging with files"; docs/kubernetes.md, "Merging with Consul and files")."""
     sources: list[Source] = [FileSource(path, poll_interval_s=settings.file_poll_interval_s,
                                         max_bytes=settings.max_catalog_bytes)
                              for path in settings.config_files]
-    if settings.consul is not None:
-        sources.append(ConsulSource(settings.consul))
-    if settings.kubernetes is not None:
-        sources.append(KubernetesSource(settings.kubernetes))
+    for kind in KINDS:
+        if (config := settings.registry_config(kind.name)) is not None:
+            sources.append(kind.source(config))
     return tuple(sources)
 
 

@@ -9,30 +9,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from xds import settings as defaults
 from xds.cli_load import add_load_arguments, load_settings
 from xds.cli_secrets import (
-    add_consul_token_arguments,
     add_management_client_arguments,
     add_management_serve_arguments,
     client_token,
-    consul_token,
     management_auth_config,
 )
-from xds.settings import Settings, from_environment, parse_flag, split_address
+from xds.settings import Settings, from_environment, split_address
+from xds.source_kinds import KINDS
 from xds.translate.delivery import DEFAULT_XDS_CLUSTER
-
-if TYPE_CHECKING:
-    from xds.sources.consul.client import ConsulConfig
-    from xds.sources.kubernetes.client import KubeConfig
 
 
 def _address(value: str) -> str:
@@ -81,8 +74,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     add_management_serve_arguments(serve, env)
     _add_limit_arguments(serve, env)
     _add_mesh_arguments(serve, env)
-    _add_consul_arguments(serve, env)
-    _add_kube_arguments(serve, env)
+    for kind in KINDS:  # every registry kind's flags (xds/source_kinds.py)
+        kind.add_arguments(serve, env)
     serve.add_argument("--xds-cluster-name", default=env.get("xds_cluster_name", DEFAULT_XDS_CLUSTER),
                        metavar="NAME",
                        help="the bootstrap cluster through which single-type Envoys reach this server, named "
@@ -247,99 +240,6 @@ def _add_limit_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) ->
                              f"keeps serving (env {defaults.ENV_MAX_CATALOG_BYTES})")
 
 
-def _add_consul_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
-    consul = serve.add_argument_group("Consul source (docs/consul.md)")
-    consul.add_argument("--consul-address", default=env.get("consul_address"), metavar="URL",
-                        help="Consul agent HTTP API, http(s)://host:port; when unset there is no Consul "
-                             f"source (env {defaults.ENV_CONSUL_ADDRESS})")
-    add_consul_token_arguments(consul, env)
-    consul.add_argument("--consul-datacenter", action="append", metavar="DC",
-                        help="datacenter to watch (repeatable; the first is local, priority 0, the others "
-                             "priority 1); default the agent's own "
-                             f"(env {defaults.ENV_CONSUL_DATACENTER}, comma-separated)")
-    consul.add_argument("--consul-consistency", default=env.get("consul_consistency", "default"),
-                        choices=("default", "stale", "consistent"),
-                        help=f"read consistency mode (env {defaults.ENV_CONSUL_CONSISTENCY})")
-    consul.add_argument("--consul-ca-file", type=Path, default=env.get("consul_ca_file"),
-                        help=f"CA bundle for https (env {defaults.ENV_CONSUL_CA_FILE})")
-    consul.add_argument("--consul-cert-file", type=Path, default=env.get("consul_cert_file"),
-                        help=f"client certificate for https (env {defaults.ENV_CONSUL_CERT_FILE})")
-    consul.add_argument("--consul-key-file", type=Path, default=env.get("consul_key_file"),
-                        help=f"client certificate key (env {defaults.ENV_CONSUL_KEY_FILE})")
-    consul.add_argument("--consul-tls-server-name", default=env.get("consul_tls_server_name"),
-                        help="expected name in Consul's certificate "
-                             f"(env {defaults.ENV_CONSUL_TLS_SERVER_NAME})")
-    consul.add_argument("--consul-kv-prefix", default=env.get("consul_kv_prefix"), metavar="PREFIX",
-                        help="read policy documents from every key under this KV prefix "
-                             f"(env {defaults.ENV_CONSUL_KV_PREFIX})")
-    consul.add_argument("--consul-warning-as", default=env.get("consul_warning_as", "healthy"),
-                        choices=("healthy", "degraded"),
-                        help="how to serve an instance whose worst check is a warning "
-                             f"(env {defaults.ENV_CONSUL_WARNING_AS})")
-    consul.add_argument("--consul-include-connect", action="store_true", default=None,
-                        help="also serve Connect sidecar proxies and gateways as endpoints "
-                             f"(env {defaults.ENV_CONSUL_INCLUDE_CONNECT}=true)")
-    consul.add_argument("--consul-resync-grace", type=float, default=env.get("consul_resync_grace"),
-                        metavar="SECONDS",
-                        help="after a Consul restart or outage, hold removals this long (default 30; "
-                             f"env {defaults.ENV_CONSUL_RESYNC_GRACE_S})")
-
-
-def _consul_config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfig | None:
-    """The Consul source's configuration, or None when no address is given. SystemExit on a bad value."""
-    if not args.consul_address:
-        return None
-    from xds.sources.consul.client import ConsulConfig
-
-    datacenters = args.consul_datacenter or [d.strip() for d in env.get("consul_datacenter", "").split(",")
-                                             if d.strip()]
-    try:
-        include_connect = (args.consul_include_connect if args.consul_include_connect is not None
-                           else parse_flag(env.get("consul_include_connect", "")))
-        config = ConsulConfig(
-            args.consul_address, token=consul_token(args, env), datacenters=tuple(datacenters),
-            consistency=args.consul_consistency, ca_file=_path(args.consul_ca_file),
-            cert_file=_path(args.consul_cert_file), key_file=_path(args.consul_key_file),
-            tls_server_name=args.consul_tls_server_name or None, kv_prefix=args.consul_kv_prefix or None,
-            warning_health=args.consul_warning_as, include_connect=include_connect)
-        if args.consul_resync_grace is not None:
-            config = dataclasses.replace(config, resync_grace_s=float(args.consul_resync_grace))
-        return config
-    except ValueError as exc:
-        raise SystemExit(f"xds: error: Consul: {exc}") from exc
-
-
-def _add_kube_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
-    kube = serve.add_argument_group("Kubernetes source (docs/kubernetes.md)")
-    kube.add_argument("--kube", action="store_true", default=None,
-                      help="watch the cluster of the default kubeconfig ($KUBECONFIG, else ~/.kube/config) "
-                           f"(env {defaults.ENV_KUBE}=true)")
-    kube.add_argument("--kubeconfig", default=env.get("kubeconfig"), metavar="PATH",
-                      help=f"watch the cluster of this kubeconfig (env {defaults.ENV_KUBECONFIG})")
-    kube.add_argument("--kube-in-cluster", action="store_true", default=None,
-                      help="watch the cluster this pod runs in, with its service account "
-                           f"(env {defaults.ENV_KUBE_IN_CLUSTER}=true)")
-    kube.add_argument("--kube-context", default=env.get("kube_context"), metavar="NAME",
-                      help="kubeconfig context; default its current-context "
-                           f"(env {defaults.ENV_KUBE_CONTEXT})")
-    kube.add_argument("--kube-namespace", action="append", metavar="NAMESPACE",
-                      help="watch Services and EndpointSlices in this namespace (repeatable); default all "
-                           f"(env {defaults.ENV_KUBE_NAMESPACE}, comma-separated)")
-    kube.add_argument("--kube-label-selector", default=env.get("kube_label_selector", ""), metavar="SELECTOR",
-                      help="only Services matching this label selector, e.g. 'mesh=xds' "
-                           f"(env {defaults.ENV_KUBE_LABEL_SELECTOR})")
-    kube.add_argument("--kube-policy-namespace", action="append", metavar="NAMESPACE",
-                      help="read TrafficPolicy objects in this namespace (repeatable); default all "
-                           f"(env {defaults.ENV_KUBE_POLICY_NAMESPACE}, comma-separated)")
-    kube.add_argument("--no-kube-policies", dest="kube_policies", action="store_false", default=None,
-                      help="do not read TrafficPolicy objects (no CRD needed) "
-                           f"(env {defaults.ENV_KUBE_POLICIES}=false)")
-    kube.add_argument("--kube-resync-grace", type=float, default=env.get("kube_resync_grace"),
-                      metavar="SECONDS",
-                      help="after an API server outage, hold removals this long (default 30; "
-                           f"env {defaults.ENV_KUBE_RESYNC_GRACE_S})")
-
-
 def _add_tls_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
     """mTLS on the xDS port and node identity binding (issue 9; docs/security.md)."""
     from xds.server.identity import RULE_NAMES
@@ -383,38 +283,6 @@ def _tls_files(args: argparse.Namespace) -> None:
                          f"got {args.identity_rule!r}")
 
 
-def _env_list(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _kube_config(args: argparse.Namespace, env: dict[str, str]) -> KubeConfig | None:
-    """The Kubernetes source's configuration, or None when it is not asked for. Reads the kubeconfig to name
-    the source after its API server. SystemExit on a bad value."""
-    try:
-        enabled = args.kube if args.kube is not None else parse_flag(env.get("kube", ""))
-        in_cluster = (args.kube_in_cluster if args.kube_in_cluster is not None
-                      else parse_flag(env.get("kube_in_cluster", "")))
-        policies = args.kube_policies if args.kube_policies is not None else parse_flag(
-            env.get("kube_policies", "true"))
-    except ValueError as exc:
-        raise SystemExit(f"xds: error: Kubernetes: {exc}") from exc
-    if not (enabled or in_cluster or args.kubeconfig):
-        return None
-    from xds.sources.kubernetes.client import KubeConfig, KubeConfigError, resolve_server
-
-    namespaces = tuple(args.kube_namespace or _env_list(env.get("kube_namespace", "")))
-    policy_namespaces = tuple(args.kube_policy_namespace or _env_list(env.get("kube_policy_namespace", "")))
-    try:
-        config = KubeConfig(args.kubeconfig or None, in_cluster=in_cluster, context=args.kube_context or None,
-                            namespaces=namespaces, label_selector=args.kube_label_selector,
-                            policies=policies, policy_namespaces=policy_namespaces)
-        if args.kube_resync_grace is not None:
-            config = dataclasses.replace(config, resync_grace_s=float(args.kube_resync_grace))
-        return dataclasses.replace(config, server=resolve_server(config))
-    except (ValueError, KubeConfigError) as exc:
-        raise SystemExit(f"xds: error: Kubernetes: {exc}") from exc
-
-
 def _path(value: Path | str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -442,14 +310,11 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     from xds.app import App
     from xds.observability.logs import configure_logging
 
-    consul = _consul_config(args, env)
-    kubernetes = _kube_config(args, env)
+    registries = {kind.name: config for kind in KINDS if (config := kind.config(args, env)) is not None}
     config_files = _config_files(args.config, env, required=False)
-    if not config_files and consul is None and kubernetes is None:
+    if not config_files and not registries:
         raise SystemExit(f"xds: error: no source configured: give a catalog file with --config PATH (or "
-                         f"{defaults.ENV_CONFIG}), a Consul agent with --consul-address URL (or "
-                         f"{defaults.ENV_CONSUL_ADDRESS}), or a Kubernetes cluster with --kube, "
-                         f"--kubeconfig PATH or --kube-in-cluster")
+                         f"{defaults.ENV_CONFIG}), " + ", or ".join(kind.hint for kind in KINDS))
     _tls_files(args)
     from xds.server.management_server import ManagementExposureError, check_exposure
 
@@ -466,8 +331,8 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     settings = Settings(config_files=config_files, xds_address=args.xds_address,
                         admin_address=args.admin_address, management_address=args.management_address,
                         management_auth=management_auth, node_group_key=args.node_group_key,
-                        log_level=args.log_level, log_format=args.log_format, consul=consul,
-                        kubernetes=kubernetes, max_node_groups=args.max_node_groups,
+                        log_level=args.log_level, log_format=args.log_format, registries=registries,
+                        max_node_groups=args.max_node_groups,
                         node_group_grace_s=args.node_group_grace, max_streams=args.max_streams,
                         max_stream_starts_per_s=float(args.max_stream_starts_per_second),
                         max_initial_syncs=int(args.max_initial_syncs),

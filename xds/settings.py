@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xds.load_settings import LoadSettings
 from xds.policy.reader import DEFAULT_MAX_BYTES
@@ -141,6 +141,9 @@ class Settings:
     consul: ConsulConfig | None = None
     # The Kubernetes source, when configured; merged after Consul (docs/kubernetes.md).
     kubernetes: KubeConfig | None = None
+    # Every registry source's config by kind name (xds/source_kinds.py; issue 13). `consul` and
+    # `kubernetes` above remain as shorthands for their kinds; an entry here wins over them.
+    registries: Mapping[str, Any] = field(default_factory=dict)
     # Issue 9 (docs/security.md). With tls_cert, tls_key and client_ca the xDS port is mTLS-only and every
     # stream's node is bound to its client certificate by `identity_rule`; without them it is plaintext.
     trust_domain: str = DEFAULT_TRUST_DOMAIN
@@ -159,6 +162,12 @@ class Settings:
     # The bootstrap cluster single-type Envoys reach this server by (issue 11; translate/delivery.py).
     xds_cluster_name: str = DEFAULT_XDS_CLUSTER
 
+    def registry_config(self, kind: str) -> Any:
+        """The config of registry kind `kind` (a row of xds/source_kinds.py), None when not configured."""
+        if kind in self.registries:
+            return self.registries[kind]
+        return {"consul": self.consul, "kubernetes": self.kubernetes}.get(kind)
+
 
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings given through XDS_* environment variables, by CLI flag name."""
@@ -173,29 +182,18 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_MAX_STREAM_STARTS_PER_S: "max_stream_starts_per_second",
              ENV_MAX_INITIAL_SYNCS: "max_initial_syncs", ENV_WRITE_TIMEOUT_S: "write_timeout",
              ENV_MAX_CATALOG_BYTES: "max_catalog_bytes",
-             ENV_CONSUL_ADDRESS: "consul_address", ENV_CONSUL_DATACENTER: "consul_datacenter",
-             ENV_CONSUL_CONSISTENCY: "consul_consistency", ENV_CONSUL_CA_FILE: "consul_ca_file",
-             ENV_CONSUL_CERT_FILE: "consul_cert_file", ENV_CONSUL_KEY_FILE: "consul_key_file",
-             ENV_CONSUL_TLS_SERVER_NAME: "consul_tls_server_name", ENV_CONSUL_KV_PREFIX: "consul_kv_prefix",
-             ENV_CONSUL_WARNING_AS: "consul_warning_as", ENV_CONSUL_INCLUDE_CONNECT: "consul_include_connect",
-             ENV_CONSUL_RESYNC_GRACE_S: "consul_resync_grace",
-             ENV_KUBE: "kube", ENV_KUBECONFIG: "kubeconfig", ENV_KUBE_IN_CLUSTER: "kube_in_cluster",
-             ENV_KUBE_CONTEXT: "kube_context", ENV_KUBE_NAMESPACE: "kube_namespace",
-             ENV_KUBE_LABEL_SELECTOR: "kube_label_selector",
-             ENV_KUBE_POLICY_NAMESPACE: "kube_policy_namespace",
-             ENV_KUBE_POLICIES: "kube_policies", ENV_KUBE_RESYNC_GRACE_S: "kube_resync_grace",
              ENV_TRUST_DOMAIN: "trust_domain", ENV_TLS_CERT: "tls_cert", ENV_TLS_KEY: "tls_key",
              ENV_CLIENT_CA: "client_ca", ENV_IDENTITY_RULE: "identity_rule",
              ENV_TLS_RELOAD_INTERVAL_S: "tls_reload_interval",
              ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key", ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl",
              ENV_XDS_CLUSTER_NAME: "xds_cluster_name"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
-    token = env.get(ENV_CONSUL_TOKEN) or env.get(ENV_CONSUL_HTTP_TOKEN)
-    if token:
-        found["consul_token"] = token
-    token_file = env.get(ENV_CONSUL_TOKEN_FILE) or env.get(ENV_CONSUL_HTTP_TOKEN_FILE)
-    if token_file:
-        found["consul_token_file"] = token_file
+    # Each registry kind reads its own variables (issue 13); imported here, not at the top, because the
+    # kinds' flag modules import this one.
+    from xds.source_kinds import KINDS
+
+    for kind in KINDS:
+        found.update(kind.from_environment(env))
     for var, name in ((ENV_MANAGEMENT_TOKEN, "management_token"),
                       (ENV_MANAGEMENT_ADMIN_TOKEN, "management_admin_token")):
         if env.get(var):

@@ -140,7 +140,21 @@ def _sources_text(resp: pb.ListProxiesResponse) -> str:
                 if source.HasField("last_sync") else "-")
         first_line = source.error.splitlines()[0] if source.error else "-"
         rows.append([source.name, state, last, first_line])
-    return "\n\n" + _rows_to_text(rows)
+    return "\n\n" + _rows_to_text(rows) + _registries_text(resp)
+
+
+def _registries_text(resp: pb.ListProxiesResponse) -> str:
+    """A REGISTRY table: each registry source's own view (issue 13): failing watches, how long its outage
+    has lasted, since when its registry last answered, and the resync grace left."""
+    rows = [["REGISTRY", "KIND", "FAILING WATCHES", "OUTAGE", "LAST ANSWER", "GRACE LEFT"]]
+    for source in resp.sources:
+        if not source.HasField("registry"):
+            continue
+        r = source.registry
+        answer = f"{r.seconds_since_answer:.1f}s ago" if r.HasField("seconds_since_answer") else "never"
+        rows.append([source.name, r.kind, str(r.failing_watches), f"{r.outage_seconds:.1f}s", answer,
+                     f"{r.resync_grace_remaining_seconds:.1f}s"])
+    return "\n\n" + _rows_to_text(rows) if len(rows) > 1 else ""
 
 
 def format_snapshot(resp: pb.GetSnapshotResponse) -> str:

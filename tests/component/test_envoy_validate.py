@@ -93,7 +93,7 @@ def _inlined(items: Iterable[Translated]) -> bootstrap_pb2.Bootstrap:
     by_key = {(item.type_url, item.name): item.message for item in items}
     bootstrap = bootstrap_pb2.Bootstrap()
     for (type_url, _), message in by_key.items():
-        if type_url == CLUSTER and message.type == cluster_pb2.Cluster.STRICT_DNS:
+        if type_url == CLUSTER and message.HasField("load_assignment"):  # a DNS cluster, endpoints inline
             bootstrap.static_resources.clusters.add().CopyFrom(message)  # already self-contained
         elif type_url == CLUSTER:
             cluster = bootstrap.static_resources.clusters.add()

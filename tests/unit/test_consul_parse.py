@@ -394,7 +394,8 @@ def test_config_normalizes_and_hides_the_token() -> None:
 
 
 def _serve_args(argv: list[str], env: dict[str, str]) -> ConsulConfig | None:
-    from xds.cli import _consul_config, build_parser
+    from xds.cli import build_parser
+    from xds.cli_consul import config as _consul_config
 
     return _consul_config(build_parser(env).parse_args(["serve", *argv]), env)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from xds import cli
+from xds import cli, cli_kube
 from xds.model.service import PROTOCOL_KEY, Catalog, Endpoint, Health, Locality, Service, ServiceName
 from xds.policy import load
 from xds.sources.kubernetes.client import (
@@ -584,7 +584,7 @@ def kube_args(env: dict[str, str], *argv: str) -> argparse.Namespace:
 
 
 def test_cli_without_kubernetes_flags_has_no_kubernetes_source() -> None:
-    assert cli._kube_config(kube_args({}), {}) is None
+    assert cli_kube.config(kube_args({}), {}) is None
 
 
 def test_cli_builds_the_kubernetes_config(tmp_path: Path) -> None:
@@ -593,7 +593,7 @@ def test_cli_builds_the_kubernetes_config(tmp_path: Path) -> None:
     args = kube_args({}, "--kubeconfig", str(path), "--kube-namespace", "a", "--kube-namespace", "b",
                      "--kube-label-selector", "mesh=xds", "--kube-policy-namespace", "ops",
                      "--kube-resync-grace", "5")
-    config = cli._kube_config(args, {})
+    config = cli_kube.config(args, {})
     assert config is not None
     assert (config.kubeconfig, config.server, config.namespaces, config.label_selector,
             config.policy_namespaces, config.resync_grace_s, config.policies) == (
@@ -604,11 +604,11 @@ def test_cli_reads_the_kubernetes_environment(tmp_path: Path) -> None:
     path = write_kubeconfig(tmp_path / "k", current="one", contexts={"one": "c1"}, clusters={"c1": "https://x"})
     env = {"kubeconfig": str(path), "kube_namespace": "a, b", "kube_policies": "false",
            "kube_label_selector": "app=web,tier=front"}
-    config = cli._kube_config(kube_args(env), env)
+    config = cli_kube.config(kube_args(env), env)
     assert config is not None
     assert (config.namespaces, config.policies, config.label_selector) == (("a", "b"), False,
                                                                            "app=web,tier=front")
-    assert not cli._kube_config(kube_args(env, "--no-kube-policies"), env).policies  # type: ignore[union-attr]
+    assert not cli_kube.config(kube_args(env, "--no-kube-policies"), env).policies  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("argv", "env", "message"), [
@@ -621,7 +621,7 @@ def test_cli_rejects_bad_kubernetes_settings(argv: tuple[str, ...], env: dict[st
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(SystemExit, match=message):
-        cli._kube_config(kube_args(env, *argv), env)
+        cli_kube.config(kube_args(env, *argv), env)
 
 
 def test_environment_names() -> None:

@@ -74,9 +74,18 @@ ERROR_CASES = {
         services:
           - name: web
             endpoints:
-              - address: localhost:8080
+              - address: "exa mple:8080"
         """,
-        4, "must be an IP address",
+        4, "must be an IP address or an RFC 1123 host name",
+    ),
+    "bad address (mistyped IPv4)": (
+        """
+        services:
+          - name: web
+            endpoints:
+              - address: 10.0.0.300:8080
+        """,
+        4, "last label is all digits",
     ),
     "bad address (unbracketed IPv6)": (
         """

@@ -170,7 +170,8 @@ services:
      upstream_connection: {idle_timeout: 5m, max_requests_per_connection: 100,
                            tcp_keepalive: {probes: 3, time: 60s, interval: 10}}}
   - {name: api, connect_timeout: 0.5, lb_policy: ring_hash, protocol: http1,
-     load_balancer: {minimum_ring_size: 2048, maximum_ring_size: 4096}}
+     load_balancer: {minimum_ring_size: 2048, maximum_ring_size: 4096},
+     dns: {mode: logical, refresh_rate: 10s, respect_ttl: true, lookup_family: v4_only}}
   - {name: cart, lb_policy: maglev, load_balancer: {table_size: 131071}, mtls: strict,
      authorization: [{identities: [edge, "spiffe://xds.local/ns/ops"], prefix: /api, methods: [GET, POST]},
                      {identities: [web-v1]}]}
@@ -313,6 +314,9 @@ REJECTED: list[tuple[str, Any]] = [
     ("service name too long", _edit("services.0.name", "a" * 254)),
     ("unknown lb policy", _edit("services.0.lb_policy", "fastest")),
     ("unknown protocol", _edit("services.0.protocol", "http3")),
+    ("unknown dns mode", _edit("services.1.dns.mode", "strict_dns")),
+    ("unknown dns lookup family", _edit("services.1.dns.lookup_family", "v4")),
+    ("unknown dns key", _edit("services.1.dns.ttl", True)),
     ("duration without a unit", _edit("services.0.connect_timeout", "250")),
     ("duration in words", _edit("services.0.connect_timeout", "5 seconds")),
     ("negative duration", _edit("services.0.connect_timeout", -1)),
@@ -384,6 +388,7 @@ LOADER_ONLY: list[tuple[str, Any]] = [
     ("server name claimed twice", _edit("listeners.0.tls.certificates.1.server_names", ["SHOP.example.com"])),
     ("weight update period under 100ms", _edit("services.7.load_balancer.weight_update_period", "50ms")),
     ("client-side knob on round robin", _edit("services.7.lb_policy", "round_robin")),
+    ("dns refresh rate of 1ms", _edit("services.1.dns.refresh_rate", "1ms")),
 ]
 
 

@@ -138,7 +138,7 @@ def test_consul_token_on_the_command_line_is_refused_with_the_alternatives(
 
 
 def test_consul_token_file_is_read_and_registered(tmp_path: Path) -> None:
-    from xds.cli import _consul_config
+    from xds.cli_consul import config as _consul_config
 
     path = tmp_path / "consul.token"
     path.write_text(TOKEN + "\n")

@@ -15,9 +15,12 @@ from dataclasses import replace
 from xds.model.service import Catalog, Endpoint, Locality
 from xds.model.spiffe import DEFAULT_TRUST_DOMAIN, group_identity, resolve_identity
 from xds.policy.desired import (
+    DEFAULT_DNS,
     AuthorizationRuleSpec,
     ClusterSpec,
     DesiredState,
+    DnsMode,
+    DnsSpec,
     FaultSpec,
     HashPolicySpec,
     HashSource,
@@ -132,6 +135,16 @@ def _load_aware(endpoints: tuple[Endpoint, ...], settings: ServicePolicy, loads:
                  for e in endpoints)
 
 
+def _dns_options(settings: ServicePolicy, endpoints: tuple[Endpoint, ...]) -> DnsSpec:
+    spec = settings.dns or DEFAULT_DNS
+    if spec.mode is DnsMode.LOGICAL and len(endpoints) != 1:
+        # Envoy rejects a LOGICAL_DNS cluster without exactly one endpoint. The file loader refuses such a
+        # service; a registry (or a subset) can still yield another count, so it falls back to STRICT_DNS,
+        # which explain_warnings reports, rather than have Envoy reject the cluster.
+        return replace(spec, mode=DnsMode.STRICT)
+    return spec
+
+
 def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: Locality,
              material: TlsMaterial = NO_MATERIAL, *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
              loads: LoadFactors = NO_LOADS) -> ClusterSpec:
@@ -153,7 +166,10 @@ def _cluster(catalog: Catalog, settings: ServicePolicy, subset: _Subset, proxy: 
         connect_timeout_s=settings.connect_timeout_s,
         # HTTP/2 when the policy says so, or when every instance declares it (Kubernetes appProtocol).
         http2=settings.http2 or (bool(endpoints) and all(e.speaks_http2 for e in endpoints)),
+        # One host name makes the whole cluster a DNS cluster: Envoy resolves an IP literal to itself, so
+        # IP endpoints next to it still work (docs/dns.md, "Mixed endpoints").
         dns=any(e.is_dns_name for e in endpoints),
+        dns_options=_dns_options(settings, endpoints),
         outlier_detection=settings.outlier_detection,
         circuit_breakers=settings.circuit_breakers,
         health_check=settings.health_check,
@@ -358,6 +374,10 @@ def explain_warnings(catalog: Catalog, policy: Policy) -> list[str]:
                             "(docs/security.md)")
     for entry in policy.services:
         found = catalog.get(entry.name)
+        if (entry.dns is not None and entry.dns.mode is DnsMode.LOGICAL and found is not None
+                and len(found.endpoints) > 1 and any(e.is_dns_name for e in found.endpoints)):
+            warnings.setdefault(f"service {entry.name!r}: dns.mode logical needs exactly one endpoint, it "
+                                f"has {len(found.endpoints)}; Envoy gets a STRICT_DNS cluster instead")
         if (entry.locality is not None and entry.locality.failover and found is not None
                 and found.endpoints and all(e.locality == _NOWHERE for e in found.endpoints)):
             warnings.setdefault(f"service {entry.name!r}: locality.failover has no effect, since none of its "

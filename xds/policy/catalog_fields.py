@@ -20,9 +20,10 @@ LOCALITY = table(Locality, "Where the endpoint runs; each part optional.", [
 ENDPOINT = table(Endpoint, "One instance of the service.", [
     (None, FieldSpec(
         "address", HostPort(),
-        "`host:port`. The host must be an IP address (Envoy does not resolve names of EDS endpoints); IPv6 "
-        "goes in brackets: `[::1]:8081`. Port 1 to 65535. Unique within the service (`[::1]` and `[0::1]` "
-        "are the same address).", required=True)),
+        "`host:port`. The host is an IP address, IPv6 in brackets (`[::1]:8081`), or an RFC 1123 host name "
+        "(`web.internal:8080`), which makes the service a DNS cluster that Envoy resolves itself (`dns`, "
+        "docs/dns.md). Port 1 to 65535. Unique within the service (`[::1]` and `[0::1]` are the same "
+        "address, host names are compared lowercased).", required=True)),
     ("weight", FieldSpec("weight", Integer(1, MAX_ENDPOINT_WEIGHT),
                          "Load-balancing weight among the service's endpoints, "
                          f"1 to {MAX_ENDPOINT_WEIGHT}.")),

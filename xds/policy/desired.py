@@ -209,6 +209,39 @@ class UpstreamMeshTlsSpec:
     peer_identity: str
 
 
+class DnsMode(enum.Enum):
+    """How Envoy turns the host names of a DNS cluster into hosts (issue 13, docs/dns.md)."""
+
+    STRICT = "strict"  # STRICT_DNS: every address a name resolves to is a host of its own
+    LOGICAL = "logical"  # LOGICAL_DNS: one host per name, connecting to the first address of each lookup
+
+
+class DnsLookupFamily(enum.Enum):
+    """Which address families Envoy asks its resolver for (DnsCluster.dns_lookup_family)."""
+
+    V4_ONLY = "v4_only"
+    V6_ONLY = "v6_only"
+    V4_PREFERRED = "v4_preferred"
+    AUTO = "auto"  # IPv6 first, IPv4 if there is none
+    ALL = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSpec:
+    """How Envoy resolves the host-name endpoints of a service (issue 13; keys in xds/policy/dns_fields.py).
+    Only a cluster with a host-name endpoint reads it; one of IP endpoints stays EDS."""
+
+    mode: DnsMode = DnsMode.STRICT
+    refresh_rate_s: float | None = None  # None: Envoy's 5 s
+    respect_ttl: bool = False  # refresh at the records' TTL instead of refresh_rate
+    # V4_PREFERRED: what DNS clusters used before issue 13. Envoy's own default, AUTO, tries IPv6 first and
+    # so sends `localhost` to ::1 where most local upstreams listen on 127.0.0.1 only.
+    lookup_family: DnsLookupFamily = DnsLookupFamily.V4_PREFERRED
+
+
+DEFAULT_DNS = DnsSpec()
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
     """One upstream cluster: a service, or the subset of it whose endpoints match `subset`."""
@@ -219,8 +252,11 @@ class ClusterSpec:
     lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
     connect_timeout_s: float = 1.0
     http2: bool = False
-    # Endpoints are host names Envoy resolves itself (STRICT_DNS, endpoints inline) instead of EDS.
+    # Endpoints are host names Envoy resolves itself (a DNS cluster, endpoints inline) instead of EDS.
     dns: bool = False
+    # How it resolves them; read only when `dns` (apply.py has already turned LOGICAL into STRICT for a
+    # cluster without exactly one endpoint, which LOGICAL_DNS needs).
+    dns_options: DnsSpec = DEFAULT_DNS
     outlier_detection: OutlierDetectionSpec | None = None  # None: no outlier detection (Envoy's default)
     circuit_breakers: CircuitBreakersSpec | None = None  # None: Envoy's default thresholds
     health_check: HealthCheckSpec | None = None  # None: no active health checking

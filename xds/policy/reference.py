@@ -25,6 +25,7 @@ from xds.policy.cluster_fields import (
     OUTLIER_DETECTION,
     RETRY_BUDGET,
 )
+from xds.policy.dns_fields import DNS
 from xds.policy.fields import MISSING, Choice, Declared, Duration, Nested, Shape, erase
 from xds.policy.lb_fields import LOAD_BALANCER, TCP_KEEPALIVE, UPSTREAM_CONNECTION
 from xds.policy.schema import (
@@ -57,7 +58,7 @@ TABLES: dict[str, Shape[object]] = {
     "backends": erase(BACKEND), "retries": erase(RETRY), "hash-policy": erase(HASH),
     "hash-cookie": erase(COOKIE), "fault": erase(FAULT), "fault-delay": erase(FAULT_DELAY),
     "fault-abort": erase(FAULT_ABORT), "locality": erase(LOCALITY_POLICY),
-    "locality-weights": erase(LOCALITY_WEIGHT),
+    "locality-weights": erase(LOCALITY_WEIGHT), "dns": erase(DNS),
     "authorization": erase(AUTHORIZATION_RULE),
 }
 

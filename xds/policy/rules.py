@@ -108,9 +108,29 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# RFC 1123 section 2.1 host names: dot-separated labels of letters, digits and '-', 1 to 63 characters each,
+# neither starting nor ending with '-', at most MAX_NAME_LENGTH characters in all. The last label may not be
+# all digits (RFC 3696 section 2), so a mistyped IPv4 address such as 10.0.0.300 is not taken for a name.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME_RE = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}", re.ASCII)
+HOST_NAME_RULE = ("must be an IP address or an RFC 1123 host name (labels of letters, digits and '-', "
+                  "separated by '.')")
+
+
+def _host_name_problem(host: str) -> str:
+    """"" when `host` is a host name Envoy can resolve in a DNS cluster (issue 13, docs/dns.md)."""
+    if len(host) > MAX_NAME_LENGTH or not HOST_NAME_RE.fullmatch(host):
+        return f"the host {HOST_NAME_RULE}"
+    if host.rpartition(".")[2].isdigit():
+        return "the host is neither an IP address nor a host name (its last label is all digits)"
+    return ""
+
+
 def parse_host_port(text: str) -> tuple[str, int, str]:
-    """(host, port, "") or ("", 0, problem). Hosts must be IP literals: EDS endpoints are not resolved by
-    Envoy, which rejects a host name there and would NACK the whole update."""
+    """(host, port, "") or ("", 0, problem). The host is an IP literal or a host name (issue 13): a service
+    with a host name becomes a DNS cluster that Envoy resolves itself (docs/dns.md), since Envoy refuses
+    host names in EDS endpoints. Host names are lowercased: DNS does not tell case apart, and one name spelt
+    two ways must not make two endpoints."""
     if text.startswith("["):
         host, sep, port_text = text[1:].partition("]:")
         if not sep:
@@ -118,15 +138,21 @@ def parse_host_port(text: str) -> tuple[str, int, str]:
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
-            return "", 0, "must be host:port, such as 127.0.0.1:8080"
+            return "", 0, "must be host:port, such as 127.0.0.1:8080 or web.internal:8080"
         if ":" in host:
             return "", 0, "an IPv6 address must be in brackets, as [::1]:8080"
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return "", 0, "the host must be an IP address (Envoy does not resolve names of EDS endpoints)"
-    if text.startswith("[") and ip.version != 6:
+        ip = None
+    if ip is None:
+        if text.startswith("["):
+            return "", 0, "only IPv6 addresses go in brackets"
+        problem = _host_name_problem(host)
+        if problem:
+            return "", 0, problem
+    elif text.startswith("[") and ip.version != 6:
         return "", 0, "only IPv6 addresses go in brackets"
     if not PORT_RE.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
         return "", 0, "the port must be a number from 1 to 65535"
-    return str(ip), int(port_text), ""
+    return (str(ip) if ip is not None else host.lower()), int(port_text), ""

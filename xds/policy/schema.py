@@ -21,6 +21,7 @@ from xds.policy.cluster_fields import (
 )
 from xds.policy.desired import (
     CircuitBreakersSpec,
+    DnsSpec,
     HealthCheckSpec,
     LbPolicy,
     ListenerKind,
@@ -30,6 +31,7 @@ from xds.policy.desired import (
     OutlierDetectionSpec,
     UpstreamConnectionSpec,
 )
+from xds.policy.dns_fields import DNS
 from xds.policy.errors import PolicyError, Problem
 from xds.policy.fields import (
     Boolean,
@@ -457,6 +459,10 @@ class ServicePolicy:
         "locality", Nested(erase(LOCALITY_POLICY)),
         "Failover relative to each proxy's own zone and region, and the overprovisioning factor (below).",
         shown_default="off"))
+    dns: DnsSpec | None = field(default=None, metadata=declare(
+        "dns", Nested(erase(DNS)),
+        "How Envoy resolves the service's host-name endpoints (below, docs/dns.md); read only when an "
+        "endpoint is a host name rather than an IP address.", shown_default="strict, Envoy's refresh"))
     tls: UpstreamTlsPolicy | None = field(default=None, metadata=declare(
         "tls", Nested(erase(UPSTREAM_TLS)),
         "Envoy speaks TLS to the endpoints, checking their certificate against a CA bundle and names "

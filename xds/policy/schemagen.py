@@ -58,8 +58,10 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # Listener addresses are IP literals; no schema format means "IPv4 or IPv6", so this only rules out what can
 # never be one (the loader checks the rest). A scope id is allowed as Python's ipaddress does.
 _IP_CHARS_RE = re.compile(r"[0-9A-Fa-f.:]+(%[^\s%]+)?")
-# An endpoint address: an IP host, IPv6 in brackets, and a port; parse_host_port checks the rest.
-_HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f.:]+(%[^\s%\]]+)?\]|[0-9.]+):[0-9]{1,5}")
+# An endpoint address: an IPv4 address or a host name (issue 13), or IPv6 in brackets, and a port;
+# parse_host_port checks the rest (octet ranges, label lengths).
+_HOST_PORT_RE = re.compile(
+    r"(\[[0-9A-Fa-f.:]+(%[^\s%\]]+)?\]|" + rules.HOST_NAME_RE.pattern + r"):[0-9]{1,5}")
 _DURATION_DOC = " A duration: '250ms', '1.5s', '2m', or a number of seconds."
 
 

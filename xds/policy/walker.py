@@ -23,6 +23,8 @@ from xds.policy.catalog_fields import ENDPOINT, LOCALITY
 from xds.policy.checks import Checker, Fields, describe, suggest
 from xds.policy.desired import (
     CircuitBreakersSpec,
+    DnsMode,
+    DnsSpec,
     HealthCheckSpec,
     LbPolicy,
     ListenerKind,
@@ -31,6 +33,7 @@ from xds.policy.desired import (
     MtlsMode,
     UpstreamConnectionSpec,
 )
+from xds.policy.dns_fields import MIN_DNS_REFRESH_RATE_S
 from xds.policy.document import Map, Node, Pos, Report, Scalar, Seq, first_at, join, text_at, value_pos
 from xds.policy.fields import Shape
 from xds.policy.grpc_checks import grpc_lb_problems, grpc_retry_problems
@@ -195,8 +198,27 @@ class _Walker(Checker):
                 return None
             # `name` was checked before, as it comes first; the message names the service when it is valid.
             name = values.get("name")
-            return self._endpoints(node, path, service=name if isinstance(name, str) else what,
-                                   source=self._endpoint_source)
+            found = self._endpoints(node, path, service=name if isinstance(name, str) else what,
+                                    source=self._endpoint_source)
+            spec = values.get("dns")
+            if (found is not None and isinstance(spec, DnsSpec) and spec.mode is DnsMode.LOGICAL
+                    and len(found) != 1):
+                # Envoy takes exactly one endpoint in a LOGICAL_DNS cluster and rejects the cluster
+                # otherwise (docs/dns.md); `dns` comes before `endpoints`, so it was read already.
+                self._bad(node, path, f"`dns.mode: logical` takes exactly one endpoint (one host name), "
+                                      f"got {len(found)}; use `mode: strict` for several")
+                return None
+            return found
+
+        def dns(node: Node | None, path: str) -> object:
+            spec = self._check(SERVICE.field("dns"), node, path)
+            rate = spec.refresh_rate_s if isinstance(spec, DnsSpec) else None
+            if rate is not None and rate <= MIN_DNS_REFRESH_RATE_S and node is not None:
+                self._report.add(value_pos(node, "refresh_rate"), join(path, "refresh_rate"),
+                                 f"must be more than {MIN_DNS_REFRESH_RATE_S * 1000:g}ms (Envoy refuses "
+                                 f"shorter DNS refresh rates), got {rate * 1000:g}ms")
+                return None
+            return spec
 
         def health_check(node: Node | None, path: str) -> object:
             check = self._check(SERVICE.field("health_check"), node, path)
@@ -253,7 +275,7 @@ class _Walker(Checker):
         self._fields(f, SERVICE, {"endpoints": endpoints, "circuit_breakers": self._circuit_breakers,
                                   "health_check": health_check, "load_balancer": load_balancer,
                                   "upstream_connection": self._upstream_connection,
-                                  "locality": locality, "mtls": mtls,
+                                  "locality": locality, "mtls": mtls, "dns": dns,
                                   "authorization": authorization}, into=values)
         found = values.pop("endpoints")
         if not self._complete(mark, SERVICE, values):

@@ -103,6 +103,17 @@ def snapshot_to_proto(snapshot: Snapshot, *, error: str = "") -> pb.GetSnapshotR
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryState:
+    """A registry source's own view (issue 13; the app copies it from the source's SourceStatus)."""
+
+    kind: str
+    outage_s: float
+    failing_watches: int
+    resync_grace_remaining_s: float
+    seconds_since_answer: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class SourceState:
     """What `xds status` shows of one source; the app fills it in."""
 
@@ -111,6 +122,7 @@ class SourceState:
     stale: bool
     error: str = ""
     last_sync_unix: float | None = None
+    registry: RegistryState | None = None  # registry sources only
 
 
 def source_to_proto(source: SourceState) -> pb.SourceStatus:
@@ -119,6 +131,11 @@ def source_to_proto(source: SourceState) -> pb.SourceStatus:
                           error=redact(source.error))
     if source.last_sync_unix is not None:
         out.last_sync.CopyFrom(_timestamp(source.last_sync_unix))
+    if (registry := source.registry) is not None:
+        out.registry.CopyFrom(pb.RegistryStatus(
+            kind=registry.kind, outage_seconds=registry.outage_s, failing_watches=registry.failing_watches,
+            resync_grace_remaining_seconds=registry.resync_grace_remaining_s,
+            seconds_since_answer=registry.seconds_since_answer))
     return out
 
 

@@ -1,4 +1,5 @@
-"""ClusterSpec -> envoy.config.cluster.v3.Cluster (an EDS cluster; endpoints over ADS or per-type gRPC).
+"""ClusterSpec -> envoy.config.cluster.v3.Cluster (an EDS cluster, endpoints over ADS or per-type gRPC; or a
+DNS cluster with its endpoints inline, translate/dns.py).
 
 Clusters are stamped from a cached template with `CopyFrom` and then get their few per-cluster fields set:
 for fleets of thousands of clusters this is about 4x cheaper than building each one from keyword arguments
@@ -19,6 +20,7 @@ from google.protobuf import any_pb2
 from xds.policy.desired import ClusterSpec, LbPolicy
 from xds.translate.client_side_weighted import apply_client_side_weighted
 from xds.translate.delivery import ADS, Delivery, config_source
+from xds.translate.dns import dns_cluster_type
 from xds.translate.endpoints import build_load_assignment
 from xds.translate.lb import (
     apply_load_balancer,
@@ -85,6 +87,7 @@ def cluster_key(spec: ClusterSpec, delivery: Delivery = ADS) -> Hashable:
     cluster carries its endpoints inline, so for it they are in. Keep this in step with build_cluster.
     """
     return (delivery, spec.name, spec.lb_policy, spec.connect_timeout_s, spec.http2, spec.dns,
+            spec.dns_options if spec.dns else None,
             spec.outlier_detection, spec.circuit_breakers, spec.health_check, spec.load_balancer,
             spec.upstream_connection, spec.locality is not None and bool(spec.locality.weights),
             spec.tls, spec.mesh_tls,
@@ -133,10 +136,10 @@ def build_cluster(spec: ClusterSpec, delivery: Delivery = ADS) -> cluster_pb2.Cl
         # Sidecar mTLS (issue 9): workload certificate and trust bundle over SDS, the server's SAN checked.
         cluster.transport_socket.CopyFrom(upstream_transport_socket(spec.mesh_tls, delivery))
     if spec.dns:
-        # Host names (a Kubernetes ExternalName): Envoy resolves them and follows DNS changes itself, so the
-        # endpoints travel inline rather than over EDS (cluster.proto, DiscoveryType STRICT_DNS).
+        # Host names (a file endpoint or a Kubernetes ExternalName, issue 13): Envoy resolves them and follows
+        # DNS changes itself, so the endpoints travel inline, with their weight, health, locality and
+        # priority, rather than over EDS (docs/dns.md).
         cluster.ClearField("eds_cluster_config")
-        cluster.type = cluster_pb2.Cluster.STRICT_DNS
-        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        cluster.cluster_type.CopyFrom(dns_cluster_type(spec.dns_options))
         cluster.load_assignment.CopyFrom(build_load_assignment(spec))
     return cluster

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"xds/management/v1/management.proto\x12\x11xds.management.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListProxiesRequest\"\xaf\x01\n\x13ListProxiesResponse\x12)\n\x07proxies\x18\x01 \x03(\x0b\x32\x18.xds.management.v1.Proxy\x12\x30\n\x07sources\x18\x02 \x03(\x0b\x32\x1f.xds.management.v1.SourceStatus\x12;\n\x0bquarantined\x18\x03 \x03(\x0b\x32&.xds.management.v1.QuarantinedResource\"\xef\x01\n\x13QuarantinedResource\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x12\n\nshort_name\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08node_ids\x18\x05 \x03(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07serving\x18\x07 \x01(\t\x12-\n\tnacked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0equarantined_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x0cSourceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06synced\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12-\n\tlast_sync\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcf\x01\n\x05Proxy\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x15\n\renvoy_version\x18\x06 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05types\x18\x08 \x03(\x0b\x32\x1d.xds.management.v1.TypeStatus\"\x98\x02\n\nTypeStatus\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x12\n\nshort_name\x18\x02 \x01(\t\x12\x14\n\x0cversion_sent\x18\x03 \x01(\t\x12\x12\n\nnonce_sent\x18\x04 \x01(\t\x12\x15\n\rversion_acked\x18\x05 \x01(\t\x12\x19\n\x11last_nack_message\x18\x06 \x01(\t\x12\x19\n\x11last_nack_version\x18\x07 \x01(\t\x12\x30\n\x0clast_nack_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nnack_count\x18\t \x01(\x04\x12\x0e\n\x06pushes\x18\n \x01(\x04\x12\x17\n\x0flast_nack_nonce\x18\x0b \x01(\t\"#\n\x12GetSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x9d\x01\n\x13GetSnapshotResponse\x12\r\n\x05group\x18\x01 \x01(\t\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.xds.management.v1.TypeVersion\x12\x36\n\tresources\x18\x03 \x03(\x0b\x32#.xds.management.v1.SnapshotResource\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"0\n\x0bTypeVersion\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Q\n\x10SnapshotResource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04json\x18\x04 \x01(\t\"\x12\n\x10ListLoadsRequest\"G\n\x11ListLoadsResponse\x12\x32\n\tendpoints\x18\x01 \x03(\x0b\x32\x1f.xds.management.v1.EndpointLoad\"\xdd\x01\n\x0c\x45ndpointLoad\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08reported\x18\x03 \x01(\x08\x12\x17\n\x0f\x63pu_utilization\x18\x04 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\x12\x1a\n\x12report_age_seconds\x18\x07 \x01(\x01\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x13\n\x0b\x62\x61se_weight\x18\t \x01(\r\x12\x0e\n\x06weight\x18\n \x01(\r2\xa0\x02\n\nManagement\x12\\\n\x0bListProxies\x12%.xds.management.v1.ListProxiesRequest\x1a&.xds.management.v1.ListProxiesResponse\x12\\\n\x0bGetSnapshot\x12%.xds.management.v1.GetSnapshotRequest\x1a&.xds.management.v1.GetSnapshotResponse\x12V\n\tListLoads\x12#.xds.management.v1.ListLoadsRequest\x1a$.xds.management.v1.ListLoadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"xds/management/v1/management.proto\x12\x11xds.management.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12ListProxiesRequest\"\xaf\x01\n\x13ListProxiesResponse\x12)\n\x07proxies\x18\x01 \x03(\x0b\x32\x18.xds.management.v1.Proxy\x12\x30\n\x07sources\x18\x02 \x03(\x0b\x32\x1f.xds.management.v1.SourceStatus\x12;\n\x0bquarantined\x18\x03 \x03(\x0b\x32&.xds.management.v1.QuarantinedResource\"\xef\x01\n\x13QuarantinedResource\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08type_url\x18\x02 \x01(\t\x12\x12\n\nshort_name\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08node_ids\x18\x05 \x03(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07serving\x18\x07 \x01(\t\x12-\n\tnacked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0equarantined_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x01\n\x0cSourceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06synced\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12-\n\tlast_sync\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x08registry\x18\x06 \x01(\x0b\x32!.xds.management.v1.RegistryStatus\"\xb3\x01\n\x0eRegistryStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x16\n\x0eoutage_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x66\x61iling_watches\x18\x03 \x01(\r\x12&\n\x1eresync_grace_remaining_seconds\x18\x04 \x01(\x01\x12!\n\x14seconds_since_answer\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x17\n\x15_seconds_since_answer\"\xcf\x01\n\x05Proxy\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x15\n\renvoy_version\x18\x06 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05types\x18\x08 \x03(\x0b\x32\x1d.xds.management.v1.TypeStatus\"\x98\x02\n\nTypeStatus\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x12\n\nshort_name\x18\x02 \x01(\t\x12\x14\n\x0cversion_sent\x18\x03 \x01(\t\x12\x12\n\nnonce_sent\x18\x04 \x01(\t\x12\x15\n\rversion_acked\x18\x05 \x01(\t\x12\x19\n\x11last_nack_message\x18\x06 \x01(\t\x12\x19\n\x11last_nack_version\x18\x07 \x01(\t\x12\x30\n\x0clast_nack_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nnack_count\x18\t \x01(\x04\x12\x0e\n\x06pushes\x18\n \x01(\x04\x12\x17\n\x0flast_nack_nonce\x18\x0b \x01(\t\"#\n\x12GetSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x9d\x01\n\x13GetSnapshotResponse\x12\r\n\x05group\x18\x01 \x01(\t\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.xds.management.v1.TypeVersion\x12\x36\n\tresources\x18\x03 \x03(\x0b\x32#.xds.management.v1.SnapshotResource\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"0\n\x0bTypeVersion\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Q\n\x10SnapshotResource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04json\x18\x04 \x01(\t\"\x12\n\x10ListLoadsRequest\"G\n\x11ListLoadsResponse\x12\x32\n\tendpoints\x18\x01 \x03(\x0b\x32\x1f.xds.management.v1.EndpointLoad\"\xdd\x01\n\x0c\x45ndpointLoad\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08reported\x18\x03 \x01(\x08\x12\x17\n\x0f\x63pu_utilization\x18\x04 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\x12\x1a\n\x12report_age_seconds\x18\x07 \x01(\x01\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x13\n\x0b\x62\x61se_weight\x18\t \x01(\r\x12\x0e\n\x06weight\x18\n \x01(\r2\xa0\x02\n\nManagement\x12\\\n\x0bListProxies\x12%.xds.management.v1.ListProxiesRequest\x1a&.xds.management.v1.ListProxiesResponse\x12\\\n\x0bGetSnapshot\x12%.xds.management.v1.GetSnapshotRequest\x1a&.xds.management.v1.GetSnapshotResponse\x12V\n\tListLoads\x12#.xds.management.v1.ListLoadsRequest\x1a$.xds.management.v1.ListLoadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPROXIESRESPONSE']._serialized_end=288
   _globals['_QUARANTINEDRESOURCE']._serialized_start=291
   _globals['_QUARANTINEDRESOURCE']._serialized_end=530
-  _globals['_SOURCESTATUS']._serialized_start=532
-  _globals['_SOURCESTATUS']._serialized_end=653
-  _globals['_PROXY']._serialized_start=656
-  _globals['_PROXY']._serialized_end=863
-  _globals['_TYPESTATUS']._serialized_start=866
-  _globals['_TYPESTATUS']._serialized_end=1146
-  _globals['_GETSNAPSHOTREQUEST']._serialized_start=1148
-  _globals['_GETSNAPSHOTREQUEST']._serialized_end=1183
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_start=1186
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1343
-  _globals['_TYPEVERSION']._serialized_start=1345
-  _globals['_TYPEVERSION']._serialized_end=1393
-  _globals['_SNAPSHOTRESOURCE']._serialized_start=1395
-  _globals['_SNAPSHOTRESOURCE']._serialized_end=1476
-  _globals['_LISTLOADSREQUEST']._serialized_start=1478
-  _globals['_LISTLOADSREQUEST']._serialized_end=1496
-  _globals['_LISTLOADSRESPONSE']._serialized_start=1498
-  _globals['_LISTLOADSRESPONSE']._serialized_end=1569
-  _globals['_ENDPOINTLOAD']._serialized_start=1572
-  _globals['_ENDPOINTLOAD']._serialized_end=1793
-  _globals['_MANAGEMENT']._serialized_start=1796
-  _globals['_MANAGEMENT']._serialized_end=2084
+  _globals['_SOURCESTATUS']._serialized_start=533
+  _globals['_SOURCESTATUS']._serialized_end=707
+  _globals['_REGISTRYSTATUS']._serialized_start=710
+  _globals['_REGISTRYSTATUS']._serialized_end=889
+  _globals['_PROXY']._serialized_start=892
+  _globals['_PROXY']._serialized_end=1099
+  _globals['_TYPESTATUS']._serialized_start=1102
+  _globals['_TYPESTATUS']._serialized_end=1382
+  _globals['_GETSNAPSHOTREQUEST']._serialized_start=1384
+  _globals['_GETSNAPSHOTREQUEST']._serialized_end=1419
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_start=1422
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1579
+  _globals['_TYPEVERSION']._serialized_start=1581
+  _globals['_TYPEVERSION']._serialized_end=1629
+  _globals['_SNAPSHOTRESOURCE']._serialized_start=1631
+  _globals['_SNAPSHOTRESOURCE']._serialized_end=1712
+  _globals['_LISTLOADSREQUEST']._serialized_start=1714
+  _globals['_LISTLOADSREQUEST']._serialized_end=1732
+  _globals['_LISTLOADSRESPONSE']._serialized_start=1734
+  _globals['_LISTLOADSRESPONSE']._serialized_end=1805
+  _globals['_ENDPOINTLOAD']._serialized_start=1808
+  _globals['_ENDPOINTLOAD']._serialized_end=2029
+  _globals['_MANAGEMENT']._serialized_start=2032
+  _globals['_MANAGEMENT']._serialized_end=2320
 # @@protoc_insertion_point(module_scope)

@@ -46,18 +46,34 @@ class QuarantinedResource(_message.Message):
     def __init__(self, group: _Optional[str] = ..., type_url: _Optional[str] = ..., short_name: _Optional[str] = ..., name: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., serving: _Optional[str] = ..., nacked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quarantined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SourceStatus(_message.Message):
-    __slots__ = ("name", "synced", "stale", "error", "last_sync")
+    __slots__ = ("name", "synced", "stale", "error", "last_sync", "registry")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYNCED_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
     name: str
     synced: bool
     stale: bool
     error: str
     last_sync: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., synced: _Optional[bool] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    registry: RegistryStatus
+    def __init__(self, name: _Optional[str] = ..., synced: _Optional[bool] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ..., last_sync: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registry: _Optional[_Union[RegistryStatus, _Mapping]] = ...) -> None: ...
+
+class RegistryStatus(_message.Message):
+    __slots__ = ("kind", "outage_seconds", "failing_watches", "resync_grace_remaining_seconds", "seconds_since_answer")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OUTAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FAILING_WATCHES_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_GRACE_REMAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    outage_seconds: float
+    failing_watches: int
+    resync_grace_remaining_seconds: float
+    seconds_since_answer: float
+    def __init__(self, kind: _Optional[str] = ..., outage_seconds: _Optional[float] = ..., failing_watches: _Optional[int] = ..., resync_grace_remaining_seconds: _Optional[float] = ..., seconds_since_answer: _Optional[float] = ...) -> None: ...
 
 class Proxy(_message.Message):
     __slots__ = ("stream_id", "node_id", "group", "peer", "method", "envoy_version", "connected_at", "types")

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from xds.policy.errors import PolicyError
 from xds.policy.load import decode_document, parse_policy
-from xds.policy.schema import Policy, merge_policies
+from xds.policy.schema import Policy
 from xds.sources.consul.parse import ConsulParseError
+from xds.sources.registry.documents import PolicyDocuments
 
 STATUS_SUFFIX = ".status"
 
@@ -75,16 +75,14 @@ class KvOutcome:
 
 
 class KvPolicies:
-    """The policy documents under one prefix, and their merge: the last good version of each."""
+    """The policy documents under one prefix, and their merge: the last good version of each
+    (sources/registry/documents.py)."""
 
     def __init__(self, *, prefix: str) -> None:
         self._prefix = prefix
         self._raw: dict[str, bytes] = {}  # last value seen per key, valid or not
-        self._valid: dict[str, Policy] = {}  # last valid policy per key
-        self._errors: dict[str, str] = {}  # current problem per key
+        self._documents: PolicyDocuments[str] = PolicyDocuments(origin=self.origin)
         self._merge_error = ""
-        self._policy = Policy(origin=self.origin)
-        self._reported: set[str] = set()
 
     @property
     def origin(self) -> str:
@@ -93,21 +91,21 @@ class KvPolicies:
     @property
     def policy(self) -> Policy:
         """The merged policy of the last valid versions (empty before any key was read)."""
-        return self._policy
+        return self._documents.policy
 
     def problems(self) -> tuple[str, ...]:
         """Every problem that still stands, for re-reporting."""
-        return tuple(self._errors[k] for k in sorted(self._errors)) + ((self._merge_error,)
-                                                                         if self._merge_error else ())
+        return self._documents.errors() + ((self._merge_error,) if self._merge_error else ())
 
     def valid_policies(self) -> dict[str, Policy]:
         """The last valid policy of each key, for finding which key produced a rejected resource."""
-        return dict(self._valid)
+        return self._documents.valid()
 
     def update(self, entries: Sequence[KvEntry], *, keep_removed: bool = False) -> KvOutcome:
         """Take a full listing of the prefix. `keep_removed` holds the last valid version of keys that are
         missing from it (used during the watcher's resync grace, when an empty KV store is more likely a
         restarted Consul than an operator deleting every policy)."""
+        documents = self._documents
         present = {e.key for e in entries if e.value is not None and not e.key.endswith("/")
                    and not e.key.endswith(STATUS_SUFFIX)}
         for entry in entries:
@@ -118,28 +116,18 @@ class KvPolicies:
             self._raw[entry.key] = entry.value
             where = f"consul-kv:{entry.key}"
             try:
-                self._valid[entry.key] = parse_policy(decode_document(entry.value, where=where), where=where)
+                documents.accept(entry.key, parse_policy(decode_document(entry.value, where=where),
+                                                         where=where))
             except PolicyError as e:
-                # The key's previous valid version, if any, stays in self._valid and keeps serving.
-                self._errors[entry.key] = (f"{e}\n(the previous valid version of {entry.key!r} keeps serving)"
-                                           if entry.key in self._valid else str(e))
-            else:
-                self._errors.pop(entry.key, None)
+                # The key's previous valid version, if any, keeps serving.
+                documents.reject(entry.key, f"{e}\n(the previous valid version of {entry.key!r} keeps "
+                                            "serving)" if documents.has_valid(entry.key) else str(e))
         if not keep_removed:
             for key in set(self._raw) - present:
                 del self._raw[key]
-                self._valid.pop(key, None)
-                self._errors.pop(key, None)
-        before = self._policy
-        try:
-            valid = [self._valid[k] for k in sorted(self._valid)]
-            merged = merge_policies(valid) if valid else Policy()
-        except PolicyError as e:
-            self._merge_error = f"{e}\n(the previous policy from {self.origin} keeps serving)"
-        else:
-            self._merge_error = ""
-            self._policy = dataclasses.replace(merged, origin=self.origin)
-        current = set(self.problems())
-        new = tuple(p for p in self.problems() if p not in self._reported)
-        self._reported = current
-        return KvOutcome(changed=self._policy != before, problems=new)
+                documents.remove(key)
+        before = documents.policy
+        error = documents.merge()
+        self._merge_error = ("" if error is None
+                             else f"{error}\n(the previous policy from {self.origin} keeps serving)")
+        return KvOutcome(changed=documents.policy != before, problems=documents.fresh(self.problems()))

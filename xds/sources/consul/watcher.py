@@ -16,6 +16,9 @@ exponentially with full jitter, reset by the next success. After an error the ne
 one (index 0): blocking on an old index against a Consul that restarted with a lower one would hang for a
 whole `wait` before noticing.
 
+Publishing, outages and the resync grace are the registry engine's (sources/registry/engine.py, issue 13):
+this class implements its `Registry` interface (`watch`, `candidate`) and keeps what is Consul's own.
+
 Publishing. Watches only store what they read and mark the source dirty; one publisher task turns the
 stored state into a full Catalog (and the KV policy) and publishes it when it differs from the last
 publish. A dirty mark waits `debounce_s` first, so a burst (100 services appearing) is a few publishes, not
@@ -25,12 +28,12 @@ content is never republished (R32, case F6d).
 
 Outages (R36, F5, F8). A failing watch keeps the last data it read, so while Consul is down nothing changes
 and nothing is published; the outage is reported to the sink once (per kind of error), the source's last
-publish stays in effect, and `staleness()` grows. An outage longer than `max_stale_s` is reported a second
-time; the last known state keeps serving regardless (Envoy's own health checking and outlier detection
-handle instances that died meanwhile). The first answer after a failure wakes every other failing watch to
-retry at once, and while some are still failing the publisher waits up to `SETTLE_S` for them, so a
-recovery is published once, whole. After an outage the source publishes once even if nothing changed, so
-the sink learns it recovered.
+publish stays in effect, and `status()` shows the outage growing. An outage longer than `max_stale_s` is
+reported a second time; the last known state keeps serving regardless (Envoy's own health checking and outlier
+detection handle instances that died meanwhile). The first answer after a failure wakes every other failing
+watch to retry at once, and while some are still failing the publisher waits up to `SETTLE_S` for them, so a
+recovery is published once, whole. After an outage the source publishes once even if nothing changed, so the
+sink learns it recovered.
 
 Resync grace. A Consul that restarts empty (a dev agent, a lost data dir, a snapshot restore) answers
 correctly but with nothing, or with services coming back one by one while agents re-register them (and
@@ -57,7 +60,6 @@ from urllib.parse import quote
 
 from xds.cache.quarantine import Rejection
 from xds.model.service import Catalog, Endpoint, Health
-from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink
 from xds.sources.consul.client import (
     ConsulClient,
@@ -77,8 +79,8 @@ from xds.sources.consul.parse import (
     parse_service_names,
 )
 from xds.sources.consul.status import wanted_statuses
-from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.outage import hold_removals as _hold_removals
+from xds.sources.registry import Candidate, EngineConfig, RegistryEngine, SourceStatus
 
 _log = logging.getLogger(__name__)
 
@@ -125,7 +127,6 @@ class ConsulSource:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._sink: SourceSink | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._services: dict[str, frozenset[str]] = {}  # per datacenter, once read
         self._health: dict[tuple[str, str], tuple[Endpoint, ...]] = {}  # per (dc, service), once read
@@ -134,43 +135,39 @@ class ConsulSource:
         self._kv = KvPolicies(prefix=self._config.kv_prefix) if self._config.kv_prefix else None
         self._kv_entries: tuple[KvEntry, ...] | None = None
         self._kv_held = False
-        # Outage bookkeeping; logs consul_watch_failed, consul_unavailable and consul_recovered.
-        self._outage = OutageTracker(
-            source=self.name, label="Consul", server=f"Consul at {self._config.address}",
-            event_prefix="consul", log=_log, clock=self._clock, max_stale_s=self._config.max_stale_s,
-            report=self._report, on_recovery=self._mark_dirty)
-        # Logs consul_removals_held.
-        self._grace = ResyncGrace(grace_s=self._config.resync_grace_s, clock=self._clock,
-                                  hold_removals=hold_removals, source=self.name, event_prefix="consul",
-                                  log=_log)
-        self._last_answer: float | None = None
+        # The shared registry engine (sources/registry): outages (consul_watch_failed, consul_unavailable,
+        # consul_recovered), the resync grace (consul_removals_held) and publishing (consul_published).
+        config = self._config
+        self._engine = RegistryEngine(EngineConfig(
+            source=self.name, kind="consul", label="Consul", server=f"Consul at {config.address}",
+            event_prefix="consul", hold_removals=hold_removals, debounce_s=config.debounce_s,
+            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
+            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+            clock=self._clock, random=self._random)
         self._last_contact_s: float | None = None
         self._known_leader: bool | None = None
-        # Publishing.
-        self._dirty = asyncio.Event()
-        self._recheck: asyncio.TimerHandle | None = None
-        self._publication = Publication(source=self.name, event="consul_published", log=_log)
 
     @property
     def name(self) -> str:
         return f"consul:{self._config.address}"
 
-    def _backoff(self) -> Backoff:
-        return Backoff(initial_s=self._config.backoff_initial_s, max_s=self._config.backoff_max_s,
-                       random=self._random)
-
     @property
     def config(self) -> ConsulConfig:
         return self._config
 
+    def status(self) -> SourceStatus:
+        """The common SourceStatus (sources/registry/status.py), with Consul's leader and lag as details."""
+        return self._engine.status(details={
+            "known_leader": self._known_leader, "last_contact_s": self._last_contact_s,
+            "watched_services": sum(len(names) for names in self.watched_services().values())})
+
     def staleness(self) -> Staleness:
-        now = self._clock()
+        status = self._engine.status()
         return Staleness(
-            outage_s=self._outage.outage_s(now),
-            seconds_since_answer=None if self._last_answer is None else now - self._last_answer,
+            outage_s=status.outage_s, seconds_since_answer=status.seconds_since_answer,
             last_contact_s=self._last_contact_s, known_leader=self._known_leader,
-            failing_watches=self._outage.failing_watches,
-            resync_grace_remaining_s=self._grace.remaining_s(now))
+            failing_watches=status.failing_watches,
+            resync_grace_remaining_s=status.resync_grace_remaining_s)
 
     def watched_services(self) -> dict[str, frozenset[str]]:
         """Services with a running health watch, per datacenter ("" for the agent's own)."""
@@ -184,26 +181,24 @@ class ConsulSource:
 
     async def run(self, sink: SourceSink) -> None:
         self._reset_state()
-        self._sink = sink
-        backoff = self._backoff()
-        try:
-            while True:
-                async with contextlib.AsyncExitStack() as stack:
-                    try:
-                        client = await stack.enter_async_context(ConsulClient(self._config))
-                    except ConsulError as e:
-                        # Only local setup fails here (unreadable TLS files); keep trying, they may appear.
-                        self._outage.failure("client", e)
-                        await asyncio.sleep(backoff.next_delay_s())
-                        continue
-                    await self._watch_all(client)
-        finally:
-            if self._recheck is not None:
-                self._recheck.cancel()
-                self._recheck = None
+        await self._engine.run(sink, self)
+
+    async def watch(self, engine: RegistryEngine, tasks: asyncio.TaskGroup) -> None:
+        """Registry (sources/registry/engine.py): one client at a time, and every watch on it."""
+        backoff = engine.backoff()
+        while True:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    client = await stack.enter_async_context(ConsulClient(self._config))
+                except ConsulError as e:
+                    # Only local setup fails here (unreadable TLS files); keep trying, they may appear.
+                    engine.failed("client", e)
+                    await asyncio.sleep(backoff.next_delay_s())
+                    continue
+                await self._watch_all(client)
 
     async def _watch_all(self, client: ConsulClient) -> None:
-        self._outage.clear("client")
+        self._engine.forget("client")
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             for dc in self._datacenters:
@@ -216,7 +211,6 @@ class ConsulSource:
                                               self._kv_handler, missing_is_empty=True), name="consul-kv")
             if self._kv is not None:
                 tasks.create_task(self._status_loop(client), name="consul-kv-status")
-            tasks.create_task(self._publish_loop(), name="consul-publish")
 
     def report_rejections(self, rejections: Sequence[Rejection]) -> None:
         """RejectionSink (sources/rejections.py): write a status key beside each KV policy that produced a
@@ -225,7 +219,7 @@ class ConsulSource:
         self._status_wake.set()
 
     async def _status_loop(self, client: ConsulClient) -> None:
-        backoff = self._backoff()
+        backoff = self._engine.backoff()
         while True:
             await self._status_wake.wait()
             self._status_wake.clear()
@@ -257,8 +251,9 @@ class ConsulSource:
 
     async def _watch(self, client: ConsulClient, key: str, path: str, params: Mapping[str, str],
                      handle: _Handler, *, missing_is_empty: bool = False) -> None:
-        bucket = TokenBucket(rate_per_s=self._config.rate_per_s, burst=self._config.burst)
-        backoff = self._backoff()
+        engine = self._engine
+        bucket = engine.bucket(rate_per_s=self._config.rate_per_s, burst=self._config.burst)
+        backoff = engine.backoff()
         last = 0  # the last valid index seen; what a new answer is compared with
         query = 0  # the index the next request blocks on; 0 = a fresh read
         while True:
@@ -279,16 +274,16 @@ class ConsulSource:
                     _log.warning("consul_index_reset", extra={"source": self.name, "watch": key,
                                                                "index": response.index})
                 self._record_answer(key, response)
-                self._outage.clear(key)
+                engine.answered(key)
                 await handle(response, reset, recovered)
                 backoff.reset()
             except (ConsulError, ConsulParseError) as e:
-                self._outage.failure(key, e)
+                engine.failed(key, e)
                 query = 0  # see the module doc: never block on an old index after an error
                 delay = backoff.next_delay_s()
                 if isinstance(e, ConsulUnavailable) and e.retry_after_s is not None:
                     delay = max(delay, e.retry_after_s)
-                await self._outage.sleep_unless_woken(delay)
+                await engine.pause(delay)
 
     # ---------------------------------------------------------------------------------- handlers
 
@@ -306,7 +301,7 @@ class ConsulSource:
                 stopped.append(task)
                 self._health.pop(key, None)
                 self._skipped.pop(key, None)
-                self._outage.clear(f"health:{key[0]}:{key[1]}")
+                self._engine.forget(f"health:{key[0]}:{key[1]}")
             for name in sorted(names):
                 if (dc, name) not in self._health_tasks:
                     self._start_health_watch(client, dc, name)
@@ -348,7 +343,7 @@ class ConsulSource:
             self._begin_grace("kv", "recovered")
         first = self._kv_entries is None
         self._kv_entries = entries
-        keep = self._grace.active(self._publication.catalog)
+        keep = self._engine.in_grace()
         outcome = self._kv.update(entries, keep_removed=keep)
         self._kv_held = keep
         for problem in outcome.problems:
@@ -359,7 +354,6 @@ class ConsulSource:
     # --------------------------------------------------------------------------- health of the source
 
     def _record_answer(self, key: str, response: ConsulResponse) -> None:
-        self._last_answer = self._clock()
         self._last_contact_s = response.last_contact_s
         leader = response.known_leader
         if leader is False and self._known_leader is not False:
@@ -367,18 +361,15 @@ class ConsulSource:
         self._known_leader = leader
 
     def _report(self, message: str) -> None:
-        if self._sink is not None:
-            self._sink.report_error(self.name, message)
+        self._engine.report(message)
 
     def _begin_grace(self, key: str, reason: str) -> None:
-        if self._grace.begin() and self._publication.catalog is not None:
-            _log.info("consul_resync_grace", extra={"source": self.name, "watch": key, "reason": reason,
-                                                    "grace_s": self._config.resync_grace_s})
+        self._engine.begin_grace(key, reason)  # logs consul_resync_grace
 
     # ---------------------------------------------------------------------------------- publishing
 
     def _mark_dirty(self) -> None:
-        self._dirty.set()
+        self._engine.mark_dirty()
 
     def _synced(self) -> bool:
         for dc in self._datacenters:
@@ -387,53 +378,24 @@ class ConsulSource:
                 return False
         return self._kv is None or self._kv_entries is not None
 
-    def _candidate(self) -> Catalog:
+    def candidate(self, *, in_grace: bool) -> Candidate | None:
+        """Registry: the whole Catalog (and KV policy); None until everything was read once."""
+        if self._engine.published is None and not self._synced():
+            return None
+        if self._kv is not None and self._kv_held and not in_grace and self._kv_entries is not None:
+            self._kv_held = False
+            for problem in self._kv.update(self._kv_entries).problems:
+                self._report(problem)
         pairs: list[tuple[str, tuple[Endpoint, ...]]] = []
         for dc in self._datacenters:
             for name in sorted(self._services.get(dc, ())):
                 endpoints = self._health.get((dc, name))
                 if endpoints is not None:  # a service just listed, whose health is not read yet, waits
                     pairs.append((name, endpoints))
-        return assemble_catalog(pairs)
-
-    async def _publish_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            if self._config.debounce_s > 0:
-                await asyncio.sleep(self._config.debounce_s)
-            self._dirty.clear()
-            recheck_s = self._publish_if_changed()
-            if recheck_s is not None:
-                if self._recheck is not None:
-                    self._recheck.cancel()
-                self._recheck = asyncio.get_running_loop().call_later(recheck_s, self._mark_dirty)
-
-    def _publish_if_changed(self) -> float | None:
-        """Publish when the state differs from the last publish; the seconds after which to look again
-        (a settle window or a grace that ends), or None."""
-        if self._publication.catalog is None and not self._synced():
-            return None
-        now = self._clock()
-        if (settle_s := self._outage.settle_remaining_s(now)) is not None:
-            return settle_s
-        in_grace = self._grace.active(self._publication.catalog)
-        if self._kv is not None and self._kv_held and not in_grace and self._kv_entries is not None:
-            self._kv_held = False
-            for problem in self._kv.update(self._kv_entries).problems:
-                self._report(problem)
-        policy = self._kv.policy if self._kv is not None else None
-        assert self._sink is not None
-        published, recheck_s = self._publication.offer(
-            self._sink, self._candidate(), policy, grace=self._grace, in_grace=in_grace,
-            policy_held=self._kv_held, now=now, force=self._outage.announce)
-        if not published:
-            return recheck_s
-        # The sink takes a publish as "recovered"; problems that still stand are said again.
-        self._outage.published()
-        if self._kv is not None:
-            for problem in self._kv.problems():
-                self._report(problem)
-        return recheck_s
+        if self._kv is None:
+            return Candidate(assemble_catalog(pairs))
+        return Candidate(assemble_catalog(pairs), self._kv.policy, policy_held=self._kv_held,
+                         standing_problems=tuple(self._kv.problems()))
 
 
 def _dc(datacenter: str) -> dict[str, str]:

@@ -46,7 +46,8 @@ from typing import Any
 from xds.cache.quarantine import Rejection
 from xds.policy.errors import PolicyError
 from xds.policy.load import policy_from_data
-from xds.policy.schema import Policy, merge_policies
+from xds.policy.schema import Policy
+from xds.sources.registry.documents import PolicyDocuments
 from xds.sources.rejections import describe, produced_by
 
 CONDITION_ACCEPTED = "Accepted"
@@ -189,23 +190,21 @@ class _Judgement:
     spec: Any  # the spec this judgement is about
     _: KW_ONLY
     generation: int
-    error: str  # "" when valid
     valid_generation: int | None  # the generation of the version that serves, if any
 
 
 class TrafficPolicies:
-    """Every TrafficPolicy, the last valid version of each, their merge, and the wanted conditions."""
+    """Every TrafficPolicy, the last valid version of each and their merge (sources/registry/documents.py),
+    and the wanted conditions."""
 
     def __init__(self, *, source: str, clock: Callable[[], float] = time.time) -> None:
         self._source = source
         self._clock = clock
         self._objects: dict[Key, PolicyObject] = {}
-        self._valid: dict[Key, Policy] = {}  # last valid policy per object
+        self._documents: PolicyDocuments[Key] = PolicyDocuments(origin=self.origin)
         self._judged: dict[Key, _Judgement] = {}
         self._conflicts: dict[Key, str] = {}  # objects in a merge conflict -> the conflict
         self._blocked = ""  # set while a conflict holds the previous merged policy
-        self._policy = Policy(origin=self.origin)
-        self._reported: set[str] = set()
         self._rejections: tuple[Rejection, ...] = ()
 
     def set_rejections(self, rejections: Sequence[Rejection]) -> None:
@@ -219,11 +218,11 @@ class TrafficPolicies:
     @property
     def policy(self) -> Policy:
         """The merged policy of the last valid versions (empty before any object was read)."""
-        return self._policy
+        return self._documents.policy
 
     def problems(self) -> tuple[str, ...]:
         """Every problem that still stands, for re-reporting."""
-        out = [j.error for _, j in sorted(self._judged.items()) if j.error]
+        out = list(self._documents.errors())
         out += [self._conflicts[k] for k in sorted(self._conflicts)]
         return tuple(dict.fromkeys(out))
 
@@ -242,30 +241,27 @@ class TrafficPolicies:
             except PolicyError as e:
                 previous = self._judged.get(key)
                 valid_generation = previous.valid_generation if previous is not None else None
-                self._judged[key] = _Judgement(obj.spec, generation=obj.generation, error=str(e),
+                self._documents.reject(key, str(e))
+                self._judged[key] = _Judgement(obj.spec, generation=obj.generation,
                                                valid_generation=valid_generation)
             else:
-                self._valid[key] = dataclasses.replace(policy, origin=where)
-                self._judged[key] = _Judgement(obj.spec, generation=obj.generation, error="",
+                self._documents.accept(key, dataclasses.replace(policy, origin=where))
+                self._judged[key] = _Judgement(obj.spec, generation=obj.generation,
                                                valid_generation=obj.generation)
         if not keep_removed:
             for key in set(self._objects) - set(objects):
                 del self._objects[key]
-                self._valid.pop(key, None)
+                self._documents.remove(key)
                 self._judged.pop(key, None)
-        before = self._policy
+        before = self._documents.policy
         self._merge()
-        current = set(self.problems())
-        new = tuple(p for p in self.problems() if p not in self._reported)
-        self._reported = current
-        return PolicyOutcome(changed=self._policy != before, problems=new)
+        return PolicyOutcome(changed=self._documents.policy != before,
+                             problems=self._documents.fresh(self.problems()))
 
     def _merge(self) -> None:
-        valid = [self._valid[k] for k in sorted(self._valid)]
-        try:
-            merged = merge_policies(valid) if valid else Policy()
-        except PolicyError as e:
-            involved = _involved(e, {origin(*k): k for k in self._valid})
+        e = self._documents.merge()
+        if e is not None:
+            involved = _involved(e, {origin(*k): k for k in self._documents.valid()})
             # No replica-specific text (such as the source's name): replicas must want identical conditions.
             text = f"{e}\n(conflicting TrafficPolicies; the previous merged policy keeps serving)"
             self._conflicts = dict.fromkeys(involved, text)
@@ -273,7 +269,6 @@ class TrafficPolicies:
             return
         self._conflicts = {}
         self._blocked = ""
-        self._policy = dataclasses.replace(merged, origin=self.origin)
 
     def wanted(self, key: Key) -> Condition | None:
         """The condition object `key` should carry now (lastTransitionTime not yet filled in)."""
@@ -281,8 +276,8 @@ class TrafficPolicies:
         judged = self._judged.get(key)
         if obj is None or judged is None:
             return None
-        if judged.error:
-            message = judged.error
+        if error := self._documents.error(key):
+            message = error
             if judged.valid_generation is not None:
                 message += (f"\n(the previous valid version, generation {judged.valid_generation}, keeps "
                             "serving)")
@@ -300,7 +295,7 @@ class TrafficPolicies:
         """The Programmed condition `key` should carry now: False while a resource it produced is
         quarantined, True after one was (None for an object that was never rejected)."""
         obj = self._objects.get(key)
-        valid = self._valid.get(key)
+        valid = self._documents.valid_version(key)
         if obj is None:
             return None
         mine = [r for r in self._rejections if valid is not None and produced_by(valid, r)]

@@ -26,6 +26,9 @@ docs/protocol.md R34 (Kubernetes API concepts, "Efficient detection of changes")
 - A missing TrafficPolicy CRD (404) counts as "no policies", is reported once, and is looked for again
   every `crd_retry_s`; Services and EndpointSlices serve regardless.
 
+Publishing, outages and the resync grace are the registry engine's (sources/registry/engine.py, issue 13):
+this class implements its `Registry` interface (`watch`, `candidate`) and keeps what is Kubernetes' own.
+
 Publishing. Reflectors only store what they read (parsed once, on arrival, by parse.py) and mark the
 Services whose result may have changed; one publisher task maps the marked Services again, assembles the
 full Catalog (and the merged TrafficPolicy) and publishes it when it differs from the last publish. A
@@ -64,7 +67,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from xds.cache.quarantine import Rejection
 from xds.model.service import Catalog
-from xds.sources.backoff import Backoff, TokenBucket
+from xds.sources.backoff import Backoff
 from xds.sources.base import SourceSink
 from xds.sources.kubernetes.client import (
     ENDPOINT_SLICES,
@@ -100,8 +103,8 @@ from xds.sources.kubernetes.policies import (
     TrafficPolicyParseError,
     parse_traffic_policy,
 )
-from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.outage import hold_removals as _hold_removals
+from xds.sources.registry import Candidate, EngineConfig, RegistryEngine, SourceStatus
 
 _log = logging.getLogger(__name__)
 
@@ -242,7 +245,6 @@ class KubernetesSource:
 
     def _reset_state(self) -> None:
         config = self._config
-        self._sink: SourceSink | None = None
         namespaces: tuple[str | None, ...] = config.namespaces or (None,)
         self._service_reflectors = [
             _Reflector(SERVICES, namespace=ns, label_selector=config.label_selector, parse=parse_service,
@@ -273,20 +275,14 @@ class KubernetesSource:
         self._status_wake = asyncio.Event()
         self._written: dict[Key, tuple[StatusPatch, float]] = {}
         self._status_retry: asyncio.TimerHandle | None = None
-        # Outage bookkeeping; logs kube_watch_failed, kube_unavailable and kube_recovered.
-        self._outage = OutageTracker(
-            source=self.name, label="Kubernetes", server="the Kubernetes API server", event_prefix="kube",
-            log=_log, clock=self._clock, max_stale_s=config.max_stale_s, report=self._report,
-            on_recovery=self._mark_dirty)
-        # Logs kube_removals_held.
-        self._grace = ResyncGrace(grace_s=config.resync_grace_s, clock=self._clock,
-                                  hold_removals=hold_removals, source=self.name, event_prefix="kube",
-                                  log=_log)
-        self._last_answer: float | None = None
-        # Publishing.
-        self._dirty = asyncio.Event()
-        self._recheck: asyncio.TimerHandle | None = None
-        self._publication = Publication(source=self.name, event="kube_published", log=_log)
+        # The shared registry engine (sources/registry): outages (kube_watch_failed, kube_unavailable,
+        # kube_recovered), the resync grace (kube_removals_held) and publishing (kube_published).
+        self._engine = RegistryEngine(EngineConfig(
+            source=self.name, kind="kubernetes", label="Kubernetes", server="the Kubernetes API server",
+            event_prefix="kube", hold_removals=hold_removals, debounce_s=config.debounce_s,
+            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
+            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+            clock=self._clock, random=self._random)
         self._policies_held = False
 
     @property
@@ -305,54 +301,57 @@ class KubernetesSource:
     def config(self) -> KubeConfig:
         return self._config
 
-    def staleness(self) -> Staleness:
-        now = self._clock()
-        return Staleness(
-            outage_s=self._outage.outage_s(now),
-            seconds_since_answer=None if self._last_answer is None else now - self._last_answer,
-            failing_watches=self._outage.failing_watches,
-            resync_grace_remaining_s=self._grace.remaining_s(now),
-            resource_versions={r.name: r.resource_version for r in self._reflectors})
+    def status(self) -> SourceStatus:
+        """The common SourceStatus (sources/registry/status.py), with the reflectors as details."""
+        return self._engine.status(details={
+            "reflectors": len(self._reflectors), "crd_missing": self._crd_missing,
+            "services": len(self._services)})
 
-    def _backoff(self) -> Backoff:
-        return Backoff(initial_s=self._config.backoff_initial_s, max_s=self._config.backoff_max_s,
-                       random=self._random)
+    def staleness(self) -> Staleness:
+        status = self._engine.status()
+        return Staleness(
+            outage_s=status.outage_s, seconds_since_answer=status.seconds_since_answer,
+            failing_watches=status.failing_watches,
+            resync_grace_remaining_s=status.resync_grace_remaining_s,
+            resource_versions={r.name: r.resource_version for r in self._reflectors})
 
     # ------------------------------------------------------------------------------------------ run
 
     async def run(self, sink: SourceSink) -> None:
         self._reset_state()
-        self._sink = sink
-        backoff = self._backoff()
         try:
-            while True:
-                async with contextlib.AsyncExitStack() as stack:
-                    try:
-                        client = await stack.enter_async_context(KubeClient(self._config, env=self._env))
-                    except KubeError as e:
-                        # An unreadable kubeconfig or service account; keep trying, it may be fixed.
-                        self._outage.failure("client", e)
-                        await asyncio.sleep(backoff.next_delay_s())
-                        continue
-                    self._outage.clear("client")
-                    backoff.reset()
-                    async with asyncio.TaskGroup() as tasks:
-                        for reflector in self._reflectors:
-                            tasks.create_task(self._reflect(client, reflector), name=f"kube-{reflector.name}")
-                        tasks.create_task(self._publish_loop(), name="kube-publish")
-                        if self._traffic is not None:
-                            tasks.create_task(self._status_loop(client), name="kube-status")
+            await self._engine.run(sink, self)
         finally:
-            for handle in (self._recheck, self._status_retry):
-                if handle is not None:
-                    handle.cancel()
-            self._recheck = self._status_retry = None
+            if self._status_retry is not None:
+                self._status_retry.cancel()
+                self._status_retry = None
+
+    async def watch(self, engine: RegistryEngine, tasks: asyncio.TaskGroup) -> None:
+        """Registry (sources/registry/engine.py): one client at a time, every reflector on it."""
+        backoff = engine.backoff()
+        while True:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    client = await stack.enter_async_context(KubeClient(self._config, env=self._env))
+                except KubeError as e:
+                    # An unreadable kubeconfig or service account; keep trying, it may be fixed.
+                    engine.failed("client", e)
+                    await asyncio.sleep(backoff.next_delay_s())
+                    continue
+                engine.forget("client")
+                backoff.reset()
+                async with asyncio.TaskGroup() as reflectors:
+                    for reflector in self._reflectors:
+                        reflectors.create_task(self._reflect(client, reflector),
+                                               name=f"kube-{reflector.name}")
+                    if self._traffic is not None:
+                        reflectors.create_task(self._status_loop(client), name="kube-status")
 
     # -------------------------------------------------------------------------------- one reflector
 
     async def _reflect(self, client: KubeClient, reflector: _Reflector[Any]) -> None:
-        bucket = TokenBucket(rate_per_s=_CALLS_PER_S, burst=_CALLS_BURST, clock=self._clock)
-        backoff = self._backoff()
+        bucket = self._engine.bucket(rate_per_s=_CALLS_PER_S, burst=_CALLS_BURST)
+        backoff = self._engine.backoff()
         while True:
             pause_s = bucket.reserve_s()
             if pause_s > 0:
@@ -373,7 +372,7 @@ class KubernetesSource:
                     self._answered(reflector)
                     backoff.reset()
                     async for event in stream:
-                        self._last_answer = self._clock()
+                        self._engine.answered(reflector.name)
                         reflector.apply(event)
             except KubeGone as e:
                 _log.info("kube_watch_expired", extra={"source": self.name, "watch": reflector.name,
@@ -414,19 +413,17 @@ class KubernetesSource:
         self._mark_dirty()
 
     async def _failed(self, reflector: _Reflector[Any], error: KubeError, *, backoff: Backoff) -> None:
-        self._outage.failure(reflector.name, error)
+        self._engine.failed(reflector.name, error)
         reflector.recovering = True
         delay = backoff.next_delay_s()
         if isinstance(error, KubeUnavailable) and error.retry_after_s is not None:
             delay = max(delay, error.retry_after_s)
-        await self._outage.sleep_unless_woken(delay)
+        await self._engine.pause(delay)
 
     def _answered(self, reflector: _Reflector[Any]) -> None:
-        self._last_answer = self._clock()
-        if reflector.recovering:
-            reflector.recovering = False
-            self._begin_grace(reflector.name)
-        self._outage.clear(reflector.name)
+        resync = "recovered" if reflector.recovering else None
+        reflector.recovering = False
+        self._engine.answered(reflector.name, resync=resync)  # logs kube_resync_grace when it starts
 
     # ------------------------------------------------------------------------------- change indexes
 
@@ -469,23 +466,17 @@ class KubernetesSource:
     # ----------------------------------------------------------------------------- health of the source
 
     def _report(self, message: str) -> None:
-        if self._sink is not None:
-            self._sink.report_error(self.name, message)
-
-    def _begin_grace(self, key: str) -> None:
-        if self._publication.catalog is not None and self._grace.begin():
-            _log.info("kube_resync_grace", extra={"source": self.name, "watch": key,
-                                                  "grace_s": self._config.resync_grace_s})
+        self._engine.report(message)
 
     # ---------------------------------------------------------------------------------- publishing
 
     def _mark_dirty(self) -> None:
-        self._dirty.set()
+        self._engine.mark_dirty()
 
     def _synced(self) -> bool:
         return all(r.listed for r in self._reflectors)
 
-    def _candidate(self) -> Catalog:
+    def _catalog(self) -> Catalog:
         for key in self._dirty_services:
             service = self._services.get(key)
             if service is None:
@@ -515,43 +506,16 @@ class KubernetesSource:
             self._report(problem)
         self._status_wake.set()
 
-    async def _publish_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            if self._config.debounce_s > 0:
-                await asyncio.sleep(self._config.debounce_s)
-            self._dirty.clear()
-            recheck_s = self._publish_if_changed()
-            if recheck_s is not None:
-                if self._recheck is not None:
-                    self._recheck.cancel()
-                self._recheck = asyncio.get_running_loop().call_later(recheck_s, self._mark_dirty)
-
-    def _publish_if_changed(self) -> float | None:
-        """Publish when the state differs from the last publish; the seconds after which to look again
-        (a settle window or a grace that ends), or None."""
-        now = self._clock()
-        in_grace = self._grace.active(self._publication.catalog)
+    def candidate(self, *, in_grace: bool) -> Candidate | None:
+        """Registry: the whole Catalog (and merged TrafficPolicy); None until every reflector listed."""
         self._refresh_policies(in_grace=in_grace)
-        if self._publication.catalog is None and not self._synced():
+        if self._engine.published is None and not self._synced():
             return None
-        if (settle_s := self._outage.settle_remaining_s(now)) is not None:
-            return settle_s
-        policy = self._traffic.policy if self._traffic is not None else None
-        assert self._sink is not None
-        published, recheck_s = self._publication.offer(
-            self._sink, self._candidate(), policy, grace=self._grace, in_grace=in_grace,
-            policy_held=self._policies_held, now=now, force=self._outage.announce)
-        if not published:
-            return recheck_s
-        # The sink takes a publish as "recovered"; problems that still stand are said again.
-        self._outage.published()
-        if self._traffic is not None:
-            for problem in self._traffic.problems():
-                self._report(problem)
+        standing = tuple(self._traffic.problems()) if self._traffic is not None else ()
         if self._crd_missing:
-            self._report(_CRD_MISSING)
-        return recheck_s
+            standing += (_CRD_MISSING,)
+        policy = self._traffic.policy if self._traffic is not None else None
+        return Candidate(self._catalog(), policy, policy_held=self._policies_held, standing_problems=standing)
 
     # --------------------------------------------------------------------------------- status writes
 
@@ -570,7 +534,7 @@ class KubernetesSource:
     async def _status_loop(self, client: KubeClient) -> None:
         """Writes the Accepted condition of TrafficPolicies whose wanted condition changed (policies.py):
         only then, so there are no write loops, and with backoff after failures."""
-        backoff = self._backoff()
+        backoff = self._engine.backoff()
         while True:
             await self._status_wake.wait()
             self._status_wake.clear()
