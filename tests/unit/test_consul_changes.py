@@ -19,6 +19,7 @@ from xds.sources.consul.changes import (
     parse_service_tags,
     version_changes,
 )
+from xds.sources.consul.client import ConsulConfig
 from xds.sources.consul.parse import ConsulParseError
 
 
@@ -116,3 +117,13 @@ def test_nodes_to_sweep_include_nodes_without_checks() -> None:
     entries = [{"Node": {"Node": "n1"}}, {"Node": {"Node": "n2"}}, {"Node": None}]
     assert instance_nodes(entries) == {"n1", "n2"}
     assert instance_nodes(None) == frozenset()
+
+
+def test_connection_bound_settings() -> None:
+    config = ConsulConfig("127.0.0.1:8500")
+    assert (config.max_connections, config.fetch_concurrency, config.blocking_queries) == (32, 8, 2)
+    assert ConsulConfig("127.0.0.1:8500", datacenters=("a", "b"), kv_prefix="xds").blocking_queries == 5
+    with pytest.raises(ValueError, match="max_connections must be at least 6"):
+        ConsulConfig("127.0.0.1:8500", datacenters=("a", "b"), kv_prefix="xds", max_connections=5)
+    with pytest.raises(ValueError, match="fetch_concurrency"):
+        ConsulConfig("127.0.0.1:8500", fetch_concurrency=0)
