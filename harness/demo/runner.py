@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import json
 import math
 import shutil
 import signal
@@ -40,7 +39,6 @@ from harness.demo.constants import (
     SEGMENT_S,
     STARTUP_TIMEOUT_S,
     STOP_SIGNALS,
-    SUMMARY_MARKER,
     TICK_S,
     UPSTREAMS,
     Weights,
@@ -49,6 +47,7 @@ from harness.demo.controlplane import ControlPlaneView, start_control_plane
 from harness.demo.envoys import AppliedRoute, applied_route, new_envoy, wait_serving
 from harness.demo.ledger import Ledger, Phase, is_2xx
 from harness.demo.screen import EnvoyStatus, Frame, Screen
+from harness.demo.summary import build_summary, format_summary
 from harness.demo.traffic import EnvoyTraffic
 
 
@@ -349,52 +348,14 @@ class Demo:
     # -- the summary -------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        phases = []
-        for phase in self.ledger.phases:
-            total = phase.total()
-            phases.append({
-                "name": phase.name,
-                "target": {"web-v1": phase.weights[0], "web-v2": phase.weights[1]},
-                "convergence_s": _rounded(phase.convergence_s),
-                "applied_s": {e: _rounded(s) for e, s in sorted(phase.applied_s.items())},
-                "requests": dict(sorted(total.upstreams.items())),
-                "requests_after_convergence": dict(sorted(total.after_convergence.items())),
-                "non_2xx": total.non_2xx,
-                "errors": total.errors,
-                "by_envoy": {e: dict(sorted(c.upstreams.items())) for e, c in sorted(phase.by_envoy.items())},
-            })
         pids = {name: pid for name, envoy in self.envoys.items() if (pid := _pid(envoy)) is not None}
         if self.control_plane is not None and self.control_plane.process.pid is not None:
             pids["control-plane"] = self.control_plane.process.pid
-        return {
-            "outcome": self.outcome,
-            "completed": self.outcome == "completed",
-            "phases": phases,
-            "non_2xx": sum(p["non_2xx"] for p in phases),
-            "errors": sum(p["errors"] for p in phases),
-            "convergence_s": [_rounded(p.convergence_s) for p in self.ledger.phases if p.edited],
-            "failures": self.failures,
-            "pids": pids,
-            "workdir": str(self.workdir),
-        }
+        return build_summary(self.ledger, outcome=self.outcome, failures=self.failures, pids=pids,
+                             workdir=self.workdir)
 
     def _print_summary(self) -> None:
-        summary = self.summary()
-        lines = [f"demo: {summary['outcome']}; every process it started is stopped. Logs: {self.workdir}"]
-        if summary["phases"]:
-            lines.append(f"  {'phase':<9} {'converged':>10} {'web-v1':>8} {'web-v2':>8} {'api':>8} "
-                         f"{'non-2xx':>8} {'errors':>7}")
-            for p in summary["phases"]:
-                conv = "-" if p["convergence_s"] is None else f"{p['convergence_s']:.2f} s"
-                req = p["requests"]
-                counts = " ".join(f"{req.get(name, 0):>8}" for name in UPSTREAMS)
-                lines.append(f"  {p['name']:<9} {conv:>10} {counts} {p['non_2xx']:>8} {p['errors']:>7}")
-            lines.append(f"  non-2xx total {summary['non_2xx']}, errors total {summary['errors']}; "
-                         "convergence = catalog edit -> both Envoys run the new weights")
-        for failure in self.failures:
-            lines.append(f"  failure: {failure}")
-        lines.append(f"{SUMMARY_MARKER} {json.dumps(summary, sort_keys=True)}")
-        self.screen.message("\n".join(lines))
+        self.screen.message(format_summary(self.summary()))
 
 
 def _pid(envoy: EnvoyProcess) -> int | None:
@@ -402,10 +363,6 @@ def _pid(envoy: EnvoyProcess) -> int | None:
         return envoy.process.pid
     except RuntimeError:  # never started
         return None
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 def _quietly(action: Callable[[], object]) -> None:
