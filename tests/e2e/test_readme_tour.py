@@ -45,7 +45,8 @@ _RETRY_S = 0.2
 
 # What a line's output must show beyond exiting 0, for lines whose comment cannot say it briefly.
 _EXTRA_CHECKS: dict[str, Callable[[str], bool]] = {
-    "xds status": lambda out: "envoy-1" in out,
+    # The tour's Envoy is connected and has accepted what it was sent: a NACK would mean a broken example.
+    "xds status": lambda out: re.search(r"^envoy-1\b.*SYNCED", out, re.M) is not None and "NACKED" not in out,
     "xds render": lambda out: "ingress" in out and "api" in out,
     "/metrics": lambda out: "xds_" in out,
 }
