@@ -55,10 +55,10 @@ def _add_locality_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     from xds.cli_diff import add_diff_parser
     from xds.cli_output import add_output_argument
-    from xds.version import version_line
+    from xds.version import VersionAction
 
     parser = argparse.ArgumentParser(prog="xds", description="An Envoy xDS control plane.")
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the control plane")

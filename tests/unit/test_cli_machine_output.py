@@ -40,7 +40,7 @@ def test_version_flag_names_package_python_grpcio_and_api(capsys: pytest.Capture
     out = capsys.readouterr().out
     assert out.startswith(f"xds {metadata.version('xds-control-plane')} (Python {platform.python_version()}, "
                           f"grpcio {metadata.version('grpcio')}, ")
-    assert "Envoy API v3" in out
+    assert out.endswith(", Envoy API v3)\n") and out.count("\n") == 1  # one line, never wrapped
 
 
 def test_version_json(capsys: pytest.CaptureFixture[str]) -> None:
