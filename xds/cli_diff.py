@@ -12,12 +12,15 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xds.cli_output import add_output_argument, dump
 from xds.cli_secrets import add_management_client_arguments, client_token
 from xds.diff import GroupDiff, View, diff_group, diffs_to_dict, format_diffs, has_changes
-from xds.pipeline import World
 from xds.typeurls import PUSH_ORDER, SECRET, short_name
+
+if TYPE_CHECKING:  # the pipeline is imported when a diff runs, not when any `xds` command parses its flags
+    from xds.pipeline import World
 
 EXIT_SAME = 0
 EXIT_CHANGED = 1
@@ -61,7 +64,7 @@ def load_world(paths: Sequence[Path]) -> World:
     Raises PolicyError, OSError or ValueError naming the file.
     """
     from xds.model.catalog import merge_catalogs
-    from xds.pipeline import with_tls_material
+    from xds.pipeline import World, with_tls_material
     from xds.pki.ca import generate_ca
     from xds.pki.workload import WorkloadIdentities
     from xds.policy.load import load_file

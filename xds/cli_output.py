@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
-from xds.management.v1 import management_pb2 as pb
 from xds.typeurls import short_name
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from xds.management.v1 import management_pb2 as pb
+
+# yaml, protobuf and the generated messages are imported where used: every `xds` command builds the parser
+# that imports this module, and `xds --version` should answer without loading them.
 
 FORMATS = ("table", "json", "yaml")
 
@@ -31,6 +34,8 @@ def add_output_argument(parser: argparse.ArgumentParser, *, default: str = "tabl
 def dump(data: object, fmt: str) -> str:
     """`data` (plain dicts, lists, strings, numbers) as JSON (2-space indent) or block-style YAML."""
     if fmt == "yaml":
+        import yaml
+
         return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -38,6 +43,8 @@ def dump(data: object, fmt: str) -> str:
 def _message(message: Message) -> dict[str, Any]:
     # Proto field names (snake_case), as in management.proto; fields left at their default are omitted,
     # as proto3 JSON does.
+    from google.protobuf import json_format
+
     return dict(json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
