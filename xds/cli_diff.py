@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xds import settings as defaults
 from xds.cli_output import add_output_argument, dump
 from xds.cli_secrets import add_management_client_arguments, client_token
 from xds.diff import GroupDiff, View, diff_group, diffs_to_dict, format_diffs, has_changes
+from xds.translate.delivery import DEFAULT_XDS_CLUSTER
 from xds.typeurls import PUSH_ORDER, SECRET, short_name
 
 if TYPE_CHECKING:  # the pipeline is imported when a diff runs, not when any `xds` command parses its flags
@@ -52,12 +54,15 @@ def add_diff_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     diff.add_argument("--type", action="append", choices=TYPE_ORDER, dest="types", metavar="TYPE",
                       help=f"compare only these types ({', '.join(TYPE_ORDER)}; repeatable), e.g. leave out "
                            "eds when the server's endpoints come from a registry")
+    diff.add_argument("--xds-cluster-name", default=env.get("xds_cluster_name", DEFAULT_XDS_CLUSTER),
+                      metavar="NAME", help="as the server's --xds-cluster-name, for the single-type and gRPC "
+                                           f"snapshot variants (env {defaults.ENV_XDS_CLUSTER_NAME})")
     diff.add_argument("--summary", action="store_true", help="table output without the unified diffs")
     add_output_argument(diff)
     add_management_client_arguments(diff, env)
 
 
-def load_world(paths: Sequence[Path]) -> World:
+def load_world(paths: Sequence[Path], *, xds_cluster: str = DEFAULT_XDS_CLUSTER) -> World:
     """The World the server would build from `paths`, as `xds render` builds it.
 
     Workload certificates come from a throwaway development CA (they are never compared, OPAQUE).
@@ -74,7 +79,7 @@ def load_world(paths: Sequence[Path]) -> World:
     loaded = [load_file(path) for path in paths]
     world = World(catalog=merge_catalogs([c for c, _ in loaded]),
                   policy=merge_policies([p for _, p in loaded]),
-                  workload=WorkloadIdentities(generate_ca("xds.local")))
+                  workload=WorkloadIdentities(generate_ca("xds.local")), xds_cluster=xds_cluster)
     return with_tls_material(world, TlsFiles())
 
 
@@ -123,11 +128,11 @@ def compute(args: argparse.Namespace, env: dict[str, str]) -> list[GroupDiff]:
     from xds.policy.errors import PolicyError
 
     try:
-        candidate = load_world(args.config)
+        candidate = load_world(args.config, xds_cluster=args.xds_cluster_name)
         if args.against:
             if not args.group:
                 raise DiffError("--against needs the node groups to compare: give --group GROUP")
-            current_world = load_world(args.against)
+            current_world = load_world(args.against, xds_cluster=args.xds_cluster_name)
             current = {g: view_of_world(current_world, g) for g in args.group}
         else:
             current = asyncio.run(_server_views(args.management_address, client_token(args, env), args.group))

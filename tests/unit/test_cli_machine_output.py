@@ -99,3 +99,17 @@ def test_diff_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     broken.write_text("version: 1\nservices: [{name: web}]\nlisteners: nope\n")
     assert main(["diff", "--config", str(broken), "--against", current, "--group", "edge"]) == 2
     assert "broken.yaml" in capsys.readouterr().err
+
+
+def test_diff_builds_single_type_variants_with_the_given_xds_cluster(tmp_path: Path) -> None:
+    from xds.cache.node import client_key
+    from xds.cli_diff import load_world, view_of_world
+    from xds.translate.delivery import ClientKind
+
+    paths = [_catalog(tmp_path / "c.yaml")]
+    key = client_key("edge", ClientKind("envoy-single"))
+    default = view_of_world(load_world(paths), key)
+    named = view_of_world(load_world(paths, xds_cluster="cp-cluster"), key)
+    assert default["cds"].keys() == named["cds"].keys() and default["cds"]
+    assert all("xds_cluster" in text and "cp-cluster" not in text for text in default["cds"].values())
+    assert all("cp-cluster" in text for text in named["cds"].values())
