@@ -17,7 +17,7 @@ from xds.cache.node import NodeGrouper
 from xds.cache.quarantine import Quarantine, Rejection, quarantined
 from xds.cache.store import SnapshotStore
 from xds.console.view import ConsoleData
-from xds.console.web import ConsoleRoutes
+from xds.console.web import Authorize, ConsoleRoutes
 from xds.load_engine import LoadEngine
 from xds.observability.admin import AdminServer
 from xds.observability.load_metrics import LoadCollector
@@ -42,6 +42,7 @@ from xds.server.management import (
     SourceState,
     resource_json,
 )
+from xds.server.management_auth import TokenAuthenticator
 from xds.server.management_server import build_management_server
 from xds.server.nack_loop import NackLoop
 from xds.server.peer_auth import PeerAuthorizer
@@ -254,7 +255,8 @@ class App:
             auth=self.settings.management_auth, on_deny=self.metrics.management_denied,
             extra=(load_health.add_to,))
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
-                            status=self.status, console=ConsoleRoutes(self.console_data()))
+                            status=self.status,
+                            console=ConsoleRoutes(self.console_data(), authorize=self._console_authorizer()))
         await self.health.set_serving(False)
         await management_health.set_serving(True, ("", MANAGEMENT_SERVICE))
         await load_health.set_serving(True, ("", LOAD_REPORT_SERVICE))
@@ -315,6 +317,14 @@ class App:
                            groups=self.store.groups, snapshot=self.store.current,
                            group_error=self.store.error, history=self.history.entries,
                            quarantined=self.quarantine.rejections)
+
+    def _console_authorizer(self) -> Authorize | None:
+        """The management API's tokens guard the console's API too (docs/console.md, docs/security.md)."""
+        auth = self.settings.management_auth
+        if auth is None or not auth.configured:
+            return None
+        tokens = TokenAuthenticator(auth)
+        return lambda token: token is not None and tokens.role_of(token) is not None
 
     def source_statuses(self) -> list[SourceStatus]:
         """The SourceStatus of every source that reports one (the registry sources; issue 13)."""

@@ -21,6 +21,7 @@ from xds.console.view import ConsoleData, state
 from xds.load_settings import LoadSettings
 from xds.secrets import REDACTED
 from xds.server.callbacks import StreamInfo
+from xds.server.management_auth import ManagementAuthConfig
 from xds.server.registry import ProxyRegistry
 from xds.settings import Settings
 from xds.typeurls import CLUSTER
@@ -143,3 +144,32 @@ def test_nack_text_is_shown_and_redacted() -> None:
     assert lds["state"] == "NACKED" and lds["nack_version"] == "v2"
     assert "Address already in use" in lds["nack_message"]
     assert "s3cr3t" not in json.dumps(doc) and REDACTED in lds["nack_message"]
+
+
+async def test_the_api_wants_a_management_token_when_the_management_api_does(tmp_path: Path) -> None:
+    token = "console-read-token-0123456789abcdef"
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(CATALOG % (90, 10))
+    instance = App(Settings(config_files=(catalog,), xds_address="127.0.0.1:0",
+                            management_address="127.0.0.1:0", admin_address="127.0.0.1:0",
+                            management_auth=ManagementAuthConfig(read_env=(token,)),
+                            load=LoadSettings(report_address="127.0.0.1:0")))
+    task = asyncio.create_task(instance.run())
+    await asyncio.wait_for(instance.started.wait(), 10)
+    try:
+        port = instance.admin_port
+        assert port
+        assert (await get(port, "/"))[0] == 200  # the page itself holds no data
+        for path in ("/console/api/state", "/console/api/resources?group=edge"):
+            status, headers, body = await get(port, path)
+            assert status == 401 and "Bearer" in str(headers["WWW-Authenticate"]) and token not in body
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            url = f"http://127.0.0.1:{port}/console/api/state"
+            async with session.get(url, headers={"Authorization": "Bearer wrong-token-0123456789"}) as r:
+                assert r.status == 401
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200 and token not in await r.text()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -6,19 +6,26 @@
     GET /console/api/resources     ?group=NAME: the config that group receives, resource by resource
 
 GET only: the console changes nothing (issue 14 item 1). It lives on the admin port, loopback by default
-(docs/config.md, --admin-address), which has no authentication; everything it shows is redacted.
+(--admin-address, 127.0.0.1:19005); everything it shows is redacted. The API shows what the management
+API's GetSnapshot shows, so when the management API wants tokens (issue 9, docs/security.md) the console's
+API wants one of the same tokens (read or admin) as `Authorization: Bearer`; the page asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from importlib import resources as package_files
 
 from aiohttp import web
 
 from xds.console import view
 from xds.console.view import ConsoleData
+from xds.server.management_auth import bearer_token
+
+# Given the bearer token a request presents (None: none), whether it may read the console's API.
+Authorize = Callable[[str | None], bool]
 
 STATIC_FILES = {"console.js": "text/javascript", "console.css": "text/css", "index.html": "text/html"}
 # The page runs only its own script, loads nothing from elsewhere and may not be framed (clickjacking).
@@ -41,8 +48,22 @@ def _json(document: object) -> web.Response:
 
 
 class ConsoleRoutes:
-    def __init__(self, data: ConsoleData) -> None:
+    """The routes above over `data`; with `authorize`, the API answers 401 to a request it refuses."""
+
+    def __init__(self, data: ConsoleData, *, authorize: Authorize | None = None) -> None:
         self._data = data
+        self._authorize = authorize
+
+    def _check(self, request: web.Request) -> None:
+        if self._authorize is None:
+            return
+        header = request.headers.get("Authorization")
+        token = bearer_token([("authorization", header)] if header else None)
+        if not self._authorize(token):
+            # The same tokens as the management API (docs/security.md); the value is never echoed.
+            raise web.HTTPUnauthorized(
+                text="the console API needs a management API token (read or admin): Authorization: Bearer\n",
+                headers={"WWW-Authenticate": 'Bearer realm="xds-console"', **SECURITY_HEADERS})
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/", self._index)
@@ -62,10 +83,12 @@ class ConsoleRoutes:
         return web.Response(body=_static(name), content_type=kind, charset="utf-8", headers=SECURITY_HEADERS)
 
     async def _state(self, request: web.Request) -> web.Response:
+        self._check(request)
         # Route splits parse each group's RouteConfigurations: a worker thread keeps xDS streams moving.
         return _json(await asyncio.to_thread(view.state, self._data))
 
     async def _resources(self, request: web.Request) -> web.Response:
+        self._check(request)
         group = request.query.get("group", "")
         if not group:
             raise web.HTTPBadRequest(text="query parameter 'group' is required\n")

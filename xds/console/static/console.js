@@ -8,6 +8,18 @@ let shownHistory = -1;
 let shownGroup = "";
 let shownGroupVersions = "";
 
+// When the management API wants tokens, so does the console's API (docs/console.md); the token the operator
+// types is kept for this tab only (sessionStorage) and sent as a bearer token, never put in a URL.
+function authHeaders() {
+  const token = sessionStorage.getItem("xds-console-token");
+  return token ? {Authorization: "Bearer " + token} : {};
+}
+
+function askToken() {
+  const box = document.getElementById("token-box");
+  box.hidden = false;
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
@@ -98,7 +110,8 @@ function renderGroups(doc) {
 
 async function loadResources(group) {
   const target = document.getElementById("resources");
-  const response = await fetch("/console/api/resources?group=" + encodeURIComponent(group));
+  const response = await fetch("/console/api/resources?group=" + encodeURIComponent(group),
+                               {headers: authHeaders()});
   if (!response.ok) {
     target.replaceChildren(el("div", {class: "error"}, await response.text()));
     return;
@@ -142,7 +155,12 @@ function renderHistory(doc) {
 
 async function poll() {
   try {
-    const response = await fetch("/console/api/state", {cache: "no-store"});
+    const response = await fetch("/console/api/state", {cache: "no-store", headers: authHeaders()});
+    if (response.status === 401) {
+      askToken();
+      throw new Error("a management API token is needed");
+    }
+    document.getElementById("token-box").hidden = true;
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const doc = await response.json();
     const ready = document.getElementById("ready");
@@ -160,5 +178,11 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = document.getElementById("token");
+  sessionStorage.setItem("xds-console-token", input.value.trim());
+  input.value = "";
+});
 document.getElementById("group-select").addEventListener("change", () => { shownGroup = ""; });
 poll();
