@@ -57,6 +57,9 @@ def test_console_shows_synced_proxies_then_a_nack_within_seconds(
     html = wait_until(lambda: (lambda h: h if _states_in_row(h, "envoy-1").count("SYNCED") == 4 else None)(
         dump_dom(url)), timeout_s=25, message="the console never showed envoy-1 SYNCED on CDS, EDS, LDS, RDS")
     assert _states_in_row(html, "envoy-1") == ["SYNCED", "SYNCED", "NOT SENT", "SYNCED", "SYNCED"]
+    # The page polls: within the 2 s virtual-time budget its script fetched the state more than once.
+    (body,) = elements(html, tag="body")
+    assert int(body.attrs["data-polls"]) >= 2
     (row,) = elements(html, tag="tr", data_node="envoy-1")
     assert "edge" in row.text and "ADS" in row.text
     (source,) = elements(html, tag="tr", data_source=f"file:{stack.catalog.path}")
