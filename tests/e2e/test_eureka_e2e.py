@@ -13,6 +13,7 @@ restart test is last because it empties the lone server.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -77,12 +78,14 @@ def _shown(server: EurekaServer) -> str:
 
 
 def _policy(workdir: Path, services: list[str], port: int) -> Path:
-    # The first service gets the listener; the others need only a cluster (for /clusters assertions).
+    # `/` goes to the first service; the others get a route under `/<name>` only so that Envoy holds their
+    # cluster (the control plane serves the clusters that routes use) for /clusters assertions.
+    routes = [{"match": {"prefix": f"/{s}"}, "backends": [{"service": s}]} for s in services[1:]]
     path = workdir / "policy.yaml"
     path.write_text(yaml.safe_dump({
         "services": [{"name": s, "connect_timeout": "1s"} for s in services],
         "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
-                       "routes": [{"backends": [{"service": services[0]}]}]}]}))
+                       "routes": [*routes, {"backends": [{"service": services[0]}]}]}]}))
     return path
 
 
@@ -245,10 +248,14 @@ def test_registration_latency_and_restart_never_flushes_envoy(
         expected: dict[int, str] = {}
         # One untimed instance first: the cluster appears in Envoy (CDS) with it; the trials time EDS only.
         ports = free_ports(21)
+        jitter = random.Random(13)
         with ExitStack() as trials:
             for trial, port in enumerate(ports):
                 instance = EurekaInstance(app=timed_app, instance_id=f"{timed_app}-{port}", port=port,
                                           lease_duration_s=30)
+                # Trials would otherwise start right after the poll that showed the last one, every one a
+                # full interval before the next poll: a random offset samples the whole interval.
+                time.sleep(jitter.uniform(0.0, REFRESH_S))
                 begun = time.monotonic()
                 trials.enter_context(Registration(eureka_server, instance))
                 expected[port] = "HEALTHY"
