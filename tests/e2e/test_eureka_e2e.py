@@ -38,6 +38,7 @@ REFRESH_S = 0.5
 # 2 s keeps the lease-expiry wait near 5 s.
 LEASE_S = 2
 _WAIT_S = 15.0
+_RECOVERY_S = 30.0 + _WAIT_S
 _WRONG_PASSWORD = "not-the-password-s3cr3t"
 # Replicated heartbeats reach the peer in batches and can lag a 2 s lease (the peer then evicts its copy):
 # the pair test uses a lease long enough for Eureka's replication.
@@ -181,6 +182,7 @@ def test_pair_failover_and_basic_auth(
         wait_until(lambda: stack.registry()["details"]["server"] == _shown(first), timeout_s=_WAIT_S,
                    message=lambda: f"the source does not read the first server: {stack.registry()}")
         versions = stack.envoy.versions()
+        assert versions.get(f"eds:{app}"), versions
         load = SteadyLoad(stack.url, rate_per_s=40, concurrency=2)
         load.start()
         try:
@@ -277,6 +279,12 @@ def test_registration_latency_and_restart_never_flushes_envoy(
         load.start()
         try:
             eureka_server.restart()
+            # The source's first answer after the outage holds the endpoints (resync grace): still both.
+            # After errors the source retries with full-jitter backoff capped at 30 s (docs/eureka.md), so its
+            # first answer can come that long after the server is back.
+            wait_until(lambda: stack.registry()["failing_watches"] == 0, timeout_s=_RECOVERY_S,
+                       message=lambda: f"the source never recovered: {stack.registry()}")
+            assert stack.hosts(app) == both
             wait_until(lambda: {f"{app}-a", f"{app}-b"} <= set(eureka_server.instances()), timeout_s=_WAIT_S,
                        message="the apps never registered again after the restart")
             wait_until(lambda: stack.registry()["details"]["instances"] == 2
