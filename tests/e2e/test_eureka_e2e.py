@@ -28,7 +28,7 @@ import yaml
 from harness import UpstreamPool, free_port, free_ports, run_requests, wait_until
 from harness.controlplane import ControlPlaneProcess, bootstrap_for
 from harness.envoy import AdminError, EnvoyProcess
-from harness.eureka import EurekaInstance, EurekaPair, EurekaServer, Registration
+from harness.eureka import EurekaApi, EurekaInstance, EurekaPair, EurekaServer, Registration
 from harness.load import SteadyLoad
 from tests.eureka_fixtures import EUREKA_AUTH
 
@@ -45,7 +45,7 @@ _WRONG_PASSWORD = "not-the-password-s3cr3t"
 PAIR_LEASE_S = 10  # a 2-core machine shared with a CI run; each wait usually ends within ~1 s
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stack:
     control_plane: ControlPlaneProcess
     envoy: EnvoyProcess
@@ -106,7 +106,7 @@ def eureka_stack(workdir: Path, control_plane_factory: Any, envoy_factory: Any) 
 
 
 @contextmanager
-def registered(api: Any, *instances: EurekaInstance) -> Iterator[dict[str, Registration]]:
+def registered(api: EurekaApi, *instances: EurekaInstance) -> Iterator[dict[str, Registration]]:
     """Every instance registered and heartbeating until the block ends (then stopped, not cancelled)."""
     with ExitStack() as stack:
         found: dict[str, Registration] = {}
