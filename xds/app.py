@@ -299,11 +299,13 @@ class App:
             with contextlib.suppress(Exception):
                 await self.health.set_serving(False)
             handler.end_streams()
+            # The xDS server stops right away, with no await in between, so an Envoy that reconnects at
+            # once is refused by the server rather than opening a stream the grace would then cancel.
+            await _stop_server(server)
             with contextlib.suppress(Exception):
                 await admin.stop()
             await _stop_server(load_server)
             await _stop_server(management_server)
-            await _stop_server(server)
             handler.close()
             log.info("stopped")
 
