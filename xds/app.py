@@ -296,8 +296,9 @@ class App:
                 self._rebuild_handle.cancel()
             if self._build_task is not None:
                 self._build_task.cancel()
-            with contextlib.suppress(Exception):
-                await self.health.set_serving(False)
+            for reporter in (self.health, management_health, load_health):
+                with contextlib.suppress(Exception):
+                    await reporter.shut_down()
             handler.end_streams()
             # The xDS server stops right away, with no await in between, so an Envoy that reconnects at
             # once is refused by the server rather than opening a stream the grace would then cancel.

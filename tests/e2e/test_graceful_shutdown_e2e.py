@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import UpstreamPool
 from harness.processes import ManagedProcess
@@ -23,6 +25,7 @@ from .test_consul_e2e import ConsulStack, consul_stack, register  # noqa: F401 (
 # The gRPC grace (xds/app.py SHUTDOWN_GRACE_S) plus the interpreter's own exit; well under the harness's
 # 10 s SIGKILL fallback, so a hang shows up as a failure here rather than as a kill.
 _EXIT_WITHIN_S = 5.0
+_ADS = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -50,13 +53,15 @@ def test_sigterm_with_consul_source_and_envoy_connected_exits_cleanly(
     _stop_quietly(stack.control_plane.process, signal.SIGTERM)
 
 
-def _stop_quietly(process: ManagedProcess, sig: signal.Signals) -> None:
+def _stop_quietly(process: ManagedProcess, sig: signal.Signals | None) -> None:
+    """Send `sig` (None: the caller already did) and check the exit: code 0, in time, no ERROR."""
     start = time.monotonic()
-    process.kill(sig)
+    if sig is not None:
+        process.kill(sig)
     code = process.wait(timeout_s=_EXIT_WITHIN_S)
     took = time.monotonic() - start
     log = process.log_path.read_text(errors="replace")
-    assert code == 0, f"exit code {code} after {sig.name}; log tail:\n{process.tail()}"
+    assert code == 0, f"exit code {code} after {sig}; log tail:\n{process.tail()}"
     assert took < _EXIT_WITHIN_S
     assert "Traceback" not in log, log[-3000:]
     assert _error_lines(log) == [], log[-3000:]
@@ -77,3 +82,23 @@ def _error_lines(log: str) -> list[str]:
         elif re.search(r"\b(ERROR|CRITICAL)\b", line):
             found.append(line)
     return found
+
+
+def test_sigterm_with_a_health_watch_open_reports_not_serving_and_exits_cleanly(
+        workdir: Path, upstreams: Callable[..., UpstreamPool],
+        control_plane_factory: ControlPlaneFactory, envoy_factory: EnvoyFactory) -> None:
+    """A load balancer watching gRPC health sees NOT_SERVING first; its open Watch does not make an ERROR."""
+    pool = upstreams("a")
+    stack = start_stack(workdir=workdir, pool=pool, services={"web": [("a", {})]},
+                        backends=[("web", None, 100)], control_plane_factory=control_plane_factory,
+                        envoy_factory=envoy_factory)
+    channel = grpc.insecure_channel(stack.control_plane.xds_address)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=_ADS), timeout=_EXIT_WITHIN_S + 5)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        stack.control_plane.process.kill(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        _stop_quietly(stack.control_plane.process, None)
+    finally:
+        channel.close()
