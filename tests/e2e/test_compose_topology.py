@@ -516,7 +516,10 @@ def test_compose_topology_canary_follows_kv(topology: Topology, compose: dict[st
             row = rows.get(node, {})
             if row.get("GROUP") != group or any(row.get(t) != "SYNCED" for t in ("CDS", "EDS", "LDS", "RDS")):
                 return None
-        consul_rows = [line.split() for line in lines if line.startswith("consul")]
+        # The SOURCE table only: the REGISTRY table after it also has a row per registry source.
+        source_table = lines[lines.index(next(line for line in lines if line.startswith("SOURCE"))):]
+        end = next((i for i, line in enumerate(source_table) if line.startswith("REGISTRY")), None)
+        consul_rows = [line.split() for line in source_table[:end] if line.startswith("consul")]
         return text if consul_rows and all(row[1] == "SYNCED" for row in consul_rows) else None
 
     status = wait_until(status_synced, timeout_s=CONVERGE_TIMEOUT_S, interval_s=0.2,
