@@ -184,6 +184,19 @@ TOOLS: dict[str, GoTool] = {
         # Measured cold (modules present, empty build cache) on a busy 2-core machine: 157 s wall, 57 CPU-s.
         first_build="~30 MB download, 1-3 min on 2 cores",
     ),
+    # The tracing backend of the tracing e2e tests (issue 14 item 2, docs/tracing.md): Jaeger v2, an
+    # OpenTelemetry collector with Jaeger's in-memory storage and query API. The Go module carries v1.x tags
+    # for the v2 binary (cmd/jaeger); upstream's build stamps the version into internal/version.
+    "jaeger": GoTool(
+        name="jaeger",
+        module="github.com/jaegertracing/jaeger",
+        package="github.com/jaegertracing/jaeger/cmd/jaeger",
+        stamps=("github.com/jaegertracing/jaeger/internal/version.latestVersion={version}",
+                "github.com/jaegertracing/jaeger/internal/version.commitSHA=module-{version}"),
+        build_flags=("-pgo=off",),
+        verify_args=("version",),  # {"gitVersion": "v1.76.0", ...}
+        first_build="~10 min on 2 cores (being measured)",
+    ),
 }
 
 # -trimpath and -s -w: the binary does not depend on where the module cache is, and is ~30% smaller.
