@@ -52,8 +52,9 @@ def _config(*, otlp: int, zipkin: int, query: int, query_grpc: int, health: int)
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
             "pipelines": {"traces": {"receivers": ["otlp", "zipkin"], "processors": ["batch"],
                                      "exporters": ["jaeger_storage_exporter"]}},
-            # No collector self-metrics listener (its default is the fixed port 8888).
-            "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "info"}},
+            # No self-metrics listener (its default is the fixed port 8888), no collector self-traces.
+            "telemetry": {"metrics": {"level": "none"}, "traces": {"level": "none"},
+                          "logs": {"level": "info"}},
         },
         "extensions": {
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"{LOOPBACK}:{health}"}},
@@ -95,8 +96,13 @@ class Jaeger(ProcessOwner, StartStop):
                 wait_until(self._ready, timeout_s=timeout_s, ignore=(OSError,),
                            message=lambda: f"Jaeger never became ready:\n{self.tail()}")
 
+            # Jaeger's query service traces itself with the OpenTelemetry SDK, by default to the fixed port
+            # 4317, which may be another test's collector: it samples nothing and would export to its own
+            # receiver.
+            self_tracing = {"OTEL_TRACES_SAMPLER": "always_off",
+                            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{self.otlp_grpc_port}"}
             self._spawn([str(binary), "--config", str(config_path)], port_error="Jaeger lost a port race",
-                        wait_ready=wait_ready)
+                        wait_ready=wait_ready, env=self_tracing)
 
         retry_port_race(attempt, attempts=_PORT_ATTEMPTS)
 

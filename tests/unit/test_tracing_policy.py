@@ -72,10 +72,13 @@ def test_the_connection_manager_carries_the_provider_sampling_and_tags() -> None
     assert edge.provider.name == "envoy.tracers.opentelemetry" and edge.provider.typed_config.Unpack(config)
     assert config.grpc_service.envoy_grpc.cluster_name == "xds-tracing/opentelemetry/127.0.0.1:4317"
     assert config.service_name == "shop"
+    # The collector's address as :authority / Host, never the cluster name with its '/' (a 400 from Jaeger).
+    assert config.grpc_service.envoy_grpc.authority == "127.0.0.1:4317"
     own = build_http_connection_manager(listeners["own"]).tracing
     zipkin = zipkin_pb2.ZipkinConfig()
     assert own.provider.name == "envoy.tracers.zipkin" and own.provider.typed_config.Unpack(zipkin)
     assert zipkin.collector_endpoint == "/api/v2/spans" and zipkin.trace_id_128bit
+    assert zipkin.collector_hostname == "[::1]:9411"
     assert own.random_sampling.value == 0.0
     assert not build_http_connection_manager(listeners["grpc"]).HasField("tracing")
 

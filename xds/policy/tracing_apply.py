@@ -16,14 +16,19 @@ TRACING_CLUSTER_PREFIX = "xds-tracing/"
 COLLECTOR_CONNECT_TIMEOUT_S = 1.0
 
 
-def tracing_cluster_name(policy: TracingPolicy) -> str:
+def _authority(policy: TracingPolicy) -> str:
     host = f"[{policy.address}]" if ":" in policy.address else policy.address
-    return f"{TRACING_CLUSTER_PREFIX}{policy.provider.value}/{host}:{policy.port}"
+    return f"{host}:{policy.port}"
+
+
+def tracing_cluster_name(policy: TracingPolicy) -> str:
+    return f"{TRACING_CLUSTER_PREFIX}{policy.provider.value}/{_authority(policy)}"
 
 
 def tracing_spec(policy: TracingPolicy, *, group: str) -> TracingSpec:
     """The spec of `policy` for node group `group`, whose name is the default service name."""
     return TracingSpec(provider=policy.provider, collector_cluster=tracing_cluster_name(policy),
+                       collector_authority=_authority(policy),
                        service_name=policy.service_name or group, sampling_percent=policy.sampling,
                        tags=tuple(_tag(tag) for tag in policy.tags))
 

@@ -31,6 +31,9 @@ class TracingSpec:
     provider: TracingProvider
     # The cluster the control plane emits for the collector (apply.py `tracing_cluster_name`).
     collector_cluster: str
+    # `host:port` of the collector, sent as the Host/:authority of the export requests: the cluster name
+    # contains `/`, which an HTTP server refuses as a Host header (Jaeger's Zipkin receiver answers 400).
+    collector_authority: str
     service_name: str
     sampling_percent: float
     tags: tuple[TagSpec, ...] = ()

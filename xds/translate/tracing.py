@@ -48,10 +48,12 @@ def _provider(spec: TracingSpec) -> http_tracer_pb2.Tracing.Http:
     if spec.provider is TracingProvider.OPENTELEMETRY:
         config = opentelemetry_pb2.OpenTelemetryConfig(service_name=spec.service_name)
         config.grpc_service.envoy_grpc.cluster_name = spec.collector_cluster
+        config.grpc_service.envoy_grpc.authority = spec.collector_authority
         config.grpc_service.timeout.seconds = EXPORT_TIMEOUT_S
         return http_tracer_pb2.Tracing.Http(name=OPENTELEMETRY_TRACER_NAME, typed_config=_pack(config))
     zipkin = zipkin_pb2.ZipkinConfig(
-        collector_cluster=spec.collector_cluster, collector_endpoint=ZIPKIN_SPANS_PATH,
+        collector_cluster=spec.collector_cluster, collector_hostname=spec.collector_authority,
+        collector_endpoint=ZIPKIN_SPANS_PATH,
         collector_endpoint_version=zipkin_pb2.ZipkinConfig.HTTP_JSON,
         # 128-bit ids, as W3C and Jaeger use, so the ids a query returns match the propagated header.
         trace_id_128bit=True,
