@@ -185,6 +185,22 @@ TOOLS: dict[str, GoTool] = {
         # Measured cold (modules present, empty build cache) on a busy 2-core machine: 157 s wall, 57 CPU-s.
         first_build="~30 MB download, 1-3 min on 2 cores",
     ),
+    # The tracing backend of the tracing e2e tests (issue 14 item 2, docs/tracing.md): Jaeger v2, an
+    # OpenTelemetry collector with Jaeger's in-memory storage and query API. The Go module carries v1.x tags
+    # for the v2 binary (cmd/jaeger); upstream's build stamps the version into internal/version.
+    "jaeger": GoTool(
+        name="jaeger",
+        module="github.com/jaegertracing/jaeger",
+        package="github.com/jaegertracing/jaeger/cmd/jaeger",
+        stamps=("github.com/jaegertracing/jaeger/internal/version.latestVersion={version}",
+                "github.com/jaegertracing/jaeger/internal/version.commitSHA=module-{version}"),
+        build_flags=("-pgo=off",),
+        verify_args=("version",),  # {"gitVersion": "v1.76.0", ...}
+        # Measured cold (modules downloaded, empty build cache) on the 2-core machine shared with another Go
+        # build (load average ~13): 17m57s wall, 488 CPU-s (427 user + 61 sys), 2.1 GB peak RSS; binary 85 MB.
+        # Alone on 2 cores that is ~4-5 min. Module download: 49 s.
+        first_build="~50 s download, 5-18 min on 2 cores",
+    ),
 }
 
 # -trimpath and -s -w: the binary does not depend on where the module cache is, and is ~30% smaller.

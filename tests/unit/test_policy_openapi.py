@@ -188,10 +188,16 @@ services:
                      healthy_panic_threshold: 20}}
   # Last: the rules below name `search` as services.7.
   - {name: inventory, load_balancer: {weights: load_aware, orca_port: 9000}}
+tracing: {address: 127.0.0.1, port: 4317, provider: opentelemetry, sampling: 12.5, service_name: edge,
+          tags: [{name: env, literal: prod}, {name: user, header: X-User, default: "-"},
+                 {name: host, environment: HOSTNAME, default: unknown}]}
 listeners:
   - name: edge
     address: "::"
     port: 10000
+    tracing: {address: "::1", port: 9411, provider: zipkin, sampling: 0, service_name: edge-zipkin,
+              tags: [{name: route, literal: edge}, {name: ua, header: user-agent, default: none},
+                     {name: pod, environment: POD}]}
     groups: [edge, "Edge Group 2"]
     domains: ["*.example.com", "example.com:8080", "*"]
     tls:
@@ -273,6 +279,14 @@ def accepted_documents() -> list[tuple[str, Any]]:
                                                     "routes": [{"backends": [{"service": "a", "weight": 0},
                                                                              {"service": "a", "weight": 100,
                                                                               "subset": {"v": ""}}]}]}]},
+        # Tracing (issue 14 item 2): every key at the top level, and a listener's own block.
+        {"services": [{"name": "a"}],
+         "tracing": {"address": "127.0.0.1", "port": 4317, "provider": "opentelemetry", "sampling": 12.5,
+                     "service_name": "edge", "tags": [{"name": "env", "literal": "prod"},
+                                                      {"name": "user", "header": "X-User", "default": "-"},
+                                                      {"name": "host", "environment": "HOSTNAME"}]},
+         "listeners": [{"name": "l", "port": 1, "routes": [{"backends": [{"service": "a"}]}],
+                        "tracing": {"address": "::1", "port": 9411, "provider": "zipkin", "sampling": 0}}]},
     ]
     found += [(f"variation {i}", v) for i, v in enumerate(variations)]
     return found
@@ -297,6 +311,11 @@ def _edit(path: str, value: Any) -> Any:
 
 # Rejected by both the loader and the schema.
 REJECTED: list[tuple[str, Any]] = [
+    ("tracing sampling over 100", {**EVERY_KEY, "tracing": {"address": "127.0.0.1", "port": 4317,
+                                                            "sampling": 100.5}}),
+    ("tracing tag with two sources", {**EVERY_KEY, "tracing": {
+        "address": "127.0.0.1", "port": 4317, "tags": [{"name": "a", "literal": "x", "header": "y"}]}}),
+    ("tracing collector by host name", _edit("listeners.0.tracing", {"address": "jaeger", "port": 4317})),
     ("not a mapping", ["services"]),
     ("unknown top-level key", {**EVERY_KEY, "listenrs": []}),
     ("unknown service key", _edit("services.0.prot", "http2")),

@@ -53,6 +53,8 @@ from xds.policy.schema import (
 )
 from xds.policy.tls_material import NO_MATERIAL, TlsMaterial
 from xds.policy.tls_specs import IngressChainSpec, IngressTlsSpec, UpstreamTlsSpec, edge_secret_name
+from xds.policy.tracing_apply import collector_cluster, tracing_spec
+from xds.policy.tracing_spec import TracingSpec
 from xds.policy.weights import normalize_weights
 
 _Subset = tuple[tuple[str, str], ...]
@@ -290,7 +292,8 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
                                       route_config=listener.name, grpc=listener.kind is ListenerKind.GRPC,
                                       fault_filter=any(r.fault is not None for r in routes),
                                       tls=_ingress_tls(listener, material, secrets),
-                                      inbound=_inbound(listener, settings, trust_domain)))
+                                      inbound=_inbound(listener, settings, trust_domain),
+                                      tracing=_tracing(listener, policy, group, clusters)))
         virtual_host = VirtualHostSpec(name=listener.name, domains=listener.domains, routes=tuple(routes))
         route_configs.append(RouteConfigSpec(name=listener.name, virtual_hosts=(virtual_host,)))
     return DesiredState(
@@ -299,6 +302,18 @@ def apply_policy(catalog: Catalog, policy: Policy, *, group: str, locality: Loca
         route_configs=tuple(sorted(route_configs, key=lambda r: r.name)),
         secrets=tuple(secrets[name] for name in sorted(secrets)),
     )
+
+
+def _tracing(listener: ListenerPolicy, policy: Policy, group: str, clusters: dict[str, ClusterSpec]
+             ) -> TracingSpec | None:
+    """The listener's own tracing, else the top-level one (docs/tracing.md); gRPC listeners have none, as
+    proxyless clients do not trace. Adds the collector's cluster to `clusters`."""
+    chosen = listener.tracing or policy.tracing
+    if chosen is None or listener.kind is ListenerKind.GRPC:
+        return None
+    cluster = collector_cluster(chosen)
+    clusters.setdefault(cluster.name, cluster)
+    return tracing_spec(chosen, group=group)
 
 
 def _backend_warning(catalog: Catalog, where: str, backend: BackendRef) -> str | None:

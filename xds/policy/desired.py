@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from xds.model.service import Endpoint, Locality
 from xds.policy.tls_specs import IngressTlsSpec, UpstreamTlsSpec
+from xds.policy.tracing_spec import TracingSpec
 
 
 class LbPolicy(enum.Enum):
@@ -388,6 +389,7 @@ class ListenerSpec:
     # A listener for proxyless gRPC clients (`kind: grpc`, issue 11): an api_listener without address and
     # port, served only to gRPC clients, while Envoys never get it (translate/delivery.py).
     grpc: bool = False
+    tracing: TracingSpec | None = None  # None: no HTTP tracing (issue 14 item 2, docs/tracing.md)
 
 
 def cluster_secret_names(cluster: ClusterSpec) -> tuple[str, ...]:

@@ -43,6 +43,7 @@ from xds.policy.schema import (
     ROUTE,
     SERVICE,
 )
+from xds.policy.tracing_fields import TRACING, TRACING_TAG
 
 _T = TypeVar("_T")
 
@@ -60,6 +61,7 @@ TABLES: dict[str, Shape[object]] = {
     "fault-abort": erase(FAULT_ABORT), "locality": erase(LOCALITY_POLICY),
     "locality-weights": erase(LOCALITY_WEIGHT), "dns": erase(DNS),
     "authorization": erase(AUTHORIZATION_RULE),
+    "tracing": erase(TRACING), "tracing-tags": erase(TRACING_TAG),
 }
 
 _BEGIN = "<!-- BEGIN generated table {name}: xds schema --update-docs docs/config.md -->"

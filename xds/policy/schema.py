@@ -85,6 +85,7 @@ from xds.policy.rules import (
     VERSION,
 )
 from xds.policy.tls_fields import LISTENER_TLS, UPSTREAM_TLS, ListenerTlsPolicy, UpstreamTlsPolicy
+from xds.policy.tracing_fields import TRACING, TracingPolicy
 
 # Each YAML key is declared once, in the `metadata` of the field it fills (fields.py, issue 8): its kind and
 # bounds, its one-line doc (docs/config.md and the schemas), and its default, which is the field's default.
@@ -403,6 +404,10 @@ class ListenerPolicy:
         "group of that name (the sidecar's `node.cluster`), presents that group's workload certificate and "
         "applies the service's `mtls` and `authorization`. Its routes go to the local application, a "
         "service of its own. `groups`, if given, must be exactly that group.", shown_default="none"))
+    tracing: TracingPolicy | None = field(default=None, metadata=declare(
+        "tracing", Nested(erase(TRACING)),
+        "Trace the listener's HTTP requests (below, docs/tracing.md); replaces the top-level `tracing` for "
+        "this listener.", shown_default="the top-level `tracing`"))
 
     def __post_init__(self) -> None:
         # A sidecar's node group is the service it fronts (docs/security.md): the inbound listener of a
@@ -499,6 +504,10 @@ class Policy:
     listeners: tuple[ListenerPolicy, ...] = field(default=(), metadata=declare(
         "listeners", ListOf(Nested(erase(LISTENER)), list_type="map", map_keys=("name",)),
         "List of listeners (below).", shown_default="`[]`"))
+    tracing: TracingPolicy | None = field(default=None, metadata=declare(
+        "tracing", Nested(erase(TRACING)),
+        "Trace the HTTP requests of every listener without a `tracing` of its own (below, docs/tracing.md).",
+        shown_default="off"))
     _: KW_ONLY
     # Where this policy was loaded from ("file:/etc/xds/catalog.yaml"); only used in error messages, so two
     # policies with the same content compare equal wherever they came from.
@@ -560,6 +569,8 @@ def merge_policies(policies: Sequence[Policy]) -> Policy:
     origins: list[str] = []
     owner: dict[str, str] = {}
     problems: list[Problem] = []
+    # Like a service, the global tracing block of the earliest source that has one wins (issue 14).
+    tracing = next((p.tracing for p in policies if p.tracing is not None), None)
     for policy in policies:
         for service in policy.services:
             services.setdefault(service.name, service)
@@ -581,4 +592,4 @@ def merge_policies(policies: Sequence[Policy]) -> Policy:
         ))
     if problems:
         raise PolicyError(problems)
-    return Policy(services=tuple(services.values()), listeners=tuple(listeners))
+    return Policy(services=tuple(services.values()), listeners=tuple(listeners), tracing=tracing)

@@ -86,6 +86,7 @@ from xds.policy.schema import (
     per_try_outlasts_route,
 )
 from xds.policy.tls_fields import LISTENER_CERTIFICATE, LISTENER_TLS, ListenerCertificate, ListenerTlsPolicy
+from xds.policy.tracing_fields import TracingPolicy
 from xds.policy.weights import TOTAL_WEIGHT
 
 _P = TypeVar("_P")
@@ -116,8 +117,11 @@ def walk(report: Report, root: Node | None, *, endpoint_source: str | None,
     if root is not None:
         walker = _Walker(report, endpoint_source=endpoint_source, declared=declared)
         services, listeners = walker.document(root)
+        tracing = walker.tracing
+    else:
+        tracing = None
     report.raise_if_any()
-    policy = Policy(tuple(s.policy for s in services), tuple(listeners), origin=report.where)
+    policy = Policy(tuple(s.policy for s in services), tuple(listeners), tracing, origin=report.where)
     return services, policy
 
 
@@ -128,6 +132,7 @@ class _Walker(Checker):
     def __init__(self, report: Report, *, endpoint_source: str | None,
                  declared: frozenset[str] = frozenset()) -> None:
         super().__init__(report)
+        self.tracing: TracingPolicy | None = None  # the top-level `tracing`, set by document()
         # None: a policy-only document, in which endpoints are refused (they come from registries).
         self._endpoint_source = endpoint_source
         # Service names the document declares; backends may only name these (docs/protocol.md case B1).
@@ -148,6 +153,9 @@ class _Walker(Checker):
                 name for item in services_node.items if (name := text_at(item, "name")) is not None)
         services = self._services(*f.at("services"))
         listeners = self._listeners(*f.at("listeners"))
+        # The top-level tracing block (issue 14 item 2) is a plain declared mapping, checked by its kind.
+        tracing = self._check(DOCUMENT.field("tracing"), *f.at("tracing"))
+        self.tracing = tracing if isinstance(tracing, TracingPolicy) else None
         self._grpc_lb(services_node, services, listeners)
         listeners_node, _ = f.at("listeners")
         if isinstance(listeners_node, Seq):

@@ -25,6 +25,7 @@ from xds.translate.delivery import ADS, Delivery, config_source
 from xds.translate.ingress_tls import add_ingress_tls_chains
 from xds.translate.mesh_tls import RBAC_FILTER_NAME, downstream_transport_socket, rbac_filter
 from xds.translate.routes import FAULT_FILTER_NAME
+from xds.translate.tracing import build_tracing
 
 HCM_FILTER_NAME: Final = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER_NAME: Final = "envoy.filters.http.router"
@@ -99,6 +100,8 @@ def build_http_connection_manager(spec: ListenerSpec, delivery: Delivery = ADS
         manager.http_filters.append(_fault_filter())
     manager.http_filters.append(_router_filter())
     manager.access_log.append(_access_log(inbound is not None))
+    if spec.tracing is not None:
+        manager.tracing.CopyFrom(build_tracing(spec.tracing))  # issue 14 item 2, translate/tracing.py
     if inbound is not None and inbound.mtls is not MtlsMode.OFF:
         # Hand the verified client certificate's identity to the upstream as Envoy does for Istio
         # (x-forwarded-client-cert), replacing whatever a client sent.
