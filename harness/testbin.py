@@ -184,6 +184,18 @@ TOOLS: dict[str, GoTool] = {
         # Measured cold (modules present, empty build cache) on a busy 2-core machine: 157 s wall, 57 CPU-s.
         first_build="~30 MB download, 1-3 min on 2 cores",
     ),
+    # Not a server: Prometheus' rule checker, which checks and unit-tests deploy/prometheus/alerts.yaml
+    # (issue 14, tests/unit/test_alert_rules.py). Prometheus tags its Go module v0.3XX.Y for release
+    # v3.XX.Y, so the stamped version is the module's ("0.316.0"), which the verify step looks for.
+    "promtool": GoTool(
+        name="promtool",
+        module="github.com/prometheus/prometheus",
+        package="github.com/prometheus/prometheus/cmd/promtool",
+        stamps=("github.com/prometheus/common/version.Version={bare}",),
+        build_flags=("-pgo=off",),
+        verify_args=("--version",),  # "promtool, version 0.316.0 (branch: , revision: )"
+        first_build="~250 MB download, 3-6 min on 2 cores",
+    ),
 }
 
 # -trimpath and -s -w: the binary does not depend on where the module cache is, and is ~30% smaller.

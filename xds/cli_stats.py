@@ -1,0 +1,40 @@
+"""`xds serve` flags of the Envoys' Prometheus stats listener (issue 14; docs/operations.md "Envoy stats for
+Prometheus"; the listener itself is translate/stats_listener.py)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Mapping
+
+from xds import settings as defaults
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--envoy-stats-port: {value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--envoy-stats-port: {port} is not in 0-65535")
+    return port
+
+
+def _ip(value: str) -> str:
+    # An Envoy listener's socket_address takes an IP literal only (address.proto, SocketAddress.address).
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--envoy-stats-address: {value!r} is not an IP address") from None
+
+
+def add_envoy_stats_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    parser.add_argument(
+        "--envoy-stats-port", type=_port, default=_port(env.get("envoy_stats_port", "0")), metavar="PORT",
+        help="give every Envoy a listener on PORT that serves only its /stats/prometheus (e.g. 15090; needs "
+             "the envoy_admin cluster of `xds bootstrap`); 0, the default, turns it off "
+             f"(env {defaults.ENV_ENVOY_STATS_PORT})")
+    parser.add_argument(
+        "--envoy-stats-address", type=_ip, default=_ip(env.get("envoy_stats_address", "0.0.0.0")),
+        metavar="IP", help="the IP the stats listener binds (default 0.0.0.0, so Prometheus can reach it; "
+                           f"env {defaults.ENV_ENVOY_STATS_ADDRESS})")
