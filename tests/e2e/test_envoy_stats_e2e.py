@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "deploy" / "grafana").glob("*.json"))
 RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"
 
+# Every test here runs against Envoy in state-of-the-world and in delta mode (issue 11).
+pytestmark = pytest.mark.usefixtures("xds_mode")
+
 
 @pytest.fixture
 def stats_stack(workdir: Path, upstreams: Callable[..., UpstreamPool], control_plane_factory: Any,
