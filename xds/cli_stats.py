@@ -14,9 +14,9 @@ def _port(value: str) -> int:
     try:
         port = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--envoy-stats-port: {value!r} is not a port number") from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"--envoy-stats-port: {port} is not in 0-65535")
+        raise argparse.ArgumentTypeError(f"{port} is not in 0-65535 (env XDS_ENVOY_STATS_PORT or the flag)")
     return port
 
 
@@ -25,16 +25,18 @@ def _ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--envoy-stats-address: {value!r} is not an IP address") from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address (env XDS_ENVOY_STATS_ADDRESS or the flag)") from None
 
 
 def add_envoy_stats_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    # String defaults: argparse converts them with `type`, so a bad XDS_ENVOY_STATS_* value is reported like
+    # a bad flag, not as a traceback.
     parser.add_argument(
-        "--envoy-stats-port", type=_port, default=_port(env.get("envoy_stats_port", "0")), metavar="PORT",
+        "--envoy-stats-port", type=_port, default=env.get("envoy_stats_port", "0"), metavar="PORT",
         help="give every Envoy a listener on PORT that serves only its /stats/prometheus (e.g. 15090; needs "
              "the envoy_admin cluster of `xds bootstrap`); 0, the default, turns it off "
              f"(env {defaults.ENV_ENVOY_STATS_PORT})")
     parser.add_argument(
-        "--envoy-stats-address", type=_ip, default=_ip(env.get("envoy_stats_address", "0.0.0.0")),
+        "--envoy-stats-address", type=_ip, default=env.get("envoy_stats_address", "0.0.0.0"),
         metavar="IP", help="the IP the stats listener binds (default 0.0.0.0, so Prometheus can reach it; "
                            f"env {defaults.ENV_ENVOY_STATS_ADDRESS})")
