@@ -25,7 +25,8 @@ def _ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address (env XDS_ENVOY_STATS_ADDRESS or the flag)") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an IP address (env XDS_ENVOY_STATS_ADDRESS or the flag)") from None
 
 
 def add_envoy_stats_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
