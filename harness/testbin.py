@@ -23,6 +23,7 @@ Environment:
   XDS_TESTBIN_<NAME>   path to a ready binary to use instead (e.g. XDS_TESTBIN_CONSUL=/usr/bin/consul,
                        XDS_TESTBIN_KUBE_APISERVER=..., XDS_TESTBIN_ETCD=...);
   XDS_TESTBIN_GO       the `go` command to build with (default: `go` on PATH, then /usr/local/go/bin/go).
+  GOTOOLCHAIN          kept when set; else `auto`, so an older local Go fetches the `go` line's release.
 
 Java test servers (issue 13: the Eureka server) are Maven projects under `tools/testbin/<name>/` instead:
   <name>-<version>/<name>.jar     the Spring Boot fat jar (`mvn -q -B package`), version = the pom's release
@@ -50,7 +51,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,11 +332,20 @@ def _go_command() -> str:
     )
 
 
+def go_toolchain(environ: Mapping[str, str]) -> str:
+    """The GOTOOLCHAIN the builds run with: the user's own GOTOOLCHAIN when they set one, else `auto`.
+
+    With `auto` a local Go (>= 1.21) older than a wrapper's `go` line fetches that Go release from the Go
+    module proxy (golang.org/toolchain) and builds with it, instead of failing (issue 14 item 6;
+    docs/testing.md "Prerequisites"). It is set explicitly because Debian's golang package writes
+    GOTOOLCHAIN=local into its go.env; GOTOOLCHAIN=local in the environment still forbids any download."""
+    return environ.get("GOTOOLCHAIN", "").strip() or "auto"
+
+
 def _build_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        # Never fetch a different Go toolchain behind the user's back; a too-old Go fails with a clear line.
-        GOTOOLCHAIN="local",
+        GOTOOLCHAIN=go_toolchain(os.environ),
         # Static binary like upstream's release builds; no C compiler needed.
         CGO_ENABLED="0",
     )
@@ -377,11 +387,13 @@ def _build(tool: GoTool, *, version: str, key: str, module_dir: Path, target_dir
     started = time.monotonic()
     try:
         with log_path.open("wb") as log:
-            log.write(f"$ (cd {module_dir} && {shlex.join(args)})\n".encode())
+            env = _build_env()
+            log.write(f"$ (cd {module_dir} && GOTOOLCHAIN={env['GOTOOLCHAIN']} CGO_ENABLED=0 "
+                      f"{shlex.join(args)})\n".encode())
             log.flush()
             try:
                 process = subprocess.Popen(
-                    args, cwd=module_dir, env=_build_env(), stdin=subprocess.DEVNULL, stdout=log,
+                    args, cwd=module_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT,
                 )  # fmt: skip
             except OSError as e:

@@ -12,9 +12,12 @@ from dataclasses import replace
 import grpc
 
 from xds.addresses import is_loopback_host
+from xds.cache.history import SnapshotHistory, recorded
 from xds.cache.node import NodeGrouper
 from xds.cache.quarantine import Quarantine, Rejection, quarantined
 from xds.cache.store import SnapshotStore
+from xds.console.view import ConsoleData
+from xds.console.web import Authorize, ConsoleRoutes
 from xds.load_engine import LoadEngine
 from xds.observability.admin import AdminServer
 from xds.observability.load_metrics import LoadCollector
@@ -33,7 +36,14 @@ from xds.server.grpc_server import HealthReporter, ServerOptions, build_server
 from xds.server.identity import IdentityRule
 from xds.server.limits import StreamLimits
 from xds.server.load_report import LOAD_REPORT_SERVICE, LoadReportService, build_load_report_server
-from xds.server.management import MANAGEMENT_SERVICE, ManagementService, RegistryState, SourceState
+from xds.server.management import (
+    MANAGEMENT_SERVICE,
+    ManagementService,
+    RegistryState,
+    SourceState,
+    resource_json,
+)
+from xds.server.management_auth import TokenAuthenticator
 from xds.server.management_server import build_management_server
 from xds.server.nack_loop import NackLoop
 from xds.server.peer_auth import PeerAuthorizer
@@ -76,6 +86,8 @@ class App:
         # Every registry source's SourceStatus, read at scrape time (issue 13).
         self.metrics.registry.register(SourceStatusCollector(self.source_statuses))
         self._rejections_reported = 0
+        # The last configuration changes with diffs, for the web console (issue 14 item 1, docs/console.md).
+        self.history = SnapshotHistory(render=resource_json)
         # The workload CA (issue 9): loaded or created before anything serves; a bad CA file is fatal here.
         files = ca_files(settings.ca_cert, settings.ca_key)
         self.workload = open_identities(files, trust_domain=settings.trust_domain,
@@ -186,7 +198,9 @@ class App:
         # Translation and serialization are CPU work proportional to the catalog (36 ms at 1000 services,
         # benchmarks/README.md): a worker thread keeps streams' ACKs and keepalives moving meanwhile. The
         # store is thread-safe and wakes streams through call_soon_threadsafe.
-        await asyncio.to_thread(self.store.publish, quarantined(builder_for(world), self.quarantine))
+        # Recorded outermost: the history shows what groups are served, quarantine included (issue 14).
+        await asyncio.to_thread(self.store.publish,
+                                recorded(quarantined(builder_for(world), self.quarantine), self.history))
         self._report_rejections()
         if not self._first_publish.is_set():
             self._first_publish.set()
@@ -248,7 +262,8 @@ class App:
             auth=self.settings.management_auth, on_deny=self.metrics.management_denied,
             extra=(load_health.add_to,))
         admin = AdminServer(self.settings.admin_address, metrics=self.metrics, ready=lambda: self.ready,
-                            status=self.status)
+                            status=self.status,
+                            console=ConsoleRoutes(self.console_data(), authorize=self._console_authorizer()))
         await self.health.set_serving(False)
         await management_health.set_serving(True, ("", MANAGEMENT_SERVICE))
         await load_health.set_serving(True, ("", LOAD_REPORT_SERVICE))
@@ -278,16 +293,29 @@ class App:
                 for source in self.sources:
                     tasks.create_task(source.run(self), name=f"source:{source.name}")
         finally:
+            # Graceful shutdown (issue 14 item 6; docs/operations.md "Rolling restarts"): health says
+            # NOT_SERVING first, the streams end with status OK (Envoy keeps its config and reconnects to
+            # another replica, docs/protocol.md R27), then the servers stop within the grace; nothing of
+            # this is an error.
+            log.info("shutting_down", extra={"proxies": len(self.registry.list()),
+                                             "grace_s": SHUTDOWN_GRACE_S})
             if self._rebuild_handle is not None:
                 self._rebuild_handle.cancel()
             if self._build_task is not None:
                 self._build_task.cancel()
+            for reporter in (self.health, management_health, load_health):
+                with contextlib.suppress(Exception):
+                    await reporter.shut_down()
+            handler.end_streams()
+            # The xDS server stops right away, with no await in between, so an Envoy that reconnects at
+            # once is refused by the server rather than opening a stream the grace would then cancel.
+            await _stop_server(server)
             with contextlib.suppress(Exception):
                 await admin.stop()
             await _stop_server(load_server)
             await _stop_server(management_server)
-            await _stop_server(server)
             handler.close()
+            log.info("stopped")
 
     async def _sweep_groups(self) -> None:
         """Forget node groups whose last proxy left more than the grace ago (cache/store.py)."""
@@ -302,6 +330,21 @@ class App:
                             last_sync_unix=self.source_synced_at.get(s.name),
                             registry=_registry_state(s.status()) if isinstance(s, ReportsStatus) else None)
                 for s in self.sources]
+
+    def console_data(self) -> ConsoleData:
+        """What the web console reads (docs/console.md); every view is read-only."""
+        return ConsoleData(ready=lambda: self.ready, proxies=self.registry.list, sources=self.source_states,
+                           groups=self.store.groups, snapshot=self.store.current,
+                           group_error=self.store.error, history=self.history.entries,
+                           quarantined=self.quarantine.rejections)
+
+    def _console_authorizer(self) -> Authorize | None:
+        """The management API's tokens guard the console's API too (docs/console.md, docs/security.md)."""
+        auth = self.settings.management_auth
+        if auth is None or not auth.configured:
+            return None
+        tokens = TokenAuthenticator(auth)
+        return lambda token: token is not None and tokens.role_of(token) is not None
 
     def source_statuses(self) -> list[SourceStatus]:
         """The SourceStatus of every source that reports one (the registry sources; issue 13)."""
@@ -366,6 +409,11 @@ def _sources_from(settings: Settings) -> tuple[Source, ...]:
     return tuple(sources)
 
 
+# How long the gRPC servers wait at shutdown for calls to end before cancelling them (docs/operations.md
+# "Rolling restarts"); streams are ended first, so this only bounds writes still in flight.
+SHUTDOWN_GRACE_S = 2.0
+
+
 async def _stop_server(server: grpc.aio.Server) -> None:
-    # A short grace lets in-flight writes finish; Envoy keeps its config and reconnects (R27).
-    await server.stop(grace=0.5)
+    # Envoy keeps its config and reconnects (R27).
+    await server.stop(grace=SHUTDOWN_GRACE_S)

@@ -1,4 +1,4 @@
-"""Command line: `xds serve | bootstrap | validate | render | status | schema`.
+"""Command line: `xds serve | bootstrap | validate | render | status | schema | diff | version`.
 
 Parses arguments (flags, then XDS_* environment variables, then defaults from settings.py) and hands
 them down; no logic of its own beyond presenting results.
@@ -54,7 +54,12 @@ def _add_locality_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
+    from xds.cli_diff import add_diff_parser
+    from xds.cli_output import add_output_argument
+    from xds.version import VersionAction
+
     parser = argparse.ArgumentParser(prog="xds", description="An Envoy xDS control plane.")
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the control plane")
@@ -126,6 +131,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         help="the kind of client (docs/protocol.md C1-C2): an Envoy on ADS (default), an "
                              "Envoy on single-type streams, or a proxyless gRPC client")
     _add_locality_arguments(render)
+    add_output_argument(render, default="json")  # json: render's output before issue 14
 
     schema = commands.add_parser("schema", help="print the schema of catalog and policy documents")
     schema.add_argument("--format", choices=("json-schema", "openapi", "crd"), default="json-schema",
@@ -143,6 +149,11 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     status.add_argument("--group", help="also print the snapshot versions of this node group")
     status.add_argument("--loads", action="store_true",
                         help="also print every load-aware endpoint: its load, report age and weight")
+    add_output_argument(status)
+
+    add_diff_parser(commands, env)  # issue 14 item 5 (xds/cli_diff.py)
+    version = commands.add_parser("version", help="print the versions of xds and what it runs on")
+    add_output_argument(version, default="text", choices=("text", "json", "yaml"))
     return parser
 
 
@@ -304,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = from_environment()
     args = build_parser(env).parse_args(argv)
     handler = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "render": _render,
-               "status": _status, "schema": _schema}[args.command]
+               "status": _status, "schema": _schema, "diff": _diff, "version": _version}[args.command]
     return handler(args, env)
 
 
@@ -495,8 +506,36 @@ def _render(args: argparse.Namespace, env: dict[str, str]) -> int:
                                  for _, r in sorted(snapshot.of_type(t).items())]}
                   for t in PUSH_ORDER if t != SECRET or snapshot.of_type(t)],
     }
-    json.dump(rendered, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    if args.output == "table":
+        from xds.cli_output import render_table
+
+        print(render_table(snapshot.group, [(short_name(t), name, r.hash) for t in PUSH_ORDER
+                                            for name, r in sorted(snapshot.of_type(t).items())]))
+    elif args.output == "yaml":
+        from xds.cli_output import dump
+
+        sys.stdout.write(dump(rendered, "yaml"))
+    else:
+        json.dump(rendered, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _diff(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.cli_diff import run
+
+    return run(args, env)
+
+
+def _version(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from xds.version import version_info, version_line
+
+    if args.output == "text":
+        print(version_line())
+    else:
+        from xds.cli_output import dump
+
+        sys.stdout.write(dump(version_info(), args.output))
     return 0
 
 
@@ -517,6 +556,9 @@ def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
         print(f"xds: error: {exc}", file=sys.stderr)
         return 1
 
+    if args.output != "table":
+        return _status_data(args, token)
+
     async def run() -> str:
         address = args.management_address
         text = format_proxy_table(await fetch_proxies(address, token=token))
@@ -528,6 +570,28 @@ def _status(args: argparse.Namespace, env: dict[str, str]) -> int:
 
     try:
         print(asyncio.run(run()))
+    except ManagementQueryError as exc:
+        print(f"xds: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status_data(args: argparse.Namespace, token: str | None) -> int:
+    """`xds status -o json|yaml`: the shape of docs/operations.md "CLI output formats"."""
+    from xds.cli_output import dump, loads_to_dict, proxies_to_dict, snapshot_to_dict
+    from xds.status_view import ManagementQueryError, fetch_loads, fetch_proxies, fetch_snapshot
+
+    async def run() -> dict[str, object]:
+        address = args.management_address
+        data: dict[str, object] = dict(proxies_to_dict(await fetch_proxies(address, token=token)))
+        if args.group:
+            data["snapshot"] = snapshot_to_dict(await fetch_snapshot(address, args.group, token=token))
+        if args.loads:
+            data["loads"] = loads_to_dict(await fetch_loads(address, token=token))
+        return data
+
+    try:
+        sys.stdout.write(dump(asyncio.run(run()), args.output))
     except ManagementQueryError as exc:
         print(f"xds: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """ConsulSource against a scripted fake Consul: an aiohttp server on 127.0.0.1:0 that implements just enough
-of the HTTP API (catalog/services, health/service, kv ?recurse, blocking queries, ACL tokens) and lets each
+of the HTTP API (catalog/services, health/service, health/state/any, catalog/node-services, kv ?recurse,
+blocking queries, ACL tokens) and lets each
 test break it on purpose: errors, a refused port, indexes that go backwards or to 0, a restart that comes
 back empty.
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from xds.model.service import Catalog, Health
 from xds.sources.base import SourceUpdate
@@ -52,9 +54,20 @@ def instance(service_id: str, address: str, port: int, *, name: str = "", status
 
 @dataclass
 class Datacenter:
+    """One datacenter's state. As in Consul (checked against the real agent): the catalog index moves on
+    registration changes only, the health-state index on check changes only, and each instance keeps the
+    ModifyIndex of its last registration change."""
+
     services: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     service_index: dict[str, int] = field(default_factory=dict)
     catalog_index: int = 1
+    state_index: int = 1
+    instance_index: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, ID) -> ModifyIndex
+
+
+def _registration(entry: dict[str, Any]) -> tuple[str, str]:
+    """An entry without its checks: what a registration change changes."""
+    return repr(entry["Node"]), repr(entry["Service"])
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,8 @@ class FakeConsul:
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None  # kept across down()/up()
         self.port = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests served at once: the client's connections
 
     # ----------------------------------------------------------- lifecycle
 
@@ -100,9 +115,11 @@ class FakeConsul:
     async def start(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
         if ssl_context is not None:
             self._ssl = ssl_context
-        app = web.Application()
+        app = web.Application(middlewares=[self._count_in_flight])
         app.router.add_get("/v1/catalog/services", self._catalog)
         app.router.add_get("/v1/health/service/{name}", self._health)
+        app.router.add_get("/v1/health/state/any", self._state)
+        app.router.add_get("/v1/catalog/node-services/{node}", self._node_services)
         app.router.add_get("/v1/kv/{key:.*}", self._kv)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
@@ -133,6 +150,15 @@ class FakeConsul:
         self.kv_index = 1
         await self.up()
 
+    @web.middleware
+    async def _count_in_flight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
     # ------------------------------------------------------------- writes
 
     def _bump(self) -> int:
@@ -146,8 +172,18 @@ class FakeConsul:
             e["Service"]["Service"] = name
         state = self.dcs.setdefault(dc, Datacenter())
         index = self._bump()
-        if name not in state.services:
+        before = {e["Service"]["ID"]: e for e in state.services.get(name, [])}
+        after = {e["Service"]["ID"]: e for e in entries}
+        registrations_changed = before.keys() != after.keys()
+        for service_id, entry in after.items():
+            old = before.get(service_id)
+            if old is None or _registration(old) != _registration(entry):
+                state.instance_index[(name, service_id)] = index
+                registrations_changed = True
+        if registrations_changed:
             state.catalog_index = index
+        if [e["Checks"] for e in before.values()] != [e["Checks"] for e in after.values()]:
+            state.state_index = index
         state.services[name] = entries
         state.service_index[name] = index
 
@@ -157,10 +193,12 @@ class FakeConsul:
         state.services.pop(name, None)
         state.service_index[name] = index
         state.catalog_index = index
+        state.state_index = index
 
     def touch(self, name: str, *, dc: str = "dc1") -> None:
-        """A new index with the same content (an idempotent write)."""
-        self.dcs[dc].service_index[name] = self._bump()
+        """A new index with the same content (an idempotent write): every watch sees its index move."""
+        state = self.dcs[dc]
+        state.service_index[name] = state.catalog_index = state.state_index = self._bump()
 
     def put_kv(self, key: str, value: str) -> None:
         self.kv[key] = value.encode()
@@ -171,6 +209,7 @@ class FakeConsul:
         self._generation += 1
         for state in self.dcs.values():
             state.catalog_index = min(state.catalog_index, 50)
+            state.state_index = min(state.state_index, 50)
             state.service_index = {k: min(v, 50) for k, v in state.service_index.items()}
         self._changed.set()
         self._changed = asyncio.Event()
@@ -238,6 +277,34 @@ class FakeConsul:
             return refused
         state = self._dc(request)
         return self._respond(request, state.services.get(name, []), state.service_index.get(name, 1))
+
+    async def _state(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if (refused := self._check(request)) is not None:
+            return refused
+        await self._block(request, lambda: self._dc(request).state_index)
+        if (refused := self._check(request)) is not None:
+            return refused
+        state = self._dc(request)
+        checks: dict[tuple[str, str], dict[str, Any]] = {}
+        for name, entries in state.services.items():
+            for entry in entries:
+                for check in entry["Checks"]:
+                    service = name if check["ServiceID"] else ""
+                    checks[(check["Node"], check["CheckID"])] = {**check, "ServiceName": service}
+        return self._respond(request, [checks[k] for k in sorted(checks)], state.state_index)
+
+    async def _node_services(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if (refused := self._check(request)) is not None:
+            return refused
+        node = request.match_info["node"]
+        state = self._dc(request)
+        found = [{"ID": e["Service"]["ID"], "Service": name, "Port": e["Service"]["Port"],
+                  "ModifyIndex": state.instance_index[(name, e["Service"]["ID"])]}
+                 for name, entries in state.services.items() for e in entries if e["Node"]["Node"] == node]
+        body = {"Node": {"Node": node}, "Services": found} if found else {"Node": None, "Services": None}
+        return self._respond(request, body, state.catalog_index)
 
     async def _kv(self, request: web.Request) -> web.Response:
         self._record(request)
@@ -366,17 +433,21 @@ async def test_health_change_publishes_quickly(fake: FakeConsul) -> None:
 
 
 async def test_same_content_with_a_new_index_is_not_published(fake: FakeConsul) -> None:
-    """F6d: a response is not proof of change."""
+    """F6d: a response is not proof of change. Both catalog-wide watches see their index move; neither
+    answer names a changed service, so nothing is re-read and nothing published."""
     sink = RecordingSink()
     async with running(ConsulSource(config(fake)), sink):
         await until(lambda: len(sink.updates) == 1)
-        before = fake.count("/v1/health/service/web")
+        before = {p: fake.count(p) for p in ("/v1/health/state/any", "/v1/catalog/services")}
+        reads = fake.count("/v1/health/service/web")
         for _ in range(5):
             fake.touch("web")
             await asyncio.sleep(0.05)
-        await until(lambda: fake.count("/v1/health/service/web") > before + 2, what="the watch to re-arm")
+        await until(lambda: all(fake.count(p) > n + 2 for p, n in before.items()),
+                    what="the watches to re-arm")
         await asyncio.sleep(0.2)
     assert len(sink.updates) == 1
+    assert fake.count("/v1/health/service/web") == reads
 
 
 async def test_burst_of_new_services_is_coalesced(fake: FakeConsul) -> None:
@@ -417,20 +488,22 @@ async def test_index_going_backwards_resets_to_zero_and_resyncs(fake: FakeConsul
 async def test_zero_or_negative_index_never_busy_loops(fake: FakeConsul, bad_index: int) -> None:
     """F6b/c: a server that answers at once with index 0 (or less) costs at most the token bucket."""
     fake.never_block = True
-    fake.index_for = lambda path, real: bad_index if path == "/v1/health/service/web" else real
+    fake.index_for = lambda path, real: bad_index if path == "/v1/health/state/any" else real
     sink = RecordingSink()
     async with running(ConsulSource(config(fake, rate_per_s=2.0, burst=5)), sink):
         await until(lambda: len(sink.updates) == 1)
         start = asyncio.get_running_loop().time()
         await asyncio.sleep(2.0)
-        web = [r for r in fake.requests if r.path == "/v1/health/service/web"]
-    window = [r for r in web if r.at >= start]
+        state = [r for r in fake.requests if r.path == "/v1/health/state/any"]
+    window = [r for r in state if r.at >= start]
     assert len(window) <= 5 + 2 * 2 + 1, f"{len(window)} requests in 2 s"
-    assert all(r.index >= 1 for r in web[1:])  # after the first read, never index 0 again
+    assert all(r.index >= 1 for r in state[1:])  # after the first read, never index 0 again
 
 
 async def test_a_flood_of_changes_is_rate_limited(fake: FakeConsul) -> None:
-    """F6c: 20 changes per second for 3 s; the health watch stays within the token bucket and converges."""
+    """F6c: 20 registration changes per second for 3 s; the catalog watch stays within the token bucket,
+    each answer of the two catalog-wide watches costs at most one read of the service, and the source
+    converges."""
     sink = RecordingSink()
     async with running(ConsulSource(config(fake, rate_per_s=2.0, burst=5)), sink):
         await until(lambda: len(sink.updates) == 1)
@@ -439,11 +512,15 @@ async def test_a_flood_of_changes_is_rate_limited(fake: FakeConsul) -> None:
         for i in range(60):
             fake.set_service("web", [instance("web-1", "10.0.0.1", 8080, meta={"rev": str(i)})])
             await asyncio.sleep(0.05)
-        count = fake.count("/v1/health/service/web", since=start)
+        count = fake.count("/v1/catalog/services", since=start)
+        answers = count + fake.count("/v1/health/state/any", since=start)
+        reads = fake.count("/v1/health/service/web", since=start)
         await until(lambda: sink.catalog.get("web") is not None and dict(
             sink.catalog.get("web").endpoints[0].metadata).get("rev") == "59",  # type: ignore[union-attr]
             what="the last change")
     assert count <= 5 + 2 * 3 + 1, f"{count} requests in 3 s"
+    # + 2: the two blocking queries already waiting at `start` were recorded before it, answered after it.
+    assert reads <= answers + 2, f"{reads} reads of web for {answers} watch answers"
 
 
 async def test_server_errors_back_off_report_once_and_recover_with_one_publish(fake: FakeConsul) -> None:
@@ -467,7 +544,8 @@ async def test_server_errors_back_off_report_once_and_recover_with_one_publish(f
                                  instance("web-3", "10.0.0.3", 8080)])
         await until(lambda: len(sink.updates) == 2, what="the recovery publish")
         await asyncio.sleep(0.5)
-    # 3 watches (catalog + 2 health) for 3 s with a 0.2..1 s backoff: far from a tight loop.
+    # 2 watches (catalog + health state), and the reads they trigger, for 3 s with a 0.2..1 s backoff: far
+    # from a tight loop.
     assert during <= 3 * 12, f"{during} requests during the outage"
     assert len(sink.errors) == 1 and "500" in sink.errors[0]
     assert len(sink.updates) == 2
@@ -537,20 +615,21 @@ async def test_restart_empty_then_repopulated_converges_without_any_push(fake: F
     assert all(u.catalog == first for u in sink.updates)
 
 
-async def test_services_coming_and_going_start_and_stop_health_watches(fake: FakeConsul) -> None:
+async def test_services_coming_and_going_are_read_and_dropped_with_a_fixed_set_of_watches(
+        fake: FakeConsul) -> None:
+    """Issue 13 section 4: the same tasks (so the same connections) whatever the number of services."""
     sink = RecordingSink()
     source = ConsulSource(config(fake))
+    tasks = ["consul-catalog:", "consul-fetch:", "consul-publish", "consul-state:", "consul-sweep:"]
     async with running(source, sink):
         await until(lambda: len(sink.updates) == 1)
-        assert consul_tasks() == ["consul-catalog:", "consul-health::api", "consul-health::web",
-                                  "consul-publish"]
+        assert consul_tasks() == tasks
         fake.set_service("db", [instance("db-1", "10.0.2.1", 5432)])
         await until(lambda: "db" in sink.catalog, what="db")
-        assert "consul-health::db" in consul_tasks()
         fake.remove_service("api")
         await until(lambda: "api" not in sink.catalog, what="api removed")
-        await until(lambda: "consul-health::api" not in consul_tasks(), what="the api watch to stop")
         assert source.watched_services() == {"": frozenset({"web", "db"})}
+        assert consul_tasks() == tasks
     await asyncio.sleep(0)
     assert consul_tasks() == []
 
@@ -683,3 +762,22 @@ async def test_unreadable_tls_files_are_reported_not_raised(tmp_path: Path) -> N
         await asyncio.sleep(0.3)
         assert not task.done()
     assert "TLS files" in sink.errors[0] and len(sink.errors) == 1
+
+
+async def test_many_services_use_a_bounded_number_of_connections(fake: FakeConsul) -> None:
+    """Issue 13 section 4: 300 services are read through a pool of `max_connections`, and a check flip on
+    one of them is read alone and published."""
+    for i in range(300):
+        fake.set_service(f"svc-{i:03d}", [instance(f"svc-{i}", f"10.2.{i // 250}.{i % 250 + 1}", 80)])
+    sink = RecordingSink()
+    async with running(ConsulSource(config(fake, max_connections=12, fetch_concurrency=4)), sink):
+        await until(lambda: len(sink.updates) == 1, what="the initial publish")
+        assert len(sink.catalog) == 302
+        reads = len([r for r in fake.requests if r.path.startswith("/v1/health/service/")])
+        fake.set_service("svc-123", [instance("svc-123", "10.2.0.124", 80, status="critical")])
+        await until(lambda: hosts(sink.catalog, "svc-123") == {("10.2.0.124", 80): Health.UNHEALTHY},
+                    what="the flip")
+        after = [r.path for r in fake.requests if r.path.startswith("/v1/health/service/")][reads:]
+    assert after == ["/v1/health/service/svc-123"]
+    # 2 blocking watches + at most 4 reads at a time (the pool allows 12).
+    assert fake.max_in_flight <= 2 + 4, f"{fake.max_in_flight} requests at once"

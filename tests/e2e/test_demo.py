@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.demo import SUMMARY_MARKER, WORKDIR_NAME
+from harness.demo.upstreams import TOUR_UPSTREAMS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT_S = 120.0
@@ -165,3 +167,30 @@ def test_sigint_stops_every_process_and_prints_the_summary(tmp_path: Path) -> No
     assert summary["completed"] is False
     assert summary["non_2xx"] == 0, summary
     _assert_nothing_left(tmp_path / WORKDIR_NAME, summary["pids"])
+
+
+def _run_upstreams(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.demo", "upstreams", *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_upstreams_command_names_a_port_in_use_and_exits_1() -> None:
+    # The tour's upstreams use examples/catalog.yaml's fixed ports; a second copy must say which is taken.
+    port = dict(TOUR_UPSTREAMS)["web-v2"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = _run_upstreams()
+    assert result.returncode == 1, result
+    assert f"cannot serve web-v2 on 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_upstreams_command_rejects_arguments_and_documents_its_ports() -> None:
+    rejected = _run_upstreams("--port", "1")
+    assert rejected.returncode == 2, rejected
+    assert "takes no arguments" in rejected.stderr
+    usage = _run_upstreams("--help")
+    assert usage.returncode == 0, usage
+    for name, port in TOUR_UPSTREAMS:
+        assert f"{name} on 127.0.0.1:{port}" in usage.stdout, usage.stdout

@@ -4,6 +4,7 @@
     GET /ready     200 "ready" once every source has synced and a snapshot is published, else 503
     GET /healthz   200 while the process serves HTTP at all (liveness)
     GET /status    JSON of what the `status` callable returns (dataclasses included), when one is given
+    GET /          the read-only web console, when one is given (xds/console/web.py, docs/console.md)
 
 Readiness and liveness are separate on purpose: a control plane waiting for a slow registry is alive
 (restarting it would not help) but must not receive Envoys yet (docs/protocol.md R26).
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from xds.addresses import is_loopback_host
+from xds.console.web import ConsoleRoutes
 from xds.observability.metrics import Metrics
 from xds.settings import split_address
 
@@ -37,11 +39,12 @@ class AdminServer:
     """Serves the endpoints above on `address` ("host:port"; port 0 picks a free port, see `.port`)."""
 
     def __init__(self, address: str, *, metrics: Metrics, ready: Callable[[], bool],
-                 status: Callable[[], object] | None = None) -> None:
+                 status: Callable[[], object] | None = None, console: ConsoleRoutes | None = None) -> None:
         self._host, self._requested_port = split_address(address)
         self._metrics = metrics
         self._ready = ready
         self._status = status
+        self._console = console
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -59,6 +62,8 @@ class AdminServer:
         app.router.add_get("/healthz", self._handle_healthz)
         if self._status is not None:
             app.router.add_get("/status", self._handle_status)
+        if self._console is not None:
+            self._console.add_to(app)
         # No access log: Prometheus and kubelet probes hit these every few seconds, which would drown the
         # control plane's own events.
         runner = web.AppRunner(app, access_log=None)

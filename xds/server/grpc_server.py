@@ -154,6 +154,11 @@ class HealthReporter:
         for name in services:
             await self.servicer.set(name, status)
 
+    async def shut_down(self) -> None:
+        """NOT_SERVING for every service, for good: a later set_serving(True) (a build finishing during the
+        shutdown) is ignored (graceful shutdown, issue 14 item 6)."""
+        await self.servicer.enter_graceful_shutdown()
+
     def add_to(self, server: grpc.aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
 

@@ -101,6 +101,12 @@ class _Inbox:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._ended = False  # set by end(): the server is shutting down
+
+    def end(self) -> None:
+        """End the stream at its next `get`, ahead of anything queued (graceful shutdown, issue 14 item 6)."""
+        self._ended = True
+        self._ready.set()
 
     async def put_request(self, item: _Queued, size: int = 0) -> None:
         """Queue `item`, whose `size` bytes the caller has taken from PendingBytes; they are now ours."""
@@ -119,6 +125,8 @@ class _Inbox:
 
     async def get(self) -> _Item:
         while True:
+            if self._ended:
+                return _End()
             if self._snapshot is not None:
                 published, self._snapshot = self._snapshot, None
                 return published
@@ -157,6 +165,7 @@ class StreamHandler:
         self._limits = limits or StreamLimits()
         self._on_limit = on_limit
         self._open_streams = 0
+        self._inboxes: set[_Inbox] = set()  # of the open streams, for end_streams()
         self._pending = PendingBytes(self._limits.max_pending_request_bytes)
         # Builds of a group's first snapshot: one worker (builds are CPU-bound under the GIL, more threads
         # would not make them faster) and one pending build per group, shared by its streams.
@@ -184,6 +193,13 @@ class StreamHandler:
             log.warning("streams_refused", extra={"limit": refusal.limit, "refused": folded,
                                                   "syncing": self._admission.syncing})
         await context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
+
+    def end_streams(self) -> int:
+        """End every open stream as if its client had closed it, so each returns with status OK instead of
+        being cancelled by the server's stop (graceful shutdown, issue 14 item 6); returns how many."""
+        for inbox in self._inboxes:
+            inbox.end()
+        return len(self._inboxes)
 
     def close(self) -> None:
         """Stop the build worker (the app calls this at shutdown)."""
@@ -237,6 +253,7 @@ class StreamHandler:
         content_since: dict[str, float] = {}
         origin = time.monotonic()
         loop = asyncio.get_running_loop()
+        self._inboxes.add(inbox)
         reader = asyncio.create_task(self._read(requests, inbox, lambda: info, variant))
         cancel_watch = None
         # Secrets carry private keys: only authenticated or loopback streams get them (R47, secret_access.py).
@@ -325,6 +342,7 @@ class StreamHandler:
             log.warning("stream_rejected", extra={**(_fields(info) if info else {}), "error": str(exc)})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
+            self._inboxes.discard(inbox)
             sync_over.cancel()
             reader.cancel()
             inbox.drain()

@@ -53,6 +53,12 @@ DEFAULT_MAX_STALE_S = 300.0
 # Full-jitter exponential backoff after errors: ceilings 0.5, 1, 2, ... 30 s (sources/backoff.py).
 DEFAULT_BACKOFF_INITIAL_S = 0.5
 DEFAULT_BACKOFF_MAX_S = 30.0
+# Connections to the agent, all watches and reads together (issue 13 section 4, docs/consul.md "Past 200
+# services"). Consul refuses a client past limits.http_max_conns_per_client, 200 by default, with 429. The
+# source holds 2 blocking queries per datacenter (catalog, health state) plus 1 for KV; the rest serve the
+# targeted reads, at most `fetch_concurrency` at a time.
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_FETCH_CONCURRENCY = 8
 
 CONSISTENCY_MODES = ("default", "stale", "consistent")
 WARNING_HEALTH = ("healthy", "degraded")
@@ -122,6 +128,8 @@ class ConsulConfig:
     max_stale_s: float = DEFAULT_MAX_STALE_S  # an outage longer than this is reported a second time
     backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S  # first retry ceiling after an error; doubles
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # the HTTP pool's bound (aiohttp TCPConnector limit)
+    fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY  # targeted /v1/health/service reads in flight
 
     def __repr__(self) -> str:
         token = "<set>" if self.token else "<none>"
@@ -156,6 +164,12 @@ class ConsulConfig:
                 raise ValueError(f"Consul {name} must not be negative, got {getattr(self, name)}")
         if self.burst < 1:
             raise ValueError(f"Consul burst must be at least 1, got {self.burst}")
+        if self.fetch_concurrency < 1:
+            raise ValueError(f"Consul fetch_concurrency must be at least 1, got {self.fetch_concurrency}")
+        if self.max_connections < self.blocking_queries + 1:
+            raise ValueError(f"Consul max_connections must be at least {self.blocking_queries + 1} (one per "
+                             f"blocking query, {self.blocking_queries} here, and one for reads), got "
+                             f"{self.max_connections}")
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("a Consul client key file needs its certificate file too")
         tls_options = (self.ca_file, self.cert_file, self.tls_server_name)
@@ -171,6 +185,11 @@ class ConsulConfig:
     @property
     def tls(self) -> bool:
         return self.address.startswith("https://")
+
+    @property
+    def blocking_queries(self) -> int:
+        """Blocking queries held open at once: catalog and health state per datacenter, and KV."""
+        return 2 * max(1, len(self.datacenters)) + (1 if self.kv_prefix is not None else 0)
 
     @property
     def blocking_timeout_s(self) -> float:
@@ -281,15 +300,15 @@ class ConsulClient:
         headers = {"Accept": "application/json"}
         if self._config.token:
             headers["X-Consul-Token"] = self._config.token
-        # No connection limit: every blocking query holds its connection for up to `wait`, so a pool limit
-        # (aiohttp's default is 100) would make watch 101 wait a whole `wait` for a free connection. The
-        # agent has its own limit per client IP (limits.http_max_conns_per_client, default 200); see
-        # docs/consul.md.
+        # A bounded pool (issue 13 section 4): the agent refuses a client IP past
+        # limits.http_max_conns_per_client (default 200) with 429, so the source keeps a fixed number of
+        # blocking queries (ConsulConfig.blocking_queries) and reads the services that changed through the
+        # rest of the pool; see docs/consul.md "Past 200 services".
         # Note: when a connection drops mid-request, aiohttp resends an idempotent GET once by itself. If
         # Consul is already back by then (a restart within milliseconds), that resend blocks on the old
         # index, and the reset is seen one `wait` later; a slower restart fails the resend ("connection
         # refused") and the watch's next read is a fresh one (docs/consul.md, "Outages").
-        connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl)
+        connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
         self._session = aiohttp.ClientSession(headers=headers, connector=connector, trust_env=False)
         return self
 

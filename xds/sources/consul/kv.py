@@ -70,7 +70,7 @@ def parse_kv_entries(body: object) -> tuple[KvEntry, ...]:
 
 @dataclass(frozen=True, slots=True)
 class KvOutcome:
-    changed: bool  # the merged policy differs from the one before
+    changed: bool  # the merged policy differs from the one before, or a problem no longer stands
     problems: tuple[str, ...]  # problems not reported before: a key rejected, or the merge refused
 
 
@@ -106,6 +106,7 @@ class KvPolicies:
         missing from it (used during the watcher's resync grace, when an empty KV store is more likely a
         restarted Consul than an operator deleting every policy)."""
         documents = self._documents
+        problems_before = self.problems()
         present = {e.key for e in entries if e.value is not None and not e.key.endswith("/")
                    and not e.key.endswith(STATUS_SUFFIX)}
         for entry in entries:
@@ -130,4 +131,9 @@ class KvPolicies:
         error = documents.merge()
         self._merge_error = ("" if error is None
                              else f"{error}\n(the previous policy from {self.origin} keeps serving)")
-        return KvOutcome(changed=documents.policy != before, problems=documents.fresh(self.problems()))
+        # A problem that went away is a change too: only a publish clears the source's error (issue 14
+        # item 6: deleting a never-valid key changes no policy, yet must clear xds_source_stale at once).
+        # A new problem is not; it is reported below, and the policy it came with is not served.
+        resolved = not set(problems_before).issubset(self.problems())
+        changed = documents.policy != before or resolved
+        return KvOutcome(changed=changed, problems=documents.fresh(self.problems()))

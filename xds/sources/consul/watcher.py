@@ -3,11 +3,14 @@
 Theory of operation.
 
 Watches. Every watch is one loop of Consul blocking queries (api-docs/features/blocking): read without an
-index, then block on the `X-Consul-Index` the read returned, again and again. Per datacenter there is one
-catalog watch (`/v1/catalog/services`); for each service it lists there is one health watch
-(`/v1/health/service/<name>`), started when the service appears and cancelled when it goes; with a KV prefix
-there is one KV watch (`/v1/kv/<prefix>?recurse`). All of them are tasks of one TaskGroup, so cancelling
-`run()` stops every watch and nothing outlives it.
+index, then block on the `X-Consul-Index` the read returned, again and again. Per datacenter there are two:
+the catalog watch (`/v1/catalog/services`, registrations) and the health-state watch
+(`/v1/health/state/any`, every check's status); with a KV prefix there is one KV watch
+(`/v1/kv/<prefix>?recurse`). The services themselves are read with targeted, non-blocking
+`/v1/health/service/<name>` requests, only when those answers say they changed (tracker.py, changes.py), so
+the connections to the agent stay bounded whatever the catalog's size (issue 13 section 4: one watch per
+service hit Consul's 200-per-client limit). All of them are tasks of one TaskGroup, so cancelling `run()`
+stops every watch and nothing outlives it.
 
 Each loop follows docs/protocol.md R32: an index that comes back 0 or negative is replaced by 1; an index
 lower than the last one resets the loop to a fresh read (index 0) whose answer is taken as a full resync; a
@@ -59,7 +62,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from xds.cache.quarantine import Rejection
-from xds.model.service import Catalog, Endpoint, Health
+from xds.model.service import Catalog, Health
 from xds.sources.base import SourceSink
 from xds.sources.consul.client import (
     ConsulClient,
@@ -71,14 +74,9 @@ from xds.sources.consul.client import (
     advance_index,
 )
 from xds.sources.consul.kv import KvEntry, KvPolicies, parse_kv_entries
-from xds.sources.consul.parse import (
-    ConsulParseError,
-    ParseOptions,
-    assemble_catalog,
-    parse_health,
-    parse_service_names,
-)
+from xds.sources.consul.parse import ConsulParseError, ParseOptions, assemble_catalog
 from xds.sources.consul.status import wanted_statuses
+from xds.sources.consul.tracker import ServiceTracker, endpoints_of
 from xds.sources.outage import hold_removals as _hold_removals
 from xds.sources.registry import Candidate, EngineConfig, RegistryEngine, SourceStatus
 
@@ -128,10 +126,7 @@ class ConsulSource:
 
     def _reset_state(self) -> None:
         self._tasks: asyncio.TaskGroup | None = None
-        self._services: dict[str, frozenset[str]] = {}  # per datacenter, once read
-        self._health: dict[tuple[str, str], tuple[Endpoint, ...]] = {}  # per (dc, service), once read
-        self._health_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._skipped: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._trackers: dict[str, ServiceTracker] = {}  # per datacenter, for the current client
         self._kv = KvPolicies(prefix=self._config.kv_prefix) if self._config.kv_prefix else None
         self._kv_entries: tuple[KvEntry, ...] | None = None
         self._kv_held = False
@@ -170,12 +165,8 @@ class ConsulSource:
             resync_grace_remaining_s=status.resync_grace_remaining_s)
 
     def watched_services(self) -> dict[str, frozenset[str]]:
-        """Services with a running health watch, per datacenter ("" for the agent's own)."""
-        out: dict[str, set[str]] = {}
-        for (dc, name), task in self._health_tasks.items():
-            if not task.done():
-                out.setdefault(dc, set()).add(name)
-        return {dc: frozenset(names) for dc, names in out.items()}
+        """Services listed and read, per datacenter ("" for the agent's own)."""
+        return {dc: frozenset(tracker.health) for dc, tracker in self._trackers.items() if tracker.health}
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -202,9 +193,19 @@ class ConsulSource:
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             for dc in self._datacenters:
+                previous = self._trackers.get(dc)
+                tracker = ServiceTracker(client=client, engine=self._engine, datacenter=dc,
+                                         options=self._options[dc], source=self.name)
+                if previous is not None:
+                    # A new client (after a failed setup): keep what was read until it is read again.
+                    tracker.names, tracker.health = previous.names, dict(previous.health)
+                self._trackers[dc] = tracker
                 tasks.create_task(self._watch(client, f"catalog:{dc}", "/v1/catalog/services", _dc(dc),
-                                              self._catalog_handler(client, dc)),
-                                  name=f"consul-catalog:{dc}")
+                                              tracker.on_catalog), name=f"consul-catalog:{dc}")
+                tasks.create_task(self._watch(client, f"state:{dc}", "/v1/health/state/any", _dc(dc),
+                                              tracker.on_state), name=f"consul-state:{dc}")
+                tasks.create_task(tracker.sweep_loop(), name=f"consul-sweep:{dc}")
+                tasks.create_task(tracker.fetch_loop(), name=f"consul-fetch:{dc}")
             if self._kv is not None and self._config.kv_prefix is not None:
                 params = {"recurse": ""}
                 tasks.create_task(self._watch(client, "kv", f"/v1/kv/{self._config.kv_prefix}", params,
@@ -287,55 +288,6 @@ class ConsulSource:
 
     # ---------------------------------------------------------------------------------- handlers
 
-    def _catalog_handler(self, client: ConsulClient, dc: str) -> _Handler:
-        async def handle(response: ConsulResponse, reset: bool, recovered: bool) -> None:
-            names = parse_service_names(response.body)
-            if reset or recovered:
-                self._begin_grace(f"catalog:{dc}", "index reset" if reset else "recovered")
-            before = self._services.get(dc)
-            self._services[dc] = names
-            stopped: list[asyncio.Task[None]] = []
-            for key in [k for k in self._health_tasks if k[0] == dc and k[1] not in names]:
-                task = self._health_tasks.pop(key)
-                task.cancel()
-                stopped.append(task)
-                self._health.pop(key, None)
-                self._skipped.pop(key, None)
-                self._engine.forget(f"health:{key[0]}:{key[1]}")
-            for name in sorted(names):
-                if (dc, name) not in self._health_tasks:
-                    self._start_health_watch(client, dc, name)
-            if stopped:
-                # Wait for them to finish so no request of a removed service is still in flight.
-                await asyncio.wait(stopped)
-            if names != before:
-                _log.info("consul_services", extra={"source": self.name, "datacenter": dc or "(agent)",
-                                                    "services": len(names)})
-                self._mark_dirty()
-        return handle
-
-    def _start_health_watch(self, client: ConsulClient, dc: str, name: str) -> None:
-        assert self._tasks is not None
-        key = f"health:{dc}:{name}"
-        options = self._options[dc]
-
-        async def handle(response: ConsulResponse, reset: bool, recovered: bool) -> None:
-            result = parse_health(response.body, options=options)
-            if reset or recovered:
-                self._begin_grace(key, "index reset" if reset else "recovered")
-            if result.skipped != self._skipped.get((dc, name), ()):
-                self._skipped[(dc, name)] = result.skipped
-                for note in result.skipped:
-                    _log.warning("consul_instance_skipped",
-                                 extra={"source": self.name, "service": name, "reason": note})
-            if self._health.get((dc, name)) != result.endpoints:
-                self._health[(dc, name)] = result.endpoints
-                self._mark_dirty()
-
-        path = f"/v1/health/service/{quote(name, safe='')}"
-        self._health_tasks[(dc, name)] = self._tasks.create_task(
-            self._watch(client, key, path, _dc(dc), handle), name=f"consul-health:{dc}:{name}")
-
     async def _kv_handler(self, response: ConsulResponse, reset: bool, recovered: bool) -> None:
         assert self._kv is not None
         entries = parse_kv_entries(response.body)
@@ -373,8 +325,8 @@ class ConsulSource:
 
     def _synced(self) -> bool:
         for dc in self._datacenters:
-            names = self._services.get(dc)
-            if names is None or any((dc, name) not in self._health for name in names):
+            tracker = self._trackers.get(dc)
+            if tracker is None or not tracker.synced():
                 return False
         return self._kv is None or self._kv_entries is not None
 
@@ -386,12 +338,7 @@ class ConsulSource:
             self._kv_held = False
             for problem in self._kv.update(self._kv_entries).problems:
                 self._report(problem)
-        pairs: list[tuple[str, tuple[Endpoint, ...]]] = []
-        for dc in self._datacenters:
-            for name in sorted(self._services.get(dc, ())):
-                endpoints = self._health.get((dc, name))
-                if endpoints is not None:  # a service just listed, whose health is not read yet, waits
-                    pairs.append((name, endpoints))
+        pairs = endpoints_of(self._trackers, self._datacenters)
         if self._kv is None:
             return Candidate(assemble_catalog(pairs))
         return Candidate(assemble_catalog(pairs), self._kv.policy, policy_held=self._kv_held,

@@ -108,7 +108,7 @@ class RegistryEngine:
         self._last_error = ""
         self._outage = OutageTracker(
             source=config.source, label=config.label, server=config.server, event_prefix=config.event_prefix,
-            log=config.log, clock=clock, max_stale_s=config.max_stale_s, report=self.report,
+            log=config.log, clock=clock, max_stale_s=config.max_stale_s, report=self._tell_sink,
             on_recovery=self.mark_dirty)
         self._grace = ResyncGrace(grace_s=config.resync_grace_s, clock=clock,
                                   hold_removals=config.hold_removals, source=config.source,
@@ -116,6 +116,11 @@ class RegistryEngine:
         self._publication = Publication(source=config.source, event=f"{config.event_prefix}_published",
                                         log=config.log)
         self._last_answer: float | None = None
+        # What the registry reported since the last publish (not outages: OutageTracker announces its own
+        # recovery). One that no longer stands among the candidate's standing problems, say an invalid KV
+        # key that was deleted, forces a publish, because only a publish clears the sink's error (issue 14
+        # item 6: xds_source_stale stayed 1 until an unrelated catalog change).
+        self._reported: set[str] = set()
         self._dirty = asyncio.Event()
         self._recheck: asyncio.TimerHandle | None = None
 
@@ -160,6 +165,10 @@ class RegistryEngine:
 
     def report(self, message: str) -> None:
         """Tell the sink about a problem (the source keeps serving its last publish)."""
+        self._reported.add(message)
+        self._tell_sink(message)
+
+    def _tell_sink(self, message: str) -> None:
         self._last_error = redact(message)
         if self._sink is not None:
             self._sink.report_error(self.config.source, message)
@@ -218,12 +227,14 @@ class RegistryEngine:
         if (settle_s := self._outage.settle_remaining_s(now)) is not None:
             return settle_s
         assert self._sink is not None
+        resolved = not self._reported.issubset(candidate.standing_problems)
         published, recheck_s = self._publication.offer(
             self._sink, candidate.catalog, candidate.policy, grace=self._grace, in_grace=in_grace,
-            policy_held=candidate.policy_held, now=now, force=self._outage.announce)
+            policy_held=candidate.policy_held, now=now, force=self._outage.announce or resolved)
         if not published:
             return recheck_s
         self._last_error = ""
+        self._reported.clear()
         # The sink takes a publish as "recovered"; what still fails and problems that stand are said again.
         self._outage.published()
         for problem in candidate.standing_problems:
