@@ -48,8 +48,8 @@ pytest: $(STAMP) compose-tools browser-tools testbin
 # the repository (docs/testing.md). The first run on a machine compiles Consul, kube-apiserver and etcd
 # (~15 min in all on 2 cores, Jaeger included); later runs only check the cache.
 testbin: prereqs $(STAMP)
-	@echo "==> test binaries: consul kube-apiserver etcd xds-load gcp-server eureka jaeger (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
-	$(BIN)/python -m harness.testbin consul kube-apiserver etcd xds-load gcp-server eureka jaeger
+	@echo "==> test binaries: consul kube-apiserver etcd xds-load gcp-server eureka jaeger promtool (cache: $${XDS_TESTBIN_CACHE:-~/.cache/xds-testbin})"
+	$(BIN)/python -m harness.testbin consul kube-apiserver etcd xds-load gcp-server eureka jaeger promtool
 
 # tests/unit/test_compose.py checks the compose/ demo stack with `docker-compose config`, which needs no
 # Docker engine. Debian's docker-compose (1.29, Python) is installable with apt-get on every machine this

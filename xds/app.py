@@ -23,6 +23,7 @@ from xds.observability.admin import AdminServer
 from xds.observability.load_metrics import LoadCollector
 from xds.observability.metrics import Metrics
 from xds.observability.quarantine_metrics import QuarantineCollector
+from xds.observability.ready_metrics import ReadyCollector
 from xds.observability.source_metrics import SourceStatusCollector
 from xds.observability.tls_metrics import TlsMetrics
 from xds.observability.workload_metrics import WorkloadCaCollector
@@ -57,6 +58,7 @@ from xds.sources.files import FileSource
 from xds.sources.registry.status import ReportsStatus, SourceStatus
 from xds.sources.rejections import RejectionSink
 from xds.sources.tls_files import TlsFiles
+from xds.translate.stats_listener import StatsListenerSpec
 from xds.workload_ca import CaFileWatcher, ca_files, open_identities, rotate_forever
 from xds.workload_ca import describe as describe_ca
 
@@ -92,12 +94,17 @@ class App:
                                         lifetime_s=settings.workload_cert_ttl_s)
         self._ca_watcher = CaFileWatcher(files, self.workload) if files is not None else None
         self.pipeline = Pipeline([s.name for s in self.sources], trust_domain=settings.trust_domain,
-                                 workload=self.workload, xds_cluster=settings.xds_cluster_name)
+                                 workload=self.workload, xds_cluster=settings.xds_cluster_name,
+                                 stats_listener=(StatsListenerSpec(settings.envoy_stats_port,
+                                                                   settings.envoy_stats_address)
+                                                 if settings.envoy_stats_port else None))
         watcher = self._ca_watcher
         self.metrics.registry.register(WorkloadCaCollector(
             issued=lambda: self.workload.issued_total,
             ca_expiry_unix=lambda: self.workload.ca.not_after.timestamp(),
             reload_errors=lambda: watcher.reload_errors if watcher is not None else 0))
+        # Readiness as a series, for the "no ready replica" alert (issue 14, deploy/prometheus/alerts.yaml).
+        self.metrics.registry.register(ReadyCollector(lambda: self.ready))
         # Load-aware weights (issue 10, docs/load-aware.md): reports in, factors into every build's World.
         self.load = LoadEngine(settings.load, on_change=self._schedule_rebuild)
         self.metrics.registry.register(LoadCollector(rows=self.load.rows, accepted=self.load.accepted,

@@ -111,6 +111,35 @@ def _locality_lines(region: str, zone: str, sub_zone: str) -> str:
     return "\n  locality: { " + ", ".join(parts) + " }" if parts else ""
 
 
+def _admin_cluster_lines(admin_host: str, admin_port: int) -> str:
+    # The static cluster `envoy_admin` that the opt-in stats listener routes /stats/prometheus to (issue 14,
+    # xds/translate/stats_listener.py). Placed after the xds_cluster's last line by $admin_cluster. With
+    # admin port 0 the kernel picks the port after this file is written, so no cluster can name it.
+    if admin_port == 0:
+        return ""
+    # An admin bound to every address is reached on loopback; a STATIC cluster takes only IP literals, so a
+    # host name is resolved by Envoy (STRICT_DNS), as for xds_cluster.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(admin_host, admin_host)
+    kind = "STATIC" if _is_ip(host) else "STRICT_DNS"
+    return (
+        "\n  # The Envoy's own admin, for the stats listener `xds serve --envoy-stats-port` adds over LDS;"
+        "\n  # only /stats/prometheus is routed to it (docs/operations.md, Envoy stats for Prometheus)."
+        f"\n  - name: envoy_admin\n    type: {kind}\n    connect_timeout: 1s"
+        "\n    load_assignment:\n      cluster_name: envoy_admin\n      endpoints:\n      - lb_endpoints:"
+        "\n        - endpoint:\n            address:"
+        f"\n              socket_address: {{ address: {_quote(host)}, port_value: {admin_port} }}"
+    )
+
+
+def _stats_config_lines(cluster: str) -> str:
+    # A fixed tag on every stat, so a Prometheus query can select or sum by node group (issue 14); Envoy's
+    # default tag extractors already label the cluster (service), listener and response code. Placed after
+    # the admin address line by $stats_config, as a top-level key.
+    return ("\n\n# Every stat carries the node group as the label xds_node_group (docs/operations.md)."
+            "\nstats_config:\n  stats_tags:"
+            f"\n  - {{ tag_name: xds_node_group, fixed_value: {_quote(cluster)} }}")
+
+
 def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
                      admin_address: str = DEFAULT_ADMIN_ADDRESS, template: Path | None = None,
                      tls: TlsFiles | None = None, region: str = "", zone: str = "",
@@ -138,6 +167,8 @@ def render_bootstrap(*, node_id: str, cluster: str, xds_address: str,
         "xds_cluster_type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
         "admin_host": _quote(admin_host),
         "admin_port": admin_port,
+        "admin_cluster": _admin_cluster_lines(admin_host, admin_port),
+        "stats_config": _stats_config_lines(cluster),
         "ads_api_type": "DELTA_GRPC" if delta else "GRPC",
     }
     # Always provided (empty without TLS), so a TLS template used without files reports $cert_file.

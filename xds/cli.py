@@ -23,6 +23,7 @@ from xds.cli_secrets import (
     client_token,
     management_auth_config,
 )
+from xds.cli_stats import add_envoy_stats_arguments
 from xds.settings import Settings, from_environment, split_address
 from xds.source_kinds import KINDS
 from xds.translate.delivery import DEFAULT_XDS_CLUSTER
@@ -88,6 +89,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                             f"prints; env {defaults.ENV_XDS_CLUSTER_NAME})")
     _add_tls_arguments(serve, env)
     add_load_arguments(serve)
+    add_envoy_stats_arguments(serve, env)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that points at this server")
     boot.add_argument("--node-id", required=True)
@@ -356,7 +358,8 @@ def _serve(args: argparse.Namespace, env: dict[str, str]) -> int:
                         tls_reload_interval_s=float(args.tls_reload_interval),
                         ca_cert=_path(args.ca_cert), ca_key=_path(args.ca_key),
                         workload_cert_ttl_s=float(args.workload_cert_ttl), load=load_settings(args),
-                        xds_cluster_name=args.xds_cluster_name)
+                        xds_cluster_name=args.xds_cluster_name,
+                        envoy_stats_port=args.envoy_stats_port, envoy_stats_address=args.envoy_stats_address)
 
     async def run() -> None:
         task = asyncio.current_task()

@@ -34,6 +34,7 @@ from xds.sources.tls_files import TlsFiles
 from xds.translate.build import plan
 from xds.translate.delivery import DEFAULT_XDS_CLUSTER, ClientKind, Delivery, delivery_for, for_client
 from xds.translate.resource import Deferred
+from xds.translate.stats_listener import StatsListenerSpec, stats_listener_item
 
 log = logging.getLogger("xds.pipeline")
 
@@ -55,6 +56,17 @@ class World:
     loads: LoadFactors = NO_LOADS
     # The bootstrap cluster of single-type Envoys that reaches this server (translate/delivery.py, issue 11).
     xds_cluster: str = DEFAULT_XDS_CLUSTER
+    # The opt-in Prometheus stats listener every Envoy gets (issue 14, translate/stats_listener.py).
+    stats_listener: StatsListenerSpec | None = None
+
+
+def _plan(world: World, desired: DesiredState, kind: ClientKind, delivery: Delivery) -> list[Deferred]:
+    """plan(), plus the stats listener for Envoys when it is on; proxyless gRPC clients only take
+    api_listeners (docs/protocol.md C2), so they never get it."""
+    items = plan(desired, delivery)
+    if world.stats_listener is not None and kind is not ClientKind.GRPC:
+        items.append(stats_listener_item(world.stats_listener))
+    return items
 
 
 def with_tls_material(world: World, files: TlsFiles) -> World:
@@ -93,7 +105,7 @@ def with_workload_secrets(desired: DesiredState, group: str, world: World) -> De
 AppliedMemo = dict[tuple[tuple[bool, ...], Locality], DesiredState]
 # plan()'s result per (DesiredState object, delivery), within one World; the state is kept alongside so
 # that its id is never reused while the entry lives.
-PlannedMemo = dict[tuple[int, Delivery], tuple[DesiredState, list[Deferred]]]
+PlannedMemo = dict[tuple[int, Delivery, bool], tuple[DesiredState, list[Deferred]]]
 # The snapshot made from each plan()'s result, by the id of the item list (kept alongside, as above), within
 # one World: groups that share a plan share its snapshot's mappings and versions (issue 12).
 BuiltMemo = dict[int, tuple[list[Deferred], Snapshot]]
@@ -133,14 +145,16 @@ def build_snapshot(world: World, key: str, previous: Snapshot | None = None, *,
     # failover services' ClusterLoadAssignments.
     delivery = delivery_for(kind, world.xds_cluster)
     if planned is None:
-        return make_snapshot(key, plan(desired, delivery), previous, donor=donor)
+        return make_snapshot(key, _plan(world, desired, kind, delivery), previous, donor=donor)
     # Groups that share a DesiredState (the same listeners, no per-group workload certificate) share its
     # plan too: the Deferred items are immutable and only read by make_snapshot.
-    entry = planned.get((id(desired), delivery))
+    # An ADS Envoy and a gRPC client share a delivery but not the stats listener, hence the third part.
+    memo_key = (id(desired), delivery, kind is ClientKind.GRPC)
+    entry = planned.get(memo_key)
     if entry is None or entry[0] is not desired:
-        entry = (desired, plan(desired, delivery))
+        entry = (desired, _plan(world, desired, kind, delivery))
         if len(planned) < MEMO_LIMIT:
-            planned[(id(desired), delivery)] = entry
+            planned[memo_key] = entry
     items = entry[1]
     if built is None:
         return make_snapshot(key, items, previous, donor=donor)
@@ -189,8 +203,10 @@ class Pipeline:
     """Collects source updates; `world()` is None until every expected source has synced once (F2)."""
 
     def __init__(self, expected_sources: Sequence[str], *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
-                 workload: WorkloadIdentities | None = None, xds_cluster: str = DEFAULT_XDS_CLUSTER) -> None:
+                 workload: WorkloadIdentities | None = None, xds_cluster: str = DEFAULT_XDS_CLUSTER,
+                 stats_listener: StatsListenerSpec | None = None) -> None:
         self._expected = tuple(expected_sources)
+        self._stats_listener = stats_listener
         self._xds_cluster = xds_cluster
         self._latest: dict[str, SourceUpdate] = {}
         self._trust_domain = trust_domain
@@ -214,4 +230,4 @@ class Pipeline:
         policies = [u.policy for u in ordered if u.policy is not None]
         policy = merge_policies(policies) if policies else Policy(services=(), listeners=())
         return World(catalog=catalog, policy=policy, trust_domain=self._trust_domain, workload=self._workload,
-                     xds_cluster=self._xds_cluster)
+                     xds_cluster=self._xds_cluster, stats_listener=self._stats_listener)

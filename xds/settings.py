@@ -34,6 +34,8 @@ ENV_CA_CERT = "XDS_CA_CERT"
 ENV_CA_KEY = "XDS_CA_KEY"
 ENV_WORKLOAD_CERT_TTL = "XDS_WORKLOAD_CERT_TTL"
 ENV_XDS_CLUSTER_NAME = "XDS_XDS_CLUSTER_NAME"
+ENV_ENVOY_STATS_PORT = "XDS_ENVOY_STATS_PORT"
+ENV_ENVOY_STATS_ADDRESS = "XDS_ENVOY_STATS_ADDRESS"
 DEFAULT_WORKLOAD_CERT_TTL_S = 3600.0
 
 # The management API (docs/security.md, "The management API and secrets"). Tokens come from files or the
@@ -161,6 +163,9 @@ class Settings:
     load: LoadSettings = field(default_factory=LoadSettings)
     # The bootstrap cluster single-type Envoys reach this server by (issue 11; translate/delivery.py).
     xds_cluster_name: str = DEFAULT_XDS_CLUSTER
+    # The Envoys' Prometheus stats listener (issue 14; translate/stats_listener.py): 0 = off.
+    envoy_stats_port: int = 0
+    envoy_stats_address: str = "0.0.0.0"
 
     def registry_config(self, kind: str) -> Any:
         """The config of registry kind `kind` (a row of xds/source_kinds.py), None when not configured."""
@@ -186,7 +191,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
              ENV_CLIENT_CA: "client_ca", ENV_IDENTITY_RULE: "identity_rule",
              ENV_TLS_RELOAD_INTERVAL_S: "tls_reload_interval",
              ENV_CA_CERT: "ca_cert", ENV_CA_KEY: "ca_key", ENV_WORKLOAD_CERT_TTL: "workload_cert_ttl",
-             ENV_XDS_CLUSTER_NAME: "xds_cluster_name"}
+             ENV_XDS_CLUSTER_NAME: "xds_cluster_name",
+             ENV_ENVOY_STATS_PORT: "envoy_stats_port", ENV_ENVOY_STATS_ADDRESS: "envoy_stats_address"}
     found = {flag: env[var] for var, flag in names.items() if env.get(var)}
     # Each registry kind reads its own variables (issue 13); imported here, not at the top, because the
     # kinds' flag modules import this one.

@@ -25,7 +25,8 @@ def _render(**kwargs: Any) -> dict[str, Any]:
 
 
 def _xds_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
-    (cluster,) = bootstrap["static_resources"]["clusters"]
+    # The second static cluster is envoy_admin, for the stats listener (issue 14, test_bootstrap_stats.py).
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] != "envoy_admin"]
     assert cluster["name"] == "xds_cluster"
     assert isinstance(cluster, dict)
     return cluster

@@ -20,7 +20,8 @@ FILES = {"ca_file": Path("/etc/xds/ca.pem"), "cert_file": Path("/etc/xds/tls.crt
 def _tls_context(xds_address: str = "127.0.0.1:18000", server_san: str = "") -> dict[str, Any]:
     text = render_bootstrap(node_id="n1", cluster="web", xds_address=xds_address,
                             tls=TlsFiles(**FILES, server_san=server_san))
-    (cluster,) = yaml.safe_load(text)["static_resources"]["clusters"]
+    clusters = yaml.safe_load(text)["static_resources"]["clusters"]
+    (cluster,) = [c for c in clusters if c["name"] != "envoy_admin"]
     context: dict[str, Any] = cluster["transport_socket"]["typed_config"]
     return context
 
