@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from xds.model.service import Catalog, Health
-from xds.sources.base import SourceUpdate
+from tests.source_helpers import RecordingSink, hosts, running_task, until
+from xds.model.service import Health
 from xds.sources.consul import ConsulConfig, ConsulSource
 
 LOOPBACK = "127.0.0.1"
@@ -325,36 +326,6 @@ class FakeConsul:
 # ------------------------------------------------------------------------------- sink and helpers
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.updates[-1].catalog
-
-
-async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def hosts(catalog: Catalog, service: str) -> dict[tuple[str, int], Health]:
-    found = catalog.get(service)
-    return {} if found is None else {e.address: e.health for e in found.endpoints}
-
-
 def config(fake: FakeConsul, **overrides: Any) -> ConsulConfig:
     settings: dict[str, Any] = {"wait_s": 5.0, "request_timeout_s": 2.0, "debounce_s": 0.05,
                                 "resync_grace_s": 0.0, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
@@ -373,15 +344,8 @@ async def fake() -> AsyncIterator[FakeConsul]:
     await consul.down()
 
 
-@contextlib.asynccontextmanager
-async def running(source: ConsulSource, sink: RecordingSink) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run(sink), name="source-under-test")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(source: ConsulSource, sink: RecordingSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(source.run(sink))
 
 
 def consul_tasks() -> list[str]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from xds.model.service import Catalog, Health
-from xds.sources.base import SourceUpdate
+from tests.source_helpers import RecordingSink, hosts, running_task, until
+from xds.model.service import Health
 from xds.sources.eureka.client import EurekaConfig
 from xds.sources.eureka.watcher import EurekaSource
 
@@ -145,36 +145,6 @@ class FakeEureka:
         return web.json_response(self._applications(entries, self._hashcode(), self.version))
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.updates[-1].catalog
-
-
-async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def hosts(catalog: Catalog, service: str) -> dict[tuple[str, int], Health]:
-    found = catalog.get(service)
-    return {} if found is None else {e.address: e.health for e in found.endpoints}
-
-
 def config(*urls: str, **overrides: Any) -> EurekaConfig:
     settings: dict[str, Any] = {"refresh_s": 0.05, "request_timeout_s": 2.0, "debounce_s": 0.02,
                                 "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "resync_grace_s": 0.0}
@@ -194,15 +164,8 @@ async def fake() -> AsyncIterator[FakeEureka]:
     await eureka.down()
 
 
-@contextlib.asynccontextmanager
-async def running(source: EurekaSource, sink: RecordingSink) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run(sink), name="eureka-source-under-test")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(source: EurekaSource, sink: RecordingSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(source.run(sink), name="eureka-source-under-test")
 
 
 def free_port() -> int:

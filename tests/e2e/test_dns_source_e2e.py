@@ -25,8 +25,7 @@ from harness.dns_zone import DnsZone
 from harness.envoy import AdminError
 from tests.backend_support import started
 from tests.consul_fixtures import _CONSUL_AGENTS
-from xds.model.service import Catalog
-from xds.sources.base import SourceUpdate
+from tests.source_helpers import RecordingSink, until
 from xds.sources.dns import DnsConfig, DnsService, DnsSource
 
 WEB = "web.service.consul"
@@ -38,33 +37,6 @@ def consul_dns(request: pytest.FixtureRequest, tmp_path: Path, consul_binary: Pa
     agent = ConsulAgent(tmp_path / "consul", binary=consul_binary, dns=True)
     with started(request, _CONSUL_AGENTS, agent):
         yield agent
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    def endpoints(self, service: str) -> dict[int, int]:
-        """Port -> weight of `service` in the last publish ({} before any, or when it is absent)."""
-        catalog = self.updates[-1].catalog if self.updates else Catalog()
-        found = catalog.get(service)
-        return {} if found is None else {e.port: e.weight for e in found.endpoints}
-
-
-async def until(condition: Callable[[], bool], *, what: str, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def register(agent: ConsulAgent, service_id: str, port: int, weight: int) -> None:
