@@ -29,7 +29,6 @@ the restarted server's hashcode disagrees with the copy, the full fetch that fol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random as _random
 import time
@@ -116,18 +115,10 @@ class EurekaSource:
     # ------------------------------------------------------------------------------ Registry protocol
 
     async def watch(self, engine: RegistryEngine, tasks: asyncio.TaskGroup) -> None:
-        """One client at a time, polling until cancelled."""
-        backoff = engine.backoff()
-        while True:
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    client = await stack.enter_async_context(EurekaClient(self._config))
-                except EurekaError as e:
-                    # Only local setup fails here (an unreadable CA file); keep trying, it may appear.
-                    engine.failed(WATCH, e)
-                    await engine.pause(backoff.next_delay_s())
-                    continue
-                await self._poll(client)
+        """One client at a time, polling until cancelled; a client that cannot be set up (an unreadable
+        CA file) fails the poll's watch until it can."""
+        await engine.with_each_client(lambda: EurekaClient(self._config), self._poll,
+                                      setup_errors=EurekaError, key=WATCH)
 
     def candidate(self, *, in_grace: bool) -> Candidate | None:
         """The Catalog of the local copy; None before the first full fetch."""
