@@ -44,6 +44,7 @@ import aiohttp
 import yaml
 
 from xds.secrets import redact, register_secret
+from xds.sources.http import unreachable
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -400,16 +401,8 @@ class KubeClient:
                 path, method, query_params=list(query),
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=limits)
-        except TimeoutError as e:
-            raise KubeUnavailable(f"{what}: no answer from the API server within the timeout") from e
-        except aiohttp.ClientSSLError as e:
-            raise KubeUnavailable(f"{what}: TLS failure talking to the API server: {e}") from e
-        except aiohttp.ClientConnectorError as e:
-            reason = os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
-            raise KubeUnavailable(f"{what}: cannot connect to the API server: {reason}") from e
-        except aiohttp.ClientError as e:
-            raise KubeUnavailable(f"{what}: connection to the API server failed: "
-                                  f"{type(e).__name__}: {e}") from e
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise KubeUnavailable(f"{what}: {unreachable(e, peer='the API server', timeout_s=None)}") from e
         except Exception as e:
             # The library's own failures (a credential plugin that fails, say) surface as its exceptions.
             from kubernetes_asyncio.client.exceptions import OpenApiException
