@@ -100,13 +100,19 @@ async def test_source_follows_consul_dns_and_serves_the_last_endpoints_while_it_
             await task
 
 
-def envoy_hosts(envoy: Any, cluster: str) -> dict[int, int]:
-    """Port -> load-balancing weight of every host Envoy holds for `cluster`."""
+def envoy_host_field(envoy: Any, cluster: str, field: str, default: int) -> dict[int, int]:
+    """Port -> `field` (an integer, `default` when Envoy leaves it out) of every host Envoy holds for
+    `cluster`."""
     for status in envoy.clusters_json().get("cluster_statuses", []):
         if status.get("name") == cluster:
-            return {int(h["address"]["socket_address"]["port_value"]): int(h.get("weight", 1))
+            return {int(h["address"]["socket_address"]["port_value"]): int(h.get(field, default))
                     for h in status.get("host_statuses", [])}
     return {}
+
+
+def envoy_hosts(envoy: Any, cluster: str) -> dict[int, int]:
+    """Port -> load-balancing weight of every host Envoy holds for `cluster`."""
+    return envoy_host_field(envoy, cluster, "weight", 1)
 
 
 def stale_gauge(control_plane: Any, source: str) -> float | None:
@@ -186,11 +192,7 @@ def test_envoy_routes_by_srv_weights_and_keeps_serving_while_dns_is_down(
 
 def envoy_tiers(envoy: Any, cluster: str) -> dict[int, int]:
     """Port -> priority (failover tier) of every host Envoy holds for `cluster`."""
-    for status in envoy.clusters_json().get("cluster_statuses", []):
-        if status.get("name") == cluster:
-            return {int(h["address"]["socket_address"]["port_value"]): int(h.get("priority", 0))
-                    for h in status.get("host_statuses", [])}
-    return {}
+    return envoy_host_field(envoy, cluster, "priority", 0)
 
 
 # Consul's DNS interface gives every record priority 1; a DnsZone (harness/dns_zone.py) serves several.
