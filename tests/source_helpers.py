@@ -1,6 +1,6 @@
 """What every source test needs around a `Source.run(sink)`: a sink that records what the source publishes
 and reports, a poll on a condition (never a sleep as synchronization), the source's task for the length of a
-`with`, and the hosts of one service in a catalog.
+`with`, the hosts of one service in a catalog, and a self-signed certificate for a fake registry's TLS.
 
 One module for the Consul, Kubernetes, Eureka, DNS, file and registry-engine tests (issue 13 clean-up: the
 same sink had been written once per test file).
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from xds.model.service import Catalog, Health
@@ -70,3 +72,15 @@ async def running_task(coro: Coroutine[Any, Any, None], *,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def self_signed(tmp_path: Path, name: str, *, san: str) -> tuple[Path, Path]:
+    """(certificate, key) files of a one-day self-signed P-256 certificate for CN `name` with the
+    subjectAltName `san` (e.g. "IP:127.0.0.1", "DNS:consul.test"), written under `tmp_path`."""
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30)
+    return cert, key

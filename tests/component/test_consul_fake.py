@@ -15,7 +15,6 @@ import base64
 import contextlib
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tests.source_helpers import RecordingSink, hosts, running_task, until
+from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, until
 from xds.model.service import Health
 from xds.sources.consul import ConsulConfig, ConsulSource
 
@@ -681,19 +680,9 @@ async def test_an_outage_past_the_staleness_bound_is_reported_again(fake: FakeCo
     assert len(sink.updates) == 1
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 async def test_mutual_tls_with_a_server_name(tmp_path: Path) -> None:
-    server_cert, server_key = _self_signed(tmp_path, "consul.test")
-    client_cert, client_key = _self_signed(tmp_path, "xds-client")
+    server_cert, server_key = self_signed(tmp_path, "consul.test", san="DNS:consul.test")
+    client_cert, client_key = self_signed(tmp_path, "xds-client", san="DNS:xds-client")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_cert))
     context.load_cert_chain(str(server_cert), str(server_key))
     context.verify_mode = ssl.CERT_REQUIRED  # Consul's verify_incoming

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.source_helpers import RecordingSink, hosts, running_task, until
+from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, until
 from xds.model.service import Health
 from xds.sources.eureka.client import EurekaConfig
 from xds.sources.eureka.watcher import EurekaSource
@@ -334,18 +333,8 @@ async def test_failover_to_a_lagging_peer_changes_nothing_in_the_grace(fake: Fak
         await peer.down()
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=IP:{LOOPBACK}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 async def test_https_with_a_ca_file(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path, "eureka.test")
+    cert, key = self_signed(tmp_path, "eureka.test", san=f"IP:{LOOPBACK}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
     fake = FakeEureka()

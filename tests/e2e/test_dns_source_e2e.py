@@ -100,6 +100,16 @@ async def test_source_follows_consul_dns_and_serves_the_last_endpoints_while_it_
             await task
 
 
+def ingress_to_web(workdir: Path, port: int) -> Path:
+    """A policy file: listener `ingress` on 127.0.0.1:`port` routing everything to service web."""
+    policy = workdir / "policy.yaml"
+    policy.write_text(yaml.safe_dump({
+        "services": [{"name": "web", "connect_timeout": "1s"}],
+        "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
+                       "routes": [{"backends": [{"service": "web"}]}]}]}))
+    return policy
+
+
 def envoy_host_field(envoy: Any, cluster: str, field: str, default: int) -> dict[int, int]:
     """Port -> `field` (an integer, `default` when Envoy leaves it out) of every host Envoy holds for
     `cluster`."""
@@ -133,11 +143,7 @@ def test_envoy_routes_by_srv_weights_and_keeps_serving_while_dns_is_down(
     register(consul_dns, "a", pool["a"].port, 3)
     register(consul_dns, "b", pool["b"].port, 1)
     port = free_port()
-    policy = workdir / "policy.yaml"
-    policy.write_text(yaml.safe_dump({
-        "services": [{"name": "web", "connect_timeout": "1s"}],
-        "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
-                       "routes": [{"backends": [{"service": "web"}]}]}]}))
+    policy = ingress_to_web(workdir, port)
     control_plane = control_plane_factory(policy, extra_args=(
         "--dns-server", f"127.0.0.1:{consul_dns.dns_port}", "--dns-service", f"web={WEB}",
         "--dns-ttl-floor", "0.2", "--dns-timeout", "0.5"))
@@ -208,11 +214,7 @@ def test_srv_priorities_become_envoy_failover_tiers(
         zone.set("primary.test.", "A", ["127.0.0.1"])
         zone.set("backup.test.", "A", ["127.0.0.1"])
         port = free_port()
-        policy = workdir / "policy.yaml"
-        policy.write_text(yaml.safe_dump({
-            "services": [{"name": "web", "connect_timeout": "1s"}],
-            "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
-                           "routes": [{"backends": [{"service": "web"}]}]}]}))
+        policy = ingress_to_web(workdir, port)
         control_plane = control_plane_factory(policy, extra_args=(
             "--dns-server", zone.address, "--dns-service", f"web={srv_name}", "--dns-ttl-floor", "0.2",
             "--dns-timeout", "0.5"))
