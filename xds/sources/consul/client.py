@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 
 from xds.secrets import redact
 from xds.sources.http import error_detail, json_session, load_ssl_context, unreachable
+from xds.sources.tunables import check_tunables
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8500"
 # Consul's own default is 5 min, capped at 10 min (api-docs/features/blocking). One minute keeps idle
@@ -152,15 +153,7 @@ class ConsulConfig:
         if not 0 < self.wait_s <= MAX_WAIT_S:
             raise ValueError(f"Consul wait_s must be in (0, {MAX_WAIT_S:g}] (Consul caps it at 10 min), "
                              f"got {self.wait_s}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ValueError(f"Consul backoff needs 0 < backoff_initial_s <= backoff_max_s, got "
-                             f"{self.backoff_initial_s} and {self.backoff_max_s}")
-        for name in ("rate_per_s", "request_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Consul {name} must be positive, got {getattr(self, name)}")
-        for name in ("resync_grace_s", "debounce_s", "max_stale_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Consul {name} must not be negative, got {getattr(self, name)}")
+        check_tunables(self, "Consul", positive=("rate_per_s", "request_timeout_s"))
         if self.burst < 1:
             raise ValueError(f"Consul burst must be at least 1, got {self.burst}")
         if self.fetch_concurrency < 1:

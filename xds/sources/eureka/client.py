@@ -33,6 +33,7 @@ import aiohttp
 
 from xds.secrets import redact, register_secret
 from xds.sources.http import error_detail, json_session, load_ssl_context, unreachable
+from xds.sources.tunables import check_tunables
 
 DEFAULT_URL = "http://127.0.0.1:8761/eureka"
 # Eureka's own client polls every 30 s (registryFetchIntervalSeconds). A delta is a small answer, and the
@@ -141,15 +142,7 @@ class EurekaConfig:
             raise ValueError("a Eureka password was given without a username (--eureka-username)")
         if self.ca_file is not None and not any(u.startswith("https://") for u in urls):
             raise ValueError("a Eureka CA file was given but no Eureka URL is https://")
-        for name in ("refresh_s", "request_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Eureka {name} must be positive, got {getattr(self, name)}")
-        for name in ("resync_grace_s", "debounce_s", "max_stale_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Eureka {name} must not be negative, got {getattr(self, name)}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ValueError(f"Eureka backoff needs 0 < backoff_initial_s <= backoff_max_s, got "
-                             f"{self.backoff_initial_s} and {self.backoff_max_s}")
+        check_tunables(self, "Eureka", positive=("refresh_s", "request_timeout_s"))
 
 
 def read_password(*, file: Path | None, env: str | None) -> str:

@@ -45,6 +45,7 @@ import yaml
 
 from xds.secrets import redact, register_secret
 from xds.sources.http import unreachable
+from xds.sources.tunables import check_tunables
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -185,15 +186,8 @@ class KubeConfig:
         if any(ch in self.label_selector for ch in "\r\n"):
             raise ValueError("a label selector must be on one line")
         object.__setattr__(self, "label_selector", self.label_selector.strip())
-        for name in ("request_timeout_s", "watch_timeout_s", "inactivity_timeout_s", "crd_retry_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Kubernetes {name} must be positive, got {getattr(self, name)}")
-        for name in ("resync_grace_s", "debounce_s", "max_stale_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Kubernetes {name} must not be negative, got {getattr(self, name)}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ValueError(f"Kubernetes backoff needs 0 < backoff_initial_s <= backoff_max_s, got "
-                             f"{self.backoff_initial_s} and {self.backoff_max_s}")
+        check_tunables(self, "Kubernetes", positive=("request_timeout_s", "watch_timeout_s",
+                                                     "inactivity_timeout_s", "crd_retry_s"))
         if self.page_size < 1:
             raise ValueError(f"Kubernetes page_size must be at least 1, got {self.page_size}")
 
