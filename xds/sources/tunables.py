@@ -12,7 +12,18 @@ from typing import Protocol
 ENGINE_NON_NEGATIVE = ("resync_grace_s", "debounce_s", "max_stale_s")
 
 
-class _Backoff(Protocol):
+class EngineTunables(Protocol):
+    """The registry engine's knobs, as every registry source's config holds them."""
+
+    @property
+    def debounce_s(self) -> float: ...
+
+    @property
+    def max_stale_s(self) -> float: ...
+
+    @property
+    def resync_grace_s(self) -> float: ...
+
     @property
     def backoff_initial_s(self) -> float: ...
 
@@ -20,7 +31,7 @@ class _Backoff(Protocol):
     def backoff_max_s(self) -> float: ...
 
 
-def check_tunables(config: _Backoff, label: str, *, positive: Sequence[str],
+def check_tunables(config: EngineTunables, label: str, *, positive: Sequence[str],
                    non_negative: Sequence[str] = ENGINE_NON_NEGATIVE) -> None:
     """Fields `positive` of `config` > 0, fields `non_negative` >= 0, and 0 < backoff_initial_s <=
     backoff_max_s; ValueError ("<label> <field> must be positive, got <value>") on the first that is not."""

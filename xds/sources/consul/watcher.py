@@ -132,11 +132,9 @@ class ConsulSource:
         # The shared registry engine (sources/registry): outages (consul_watch_failed, consul_unavailable,
         # consul_recovered), the resync grace (consul_removals_held) and publishing (consul_published).
         config = self._config
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="consul", label="Consul", server=f"Consul at {config.address}",
-            event_prefix="consul", hold_removals=hold_removals, debounce_s=config.debounce_s,
-            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="consul", label="Consul", server=f"Consul at {config.address}",
+            event_prefix="consul", hold_removals=hold_removals, log=_log),
             clock=self._clock, random=self._random)
         self._last_contact_s: float | None = None
         self._known_leader: bool | None = None

@@ -78,11 +78,10 @@ class EurekaSource:
         config = self._config
         # Logs eureka_watch_failed, eureka_unavailable, eureka_recovered, eureka_resync_grace,
         # eureka_removals_held and eureka_published.
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="eureka", label="Eureka", server=f"Eureka at {', '.join(config.urls)}",
-            event_prefix="eureka", hold_removals=hold_removals, debounce_s=config.debounce_s,
-            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="eureka", label="Eureka",
+            server=f"Eureka at {', '.join(config.urls)}", event_prefix="eureka", hold_removals=hold_removals,
+            log=_log),
             clock=self._clock, random=self._random)
         self._registry: Registry | None = None
         self._catalog: Catalog | None = None

@@ -276,11 +276,9 @@ class KubernetesSource:
         self._status_retry: asyncio.TimerHandle | None = None
         # The shared registry engine (sources/registry): outages (kube_watch_failed, kube_unavailable,
         # kube_recovered), the resync grace (kube_removals_held) and publishing (kube_published).
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="kubernetes", label="Kubernetes", server="the Kubernetes API server",
-            event_prefix="kube", hold_removals=hold_removals, debounce_s=config.debounce_s,
-            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="kubernetes", label="Kubernetes",
+            server="the Kubernetes API server", event_prefix="kube", hold_removals=hold_removals, log=_log),
             clock=self._clock, random=self._random)
         self._policies_held = False
 

@@ -53,6 +53,7 @@ from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink
 from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.registry.status import Detail, SourceStatus
+from xds.sources.tunables import EngineTunables
 
 _Client = TypeVar("_Client")
 
@@ -96,6 +97,17 @@ class EngineConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("xds.sources.registry"))
+
+    @classmethod
+    def tuned_by(cls, tunables: EngineTunables, *, source: str, kind: str, label: str, server: str,
+                 event_prefix: str, hold_removals: Callable[[Catalog, Catalog], Catalog],
+                 log: logging.Logger) -> EngineConfig:
+        """Who the source is, with the tunables read from its own config (ConsulConfig, EurekaConfig ...)."""
+        return cls(source=source, kind=kind, label=label, server=server, event_prefix=event_prefix,
+                   hold_removals=hold_removals, debounce_s=tunables.debounce_s,
+                   max_stale_s=tunables.max_stale_s, resync_grace_s=tunables.resync_grace_s,
+                   backoff_initial_s=tunables.backoff_initial_s, backoff_max_s=tunables.backoff_max_s,
+                   log=log)
 
 
 class RegistryEngine:
