@@ -1,6 +1,7 @@
 """What every source test needs around a `Source.run(sink)`: a sink that records what the source publishes
 and reports, a poll on a condition (never a sleep as synchronization), the source's task for the length of a
-`with`, the hosts of one service in a catalog, and a self-signed certificate for a fake registry's TLS.
+`with`, the hosts of one service in a catalog, a fake registry's server on loopback, and a self-signed
+certificate for its TLS.
 
 One module for the Consul, Kubernetes, Eureka, DNS, file and registry-engine tests (issue 13 clean-up: the
 same sink had been written once per test file).
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from xds.model.service import Catalog, Health
 from xds.sources.base import SourceUpdate
@@ -84,3 +89,16 @@ def self_signed(tmp_path: Path, name: str, *, san: str) -> tuple[Path, Path]:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=30)
     return cert, key
+
+
+async def serve_on_loopback(app: web.Application, port: int = 0, *,
+                            ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1:`port` (0: any free port) and return (runner, the port bound). SO_REUSEADDR
+    so a fake that restarts gets its old port back at once (a registry restart on the same address)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    return runner, int(sock.getsockname()[1])

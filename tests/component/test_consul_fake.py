@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -25,7 +24,7 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, until
+from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, serve_on_loopback, until
 from xds.model.service import Health
 from xds.sources.consul import ConsulConfig, ConsulSource
 
@@ -121,14 +120,7 @@ class FakeConsul:
         app.router.add_get("/v1/health/state/any", self._state)
         app.router.add_get("/v1/catalog/node-services/{node}", self._node_services)
         app.router.add_get("/v1/kv/{key:.*}", self._kv)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock, ssl_context=self._ssl).start()
-        self.port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self.port = await serve_on_loopback(app, self.port, ssl_context=self._ssl)
 
     async def down(self) -> None:
         """Stop listening and drop open connections: clients get 'connection refused'."""

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, until
+from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, serve_on_loopback, until
 from xds.model.service import Health
 from xds.sources.eureka.client import EurekaConfig
 from xds.sources.eureka.watcher import EurekaSource
@@ -66,14 +66,7 @@ class FakeEureka:
         app = web.Application()
         app.router.add_get("/eureka/apps", self._apps)
         app.router.add_get("/eureka/apps/delta", self._delta)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        self.port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self.port = await serve_on_loopback(app, self.port, ssl_context=ssl_context)
 
     async def down(self) -> None:
         if self._runner is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.source_helpers import RecordingSink, hosts, running_task, until
+from tests.source_helpers import RecordingSink, hosts, running_task, serve_on_loopback, until
 from xds.model.service import Health
 from xds.settings import Settings
 from xds.sources.kubernetes import KubeConfig, KubernetesSource
@@ -122,14 +121,7 @@ class FakeApiServer:
             app.router.add_get(f"{prefix}/namespaces/{{namespace}}/{plural}", self._collection)
         app.router.add_patch("/apis/xds.dev/v1alpha1/namespaces/{namespace}/trafficpolicies/{name}/status",
                              self._patch_status)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock).start()
-        self.port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self.port = await serve_on_loopback(app, self.port)
 
     async def down(self) -> None:
         """Stop listening and drop every connection: clients get 'connection refused'."""
