@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.api_error import ApiError
 from harness.ports import LOOPBACK, free_ports, retry_port_race
 from harness.processes import ManagedProcess, ProcessOwner, StartStop, wait_until
 
@@ -42,13 +43,8 @@ _CHECK_ENDPOINT: dict[CheckStatus, str] = {"passing": "pass", "warning": "warn",
 AGENT_ENV: Mapping[str, str] = {"CHECKPOINT_DISABLE": "1"}
 
 
-class ConsulApiError(RuntimeError):
+class ConsulApiError(ApiError):
     """The agent answered an HTTP request with an unexpected status."""
-
-    def __init__(self, method: str, path: str, status: int, body: str) -> None:
-        super().__init__(f"{method} {path} -> {status}: {body[:300]}")
-        self.status = status
-        self.body = body
 
 
 @dataclass(frozen=True)

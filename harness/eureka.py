@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.api_error import ApiError
 from harness.ports import LOOPBACK, PortInUseError, free_ports, retry_port_race
 from harness.processes import ManagedProcess, ProcessExitedError, StartStop, tail_file, wait_until
 from harness.testbin import JAR_JVM_FLAGS
@@ -55,13 +56,8 @@ EVICTION_INTERVAL_MS = 500
 _DATA_CENTER = {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"}
 
 
-class EurekaApiError(RuntimeError):
+class EurekaApiError(ApiError):
     """The server answered a request with an unexpected status."""
-
-    def __init__(self, method: str, path: str, status: int, body: str) -> None:
-        super().__init__(f"{method} {path} -> {status}: {body[:300]}")
-        self.status = status
-        self.body = body
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from xds import settings as defaults
 from xds.cli_secrets import add_consul_token_arguments, consul_token
-from xds.settings import parse_flag
+from xds.cli_source_args import env_list, environment_flags, optional_path, switch
 
 if TYPE_CHECKING:
     from xds.sources.base import Source
@@ -33,7 +33,7 @@ HINT = f"a Consul agent with --consul-address URL (or {defaults.ENV_CONSUL_ADDRE
 def from_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The Consul settings given through the environment, by flag name; Consul's own CONSUL_HTTP_TOKEN(_FILE)
     are honoured when ours are unset."""
-    found = {flag: env[var] for var, flag in _ENVIRONMENT.items() if env.get(var)}
+    found = environment_flags(env, _ENVIRONMENT)
     token = env.get(defaults.ENV_CONSUL_TOKEN) or env.get(defaults.ENV_CONSUL_HTTP_TOKEN)
     if token:
         found["consul_token"] = token
@@ -97,15 +97,13 @@ def config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfig | None
         return None
     from xds.sources.consul.client import ConsulConfig
 
-    datacenters = args.consul_datacenter or [d.strip() for d in env.get("consul_datacenter", "").split(",")
-                                             if d.strip()]
+    datacenters = args.consul_datacenter or env_list(env.get("consul_datacenter", ""))
     try:
-        include_connect = (args.consul_include_connect if args.consul_include_connect is not None
-                           else parse_flag(env.get("consul_include_connect", "")))
+        include_connect = switch(args.consul_include_connect, env, "consul_include_connect")
         config = ConsulConfig(
             args.consul_address, token=consul_token(args, env), datacenters=tuple(datacenters),
-            consistency=args.consul_consistency, ca_file=_path(args.consul_ca_file),
-            cert_file=_path(args.consul_cert_file), key_file=_path(args.consul_key_file),
+            consistency=args.consul_consistency, ca_file=optional_path(args.consul_ca_file),
+            cert_file=optional_path(args.consul_cert_file), key_file=optional_path(args.consul_key_file),
             tls_server_name=args.consul_tls_server_name or None, kv_prefix=args.consul_kv_prefix or None,
             warning_health=args.consul_warning_as, include_connect=include_connect)
         if args.consul_resync_grace is not None:
@@ -113,7 +111,3 @@ def config(args: argparse.Namespace, env: dict[str, str]) -> ConsulConfig | None
         return config
     except ValueError as exc:
         raise SystemExit(f"xds: error: Consul: {exc}") from exc
-
-
-def _path(value: Path | str | None) -> Path | None:
-    return Path(value) if value else None

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xds.cli_source_args import env_list, environment_flags
+
 if TYPE_CHECKING:
     from xds.sources.base import Source
     from xds.sources.dns.config import DnsConfig
@@ -30,7 +32,7 @@ HINT = "SRV names with --dns-service NAME=SRV_NAME and --dns-server HOST:PORT (d
 
 
 def from_environment(env: Mapping[str, str]) -> dict[str, str]:
-    return {flag: env[var] for var, flag in _ENVIRONMENT.items() if env.get(var)}
+    return environment_flags(env, _ENVIRONMENT)
 
 
 def source(config: DnsConfig) -> Source:
@@ -70,7 +72,7 @@ def add_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
 
 def config(args: argparse.Namespace, env: dict[str, str]) -> DnsConfig | None:
     """The DNS source's configuration, or None when no service is named. SystemExit on a bad value."""
-    service_texts = args.dns_service or _split(env.get("dns_service", ""))
+    service_texts = args.dns_service or env_list(env.get("dns_service", ""))
     if not service_texts and not args.dns_services_file:
         return None
     from xds.sources.dns.config import (
@@ -85,7 +87,7 @@ def config(args: argparse.Namespace, env: dict[str, str]) -> DnsConfig | None:
         services = tuple(parse_service(text) for text in service_texts)
         if args.dns_services_file:
             services += load_services_file(Path(args.dns_services_file))
-        servers = tuple(parse_server(text) for text in args.dns_server or _split(env.get("dns_server", "")))
+        servers = tuple(parse_server(text) for text in args.dns_server or env_list(env.get("dns_server", "")))
         tunables = {name: float(value) for name, value in (
             ("timeout_s", args.dns_timeout), ("ttl_floor_s", args.dns_ttl_floor),
             ("ttl_ceiling_s", args.dns_ttl_ceiling), ("resync_grace_s", args.dns_resync_grace))
@@ -93,7 +95,3 @@ def config(args: argparse.Namespace, env: dict[str, str]) -> DnsConfig | None:
         return DnsConfig(servers=servers, services=services, **tunables)
     except (DnsConfigError, ValueError) as exc:
         raise SystemExit(f"xds: error: DNS: {exc}") from exc
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]

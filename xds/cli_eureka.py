@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xds.settings import parse_flag
+from xds.cli_source_args import environment_flags, optional_path, switch
 
 if TYPE_CHECKING:
     from xds.sources.base import Source
@@ -37,7 +37,7 @@ HINT = f"a Eureka server with --eureka-url URL (or {ENV_EUREKA_URL})"
 
 def from_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The Eureka settings given through the environment, by flag name."""
-    return {flag: env[var] for var, flag in _ENVIRONMENT.items() if env.get(var)}
+    return environment_flags(env, _ENVIRONMENT)
 
 
 def source(config: EurekaConfig) -> Source:
@@ -84,10 +84,9 @@ def config(args: argparse.Namespace, env: dict[str, str]) -> EurekaConfig | None
 
     try:
         password = read_password(file=args.eureka_password_file or None, env=env.get("eureka_password"))
-        prefer_secure = (args.eureka_prefer_secure_port if args.eureka_prefer_secure_port is not None
-                         else parse_flag(env.get("eureka_prefer_secure_port", "")))
+        prefer_secure = switch(args.eureka_prefer_secure_port, env, "eureka_prefer_secure_port")
         config = EurekaConfig(tuple(urls), username=args.eureka_username or "", password=password,
-                            ca_file=Path(args.eureka_ca_file) if args.eureka_ca_file else None,
+                            ca_file=optional_path(args.eureka_ca_file),
                             prefer_secure_port=prefer_secure)
         if args.eureka_refresh is not None:
             config = dataclasses.replace(config, refresh_s=float(args.eureka_refresh))

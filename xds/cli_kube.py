@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from xds import settings as defaults
-from xds.settings import parse_flag
+from xds.cli_source_args import env_list, environment_flags, switch
 
 if TYPE_CHECKING:
     from xds.sources.base import Source
@@ -29,7 +29,7 @@ HINT = "a Kubernetes cluster with --kube, --kubeconfig PATH or --kube-in-cluster
 
 def from_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The Kubernetes settings given through the environment, by flag name."""
-    return {flag: env[var] for var, flag in _ENVIRONMENT.items() if env.get(var)}
+    return environment_flags(env, _ENVIRONMENT)
 
 
 def source(config: KubeConfig) -> Source:
@@ -73,19 +73,13 @@ def add_arguments(serve: argparse.ArgumentParser, env: dict[str, str]) -> None:
                            f"env {defaults.ENV_KUBE_RESYNC_GRACE_S})")
 
 
-def env_list(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
 def config(args: argparse.Namespace, env: dict[str, str]) -> KubeConfig | None:
     """The Kubernetes source's configuration, or None when it is not asked for. Reads the kubeconfig to name
     the source after its API server. SystemExit on a bad value."""
     try:
-        enabled = args.kube if args.kube is not None else parse_flag(env.get("kube", ""))
-        in_cluster = (args.kube_in_cluster if args.kube_in_cluster is not None
-                      else parse_flag(env.get("kube_in_cluster", "")))
-        policies = args.kube_policies if args.kube_policies is not None else parse_flag(
-            env.get("kube_policies", "true"))
+        enabled = switch(args.kube, env, "kube")
+        in_cluster = switch(args.kube_in_cluster, env, "kube_in_cluster")
+        policies = switch(args.kube_policies, env, "kube_policies", default="true")
     except ValueError as exc:
         raise SystemExit(f"xds: error: Kubernetes: {exc}") from exc
     if not (enabled or in_cluster or args.kubeconfig):

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from xds.model.service import Catalog, Health
-from xds.sources.base import SourceUpdate
+from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, serve_on_loopback, until
+from xds.model.service import Health
 from xds.sources.consul import ConsulConfig, ConsulSource
 
 LOOPBACK = "127.0.0.1"
@@ -121,14 +120,7 @@ class FakeConsul:
         app.router.add_get("/v1/health/state/any", self._state)
         app.router.add_get("/v1/catalog/node-services/{node}", self._node_services)
         app.router.add_get("/v1/kv/{key:.*}", self._kv)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock, ssl_context=self._ssl).start()
-        self.port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self.port = await serve_on_loopback(app, self.port, ssl_context=self._ssl)
 
     async def down(self) -> None:
         """Stop listening and drop open connections: clients get 'connection refused'."""
@@ -325,36 +317,6 @@ class FakeConsul:
 # ------------------------------------------------------------------------------- sink and helpers
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.updates[-1].catalog
-
-
-async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def hosts(catalog: Catalog, service: str) -> dict[tuple[str, int], Health]:
-    found = catalog.get(service)
-    return {} if found is None else {e.address: e.health for e in found.endpoints}
-
-
 def config(fake: FakeConsul, **overrides: Any) -> ConsulConfig:
     settings: dict[str, Any] = {"wait_s": 5.0, "request_timeout_s": 2.0, "debounce_s": 0.05,
                                 "resync_grace_s": 0.0, "backoff_initial_s": 0.2, "backoff_max_s": 1.0}
@@ -373,15 +335,8 @@ async def fake() -> AsyncIterator[FakeConsul]:
     await consul.down()
 
 
-@contextlib.asynccontextmanager
-async def running(source: ConsulSource, sink: RecordingSink) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run(sink), name="source-under-test")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(source: ConsulSource, sink: RecordingSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(source.run(sink))
 
 
 def consul_tasks() -> list[str]:
@@ -717,19 +672,9 @@ async def test_an_outage_past_the_staleness_bound_is_reported_again(fake: FakeCo
     assert len(sink.updates) == 1
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 async def test_mutual_tls_with_a_server_name(tmp_path: Path) -> None:
-    server_cert, server_key = _self_signed(tmp_path, "consul.test")
-    client_cert, client_key = _self_signed(tmp_path, "xds-client")
+    server_cert, server_key = self_signed(tmp_path, "consul.test", san="DNS:consul.test")
+    client_cert, client_key = self_signed(tmp_path, "xds-client", san="DNS:xds-client")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_cert))
     context.load_cert_chain(str(server_cert), str(server_key))
     context.verify_mode = ssl.CERT_REQUIRED  # Consul's verify_incoming

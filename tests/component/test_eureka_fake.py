@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import socket
 import ssl
-import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from xds.model.service import Catalog, Health
-from xds.sources.base import SourceUpdate
+from tests.source_helpers import RecordingSink, hosts, running_task, self_signed, serve_on_loopback, until
+from xds.model.service import Health
 from xds.sources.eureka.client import EurekaConfig
 from xds.sources.eureka.watcher import EurekaSource
 
@@ -67,14 +66,7 @@ class FakeEureka:
         app = web.Application()
         app.router.add_get("/eureka/apps", self._apps)
         app.router.add_get("/eureka/apps/delta", self._delta)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        self.port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self.port = await serve_on_loopback(app, self.port, ssl_context=ssl_context)
 
     async def down(self) -> None:
         if self._runner is not None:
@@ -145,36 +137,6 @@ class FakeEureka:
         return web.json_response(self._applications(entries, self._hashcode(), self.version))
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.updates[-1].catalog
-
-
-async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def hosts(catalog: Catalog, service: str) -> dict[tuple[str, int], Health]:
-    found = catalog.get(service)
-    return {} if found is None else {e.address: e.health for e in found.endpoints}
-
-
 def config(*urls: str, **overrides: Any) -> EurekaConfig:
     settings: dict[str, Any] = {"refresh_s": 0.05, "request_timeout_s": 2.0, "debounce_s": 0.02,
                                 "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "resync_grace_s": 0.0}
@@ -194,15 +156,8 @@ async def fake() -> AsyncIterator[FakeEureka]:
     await eureka.down()
 
 
-@contextlib.asynccontextmanager
-async def running(source: EurekaSource, sink: RecordingSink) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run(sink), name="eureka-source-under-test")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(source: EurekaSource, sink: RecordingSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(source.run(sink), name="eureka-source-under-test")
 
 
 def free_port() -> int:
@@ -371,18 +326,8 @@ async def test_failover_to_a_lagging_peer_changes_nothing_in_the_grace(fake: Fak
         await peer.down()
 
 
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=IP:{LOOPBACK}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 async def test_https_with_a_ca_file(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path, "eureka.test")
+    cert, key = self_signed(tmp_path, "eureka.test", san=f"IP:{LOOPBACK}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
     fake = FakeEureka()

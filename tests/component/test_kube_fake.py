@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from xds.model.service import Catalog, Health
+from tests.source_helpers import RecordingSink, hosts, running_task, serve_on_loopback, until
+from xds.model.service import Health
 from xds.settings import Settings
-from xds.sources.base import SourceUpdate
 from xds.sources.kubernetes import KubeConfig, KubernetesSource
 
 LOOPBACK = "127.0.0.1"
@@ -121,14 +121,7 @@ class FakeApiServer:
             app.router.add_get(f"{prefix}/namespaces/{{namespace}}/{plural}", self._collection)
         app.router.add_patch("/apis/xds.dev/v1alpha1/namespaces/{namespace}/trafficpolicies/{name}/status",
                              self._patch_status)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, self.port))
-        await web.SockSite(runner, sock).start()
-        self.port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self.port = await serve_on_loopback(app, self.port)
 
     async def down(self) -> None:
         """Stop listening and drop every connection: clients get 'connection refused'."""
@@ -323,36 +316,6 @@ async def _send(response: web.StreamResponse, event: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------- sink and helpers
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.updates[-1].catalog
-
-
-async def until(condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def hosts(catalog: Catalog, service_name: str) -> dict[tuple[str, int], Health]:
-    found = catalog.get(service_name)
-    return {} if found is None else {e.address: e.health for e in found.endpoints}
-
-
 def config(fake: FakeApiServer, tmp_path: Path, **overrides: Any) -> KubeConfig:
     settings: dict[str, Any] = {"request_timeout_s": 2.0, "debounce_s": 0.05, "resync_grace_s": 0.0,
                                 "backoff_initial_s": 0.2, "backoff_max_s": 1.0, "inactivity_timeout_s": 5.0,
@@ -373,15 +336,8 @@ async def fake() -> AsyncIterator[FakeApiServer]:
     await server.down()
 
 
-@contextlib.asynccontextmanager
-async def running(source: KubernetesSource, sink: RecordingSink) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run(sink), name="source-under-test")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(source: KubernetesSource, sink: RecordingSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(source.run(sink))
 
 
 WEB = "web.shop:80"

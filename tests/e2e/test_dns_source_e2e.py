@@ -25,8 +25,7 @@ from harness.dns_zone import DnsZone
 from harness.envoy import AdminError
 from tests.backend_support import started
 from tests.consul_fixtures import _CONSUL_AGENTS
-from xds.model.service import Catalog
-from xds.sources.base import SourceUpdate
+from tests.source_helpers import RecordingSink, until
 from xds.sources.dns import DnsConfig, DnsService, DnsSource
 
 WEB = "web.service.consul"
@@ -38,33 +37,6 @@ def consul_dns(request: pytest.FixtureRequest, tmp_path: Path, consul_binary: Pa
     agent = ConsulAgent(tmp_path / "consul", binary=consul_binary, dns=True)
     with started(request, _CONSUL_AGENTS, agent):
         yield agent
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    def endpoints(self, service: str) -> dict[int, int]:
-        """Port -> weight of `service` in the last publish ({} before any, or when it is absent)."""
-        catalog = self.updates[-1].catalog if self.updates else Catalog()
-        found = catalog.get(service)
-        return {} if found is None else {e.port: e.weight for e in found.endpoints}
-
-
-async def until(condition: Callable[[], bool], *, what: str, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def register(agent: ConsulAgent, service_id: str, port: int, weight: int) -> None:
@@ -128,13 +100,29 @@ async def test_source_follows_consul_dns_and_serves_the_last_endpoints_while_it_
             await task
 
 
-def envoy_hosts(envoy: Any, cluster: str) -> dict[int, int]:
-    """Port -> load-balancing weight of every host Envoy holds for `cluster`."""
+def ingress_to_web(workdir: Path, port: int) -> Path:
+    """A policy file: listener `ingress` on 127.0.0.1:`port` routing everything to service web."""
+    policy = workdir / "policy.yaml"
+    policy.write_text(yaml.safe_dump({
+        "services": [{"name": "web", "connect_timeout": "1s"}],
+        "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
+                       "routes": [{"backends": [{"service": "web"}]}]}]}))
+    return policy
+
+
+def envoy_host_field(envoy: Any, cluster: str, field: str, default: int) -> dict[int, int]:
+    """Port -> `field` (an integer, `default` when Envoy leaves it out) of every host Envoy holds for
+    `cluster`."""
     for status in envoy.clusters_json().get("cluster_statuses", []):
         if status.get("name") == cluster:
-            return {int(h["address"]["socket_address"]["port_value"]): int(h.get("weight", 1))
+            return {int(h["address"]["socket_address"]["port_value"]): int(h.get(field, default))
                     for h in status.get("host_statuses", [])}
     return {}
+
+
+def envoy_hosts(envoy: Any, cluster: str) -> dict[int, int]:
+    """Port -> load-balancing weight of every host Envoy holds for `cluster`."""
+    return envoy_host_field(envoy, cluster, "weight", 1)
 
 
 def stale_gauge(control_plane: Any, source: str) -> float | None:
@@ -155,11 +143,7 @@ def test_envoy_routes_by_srv_weights_and_keeps_serving_while_dns_is_down(
     register(consul_dns, "a", pool["a"].port, 3)
     register(consul_dns, "b", pool["b"].port, 1)
     port = free_port()
-    policy = workdir / "policy.yaml"
-    policy.write_text(yaml.safe_dump({
-        "services": [{"name": "web", "connect_timeout": "1s"}],
-        "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
-                       "routes": [{"backends": [{"service": "web"}]}]}]}))
+    policy = ingress_to_web(workdir, port)
     control_plane = control_plane_factory(policy, extra_args=(
         "--dns-server", f"127.0.0.1:{consul_dns.dns_port}", "--dns-service", f"web={WEB}",
         "--dns-ttl-floor", "0.2", "--dns-timeout", "0.5"))
@@ -214,11 +198,7 @@ def test_envoy_routes_by_srv_weights_and_keeps_serving_while_dns_is_down(
 
 def envoy_tiers(envoy: Any, cluster: str) -> dict[int, int]:
     """Port -> priority (failover tier) of every host Envoy holds for `cluster`."""
-    for status in envoy.clusters_json().get("cluster_statuses", []):
-        if status.get("name") == cluster:
-            return {int(h["address"]["socket_address"]["port_value"]): int(h.get("priority", 0))
-                    for h in status.get("host_statuses", [])}
-    return {}
+    return envoy_host_field(envoy, cluster, "priority", 0)
 
 
 # Consul's DNS interface gives every record priority 1; a DnsZone (harness/dns_zone.py) serves several.
@@ -234,11 +214,7 @@ def test_srv_priorities_become_envoy_failover_tiers(
         zone.set("primary.test.", "A", ["127.0.0.1"])
         zone.set("backup.test.", "A", ["127.0.0.1"])
         port = free_port()
-        policy = workdir / "policy.yaml"
-        policy.write_text(yaml.safe_dump({
-            "services": [{"name": "web", "connect_timeout": "1s"}],
-            "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": port,
-                           "routes": [{"backends": [{"service": "web"}]}]}]}))
+        policy = ingress_to_web(workdir, port)
         control_plane = control_plane_factory(policy, extra_args=(
             "--dns-server", zone.address, "--dns-service", f"web={srv_name}", "--dns-ttl-floor", "0.2",
             "--dns-timeout", "0.5"))

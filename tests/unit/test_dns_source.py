@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.source_helpers import RecordingSink, until
 from xds.model.service import Catalog
-from xds.sources.base import SourceUpdate
 from xds.sources.dns.config import DnsConfig, DnsService
 from xds.sources.dns.lookup import DnsUnavailableError, Missing
 from xds.sources.dns.records import SrvAnswer, SrvRecord
@@ -60,30 +60,6 @@ class FakeDns:
 
     def clock(self) -> float:
         return self.now
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.updates: list[SourceUpdate] = []
-        self.errors: list[str] = []
-
-    def publish(self, update: SourceUpdate) -> None:
-        self.updates.append(update)
-
-    def report_error(self, source: str, message: str) -> None:
-        self.errors.append(message)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.updates[-1].catalog
-
-
-async def until(condition: Callable[[], bool], *, what: str, timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def ports(catalog: Catalog, service: str) -> set[int]:

@@ -202,21 +202,24 @@ def test_ports_as_plain_numbers_and_strings() -> None:
 
 
 def test_real_server_answers() -> None:
-    """Answers captured from the Spring Cloud Netflix Eureka test server (tools/testbin/eureka, 2025.0.0):
-    WEB web-1 UP and web-2 OUT_OF_SERVICE, API api-1 UP; then API api-1 cancelled (the delta)."""
+    """Answers recorded from the Spring Cloud Netflix Eureka test server (tests/unit/data/eureka/README.md):
+    ORDERS orders-1 UP and orders-2 OUT_OF_SERVICE, PAYMENTS payments-1 UP; then the delta: orders-1 DOWN,
+    payments-2 registered STARTING, payments-1 cancelled."""
     import json
     from pathlib import Path
 
-    data = Path(__file__).parent / "data" / "eureka-source"
-    full = parse_applications(json.loads((data / "apps.json").read_text()))
+    data = Path(__file__).parent / "data" / "eureka"
+    full = parse_applications(json.loads((data / "apps_full.json").read_text()))
     assert full.hashcode == "OUT_OF_SERVICE_1_UP_2_" == reconcile_hashcode(full.instances)
     catalog = registry_catalog(full).catalog
-    web = catalog.get("web")
-    assert web is not None
-    assert {e.host: e.health for e in web.endpoints} == {"10.0.0.1": Health.HEALTHY,
-                                                          "10.0.0.2": Health.DRAINING}
-    assert web.endpoints[0].locality == Locality(zone="z1") and ("version", "v2") in web.endpoints[0].metadata
-    delta = parse_delta(json.loads((data / "delta.json").read_text()))
-    assert ("DELETED", ("API", "api-1")) in [(c.action, c.instance.key) for c in delta.changes]
+    orders = catalog.get("orders")
+    assert orders is not None
+    assert {e.port: e.health for e in orders.endpoints} == {9001: Health.HEALTHY, 9002: Health.DRAINING}
+    first = orders.endpoints[0]
+    assert first.locality == Locality(zone="zone-a") and ("version", "v1") in first.metadata
+    delta = parse_delta(json.loads((data / "apps_delta.json").read_text()))
+    assert ("DELETED", ("PAYMENTS", "payments-1")) in [(c.action, c.instance.key) for c in delta.changes]
     after = apply_delta(full, delta)
-    assert delta_matches(after) and registry_catalog(after).catalog.get("api") is None
+    assert delta_matches(after) and after.hashcode == "DOWN_1_OUT_OF_SERVICE_1_STARTING_1_"
+    # payments-1 is gone and payments-2 is only STARTING: nothing of PAYMENTS is left to route to.
+    assert registry_catalog(after).catalog.get("payments") is None

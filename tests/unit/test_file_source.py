@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
+from tests.source_helpers import running_task
 from xds.policy.incremental import IncrementalParser
 from xds.policy.load import parse_document as real_parse
 from xds.policy.reader import read_document_file as real_read
@@ -61,15 +62,8 @@ class FakeSink:
         return out
 
 
-@contextlib.asynccontextmanager
-async def running(source: Source, sink: FakeSink) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run(sink))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(source: Source, sink: FakeSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(source.run(sink))
 
 
 # The edits below block for microseconds; a test that awaited them would only be harder to read.

@@ -5,12 +5,11 @@ loop with debounce 0, and each test polls for the condition it waits for."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from tests.component.test_consul_fake import RecordingSink, until
+from tests.source_helpers import RecordingSink, running_task, until
 from xds.model.service import Catalog, Endpoint, Health, Service, ServiceName
 from xds.policy.schema import Policy
 from xds.secrets import REDACTED, register_secret
@@ -53,15 +52,9 @@ def engine_for(clock: Clock, *, grace_s: float = 0.0, max_stale_s: float = 60.0)
         debounce_s=0.0, max_stale_s=max_stale_s, resync_grace_s=grace_s), clock=clock, random=lambda: 0.0)
 
 
-@contextlib.asynccontextmanager
-async def running(engine: RegistryEngine, registry: Scripted, sink: RecordingSink) -> AsyncIterator[None]:
-    task = asyncio.create_task(engine.run(sink, registry))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(engine: RegistryEngine, registry: Scripted,
+            sink: RecordingSink) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running_task(engine.run(sink, registry))
 
 
 def hosts(update: SourceUpdate) -> set[tuple[str, int]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -34,6 +33,8 @@ import aiohttp
 from multidict import CIMultiDict
 
 from xds.secrets import redact
+from xds.sources.http import error_detail, json_session, load_ssl_context, unreachable
+from xds.sources.tunables import check_tunables
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8500"
 # Consul's own default is 5 min, capped at 10 min (api-docs/features/blocking). One minute keeps idle
@@ -64,7 +65,6 @@ CONSISTENCY_MODES = ("default", "stale", "consistent")
 WARNING_HEALTH = ("healthy", "degraded")
 
 _DATACENTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_MAX_ERROR_BODY = 200
 
 
 class ConsulError(Exception):
@@ -153,15 +153,7 @@ class ConsulConfig:
         if not 0 < self.wait_s <= MAX_WAIT_S:
             raise ValueError(f"Consul wait_s must be in (0, {MAX_WAIT_S:g}] (Consul caps it at 10 min), "
                              f"got {self.wait_s}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ValueError(f"Consul backoff needs 0 < backoff_initial_s <= backoff_max_s, got "
-                             f"{self.backoff_initial_s} and {self.backoff_max_s}")
-        for name in ("rate_per_s", "request_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Consul {name} must be positive, got {getattr(self, name)}")
-        for name in ("resync_grace_s", "debounce_s", "max_stale_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Consul {name} must not be negative, got {getattr(self, name)}")
+        check_tunables(self, "Consul", positive=("rate_per_s", "request_timeout_s"))
         if self.burst < 1:
             raise ValueError(f"Consul burst must be at least 1, got {self.burst}")
         if self.fetch_concurrency < 1:
@@ -270,15 +262,6 @@ def _retry_after_s(value: str | None) -> float | None:
         return None
 
 
-def _load_ssl_context(config: ConsulConfig) -> ssl.SSLContext:
-    """Reads the CA and client certificate files; runs in a thread (file I/O)."""
-    context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
-    if config.cert_file is not None:
-        context.load_cert_chain(str(config.cert_file),
-                                str(config.key_file) if config.key_file is not None else None)
-    return context
-
-
 class ConsulClient:
     """GETs against one Consul agent. Use as `async with ConsulClient(config) as client:`."""
 
@@ -294,7 +277,9 @@ class ConsulClient:
     async def __aenter__(self) -> ConsulClient:
         if self._config.tls:
             try:
-                self._ssl = await asyncio.to_thread(_load_ssl_context, self._config)
+                self._ssl = await asyncio.to_thread(load_ssl_context, self._config.ca_file,
+                                                cert_file=self._config.cert_file,
+                                                key_file=self._config.key_file)
             except (OSError, ssl.SSLError) as e:
                 raise ConsulError(f"cannot load the Consul TLS files: {e}") from e
         headers = {"Accept": "application/json"}
@@ -308,8 +293,8 @@ class ConsulClient:
         # Consul is already back by then (a restart within milliseconds), that resend blocks on the old
         # index, and the reset is seen one `wait` later; a slower restart fails the resend ("connection
         # refused") and the watch's next read is a fresh one (docs/consul.md, "Outages").
-        connector = aiohttp.TCPConnector(limit=self._config.max_connections, ssl=self._ssl)
-        self._session = aiohttp.ClientSession(headers=headers, connector=connector, trust_env=False)
+        self._session = json_session(headers, ssl_context=self._ssl,
+                                     max_connections=self._config.max_connections)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -351,21 +336,11 @@ class ConsulClient:
                 payload = await response.read()
                 status = response.status
                 headers = CIMultiDict(response.headers)
-        except TimeoutError as e:
-            raise ConsulUnavailable(f"{what}: no answer from Consul at {self._config.address} within "
-                                    f"{timeout_s:g} s", path=path) from e
-        except aiohttp.ClientSSLError as e:
-            # Kept apart from other connection errors: retrying will not fix a certificate mismatch.
-            raise ConsulUnavailable(f"{what}: TLS failure talking to {self._config.address}: {e}",
+        except (TimeoutError, aiohttp.ClientError) as e:
+            # A reset or close mid-request is an agent restarting, or over its connection limit per client.
+            peer = f"Consul at {self._config.address}"
+            raise ConsulUnavailable(f"{what}: {unreachable(e, peer=peer, timeout_s=timeout_s)}",
                                     path=path) from e
-        except aiohttp.ClientConnectorError as e:
-            reason = os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
-            raise ConsulUnavailable(f"{what}: cannot connect to Consul at {self._config.address}: {reason}",
-                                    path=path) from e
-        except aiohttp.ClientError as e:
-            # Reset or closed mid-request (an agent restarting, or over its connection limit per client).
-            raise ConsulUnavailable(f"{what}: connection to Consul at {self._config.address} failed: "
-                                    f"{type(e).__name__}: {e}", path=path) from e
         return self._interpret(path, status, headers, payload)
 
     async def write(self, method: str, path: str, body: bytes | None = None) -> ConsulResponse:
@@ -391,9 +366,7 @@ class ConsulClient:
                    , *, method: str = "GET") -> ConsulResponse:
         what = f"{method} {path}"
         index = _parse_index(headers.get("X-Consul-Index"))
-        # Redact the whole body before cutting it: a cut through the token would leave a prefix that no
-        # longer matches the registered value (issue 9).
-        detail = redact(payload.decode("utf-8", "replace"))[:_MAX_ERROR_BODY].strip()
+        detail = error_detail(payload)  # redacted before it is cut (issue 9)
         if status == 200:
             try:
                 body: object = json.loads(payload) if payload.strip() else None

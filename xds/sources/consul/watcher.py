@@ -53,7 +53,6 @@ are delayed by at most the grace; in exchange an empty or half-populated Consul 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random as _random
 import time
@@ -133,11 +132,9 @@ class ConsulSource:
         # The shared registry engine (sources/registry): outages (consul_watch_failed, consul_unavailable,
         # consul_recovered), the resync grace (consul_removals_held) and publishing (consul_published).
         config = self._config
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="consul", label="Consul", server=f"Consul at {config.address}",
-            event_prefix="consul", hold_removals=hold_removals, debounce_s=config.debounce_s,
-            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="consul", label="Consul", server=f"Consul at {config.address}",
+            event_prefix="consul", hold_removals=hold_removals, log=_log),
             clock=self._clock, random=self._random)
         self._last_contact_s: float | None = None
         self._known_leader: bool | None = None
@@ -175,18 +172,10 @@ class ConsulSource:
         await self._engine.run(sink, self)
 
     async def watch(self, engine: RegistryEngine, tasks: asyncio.TaskGroup) -> None:
-        """Registry (sources/registry/engine.py): one client at a time, and every watch on it."""
-        backoff = engine.backoff()
-        while True:
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    client = await stack.enter_async_context(ConsulClient(self._config))
-                except ConsulError as e:
-                    # Only local setup fails here (unreadable TLS files); keep trying, they may appear.
-                    engine.failed("client", e)
-                    await asyncio.sleep(backoff.next_delay_s())
-                    continue
-                await self._watch_all(client)
+        """Registry (sources/registry/engine.py): one client at a time, and every watch on it; a client
+        that cannot be set up (unreadable TLS files) fails watch "client" until it can."""
+        await engine.with_each_client(lambda: ConsulClient(self._config), self._watch_all,
+                                      setup_errors=ConsulError)
 
     async def _watch_all(self, client: ConsulClient) -> None:
         self._engine.forget("client")

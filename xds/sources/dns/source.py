@@ -66,12 +66,10 @@ class DnsSource:
         config = self._config
         # Logs dns_watch_failed, dns_unavailable, dns_recovered, dns_resync_grace, dns_removals_held and
         # dns_published.
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="dns", label="DNS", server=f"DNS server {config.servers_text}",
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="dns", label="DNS", server=f"DNS server {config.servers_text}",
             event_prefix="dns",
-            hold_removals=_hold_removals, debounce_s=config.debounce_s, max_stale_s=config.max_stale_s,
-            resync_grace_s=config.resync_grace_s, backoff_initial_s=config.backoff_initial_s,
-            backoff_max_s=config.backoff_max_s, log=_log), clock=self._clock, random=self._random)
+            hold_removals=_hold_removals, log=_log), clock=self._clock, random=self._random)
 
     @property
     def name(self) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import ssl
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
@@ -33,6 +32,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from xds.secrets import redact, register_secret
+from xds.sources.http import error_detail, json_session, load_ssl_context, unreachable
+from xds.sources.tunables import check_tunables
 
 DEFAULT_URL = "http://127.0.0.1:8761/eureka"
 # Eureka's own client polls every 30 s (registryFetchIntervalSeconds). A delta is a small answer, and the
@@ -44,8 +45,6 @@ DEFAULT_DEBOUNCE_S = 0.05
 DEFAULT_MAX_STALE_S = 300.0
 DEFAULT_BACKOFF_INITIAL_S = 0.5
 DEFAULT_BACKOFF_MAX_S = 30.0
-
-_MAX_ERROR_BODY = 200
 
 
 class EurekaError(Exception):
@@ -143,15 +142,7 @@ class EurekaConfig:
             raise ValueError("a Eureka password was given without a username (--eureka-username)")
         if self.ca_file is not None and not any(u.startswith("https://") for u in urls):
             raise ValueError("a Eureka CA file was given but no Eureka URL is https://")
-        for name in ("refresh_s", "request_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Eureka {name} must be positive, got {getattr(self, name)}")
-        for name in ("resync_grace_s", "debounce_s", "max_stale_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Eureka {name} must not be negative, got {getattr(self, name)}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ValueError(f"Eureka backoff needs 0 < backoff_initial_s <= backoff_max_s, got "
-                             f"{self.backoff_initial_s} and {self.backoff_max_s}")
+        check_tunables(self, "Eureka", positive=("refresh_s", "request_timeout_s"))
 
 
 def read_password(*, file: Path | None, env: str | None) -> str:
@@ -185,10 +176,6 @@ def basic_authorization(username: str, password: str) -> str:
     return f"Basic {credentials}"
 
 
-def _load_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
-
-
 class EurekaClient:
     """GETs against a Eureka cluster. Use as `async with EurekaClient(config) as client:`."""
 
@@ -210,14 +197,13 @@ class EurekaClient:
     async def __aenter__(self) -> EurekaClient:
         if self._config.ca_file is not None:
             try:
-                self._ssl = await asyncio.to_thread(_load_ssl_context, self._config.ca_file)
+                self._ssl = await asyncio.to_thread(load_ssl_context, self._config.ca_file)
             except (OSError, ssl.SSLError) as e:
                 raise EurekaError(f"cannot load the Eureka CA file {self._config.ca_file}: {e}") from e
         headers = {"Accept": "application/json"}
         if self._config.username:
             headers["Authorization"] = basic_authorization(self._config.username, self._config.password)
-        self._session = aiohttp.ClientSession(headers=headers, trust_env=False,
-                                              connector=aiohttp.TCPConnector(ssl=self._ssl))
+        self._session = json_session(headers, ssl_context=self._ssl)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -245,24 +231,18 @@ class EurekaClient:
     async def _get_one(self, base: str, path: str) -> object:
         if self._session is None:
             raise RuntimeError("EurekaClient used outside 'async with'")
-        what = f"GET {path} from Eureka at {base}"
+        what = f"GET {path}"
         timeout_s = self._config.request_timeout_s
         try:
             async with self._session.get(base + path, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                          allow_redirects=False) as response:
                 payload = await response.read()
                 status = response.status
-        except TimeoutError as e:
-            raise EurekaUnavailable(f"{what}: no answer within {timeout_s:g} s") from e
-        except aiohttp.ClientSSLError as e:
-            # Before ClientConnectorError, its base: the errno of a certificate error means nothing.
-            raise EurekaUnavailable(f"{what}: TLS failure: {e}") from e
-        except aiohttp.ClientConnectorError as e:
-            reason = os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
-            raise EurekaUnavailable(f"{what}: cannot connect: {reason}") from e
-        except aiohttp.ClientError as e:
-            raise EurekaUnavailable(f"{what}: connection failed: {type(e).__name__}: {e}") from e
-        detail = redact(payload.decode("utf-8", "replace"))[:_MAX_ERROR_BODY].strip()
+        except (TimeoutError, aiohttp.ClientError) as e:
+            reason = unreachable(e, peer=f"Eureka at {base}", timeout_s=timeout_s)
+            raise EurekaUnavailable(f"{what}: {reason}") from e
+        what = f"{what} from Eureka at {base}"
+        detail = error_detail(payload)
         if status == 200:
             try:
                 return json.loads(payload)

@@ -29,7 +29,6 @@ the restarted server's hashcode disagrees with the copy, the full fetch that fol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random as _random
 import time
@@ -79,11 +78,10 @@ class EurekaSource:
         config = self._config
         # Logs eureka_watch_failed, eureka_unavailable, eureka_recovered, eureka_resync_grace,
         # eureka_removals_held and eureka_published.
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="eureka", label="Eureka", server=f"Eureka at {', '.join(config.urls)}",
-            event_prefix="eureka", hold_removals=hold_removals, debounce_s=config.debounce_s,
-            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="eureka", label="Eureka",
+            server=f"Eureka at {', '.join(config.urls)}", event_prefix="eureka", hold_removals=hold_removals,
+            log=_log),
             clock=self._clock, random=self._random)
         self._registry: Registry | None = None
         self._catalog: Catalog | None = None
@@ -116,18 +114,10 @@ class EurekaSource:
     # ------------------------------------------------------------------------------ Registry protocol
 
     async def watch(self, engine: RegistryEngine, tasks: asyncio.TaskGroup) -> None:
-        """One client at a time, polling until cancelled."""
-        backoff = engine.backoff()
-        while True:
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    client = await stack.enter_async_context(EurekaClient(self._config))
-                except EurekaError as e:
-                    # Only local setup fails here (an unreadable CA file); keep trying, it may appear.
-                    engine.failed(WATCH, e)
-                    await engine.pause(backoff.next_delay_s())
-                    continue
-                await self._poll(client)
+        """One client at a time, polling until cancelled; a client that cannot be set up (an unreadable
+        CA file) fails the poll's watch until it can."""
+        await engine.with_each_client(lambda: EurekaClient(self._config), self._poll,
+                                      setup_errors=EurekaError, key=WATCH)
 
     def candidate(self, *, in_grace: bool) -> Candidate | None:
         """The Catalog of the local copy; None before the first full fetch."""

@@ -44,6 +44,8 @@ import aiohttp
 import yaml
 
 from xds.secrets import redact, register_secret
+from xds.sources.http import unreachable
+from xds.sources.tunables import check_tunables
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -184,15 +186,8 @@ class KubeConfig:
         if any(ch in self.label_selector for ch in "\r\n"):
             raise ValueError("a label selector must be on one line")
         object.__setattr__(self, "label_selector", self.label_selector.strip())
-        for name in ("request_timeout_s", "watch_timeout_s", "inactivity_timeout_s", "crd_retry_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Kubernetes {name} must be positive, got {getattr(self, name)}")
-        for name in ("resync_grace_s", "debounce_s", "max_stale_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Kubernetes {name} must not be negative, got {getattr(self, name)}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ValueError(f"Kubernetes backoff needs 0 < backoff_initial_s <= backoff_max_s, got "
-                             f"{self.backoff_initial_s} and {self.backoff_max_s}")
+        check_tunables(self, "Kubernetes", positive=("request_timeout_s", "watch_timeout_s",
+                                                     "inactivity_timeout_s", "crd_retry_s"))
         if self.page_size < 1:
             raise ValueError(f"Kubernetes page_size must be at least 1, got {self.page_size}")
 
@@ -400,16 +395,8 @@ class KubeClient:
                 path, method, query_params=list(query),
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=limits)
-        except TimeoutError as e:
-            raise KubeUnavailable(f"{what}: no answer from the API server within the timeout") from e
-        except aiohttp.ClientSSLError as e:
-            raise KubeUnavailable(f"{what}: TLS failure talking to the API server: {e}") from e
-        except aiohttp.ClientConnectorError as e:
-            reason = os.strerror(e.os_error.errno) if e.os_error.errno else str(e.os_error)
-            raise KubeUnavailable(f"{what}: cannot connect to the API server: {reason}") from e
-        except aiohttp.ClientError as e:
-            raise KubeUnavailable(f"{what}: connection to the API server failed: "
-                                  f"{type(e).__name__}: {e}") from e
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise KubeUnavailable(f"{what}: {unreachable(e, peer='the API server', timeout_s=None)}") from e
         except Exception as e:
             # The library's own failures (a credential plugin that fails, say) surface as its exceptions.
             from kubernetes_asyncio.client.exceptions import OpenApiException

@@ -57,7 +57,6 @@ real (F7).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random as _random
 import time
@@ -277,11 +276,9 @@ class KubernetesSource:
         self._status_retry: asyncio.TimerHandle | None = None
         # The shared registry engine (sources/registry): outages (kube_watch_failed, kube_unavailable,
         # kube_recovered), the resync grace (kube_removals_held) and publishing (kube_published).
-        self._engine = RegistryEngine(EngineConfig(
-            source=self.name, kind="kubernetes", label="Kubernetes", server="the Kubernetes API server",
-            event_prefix="kube", hold_removals=hold_removals, debounce_s=config.debounce_s,
-            max_stale_s=config.max_stale_s, resync_grace_s=config.resync_grace_s,
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s, log=_log),
+        self._engine = RegistryEngine(EngineConfig.tuned_by(
+            config, source=self.name, kind="kubernetes", label="Kubernetes",
+            server="the Kubernetes API server", event_prefix="kube", hold_removals=hold_removals, log=_log),
             clock=self._clock, random=self._random)
         self._policies_held = False
 
@@ -327,25 +324,19 @@ class KubernetesSource:
                 self._status_retry = None
 
     async def watch(self, engine: RegistryEngine, tasks: asyncio.TaskGroup) -> None:
-        """Registry (sources/registry/engine.py): one client at a time, every reflector on it."""
-        backoff = engine.backoff()
-        while True:
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    client = await stack.enter_async_context(KubeClient(self._config, env=self._env))
-                except KubeError as e:
-                    # An unreadable kubeconfig or service account; keep trying, it may be fixed.
-                    engine.failed("client", e)
-                    await asyncio.sleep(backoff.next_delay_s())
-                    continue
-                engine.forget("client")
-                backoff.reset()
-                async with asyncio.TaskGroup() as reflectors:
-                    for reflector in self._reflectors:
-                        reflectors.create_task(self._reflect(client, reflector),
-                                               name=f"kube-{reflector.name}")
-                    if self._traffic is not None:
-                        reflectors.create_task(self._status_loop(client), name="kube-status")
+        """Registry (sources/registry/engine.py): one client at a time, every reflector on it; a client
+        that cannot be set up (an unreadable kubeconfig or service account) fails watch "client" until it
+        can."""
+        await engine.with_each_client(lambda: KubeClient(self._config, env=self._env), self._reflect_all,
+                                      setup_errors=KubeError)
+
+    async def _reflect_all(self, client: KubeClient) -> None:
+        self._engine.forget("client")
+        async with asyncio.TaskGroup() as reflectors:
+            for reflector in self._reflectors:
+                reflectors.create_task(self._reflect(client, reflector), name=f"kube-{reflector.name}")
+            if self._traffic is not None:
+                reflectors.create_task(self._status_loop(client), name="kube-status")
 
     # -------------------------------------------------------------------------------- one reflector
 

@@ -13,6 +13,7 @@ everything between what it read and what the sink gets:
   source recovered;
 - pacing helpers: `backoff()` (full-jitter exponential, sources/backoff.py) and `bucket()` (a token
   bucket bounding calls whatever the registry answers);
+- `with_each_client()`: one client at a time, a client whose local set-up fails retried after a backoff;
 - `status()`: the SourceStatus every source reports to metrics and `xds status`.
 
 The interface a registry implements (`Registry` below) is two methods:
@@ -36,12 +37,14 @@ DNS SRV source is one such task per SRV name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random as _random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from xds.model.service import Catalog
 from xds.policy.schema import Policy
@@ -50,6 +53,9 @@ from xds.sources.backoff import Backoff, TokenBucket
 from xds.sources.base import SourceSink
 from xds.sources.outage import OutageTracker, Publication, ResyncGrace
 from xds.sources.registry.status import Detail, SourceStatus
+from xds.sources.tunables import EngineTunables
+
+_Client = TypeVar("_Client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,17 @@ class EngineConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("xds.sources.registry"))
+
+    @classmethod
+    def tuned_by(cls, tunables: EngineTunables, *, source: str, kind: str, label: str, server: str,
+                 event_prefix: str, hold_removals: Callable[[Catalog, Catalog], Catalog],
+                 log: logging.Logger) -> EngineConfig:
+        """Who the source is, with the tunables read from its own config (ConsulConfig, EurekaConfig ...)."""
+        return cls(source=source, kind=kind, label=label, server=server, event_prefix=event_prefix,
+                   hold_removals=hold_removals, debounce_s=tunables.debounce_s,
+                   max_stale_s=tunables.max_stale_s, resync_grace_s=tunables.resync_grace_s,
+                   backoff_initial_s=tunables.backoff_initial_s, backoff_max_s=tunables.backoff_max_s,
+                   log=log)
 
 
 class RegistryEngine:
@@ -179,6 +196,30 @@ class RegistryEngine:
 
     def bucket(self, *, rate_per_s: float, burst: int) -> TokenBucket:
         return TokenBucket(rate_per_s=rate_per_s, burst=burst, clock=self._clock)
+
+    async def with_each_client(self, open_client: Callable[[], AbstractAsyncContextManager[_Client]],
+                               use: Callable[[_Client], Awaitable[None]], *,
+                               setup_errors: type[Exception] | tuple[type[Exception], ...],
+                               key: str = "client") -> None:
+        """One client at a time, until cancelled: open one, `use` it, close it, open the next.
+
+        Opening a client does only local set-up (TLS files, a CA bundle, a kubeconfig); when that fails
+        with `setup_errors`, watch `key` is reported failed and the set-up is retried after a backoff: the
+        files may appear or be fixed, and the last publish keeps serving meanwhile (docs/protocol.md R36).
+        `use` reports its own watches; clearing `key` once the client works is its call (a Eureka poll
+        clears it with its first answer, a Consul or Kubernetes watch as soon as the client is up).
+        """
+        backoff = self.backoff()
+        while True:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    client = await stack.enter_async_context(open_client())
+                except setup_errors as e:
+                    self.failed(key, e)
+                    await self.pause(backoff.next_delay_s())
+                    continue
+                backoff.reset()
+                await use(client)
 
     # --------------------------------------------------------------------------------- for the source
 
