@@ -592,13 +592,25 @@ class KubeClient:
                 raise
         # Built-in kinds accept an unconditional replace (no resourceVersion), custom resources do not
         # ("metadata.resourceVersion must be specified for an update"): replace the version stored now.
+        # The control plane writes the status of the same object (TrafficPolicy conditions), which can land
+        # between the read and the replace: a 409 Conflict then means "read again", as kubectl does.
         metadata = obj.get("metadata") or {}
-        current = self.get(obj["apiVersion"], obj["kind"], metadata["name"],
-                           namespace=metadata.get("namespace"))
-        replacement = _without_resource_version(obj)
-        if current is not None:
-            replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return self.replace(replacement, dry_run=dry_run)
+        for attempt in range(_CONFLICT_RETRIES):
+            current = self.get(obj["apiVersion"], obj["kind"], metadata["name"],
+                               namespace=metadata.get("namespace"))
+            replacement = _without_resource_version(obj)
+            if current is not None:
+                replacement["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                return self.replace(replacement, dry_run=dry_run)
+            except KubeApiError as e:
+                if e.status != 409 or attempt == _CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+
+# Replaces of one object that lost a race with another writer, before apply() gives up.
+_CONFLICT_RETRIES = 5
 
 
 def unverified_ssl_context() -> ssl.SSLContext:

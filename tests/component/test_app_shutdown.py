@@ -1,6 +1,7 @@
 """The app's graceful shutdown in-process (issue 14 item 6; docs/operations.md "Rolling restarts and
 shutdown"): on cancellation the xDS port's health turns NOT_SERVING before anything stops, an open ADS
-stream ends with status OK (not CANCELLED), and nothing is logged at ERROR."""
+stream ends with status UNAVAILABLE and a message saying why (not CANCELLED), and nothing is logged at
+ERROR."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def test_cancel_reports_not_serving_then_ends_streams_with_ok(
         task.cancel()
         second = await asyncio.wait_for(watch.read(), 5)
         assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert await client.status(timeout_s=5) == grpc.StatusCode.OK
+        assert await client.status(timeout_s=5) == grpc.StatusCode.UNAVAILABLE
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
         watch.cancel()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -3,6 +3,7 @@ so a weighted migration is a single policy (docs/kubernetes.md, "Migrating from 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,9 +64,9 @@ def test_consul_and_kubernetes_instances_merge_and_one_policy_splits_them(
                message=lambda: f"Envoy clusters: {hosts()}", ignore=(AdminError, OSError))
     # Both registries are live sources of the one control plane.
     status = subprocess.run(
-        [sys.executable, "-m", "xds", "status", "--management-address", control_plane.management_address],
-        capture_output=True, text=True, timeout=30, check=True).stdout
-    source_rows = [line for line in status.splitlines()
-                   if line.startswith(("consul:", "kubernetes:", "file:"))]
-    assert len(source_rows) == 3 and all(" SYNCED " in row for row in source_rows), status
+        [sys.executable, "-m", "xds", "status", "-o", "json", "--management-address",
+         control_plane.management_address], capture_output=True, text=True, timeout=30, check=True).stdout
+    sources = json.loads(status)["sources"]
+    assert sorted(s["name"].split(":", 1)[0] for s in sources) == ["consul", "file", "kubernetes"], status
+    assert all(s.get("synced") and not s.get("stale") and not s.get("error") for s in sources), status
     assert envoy.update_rejected_total() == 0

@@ -66,12 +66,19 @@ _INITIAL_SYNC_MAX_S = 30.0
 LimitHook = Callable[[str], None]
 
 
+SHUTDOWN_MESSAGE = "the control plane is shutting down; reconnect (to another replica or to this one)"
+
+
 def _ignore_limit(limit: str) -> None:
     return None
 
 
 class _End:
     """Inbox marker: the client closed its side of the stream."""
+
+
+class _Shutdown:
+    """Inbox marker: the server is shutting down; the stream ends with UNAVAILABLE (docs/operations.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +130,10 @@ class _Inbox:
         self._snapshot = published
         self._ready.set()
 
-    async def get(self) -> _Item:
+    async def get(self) -> _Item | _Shutdown:
         while True:
             if self._ended:
-                return _End()
+                return _Shutdown()
             if self._snapshot is not None:
                 published, self._snapshot = self._snapshot, None
                 return published
@@ -195,8 +202,9 @@ class StreamHandler:
         await context.abort(grpc.StatusCode.UNAVAILABLE, refusal.message)
 
     def end_streams(self) -> int:
-        """End every open stream as if its client had closed it, so each returns with status OK instead of
-        being cancelled by the server's stop (graceful shutdown, issue 14 item 6); returns how many."""
+        """End every open stream with UNAVAILABLE ("shutting down"), the status gRPC clients retry, instead
+        of letting the server's stop cancel it (graceful shutdown, issue 14 item 6; docs/operations.md);
+        returns how many."""
         for inbox in self._inboxes:
             inbox.end()
         return len(self._inboxes)
@@ -266,6 +274,11 @@ class StreamHandler:
                 item = await inbox.get()
                 if isinstance(item, _End):
                     return
+                if isinstance(item, _Shutdown):
+                    # UNAVAILABLE, not OK: OK says the RPC is complete, and some xDS clients (grpc-go based
+                    # ones among them) do not reconnect after it; UNAVAILABLE is the code gRPC defines as
+                    # "transient, retry", which every xDS client honours (docs/protocol.md R27).
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, _Published):
